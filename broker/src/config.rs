@@ -1,0 +1,249 @@
+//! One typed configuration for every role, with the defaults of DESIGN.md §6 and the key names of
+//! §7. Sources, weakest first: built-in defaults, a TOML file, `FERROCKET_<KEY>` environment
+//! variables, command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// When a send is acknowledged relative to the fsync of the CommitLog (RocketMQ `flushDiskType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushDiskType {
+    /// Acknowledge once written to the page cache; a flush thread fsyncs every `flush_interval_ms`.
+    Async,
+    /// Acknowledge only after an fsync covering the message (group commit: one fsync serves every
+    /// message written before it).
+    Sync,
+}
+
+/// Broker configuration. Every field is a config key (DESIGN.md §7); units are in the names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address (`host:port`), default `127.0.0.1:8081`.
+    pub listen: SocketAddr,
+    /// Address advertised to clients in routes; defaults to `listen` (set it when listening on 0.0.0.0).
+    pub advertised_addr: Option<String>,
+    /// Root of the store: `commitlog/`, `consumequeue/`, `index/`, `config/`.
+    pub data_dir: PathBuf,
+    /// `async` (default) or `sync`.
+    pub flush_disk_type: FlushDiskType,
+    /// Period of the ASYNC_FLUSH flush thread, ms (RocketMQ `flushIntervalCommitLog`, 500).
+    pub flush_interval_ms: u64,
+    /// Size of one CommitLog MappedFile, bytes (RocketMQ `mappedFileSizeCommitLog`, 1 GiB).
+    pub commitlog_segment_bytes: u64,
+    /// ConsumeQueue entries per file (RocketMQ `mappedFileSizeConsumeQueue` / 20, 300,000).
+    pub consume_queue_entries_per_file: u64,
+    /// Hash slots per IndexFile (RocketMQ `maxHashSlotNum`, 5,000,000).
+    pub index_slots: u32,
+    /// Entries per IndexFile (RocketMQ `maxIndexNum`, 20,000,000).
+    pub index_max_entries: u32,
+    /// Create unknown topics on first send (on in standalone mode, off otherwise).
+    pub auto_create_topic: bool,
+    /// Queue count of auto-created topics.
+    pub default_queue_count: u32,
+    /// Largest message body accepted, bytes (4 MiB).
+    pub max_body_bytes: u64,
+    /// Invisible time used when a consumer sends none (push consumers), ms (60 s).
+    pub default_invisible_ms: u64,
+    /// Smallest invisible time a consumer may ask for, ms (10 s).
+    pub min_invisible_ms: u64,
+    /// Largest invisible time a consumer may ask for, ms (12 h).
+    pub max_invisible_ms: u64,
+    /// Longest a ReceiveMessage long poll is held, ms (20 s).
+    pub long_polling_max_ms: u64,
+    /// Delivery attempts before a message is dead-lettered (17: the first delivery and 16 retries).
+    pub max_delivery_attempts: u32,
+    /// Retry backoff per attempt (delay levels from level 3, RocketMQ's default).
+    #[serde(with = "durations")]
+    pub retry_backoff: Vec<Duration>,
+    /// Transaction timeout before a half message is checked back, ms (6 s).
+    pub transaction_timeout_ms: u64,
+    /// Period of the transaction check scan, ms (30 s, RocketMQ >= 5.1.1).
+    pub transaction_check_interval_ms: u64,
+    /// Check-backs before an orphaned half message is rolled back (15).
+    pub transaction_check_max: u32,
+    /// The 18 delay levels of RocketMQ (`messageDelayLevel`).
+    #[serde(with = "durations")]
+    pub delay_levels: Vec<Duration>,
+    /// Longest allowed delay of a DELAY message, ms (3 days).
+    pub timer_max_delay_ms: u64,
+    /// How long CommitLog segments are kept, hours (72).
+    pub file_reserved_hours: u64,
+    /// Disk usage above which the oldest segments are deleted early (0.75).
+    pub disk_max_used_ratio: f64,
+    /// Nameserver addresses (`host:port`); empty in standalone mode.
+    pub namesrv_addrs: Vec<String>,
+    /// Broker group name (RocketMQ `brokerName`).
+    pub broker_name: String,
+    /// 0 for the master, > 0 for slaves.
+    pub broker_id: u32,
+    /// `master` or `slave`.
+    pub broker_role: String,
+    /// `async` or `sync` master/slave replication.
+    pub replication: String,
+    /// Replicas (master included) that must hold a message before a SYNC replication send is acknowledged.
+    pub min_in_sync_replicas: u32,
+    /// Address of the Prometheus `/metrics` endpoint; none by default.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often consumer progress is snapshotted to `config/consumer_offsets.json`, ms.
+    pub consumer_snapshot_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let secs = Duration::from_secs;
+        let mins = |m: u64| Duration::from_secs(60 * m);
+        Self {
+            listen: "127.0.0.1:8081".parse().expect("literal address"),
+            advertised_addr: None,
+            data_dir: PathBuf::from("ferrocket-data"),
+            flush_disk_type: FlushDiskType::Async,
+            flush_interval_ms: 500,
+            commitlog_segment_bytes: 1 << 30,
+            consume_queue_entries_per_file: 300_000,
+            index_slots: 5_000_000,
+            index_max_entries: 20_000_000,
+            auto_create_topic: false,
+            default_queue_count: 8,
+            max_body_bytes: 4 << 20,
+            default_invisible_ms: 60_000,
+            min_invisible_ms: 10_000,
+            max_invisible_ms: 12 * 3_600_000,
+            long_polling_max_ms: 20_000,
+            max_delivery_attempts: 17,
+            retry_backoff: [10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200]
+                .into_iter()
+                .map(secs)
+                .collect(),
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 30_000,
+            transaction_check_max: 15,
+            delay_levels: vec![
+                secs(1), secs(5), secs(10), secs(30), mins(1), mins(2), mins(3), mins(4), mins(5),
+                mins(6), mins(7), mins(8), mins(9), mins(10), mins(20), mins(30), mins(60), mins(120),
+            ],
+            timer_max_delay_ms: 3 * 24 * 3_600_000,
+            file_reserved_hours: 72,
+            disk_max_used_ratio: 0.75,
+            namesrv_addrs: Vec::new(),
+            broker_name: "broker-a".into(),
+            broker_id: 0,
+            broker_role: "master".into(),
+            replication: "async".into(),
+            min_in_sync_replicas: 1,
+            metrics_listen: None,
+            consumer_snapshot_interval_ms: 5_000,
+        }
+    }
+}
+
+/// Serde adapter: a list of durations written the human way (`["1s", "2m"]`).
+mod durations {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in force.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (TOML, if given), then `FERROCKET_*` env, then `flags`.
+    /// `base` supplies role-specific defaults (standalone turns `auto_create_topic` on).
+    ///
+    /// Errors: unreadable or malformed file, unknown key, or a value of the wrong type; the
+    /// message names the key and the source.
+    pub fn load(base: Config, file: Option<&Path>, flags: &Overrides) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(base));
+        if let Some(path) = file {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let cfg: Config = fig
+            .merge(Env::prefixed("FERROCKET_"))
+            .merge(Serialized::defaults(flags))
+            .extract()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects values the broker cannot run with. Errors name the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        ensure!(self.commitlog_segment_bytes >= 64 * 1024, "commitlog_segment_bytes must be at least 65536");
+        ensure!(
+            self.max_body_bytes + 64 * 1024 <= self.commitlog_segment_bytes,
+            "max_body_bytes must be at least 64 KiB smaller than commitlog_segment_bytes (a record never spans segments)"
+        );
+        ensure!(self.consume_queue_entries_per_file > 0, "consume_queue_entries_per_file must be > 0");
+        ensure!(self.index_slots > 0 && self.index_max_entries > 0, "index_slots and index_max_entries must be > 0");
+        ensure!((1..=1024).contains(&self.default_queue_count), "default_queue_count must be in 1..=1024");
+        ensure!(self.min_invisible_ms <= self.default_invisible_ms, "default_invisible_ms must be >= min_invisible_ms");
+        ensure!(self.default_invisible_ms <= self.max_invisible_ms, "default_invisible_ms must be <= max_invisible_ms");
+        ensure!(self.flush_interval_ms > 0, "flush_interval_ms must be > 0");
+        ensure!(self.long_polling_max_ms > 0, "long_polling_max_ms must be > 0");
+        Ok(())
+    }
+
+    /// The `host:port` clients should dial to reach this broker.
+    pub fn advertised(&self) -> String {
+        self.advertised_addr.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "flush_disk_type = \"sync\"\ndefault_queue_count = 4\nretry_backoff = [\"1s\", \"2m\"]\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FERROCKET_DEFAULT_QUEUE_COUNT", "6");
+            let flags = Overrides { data_dir: Some("/x".into()), ..Default::default() };
+            let cfg = Config::load(Config::default(), Some(&file), &flags).unwrap();
+            assert_eq!(cfg.flush_disk_type, FlushDiskType::Sync);
+            assert_eq!(cfg.default_queue_count, 6, "env beats file");
+            assert_eq!(cfg.data_dir, PathBuf::from("/x"), "flags beat env");
+            assert_eq!(cfg.retry_backoff, vec![Duration::from_secs(1), Duration::from_secs(120)]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "no_such_key = 1\n").unwrap();
+        let err = Config::load(Config::default(), Some(&file), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("no_such_key"), "{err}");
+        std::fs::write(&file, "default_queue_count = 0\n").unwrap();
+        let err = Config::load(Config::default(), Some(&file), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("default_queue_count"), "{err}");
+    }
+}

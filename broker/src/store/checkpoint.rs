@@ -1,0 +1,42 @@
+//! The checkpoint: the CommitLog offset below which every ConsumeQueue and IndexFile entry is on
+//! disk, so recovery re-dispatches only what lies past it (RocketMQ `StoreCheckpoint`).
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Contents of `checkpoint`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// CommitLog offset: records below it are dispatched and their entries flushed.
+    pub dispatched: u64,
+    /// When it was written, ms since the Unix epoch.
+    pub written_ms: u64,
+}
+
+/// Reads the checkpoint at `path`; `None` if it does not exist.
+/// Errors: I/O, or malformed contents (the message names the file).
+pub fn load(path: &Path) -> io::Result<Option<Checkpoint>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `value` as JSON to `path` atomically (temp file, fsync, rename, fsync of the directory),
+/// so a crash leaves either the old or the new contents. Errors: I/O.
+pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The CommitLog: the one append-only log of every record a broker stores, over fixed-size
+//! MappedFiles. One writer at a time (a mutex), readers bounded by the published write position.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::mapped_file::{MappedFile, MappedFileQueue};
+use super::record::{self, DecodeError, Peek, Record};
+use super::StoreError;
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// CommitLog offset of the record's first byte.
+    pub physical_offset: u64,
+    /// CommitLog offset one past its last byte: wait for the flush to reach this.
+    pub end: u64,
+    /// Offset in its topic queue (0 for records that have no ConsumeQueue).
+    pub queue_offset: u64,
+    /// Record size, bytes.
+    pub size: u32,
+    /// Time the broker stored it, ms since the Unix epoch.
+    pub store_timestamp: u64,
+}
+
+/// What lies at a CommitLog offset.
+#[derive(Debug)]
+pub enum ReadAt {
+    /// A verified record and the offset of the next one.
+    Record(Box<Record>, u64),
+    /// A segment filler: the next record is at the given offset (the next segment).
+    Blank(u64),
+    /// Nothing written here yet.
+    End,
+}
+
+struct Writer {
+    /// Next free byte.
+    wrote: u64,
+    /// Next queue offset per (topic, queue id) (RocketMQ `topicQueueTable`).
+    queue_offsets: HashMap<(String, u32), u64>,
+}
+
+/// The CommitLog of one broker.
+pub struct CommitLog {
+    files: MappedFileQueue,
+    writer: Mutex<Writer>,
+    /// Bytes below this are complete records, readable by anyone.
+    committed: AtomicU64,
+    /// Bytes below this are on disk.
+    flushed: AtomicU64,
+}
+
+/// Bytes always left free at the end of a segment so a BLANK filler fits.
+const END_RESERVE: u64 = 8;
+
+impl CommitLog {
+    /// Opens the segments in `dir`. The write position starts at `end` (found by recovery).
+    pub fn open(dir: &Path, segment_bytes: u64, end: u64) -> io::Result<CommitLog> {
+        let files = MappedFileQueue::load(dir, segment_bytes)?;
+        Ok(CommitLog {
+            files,
+            writer: Mutex::new(Writer { wrote: end, queue_offsets: HashMap::new() }),
+            committed: AtomicU64::new(end),
+            flushed: AtomicU64::new(end),
+        })
+    }
+
+    /// The segments, oldest first.
+    pub fn files(&self) -> &MappedFileQueue {
+        &self.files
+    }
+
+    /// Offset up to which records are complete and readable.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Offset up to which records are on disk.
+    pub fn flushed(&self) -> u64 {
+        self.flushed.load(Ordering::Acquire)
+    }
+
+    /// Offset of the first byte still stored (0 for a new log).
+    pub fn min_offset(&self) -> u64 {
+        self.files.min_offset().unwrap_or(0)
+    }
+
+    /// Moves the write position to `end` (recovery only, before any append).
+    pub(crate) fn set_end(&self, end: u64) {
+        self.writer.lock().wrote = end;
+        self.committed.store(end, Ordering::Release);
+        self.flushed.store(end, Ordering::Release);
+    }
+
+    /// Sets the next queue offset of every (topic, queue) from the ConsumeQueues after recovery.
+    pub fn set_queue_offsets(&self, table: HashMap<(String, u32), u64>) {
+        self.writer.lock().queue_offsets = table;
+    }
+
+    /// Appends `rec`, filling in its physical offset, store timestamp and (if `with_queue_offset`)
+    /// its queue offset. Errors: [`StoreError::Encode`] for a record that cannot be encoded or does
+    /// not fit in one segment; [`StoreError::Io`] creating a segment.
+    pub fn append(&self, rec: &mut Record, with_queue_offset: bool) -> Result<AppendResult, StoreError> {
+        let mut w = self.writer.lock();
+        rec.store_timestamp = super::now_ms();
+        let key = (rec.topic.clone(), rec.queue_id);
+        rec.queue_offset = if with_queue_offset { w.queue_offsets.get(&key).copied().unwrap_or(0) } else { 0 };
+        rec.physical_offset = w.wrote;
+        let mut bytes = rec.encode()?;
+        let len = bytes.len() as u64;
+        let seg = self.files.segment_bytes();
+        if len + END_RESERVE > seg {
+            return Err(StoreError::TooLarge { size: len, segment: seg });
+        }
+        let mut file = self.files.find_or_create(w.wrote)?;
+        if w.wrote + len + END_RESERVE > file.end() {
+            // Fill the rest of this segment and continue at the start of the next one.
+            let rest = file.end() - w.wrote;
+            file.write(w.wrote - file.start(), &record::blank(rest as usize));
+            w.wrote = file.end();
+            self.committed.store(w.wrote, Ordering::Release);
+            file = self.files.find_or_create(w.wrote)?;
+            rec.physical_offset = w.wrote;
+            bytes = rec.encode()?;
+        }
+        file.write(w.wrote - file.start(), &bytes);
+        let result = AppendResult {
+            physical_offset: w.wrote,
+            end: w.wrote + len,
+            queue_offset: rec.queue_offset,
+            size: len as u32,
+            store_timestamp: rec.store_timestamp,
+        };
+        w.wrote += len;
+        if with_queue_offset {
+            w.queue_offsets.insert(key, rec.queue_offset + 1);
+        }
+        self.committed.store(w.wrote, Ordering::Release);
+        Ok(result)
+    }
+
+    /// Reads what is at `offset`, which must be a record boundary below [`Self::committed`].
+    /// Errors: [`StoreError::Corrupt`] naming the segment file and offset if the bytes there are
+    /// not a valid record.
+    pub fn read_at(&self, offset: u64) -> Result<ReadAt, StoreError> {
+        let limit = self.committed();
+        if offset >= limit {
+            return Ok(ReadAt::End);
+        }
+        let Some(file) = self.files.find(offset) else { return Ok(ReadAt::End) };
+        read_in_file(&file, offset, limit)
+    }
+
+    /// Reads the record of `size` bytes at `offset` (as a ConsumeQueue entry names it).
+    /// Errors: [`StoreError::NotFound`] if the offset was deleted or not yet written;
+    /// [`StoreError::Corrupt`] if the bytes do not verify.
+    pub fn read_record(&self, offset: u64, size: u32) -> Result<Record, StoreError> {
+        if offset + size as u64 > self.committed() {
+            return Err(StoreError::NotFound(offset));
+        }
+        let file = self.files.find(offset).ok_or(StoreError::NotFound(offset))?;
+        let pos = offset - file.start();
+        if pos + size as u64 > file.size() {
+            return Err(corrupt(&file, offset, DecodeError::BadSize(size)));
+        }
+        Record::decode(file.slice(pos, size as usize)).map_err(|e| corrupt(&file, offset, e))
+    }
+
+    /// Flushes every committed byte to disk; returns the new flushed offset.
+    pub fn flush(&self) -> io::Result<u64> {
+        let target = self.committed();
+        let from = self.flushed();
+        if target > from {
+            self.files.flush(from, target)?;
+            self.flushed.fetch_max(target, Ordering::AcqRel);
+        }
+        Ok(target)
+    }
+}
+
+/// Reads the record at global `offset` in `file`, not looking at bytes at or past `limit`.
+pub(crate) fn read_in_file(file: &MappedFile, offset: u64, limit: u64) -> Result<ReadAt, StoreError> {
+    let pos = offset - file.start();
+    let avail = (file.end().min(limit) - offset) as usize;
+    match record::peek(file.slice(pos, avail.min(8))).map_err(|e| corrupt(file, offset, e))? {
+        Peek::Empty => Ok(ReadAt::End),
+        Peek::Blank(_) => Ok(ReadAt::Blank(file.end())),
+        Peek::Message(size) => {
+            if size as usize > avail {
+                return Err(corrupt(file, offset, DecodeError::Truncated { need: size as usize, have: avail }));
+            }
+            let rec = Record::decode(file.slice(pos, size as usize)).map_err(|e| corrupt(file, offset, e))?;
+            if rec.physical_offset != offset {
+                return Err(corrupt(file, offset, DecodeError::Malformed("physical_offset")));
+            }
+            Ok(ReadAt::Record(Box::new(rec), offset + size as u64))
+        }
+    }
+}
+
+pub(crate) fn corrupt(file: &MappedFile, offset: u64, err: DecodeError) -> StoreError {
+    StoreError::Corrupt { file: file.path().to_path_buf(), file_offset: offset - file.start(), offset, reason: err.to_string() }
+}
+
+/// Shared handle type.
+pub type CommitLogRef = Arc<CommitLog>;

@@ -1,0 +1,215 @@
+//! ConsumeQueue: per topic and queue, a log of fixed 20-byte entries (CommitLog offset u64, size
+//! u32, tag hash u64), so the n-th message of a queue is found at byte 20·n (RocketMQ
+//! `ConsumeQueue`, `CQ_STORE_UNIT_SIZE`). Written only by the dispatcher.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::mapped_file::MappedFileQueue;
+
+/// Size of one entry, bytes.
+pub const ENTRY_BYTES: u64 = 20;
+
+/// One ConsumeQueue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CqEntry {
+    /// CommitLog offset of the message.
+    pub physical_offset: u64,
+    /// Size of its record, bytes.
+    pub size: u32,
+    /// [`tag_hash`] of its tag (0 for none).
+    pub tag_hash: u64,
+}
+
+/// The hash RocketMQ stores for a tag: Java's `String.hashCode()` widened to a long
+/// (`MessageExtBrokerInner.tagsString2tagsCode`), so tag filters can skip without reading the CommitLog.
+pub fn tag_hash(tag: &str) -> u64 {
+    let mut h: i32 = 0;
+    for unit in tag.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(unit as i32);
+    }
+    h as i64 as u64
+}
+
+/// One queue of one topic.
+pub struct ConsumeQueue {
+    files: MappedFileQueue,
+    /// One past the last entry written (the queue's max offset).
+    max: AtomicU64,
+}
+
+impl ConsumeQueue {
+    /// Loads (or starts) the queue in `dir`. Errors: I/O or a malformed segment (named).
+    pub fn load(dir: &Path, entries_per_file: u64) -> io::Result<ConsumeQueue> {
+        let files = MappedFileQueue::load(dir, entries_per_file * ENTRY_BYTES)?;
+        let cq = ConsumeQueue { files, max: AtomicU64::new(0) };
+        let mut max = cq.files.min_offset().unwrap_or(0) / ENTRY_BYTES;
+        if let Some(last) = cq.files.segments().last() {
+            // The last segment's entries end at the first never-written (size 0) slot.
+            let n = last.size() / ENTRY_BYTES;
+            let used = (0..n).take_while(|i| cq.entry_in(last, *i).size != 0).count() as u64;
+            max = last.start() / ENTRY_BYTES + used;
+        }
+        cq.max.store(max, Ordering::Release);
+        Ok(cq)
+    }
+
+    fn entry_in(&self, file: &super::mapped_file::MappedFile, idx: u64) -> CqEntry {
+        let b = file.slice(idx * ENTRY_BYTES, ENTRY_BYTES as usize);
+        CqEntry {
+            physical_offset: u64::from_be_bytes(b[0..8].try_into().expect("8")),
+            size: u32::from_be_bytes(b[8..12].try_into().expect("4")),
+            tag_hash: u64::from_be_bytes(b[12..20].try_into().expect("8")),
+        }
+    }
+
+    /// One past the highest queue offset written.
+    pub fn max_offset(&self) -> u64 {
+        self.max.load(Ordering::Acquire)
+    }
+
+    /// Lowest queue offset still stored.
+    pub fn min_offset(&self) -> u64 {
+        self.files.min_offset().unwrap_or(0) / ENTRY_BYTES
+    }
+
+    /// The entry at queue `offset`, or `None` if not written (or deleted, or a hole left by a
+    /// corrupt CommitLog record).
+    pub fn get(&self, offset: u64) -> Option<CqEntry> {
+        if offset >= self.max_offset() {
+            return None;
+        }
+        let pos = offset * ENTRY_BYTES;
+        let file = self.files.find(pos)?;
+        let e = self.entry_in(&file, (pos - file.start()) / ENTRY_BYTES);
+        (e.size != 0).then_some(e)
+    }
+
+    /// Writes the entry for queue `offset` (dispatcher only). Re-writing an existing offset (after
+    /// recovery) is harmless. Errors: I/O creating a segment.
+    pub fn put(&self, offset: u64, e: CqEntry) -> io::Result<()> {
+        let pos = offset * ENTRY_BYTES;
+        let file = self.files.find_or_create(pos)?;
+        let mut b = [0u8; ENTRY_BYTES as usize];
+        b[0..8].copy_from_slice(&e.physical_offset.to_be_bytes());
+        b[8..12].copy_from_slice(&e.size.to_be_bytes());
+        b[12..20].copy_from_slice(&e.tag_hash.to_be_bytes());
+        file.write(pos - file.start(), &b);
+        self.max.fetch_max(offset + 1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Drops every entry that points at CommitLog offset `physical` or later (recovery re-dispatches
+    /// them). Errors: I/O.
+    pub fn truncate_from_physical(&self, physical: u64) -> io::Result<()> {
+        let mut max = self.max_offset();
+        let min = self.min_offset();
+        while max > min {
+            match self.get(max - 1) {
+                Some(e) if e.physical_offset < physical => break,
+                _ => {}
+            }
+            let pos = (max - 1) * ENTRY_BYTES;
+            if let Some(f) = self.files.find(pos) {
+                f.write(pos - f.start(), &[0u8; ENTRY_BYTES as usize]);
+            }
+            max -= 1;
+        }
+        self.max.store(max, Ordering::Release);
+        self.files.remove_from((max * ENTRY_BYTES).div_ceil(self.files.segment_bytes()) * self.files.segment_bytes())
+    }
+
+    /// Flushes every entry to disk.
+    pub fn flush(&self) -> io::Result<()> {
+        self.files.flush(0, self.max_offset() * ENTRY_BYTES)
+    }
+}
+
+/// Every ConsumeQueue of a broker, under `consumequeue/<topic>/<queue id>/`.
+pub struct ConsumeQueueTable {
+    root: PathBuf,
+    entries_per_file: u64,
+    queues: RwLock<HashMap<(String, u32), Arc<ConsumeQueue>>>,
+}
+
+impl ConsumeQueueTable {
+    /// Loads every queue under `root`. Errors: I/O or a malformed directory (named).
+    pub fn load(root: &Path, entries_per_file: u64) -> io::Result<ConsumeQueueTable> {
+        std::fs::create_dir_all(root)?;
+        let mut queues = HashMap::new();
+        for topic in std::fs::read_dir(root)? {
+            let topic = topic?;
+            let name = topic.file_name().to_string_lossy().into_owned();
+            for q in std::fs::read_dir(topic.path())? {
+                let q = q?;
+                let id: u32 = q.file_name().to_string_lossy().parse().map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("unexpected directory {}", q.path().display()))
+                })?;
+                queues.insert((name.clone(), id), Arc::new(ConsumeQueue::load(&q.path(), entries_per_file)?));
+            }
+        }
+        Ok(ConsumeQueueTable { root: root.to_path_buf(), entries_per_file, queues: RwLock::new(queues) })
+    }
+
+    /// The queue, if it has ever had an entry.
+    pub fn get(&self, topic: &str, queue_id: u32) -> Option<Arc<ConsumeQueue>> {
+        self.queues.read().get(&(topic.to_string(), queue_id)).cloned()
+    }
+
+    /// The queue, created if absent. Errors: I/O.
+    pub fn get_or_create(&self, topic: &str, queue_id: u32) -> io::Result<Arc<ConsumeQueue>> {
+        if let Some(q) = self.get(topic, queue_id) {
+            return Ok(q);
+        }
+        let mut w = self.queues.write();
+        if let Some(q) = w.get(&(topic.to_string(), queue_id)) {
+            return Ok(q.clone());
+        }
+        let dir = self.root.join(topic).join(queue_id.to_string());
+        let q = Arc::new(ConsumeQueue::load(&dir, self.entries_per_file)?);
+        w.insert((topic.to_string(), queue_id), q.clone());
+        Ok(q)
+    }
+
+    /// Every queue with its key.
+    pub fn all(&self) -> Vec<((String, u32), Arc<ConsumeQueue>)> {
+        self.queues.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_hash_matches_java_string_hash_code() {
+        // Values of "TagA".hashCode() and "".hashCode() in Java; negative hashes sign-extend.
+        assert_eq!(tag_hash(""), 0);
+        assert_eq!(tag_hash("TagA") as i64, 2_598_919);
+        assert_eq!(tag_hash("polygenelubricants") as i64, i32::MIN as i64);
+    }
+
+    #[test]
+    fn entries_survive_reload_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let cq = ConsumeQueue::load(dir.path(), 4).unwrap();
+        for i in 0..10u64 {
+            cq.put(i, CqEntry { physical_offset: i * 100, size: 50, tag_hash: i }).unwrap();
+        }
+        assert_eq!(cq.max_offset(), 10);
+        drop(cq);
+        let cq = ConsumeQueue::load(dir.path(), 4).unwrap();
+        assert_eq!(cq.max_offset(), 10);
+        assert_eq!(cq.get(7).unwrap().physical_offset, 700);
+        cq.truncate_from_physical(450).unwrap();
+        assert_eq!(cq.max_offset(), 5);
+        assert!(cq.get(5).is_none());
+        drop(cq);
+        assert_eq!(ConsumeQueue::load(dir.path(), 4).unwrap().max_offset(), 5);
+    }
+}

@@ -1,0 +1,185 @@
+//! IndexFile: a persistent hash index from a key (`<topic>#<message key>`, `#id#<message id>`) to
+//! CommitLog offsets, in RocketMQ's layout (`IndexFile`, `IndexHeader`): a 40-byte header, a table
+//! of hash slots (4 bytes each: the newest entry of the slot), then entries of 20 bytes (key hash
+//! i32, CommitLog offset i64, seconds since the file's first entry i32, previous entry of the same
+//! slot i32). Entry 0 is unused so 0 means "none". A full file is followed by a new one.
+//!
+//! Hits are candidates only: the caller must read the record and compare the key, since distinct
+//! keys share hashes and, after a crash, an entry may point past the recovered CommitLog end.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::mapped_file::MappedFile;
+
+const HEADER: u64 = 40;
+const SLOT: u64 = 4;
+const ENTRY: u64 = 20;
+
+/// One IndexFile.
+struct IndexFile {
+    file: MappedFile,
+    slots: u32,
+    max_entries: u32,
+}
+
+fn java_hash(key: &str) -> i32 {
+    let mut h: i32 = 0;
+    for unit in key.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(unit as i32);
+    }
+    // RocketMQ: Math.abs, with Integer.MIN_VALUE mapped to 0.
+    h.checked_abs().unwrap_or(0)
+}
+
+impl IndexFile {
+    fn open(path: &Path, slots: u32, max_entries: u32) -> io::Result<IndexFile> {
+        let size = HEADER + slots as u64 * SLOT + max_entries as u64 * ENTRY;
+        let file = MappedFile::open(path, 0, size)?;
+        let f = IndexFile { file, slots, max_entries };
+        if f.count() == 0 {
+            f.put_i32(36, 1);
+            f.put_i32(32, slots as i32);
+        } else if f.get_i32(32) != slots as i32 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} has a different slot count", path.display())));
+        }
+        Ok(f)
+    }
+    fn get_i32(&self, at: u64) -> i32 {
+        i32::from_be_bytes(self.file.slice(at, 4).try_into().expect("4"))
+    }
+    fn get_i64(&self, at: u64) -> i64 {
+        i64::from_be_bytes(self.file.slice(at, 8).try_into().expect("8"))
+    }
+    fn put_i32(&self, at: u64, v: i32) {
+        self.file.write(at, &v.to_be_bytes());
+    }
+    fn put_i64(&self, at: u64, v: i64) {
+        self.file.write(at, &v.to_be_bytes());
+    }
+    /// Next free entry index (starts at 1).
+    fn count(&self) -> u32 {
+        self.get_i32(36) as u32
+    }
+    fn is_full(&self) -> bool {
+        self.count() >= self.max_entries
+    }
+    fn slot_at(&self, hash: i32) -> u64 {
+        HEADER + (hash as u32 % self.slots) as u64 * SLOT
+    }
+    fn entry_at(&self, idx: u32) -> u64 {
+        HEADER + self.slots as u64 * SLOT + idx as u64 * ENTRY
+    }
+
+    fn put(&self, key: &str, physical: u64, store_ms: u64) {
+        let hash = java_hash(key);
+        let idx = self.count();
+        let slot = self.slot_at(hash);
+        let mut prev = self.get_i32(slot);
+        if prev < 0 || prev as u32 >= idx {
+            prev = 0; // stale after a crash: never let a chain point forward
+        }
+        let begin = if idx == 1 { store_ms as i64 } else { self.get_i64(0) };
+        let e = self.entry_at(idx);
+        self.put_i32(e, hash);
+        self.put_i64(e + 4, physical as i64);
+        self.put_i32(e + 12, ((store_ms as i64 - begin) / 1000) as i32);
+        self.put_i32(e + 16, prev);
+        self.put_i32(slot, idx as i32);
+        // Header: begin/end timestamp, begin/end CommitLog offset, slot count, entry count.
+        if idx == 1 {
+            self.put_i64(0, begin);
+            self.put_i64(16, physical as i64);
+        }
+        self.put_i64(8, store_ms as i64);
+        self.put_i64(24, physical as i64);
+        self.put_i32(36, idx as i32 + 1);
+    }
+
+    fn query(&self, key: &str, out: &mut Vec<u64>, max: usize) {
+        let hash = java_hash(key);
+        let count = self.count();
+        let mut idx = self.get_i32(self.slot_at(hash));
+        let mut hops = 0;
+        while idx > 0 && (idx as u32) < count && out.len() < max && hops < self.max_entries {
+            let e = self.entry_at(idx as u32);
+            if self.get_i32(e) == hash {
+                out.push(self.get_i64(e + 4) as u64);
+            }
+            let prev = self.get_i32(e + 16);
+            if prev >= idx {
+                break;
+            }
+            idx = prev;
+            hops += 1;
+        }
+    }
+}
+
+/// The IndexFiles of a broker, under `index/`, oldest first.
+pub struct IndexService {
+    dir: PathBuf,
+    slots: u32,
+    max_entries: u32,
+    files: Vec<IndexFile>,
+}
+
+impl IndexService {
+    /// Loads every IndexFile in `dir`. Errors: I/O or a malformed file (named).
+    pub fn load(dir: &Path, slots: u32, max_entries: u32) -> io::Result<IndexService> {
+        std::fs::create_dir_all(dir)?;
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+        names.sort();
+        let files = names.iter().map(|p| IndexFile::open(p, slots, max_entries)).collect::<Result<_, _>>()?;
+        Ok(IndexService { dir: dir.to_path_buf(), slots, max_entries, files })
+    }
+
+    /// Adds `key` -> `physical` (CommitLog offset) stored at `store_ms`. Errors: I/O creating a file.
+    pub fn put(&mut self, key: &str, physical: u64, store_ms: u64) -> io::Result<()> {
+        if self.files.last().is_none_or(|f| f.is_full()) {
+            let path = self.dir.join(format!("{:020}", self.files.len()));
+            self.files.push(IndexFile::open(&path, self.slots, self.max_entries)?);
+        }
+        self.files.last().expect("just ensured").put(key, physical, store_ms);
+        Ok(())
+    }
+
+    /// CommitLog offsets that may hold `key`, newest first, without duplicates, at most `max`.
+    pub fn query(&self, key: &str, max: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        for f in self.files.iter().rev() {
+            f.query(key, &mut out, max.saturating_mul(2));
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|o| seen.insert(*o));
+        out.truncate(max);
+        out
+    }
+
+    /// Flushes every file. Errors: I/O.
+    pub fn flush(&self) -> io::Result<()> {
+        for f in &self.files {
+            f.file.flush(0, f.file.size())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_keys_across_files_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = IndexService::load(dir.path(), 8, 5).unwrap();
+        for i in 0..20u64 {
+            idx.put(&format!("t#k{}", i % 3), i * 10, 1_000 + i).unwrap();
+        }
+        let hits = idx.query("t#k1", 100);
+        assert_eq!(hits, vec![190, 160, 130, 100, 70, 40, 10]);
+        drop(idx);
+        let idx = IndexService::load(dir.path(), 8, 5).unwrap();
+        assert_eq!(idx.query("t#k1", 2), vec![190, 160]);
+    }
+}

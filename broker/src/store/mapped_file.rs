@@ -1,0 +1,233 @@
+//! Fixed-size memory-mapped segment files and the ordered queue of them that backs the CommitLog
+//! and every ConsumeQueue (RocketMQ `MappedFile` / `MappedFileQueue`). A segment is named by the
+//! 20-digit global offset of its first byte, so the name alone says where it belongs.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
+use parking_lot::RwLock;
+
+/// One segment: a file of exactly `size` bytes, mapped read-write.
+///
+/// Concurrency contract (as in RocketMQ): one writer appends above a published write position;
+/// readers only touch bytes below a position that was published to them after it was written.
+/// The two ranges never overlap, which is what makes the unsynchronised accesses below sound.
+pub struct MappedFile {
+    path: PathBuf,
+    start: u64,
+    size: u64,
+    map: MmapRaw,
+    _file: File,
+}
+
+impl MappedFile {
+    /// Opens `path`, creating it sparse with `size` bytes if absent.
+    /// Errors: I/O; an existing file whose size is not `size` (the message names the file).
+    pub fn open(path: &Path, start: u64, size: u64) -> io::Result<MappedFile> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let len = file.metadata()?.len();
+        if len == 0 {
+            file.set_len(size)?;
+        } else if len != size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is {len} bytes, expected {size} (was the segment size changed?)", path.display()),
+            ));
+        }
+        let map = MmapRaw::map_raw(&file)?;
+        Ok(MappedFile { path: path.to_path_buf(), start, size, map, _file: file })
+    }
+
+    /// Global offset of the first byte.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+    /// Size of the segment, bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// Global offset one past the last byte.
+    pub fn end(&self) -> u64 {
+        self.start + self.size
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The bytes at segment-relative `pos..pos+len`.
+    ///
+    /// Panics if the range is outside the segment. The caller must only read bytes that were
+    /// published to it by the writer (see the type's contract).
+    pub fn slice(&self, pos: u64, len: usize) -> &[u8] {
+        assert!(pos + len as u64 <= self.size, "read past the end of {}", self.path.display());
+        // SAFETY: in bounds (checked above); the map lives as long as `self`; bytes below the
+        // published write position are never written again while readers may see them.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(pos as usize), len) }
+    }
+
+    /// Writes `data` at segment-relative `pos`. Only the single writer of this segment may call it,
+    /// and only above the position it has published to readers.
+    pub fn write(&self, pos: u64, data: &[u8]) {
+        assert!(pos + data.len() as u64 <= self.size, "write past the end of {}", self.path.display());
+        // SAFETY: in bounds; the single writer owns this unpublished range (type contract).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos as usize), data.len()) }
+    }
+
+    /// Writes dirty pages of segment-relative `from..to` to disk (msync).
+    pub fn flush(&self, from: u64, to: u64) -> io::Result<()> {
+        if to > from {
+            self.map.flush_range(from as usize, (to - from) as usize)?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes segment-relative `from..` to the end, touching only pages that hold data, so a
+    /// sparse file stays sparse. Used to cut a torn tail; flushes what it changed.
+    pub fn zero_from(&self, from: u64) -> io::Result<()> {
+        const PAGE: u64 = 4096;
+        let mut pos = from;
+        while pos < self.size {
+            let end = ((pos / PAGE) + 1) * PAGE;
+            let end = end.min(self.size);
+            let len = (end - pos) as usize;
+            if self.slice(pos, len).iter().any(|b| *b != 0) {
+                self.write(pos, &vec![0u8; len]);
+            }
+            pos = end;
+        }
+        self.flush(from, self.size)
+    }
+}
+
+/// The segments of one log, ordered by start offset, all of the same size.
+pub struct MappedFileQueue {
+    dir: PathBuf,
+    segment_bytes: u64,
+    files: RwLock<Vec<Arc<MappedFile>>>,
+}
+
+impl MappedFileQueue {
+    /// Loads every segment in `dir` (created if missing). Errors: I/O, a file name that is not a
+    /// 20-digit offset, a file of the wrong size, or a gap between segments; each names the file.
+    pub fn load(dir: &Path, segment_bytes: u64) -> io::Result<MappedFileQueue> {
+        std::fs::create_dir_all(dir)?;
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                continue;
+            }
+            let start: u64 = name.parse().ok().filter(|_| name.len() == 20).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("unexpected file {} in segment directory", entry.path().display()))
+            })?;
+            names.push((start, entry.path()));
+        }
+        names.sort();
+        let mut files: Vec<Arc<MappedFile>> = Vec::with_capacity(names.len());
+        for (start, path) in names {
+            if let Some(prev) = files.last() {
+                if prev.end() != start {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} starts at {start}, but the previous segment ends at {}", path.display(), prev.end()),
+                    ));
+                }
+            }
+            if start % segment_bytes != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} starts at {start}, not a multiple of the segment size {segment_bytes}", path.display()),
+                ));
+            }
+            files.push(Arc::new(MappedFile::open(&path, start, segment_bytes)?));
+        }
+        Ok(MappedFileQueue { dir: dir.to_path_buf(), segment_bytes, files: RwLock::new(files) })
+    }
+
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    /// The segment holding global `offset`, if it exists.
+    pub fn find(&self, offset: u64) -> Option<Arc<MappedFile>> {
+        let files = self.files.read();
+        let first = files.first()?.start();
+        let idx = offset.checked_sub(first)? / self.segment_bytes;
+        files.get(idx as usize).cloned()
+    }
+
+    /// The segment holding global `offset`, creating it (and only it) if `offset` is at or past
+    /// the end of the last one. Errors: I/O creating the file.
+    pub fn find_or_create(&self, offset: u64) -> io::Result<Arc<MappedFile>> {
+        if let Some(f) = self.find(offset) {
+            return Ok(f);
+        }
+        let start = offset - offset % self.segment_bytes;
+        let path = self.dir.join(format!("{start:020}"));
+        let file = Arc::new(MappedFile::open(&path, start, self.segment_bytes)?);
+        self.files.write().push(file.clone());
+        Ok(file)
+    }
+
+    /// All segments, oldest first.
+    pub fn segments(&self) -> Vec<Arc<MappedFile>> {
+        self.files.read().clone()
+    }
+
+    /// Global offset of the first byte kept, or `None` when empty.
+    pub fn min_offset(&self) -> Option<u64> {
+        self.files.read().first().map(|f| f.start())
+    }
+
+    /// Flushes global `from..to` across segments.
+    pub fn flush(&self, from: u64, to: u64) -> io::Result<()> {
+        for f in self.segments() {
+            let (a, b) = (from.max(f.start()), to.min(f.end()));
+            if a < b {
+                f.flush(a - f.start(), b - f.start())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every segment that starts at or after `offset` (used when recovery cuts a tail).
+    pub fn remove_from(&self, offset: u64) -> io::Result<()> {
+        let mut files = self.files.write();
+        while files.last().is_some_and(|f| f.start() >= offset) {
+            let f = files.pop().expect("checked non-empty");
+            std::fs::remove_file(f.path())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_named_by_offset_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = MappedFileQueue::load(dir.path(), 4096).unwrap();
+        let f = q.find_or_create(5000).unwrap();
+        assert_eq!(f.start(), 4096);
+        f.write(10, b"abc");
+        assert!(dir.path().join("00000000000000004096").exists());
+        drop((f, q));
+        let q = MappedFileQueue::load(dir.path(), 4096).unwrap();
+        assert_eq!(q.find(4096 + 10).unwrap().slice(10, 3), b"abc");
+        assert!(q.find(0).is_none());
+    }
+
+    #[test]
+    fn wrong_size_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{:020}", 0)), b"short").unwrap();
+        let err = MappedFileQueue::load(dir.path(), 4096).err().unwrap();
+        assert!(err.to_string().contains("00000000000000000000"), "{err}");
+    }
+}

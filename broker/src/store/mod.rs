@@ -1,0 +1,374 @@
+//! The storage engine: CommitLog, ConsumeQueues, IndexFiles, checkpoint, flush and recovery.
+//! It knows nothing of gRPC or of consumers; it stores records and finds them again.
+//!
+//! Threads: the dispatcher turns new CommitLog records into ConsumeQueue and IndexFile entries
+//! (RocketMQ `ReputMessageService`); the flush thread fsyncs the CommitLog (every
+//! `flush_interval_ms` for ASYNC_FLUSH, as soon as a writer waits for SYNC_FLUSH: group commit)
+//! and writes the checkpoint once a second.
+
+pub mod checkpoint;
+pub mod commitlog;
+pub mod consume_queue;
+pub mod index_file;
+pub mod mapped_file;
+pub mod record;
+mod recovery;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::config::FlushDiskType;
+use commitlog::{AppendResult, CommitLog, ReadAt};
+use consume_queue::{tag_hash, ConsumeQueue, ConsumeQueueTable, CqEntry};
+use index_file::IndexService;
+use record::Record;
+pub use recovery::{Corruption, RecoveryReport};
+
+/// sys_flag bit: the record gets no ConsumeQueue or IndexFile entry (internal logs such as acks).
+pub const SYS_FLAG_NO_DISPATCH: u32 = 1 << 16;
+/// Property: the message's tag (RocketMQ `TAGS`).
+pub const PROP_TAGS: &str = "TAGS";
+/// Property: the message's keys, separated by [`KEY_SEPARATOR`] (RocketMQ `KEYS`).
+pub const PROP_KEYS: &str = "KEYS";
+/// Property: the client's message id (RocketMQ `UNIQ_KEY`).
+pub const PROP_MSG_ID: &str = "UNIQ_KEY";
+/// Separator of keys in [`PROP_KEYS`] (RocketMQ uses a space).
+pub const KEY_SEPARATOR: char = ' ';
+
+/// Storage errors. Corruption names the segment file and offsets.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("cannot encode record: {0}")]
+    Encode(#[from] record::EncodeError),
+    #[error("record of {size} bytes does not fit in a CommitLog segment of {segment} bytes")]
+    TooLarge { size: u64, segment: u64 },
+    #[error("corrupt record in {} at file offset {file_offset} (CommitLog offset {offset}): {reason}", file.display())]
+    Corrupt { file: PathBuf, file_offset: u64, offset: u64, reason: String },
+    #[error("no record at CommitLog offset {0}")]
+    NotFound(u64),
+    #[error("store is shut down")]
+    ShutDown,
+}
+
+/// What the store needs from the broker config.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub flush_disk_type: FlushDiskType,
+    pub flush_interval_ms: u64,
+    pub commitlog_segment_bytes: u64,
+    pub consume_queue_entries_per_file: u64,
+    pub index_slots: u32,
+    pub index_max_entries: u32,
+}
+
+impl From<&crate::config::Config> for StoreConfig {
+    fn from(c: &crate::config::Config) -> Self {
+        StoreConfig {
+            data_dir: c.data_dir.clone(),
+            flush_disk_type: c.flush_disk_type,
+            flush_interval_ms: c.flush_interval_ms,
+            commitlog_segment_bytes: c.commitlog_segment_bytes,
+            consume_queue_entries_per_file: c.consume_queue_entries_per_file,
+            index_slots: c.index_slots,
+            index_max_entries: c.index_max_entries,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A wake-up flag for a background thread (lost wake-ups are impossible: the flag is kept).
+#[derive(Default)]
+struct Signal {
+    pending: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Signal {
+    fn notify(&self) {
+        *self.pending.lock() = true;
+        self.cv.notify_one();
+    }
+    /// Waits until notified or `timeout` passes; clears the flag.
+    fn wait(&self, timeout: Duration) {
+        let mut p = self.pending.lock();
+        if !*p {
+            self.cv.wait_for(&mut p, timeout);
+        }
+        *p = false;
+    }
+}
+
+/// The store of one broker. Create with [`Store::open`]; stop with [`Store::shutdown`].
+pub struct Store {
+    cfg: StoreConfig,
+    commitlog: CommitLog,
+    cqs: ConsumeQueueTable,
+    index: Mutex<IndexService>,
+    dispatched: AtomicU64,
+    dispatched_tx: watch::Sender<u64>,
+    flushed_tx: watch::Sender<u64>,
+    dispatch_signal: Signal,
+    flush_signal: Signal,
+    stopping: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    recovery: RecoveryReport,
+}
+
+impl Store {
+    /// Opens the store in `cfg.data_dir`, recovers it and starts its threads.
+    ///
+    /// Recovery scans the CommitLog from the checkpoint: valid records are re-dispatched; a corrupt
+    /// record followed by valid ones is reported (file and offset) and skipped, never cut; an
+    /// invalid tail with nothing valid after it (a torn write) is cut. See [`RecoveryReport`].
+    /// Errors: I/O or malformed store files, each naming the file.
+    pub fn open(cfg: StoreConfig) -> Result<Arc<Store>, StoreError> {
+        let (commitlog, cqs, index, recovery) = recovery::recover(&cfg)?;
+        let end = commitlog.committed();
+        let store = Arc::new(Store {
+            cfg,
+            commitlog,
+            cqs,
+            index: Mutex::new(index),
+            dispatched: AtomicU64::new(end),
+            dispatched_tx: watch::channel(end).0,
+            flushed_tx: watch::channel(end).0,
+            dispatch_signal: Signal::default(),
+            flush_signal: Signal::default(),
+            stopping: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            recovery,
+        });
+        let s = store.clone();
+        let dispatcher = std::thread::Builder::new().name("dispatcher".into()).spawn(move || s.dispatch_loop())?;
+        let s = store.clone();
+        let flusher = std::thread::Builder::new().name("flush".into()).spawn(move || s.flush_loop())?;
+        store.threads.lock().extend([dispatcher, flusher]);
+        Ok(store)
+    }
+
+    /// What recovery found when the store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.cfg.data_dir
+    }
+
+    /// Appends a record (see [`CommitLog::append`]) and wakes the dispatcher. With SYNC_FLUSH, await
+    /// [`Store::wait_durable`] with the result before acknowledging.
+    pub fn append(&self, rec: &mut Record, with_queue_offset: bool) -> Result<AppendResult, StoreError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(StoreError::ShutDown);
+        }
+        let r = self.commitlog.append(rec, with_queue_offset)?;
+        self.dispatch_signal.notify();
+        Ok(r)
+    }
+
+    /// Waits until CommitLog offset `end` is as durable as the flush policy promises: on disk for
+    /// SYNC_FLUSH (group commit: one fsync releases every waiter below it), immediately for ASYNC.
+    /// Errors: [`StoreError::ShutDown`] if the store stops first.
+    pub async fn wait_durable(&self, end: u64) -> Result<(), StoreError> {
+        if self.cfg.flush_disk_type == FlushDiskType::Async {
+            return Ok(());
+        }
+        let mut rx = self.flushed_tx.subscribe();
+        self.flush_signal.notify();
+        rx.wait_for(|f| *f >= end).await.map(|_| ()).map_err(|_| StoreError::ShutDown)
+    }
+
+    /// Offset up to which records have been dispatched to ConsumeQueues.
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched.load(Ordering::Acquire)
+    }
+
+    /// A receiver that changes whenever new records are dispatched (for long polling).
+    pub fn subscribe_dispatched(&self) -> watch::Receiver<u64> {
+        self.dispatched_tx.subscribe()
+    }
+
+    /// The ConsumeQueue of a topic queue, if it has ever had a message.
+    pub fn consume_queue(&self, topic: &str, queue_id: u32) -> Option<Arc<ConsumeQueue>> {
+        self.cqs.get(topic, queue_id)
+    }
+
+    /// One past the highest queue offset of a topic queue (0 if it has no messages).
+    pub fn max_queue_offset(&self, topic: &str, queue_id: u32) -> u64 {
+        self.cqs.get(topic, queue_id).map(|q| q.max_offset()).unwrap_or(0)
+    }
+
+    /// Lowest queue offset still stored for a topic queue.
+    pub fn min_queue_offset(&self, topic: &str, queue_id: u32) -> u64 {
+        self.cqs.get(topic, queue_id).map(|q| q.min_offset()).unwrap_or(0)
+    }
+
+    /// Reads the message a ConsumeQueue entry points at. Errors: see [`CommitLog::read_record`].
+    pub fn read(&self, e: &CqEntry) -> Result<Record, StoreError> {
+        self.commitlog.read_record(e.physical_offset, e.size)
+    }
+
+    /// Offset one past the last complete CommitLog record.
+    pub fn commitlog_end(&self) -> u64 {
+        self.commitlog.committed()
+    }
+
+    /// Messages whose index key is `key` (`<topic>#<key>` or `#id#<message id>`), newest first,
+    /// at most `max`. Each candidate is verified against the CommitLog.
+    pub fn query_index(&self, key: &str, max: usize) -> Vec<Record> {
+        let offsets = self.index.lock().query(key, max * 4);
+        let mut out = Vec::new();
+        for off in offsets {
+            let Ok(ReadAt::Record(rec, _)) = self.commitlog.read_at(off) else { continue };
+            if index_keys(&rec).iter().any(|k| k == key) {
+                out.push(*rec);
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Calls `f` with every record from CommitLog offset `from` to the current end, in order,
+    /// skipping corrupt regions. Used to replay internal logs (acks) on start. Errors: I/O.
+    pub fn scan(&self, from: u64, f: impl FnMut(&Record)) -> Result<(), StoreError> {
+        recovery::scan(&self.commitlog, from.max(self.commitlog.min_offset()), self.commitlog.committed(), f, |_| {})
+            .map(|_| ())
+    }
+
+    /// Flushes everything and writes the checkpoint. Errors: I/O.
+    pub fn flush_all(&self) -> io::Result<()> {
+        let dispatched = self.dispatched();
+        let flushed = self.commitlog.flush()?;
+        self.flushed_tx.send_replace(flushed);
+        for (_, q) in self.cqs.all() {
+            q.flush()?;
+        }
+        self.index.lock().flush()?;
+        checkpoint::write_atomic(
+            &self.cfg.data_dir.join("checkpoint"),
+            &checkpoint::Checkpoint { dispatched, written_ms: now_ms() },
+        )
+    }
+
+    /// Stops accepting appends, dispatches what is left, flushes everything, writes the checkpoint
+    /// and joins the threads. Idempotent. Errors: I/O of the final flush.
+    pub fn shutdown(&self) -> io::Result<()> {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.dispatch_signal.notify();
+        self.flush_signal.notify();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        self.flush_all()
+    }
+
+    fn dispatch_loop(&self) {
+        loop {
+            let stopping = self.stopping.load(Ordering::Acquire);
+            let from = self.dispatched();
+            let end = self.commitlog.committed();
+            if from < end {
+                let scanned = recovery::scan_raw(
+                    &self.commitlog,
+                    from,
+                    end,
+                    |rec, size| dispatch_record(&self.cqs, &mut self.index.lock(), rec, size),
+                    |c| tracing::error!(file = %c.file.display(), offset = c.file_offset, len = c.len, reason = %c.reason,
+                        "corrupt CommitLog region skipped by the dispatcher"),
+                );
+                match scanned.torn {
+                    None => {
+                        let next = scanned.next;
+                        self.dispatched.store(next, Ordering::Release);
+                        self.dispatched_tx.send_replace(next);
+                    }
+                    Some(c) => {
+                        tracing::error!(file = %c.file.display(), offset = c.file_offset, reason = %c.reason, "dispatch stopped at a bad record; retrying");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                continue;
+            }
+            if stopping {
+                return;
+            }
+            self.dispatch_signal.wait(Duration::from_millis(100));
+        }
+    }
+
+    fn flush_loop(&self) {
+        let interval = match self.cfg.flush_disk_type {
+            // Group commit: flush as soon as a writer waits; the timeout only bounds idle wake-ups.
+            FlushDiskType::Sync => Duration::from_millis(10),
+            FlushDiskType::Async => Duration::from_millis(self.cfg.flush_interval_ms),
+        };
+        let mut last_checkpoint = Instant::now();
+        while !self.stopping.load(Ordering::Acquire) {
+            self.flush_signal.wait(interval);
+            match self.commitlog.flush() {
+                Ok(f) => {
+                    self.flushed_tx.send_replace(f);
+                }
+                Err(e) => tracing::error!(error = %e, "CommitLog flush failed"),
+            }
+            if last_checkpoint.elapsed() >= Duration::from_secs(1) {
+                if let Err(e) = self.flush_all() {
+                    tracing::error!(error = %e, "checkpoint failed");
+                }
+                last_checkpoint = Instant::now();
+            }
+        }
+    }
+}
+
+/// Writes the ConsumeQueue and IndexFile entries of one record of `size` bytes.
+fn dispatch_record(cqs: &ConsumeQueueTable, index: &mut IndexService, rec: &Record, size: u32) {
+    if rec.sys_flag & SYS_FLAG_NO_DISPATCH != 0 {
+        return;
+    }
+    let entry = CqEntry {
+        physical_offset: rec.physical_offset,
+        size,
+        tag_hash: rec.properties.get(PROP_TAGS).map(|t| tag_hash(t)).unwrap_or(0),
+    };
+    if let Err(e) = cqs.get_or_create(&rec.topic, rec.queue_id).and_then(|q| q.put(rec.queue_offset, entry)) {
+        tracing::error!(topic = %rec.topic, queue = rec.queue_id, error = %e, "ConsumeQueue write failed");
+    }
+    for key in index_keys(rec) {
+        if let Err(e) = index.put(&key, rec.physical_offset, rec.store_timestamp) {
+            tracing::error!(error = %e, "IndexFile write failed");
+        }
+    }
+}
+
+/// The IndexFile keys of a record: `<topic>#<key>` for each key and `#id#<message id>`.
+pub fn index_keys(rec: &Record) -> Vec<String> {
+    let mut keys: Vec<String> = rec
+        .properties
+        .get(PROP_KEYS)
+        .map(|ks| ks.split(KEY_SEPARATOR).filter(|k| !k.is_empty()).map(|k| format!("{}#{k}", rec.topic)).collect())
+        .unwrap_or_default();
+    if let Some(id) = rec.properties.get(PROP_MSG_ID) {
+        keys.push(format!("#id#{id}"));
+    }
+    keys
+}
