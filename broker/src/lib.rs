@@ -4,8 +4,14 @@
 //! config and consumer progress; [`broker`] ties them into the engine's API; [`grpc`] speaks the
 //! RocketMQ 5.x protocol and our Admin service on top of it; [`server`] runs a process.
 
+pub mod bench;
+pub mod broker;
 pub mod config;
+pub mod consume;
+pub mod grpc;
+pub mod server;
 pub mod store;
+pub mod topics;
 
 /// Generated protobuf and gRPC code, nested as the proto packages are so cross-package
 /// references resolve; use the [`proto::v2`] and [`proto::admin`] aliases.

@@ -65,7 +65,10 @@ impl CommitLog {
         let files = MappedFileQueue::load(dir, segment_bytes)?;
         Ok(CommitLog {
             files,
-            writer: Mutex::new(Writer { wrote: end, queue_offsets: HashMap::new() }),
+            writer: Mutex::new(Writer {
+                wrote: end,
+                queue_offsets: HashMap::new(),
+            }),
             committed: AtomicU64::new(end),
             flushed: AtomicU64::new(end),
         })
@@ -106,17 +109,28 @@ impl CommitLog {
     /// Appends `rec`, filling in its physical offset, store timestamp and (if `with_queue_offset`)
     /// its queue offset. Errors: [`StoreError::Encode`] for a record that cannot be encoded or does
     /// not fit in one segment; [`StoreError::Io`] creating a segment.
-    pub fn append(&self, rec: &mut Record, with_queue_offset: bool) -> Result<AppendResult, StoreError> {
+    pub fn append(
+        &self,
+        rec: &mut Record,
+        with_queue_offset: bool,
+    ) -> Result<AppendResult, StoreError> {
         let mut w = self.writer.lock();
         rec.store_timestamp = super::now_ms();
         let key = (rec.topic.clone(), rec.queue_id);
-        rec.queue_offset = if with_queue_offset { w.queue_offsets.get(&key).copied().unwrap_or(0) } else { 0 };
+        rec.queue_offset = if with_queue_offset {
+            w.queue_offsets.get(&key).copied().unwrap_or(0)
+        } else {
+            0
+        };
         rec.physical_offset = w.wrote;
         let mut bytes = rec.encode()?;
         let len = bytes.len() as u64;
         let seg = self.files.segment_bytes();
         if len + END_RESERVE > seg {
-            return Err(StoreError::TooLarge { size: len, segment: seg });
+            return Err(StoreError::TooLarge {
+                size: len,
+                segment: seg,
+            });
         }
         let mut file = self.files.find_or_create(w.wrote)?;
         if w.wrote + len + END_RESERVE > file.end() {
@@ -153,7 +167,9 @@ impl CommitLog {
         if offset >= limit {
             return Ok(ReadAt::End);
         }
-        let Some(file) = self.files.find(offset) else { return Ok(ReadAt::End) };
+        let Some(file) = self.files.find(offset) else {
+            return Ok(ReadAt::End);
+        };
         read_in_file(&file, offset, limit)
     }
 
@@ -164,7 +180,10 @@ impl CommitLog {
         if offset + size as u64 > self.committed() {
             return Err(StoreError::NotFound(offset));
         }
-        let file = self.files.find(offset).ok_or(StoreError::NotFound(offset))?;
+        let file = self
+            .files
+            .find(offset)
+            .ok_or(StoreError::NotFound(offset))?;
         let pos = offset - file.start();
         if pos + size as u64 > file.size() {
             return Err(corrupt(&file, offset, DecodeError::BadSize(size)));
@@ -185,7 +204,11 @@ impl CommitLog {
 }
 
 /// Reads the record at global `offset` in `file`, not looking at bytes at or past `limit`.
-pub(crate) fn read_in_file(file: &MappedFile, offset: u64, limit: u64) -> Result<ReadAt, StoreError> {
+pub(crate) fn read_in_file(
+    file: &MappedFile,
+    offset: u64,
+    limit: u64,
+) -> Result<ReadAt, StoreError> {
     let pos = offset - file.start();
     let avail = (file.end().min(limit) - offset) as usize;
     match record::peek(file.slice(pos, avail.min(8))).map_err(|e| corrupt(file, offset, e))? {
@@ -193,11 +216,23 @@ pub(crate) fn read_in_file(file: &MappedFile, offset: u64, limit: u64) -> Result
         Peek::Blank(_) => Ok(ReadAt::Blank(file.end())),
         Peek::Message(size) => {
             if size as usize > avail {
-                return Err(corrupt(file, offset, DecodeError::Truncated { need: size as usize, have: avail }));
+                return Err(corrupt(
+                    file,
+                    offset,
+                    DecodeError::Truncated {
+                        need: size as usize,
+                        have: avail,
+                    },
+                ));
             }
-            let rec = Record::decode(file.slice(pos, size as usize)).map_err(|e| corrupt(file, offset, e))?;
+            let rec = Record::decode(file.slice(pos, size as usize))
+                .map_err(|e| corrupt(file, offset, e))?;
             if rec.physical_offset != offset {
-                return Err(corrupt(file, offset, DecodeError::Malformed("physical_offset")));
+                return Err(corrupt(
+                    file,
+                    offset,
+                    DecodeError::Malformed("physical_offset"),
+                ));
             }
             Ok(ReadAt::Record(Box::new(rec), offset + size as u64))
         }
@@ -205,7 +240,12 @@ pub(crate) fn read_in_file(file: &MappedFile, offset: u64, limit: u64) -> Result
 }
 
 pub(crate) fn corrupt(file: &MappedFile, offset: u64, err: DecodeError) -> StoreError {
-    StoreError::Corrupt { file: file.path().to_path_buf(), file_offset: offset - file.start(), offset, reason: err.to_string() }
+    StoreError::Corrupt {
+        file: file.path().to_path_buf(),
+        file_offset: offset - file.start(),
+        offset,
+        reason: err.to_string(),
+    }
 }
 
 /// Shared handle type.

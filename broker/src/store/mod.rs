@@ -53,7 +53,12 @@ pub enum StoreError {
     #[error("record of {size} bytes does not fit in a CommitLog segment of {segment} bytes")]
     TooLarge { size: u64, segment: u64 },
     #[error("corrupt record in {} at file offset {file_offset} (CommitLog offset {offset}): {reason}", file.display())]
-    Corrupt { file: PathBuf, file_offset: u64, offset: u64, reason: String },
+    Corrupt {
+        file: PathBuf,
+        file_offset: u64,
+        offset: u64,
+        reason: String,
+    },
     #[error("no record at CommitLog offset {0}")]
     NotFound(u64),
     #[error("store is shut down")]
@@ -88,7 +93,10 @@ impl From<&crate::config::Config> for StoreConfig {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A wake-up flag for a background thread (lost wake-ups are impossible: the flag is kept).
@@ -154,9 +162,13 @@ impl Store {
             recovery,
         });
         let s = store.clone();
-        let dispatcher = std::thread::Builder::new().name("dispatcher".into()).spawn(move || s.dispatch_loop())?;
+        let dispatcher = std::thread::Builder::new()
+            .name("dispatcher".into())
+            .spawn(move || s.dispatch_loop())?;
         let s = store.clone();
-        let flusher = std::thread::Builder::new().name("flush".into()).spawn(move || s.flush_loop())?;
+        let flusher = std::thread::Builder::new()
+            .name("flush".into())
+            .spawn(move || s.flush_loop())?;
         store.threads.lock().extend([dispatcher, flusher]);
         Ok(store)
     }
@@ -172,7 +184,11 @@ impl Store {
 
     /// Appends a record (see [`CommitLog::append`]) and wakes the dispatcher. With SYNC_FLUSH, await
     /// [`Store::wait_durable`] with the result before acknowledging.
-    pub fn append(&self, rec: &mut Record, with_queue_offset: bool) -> Result<AppendResult, StoreError> {
+    pub fn append(
+        &self,
+        rec: &mut Record,
+        with_queue_offset: bool,
+    ) -> Result<AppendResult, StoreError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(StoreError::ShutDown);
         }
@@ -190,7 +206,10 @@ impl Store {
         }
         let mut rx = self.flushed_tx.subscribe();
         self.flush_signal.notify();
-        rx.wait_for(|f| *f >= end).await.map(|_| ()).map_err(|_| StoreError::ShutDown)
+        rx.wait_for(|f| *f >= end)
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::ShutDown)
     }
 
     /// Offset up to which records have been dispatched to ConsumeQueues.
@@ -210,12 +229,18 @@ impl Store {
 
     /// One past the highest queue offset of a topic queue (0 if it has no messages).
     pub fn max_queue_offset(&self, topic: &str, queue_id: u32) -> u64 {
-        self.cqs.get(topic, queue_id).map(|q| q.max_offset()).unwrap_or(0)
+        self.cqs
+            .get(topic, queue_id)
+            .map(|q| q.max_offset())
+            .unwrap_or(0)
     }
 
     /// Lowest queue offset still stored for a topic queue.
     pub fn min_queue_offset(&self, topic: &str, queue_id: u32) -> u64 {
-        self.cqs.get(topic, queue_id).map(|q| q.min_offset()).unwrap_or(0)
+        self.cqs
+            .get(topic, queue_id)
+            .map(|q| q.min_offset())
+            .unwrap_or(0)
     }
 
     /// Reads the message a ConsumeQueue entry points at. Errors: see [`CommitLog::read_record`].
@@ -234,7 +259,9 @@ impl Store {
         let offsets = self.index.lock().query(key, max * 4);
         let mut out = Vec::new();
         for off in offsets {
-            let Ok(ReadAt::Record(rec, _)) = self.commitlog.read_at(off) else { continue };
+            let Ok(ReadAt::Record(rec, _)) = self.commitlog.read_at(off) else {
+                continue;
+            };
             if index_keys(&rec).iter().any(|k| k == key) {
                 out.push(*rec);
                 if out.len() == max {
@@ -248,8 +275,14 @@ impl Store {
     /// Calls `f` with every record from CommitLog offset `from` to the current end, in order,
     /// skipping corrupt regions. Used to replay internal logs (acks) on start. Errors: I/O.
     pub fn scan(&self, from: u64, f: impl FnMut(&Record)) -> Result<(), StoreError> {
-        recovery::scan(&self.commitlog, from.max(self.commitlog.min_offset()), self.commitlog.committed(), f, |_| {})
-            .map(|_| ())
+        recovery::scan(
+            &self.commitlog,
+            from.max(self.commitlog.min_offset()),
+            self.commitlog.committed(),
+            f,
+            |_| {},
+        )
+        .map(|_| ())
     }
 
     /// Flushes everything and writes the checkpoint. Errors: I/O.
@@ -263,7 +296,10 @@ impl Store {
         self.index.lock().flush()?;
         checkpoint::write_atomic(
             &self.cfg.data_dir.join("checkpoint"),
-            &checkpoint::Checkpoint { dispatched, written_ms: now_ms() },
+            &checkpoint::Checkpoint {
+                dispatched,
+                written_ms: now_ms(),
+            },
         )
     }
 
@@ -292,8 +328,10 @@ impl Store {
                     from,
                     end,
                     |rec, size| dispatch_record(&self.cqs, &mut self.index.lock(), rec, size),
-                    |c| tracing::error!(file = %c.file.display(), offset = c.file_offset, len = c.len, reason = %c.reason,
-                        "corrupt CommitLog region skipped by the dispatcher"),
+                    |c| {
+                        tracing::error!(file = %c.file.display(), offset = c.file_offset, len = c.len, reason = %c.reason,
+                        "corrupt CommitLog region skipped by the dispatcher")
+                    },
                 );
                 match scanned.torn {
                     None => {
@@ -348,9 +386,16 @@ fn dispatch_record(cqs: &ConsumeQueueTable, index: &mut IndexService, rec: &Reco
     let entry = CqEntry {
         physical_offset: rec.physical_offset,
         size,
-        tag_hash: rec.properties.get(PROP_TAGS).map(|t| tag_hash(t)).unwrap_or(0),
+        tag_hash: rec
+            .properties
+            .get(PROP_TAGS)
+            .map(|t| tag_hash(t))
+            .unwrap_or(0),
     };
-    if let Err(e) = cqs.get_or_create(&rec.topic, rec.queue_id).and_then(|q| q.put(rec.queue_offset, entry)) {
+    if let Err(e) = cqs
+        .get_or_create(&rec.topic, rec.queue_id)
+        .and_then(|q| q.put(rec.queue_offset, entry))
+    {
         tracing::error!(topic = %rec.topic, queue = rec.queue_id, error = %e, "ConsumeQueue write failed");
     }
     for key in index_keys(rec) {
@@ -365,7 +410,12 @@ pub fn index_keys(rec: &Record) -> Vec<String> {
     let mut keys: Vec<String> = rec
         .properties
         .get(PROP_KEYS)
-        .map(|ks| ks.split(KEY_SEPARATOR).filter(|k| !k.is_empty()).map(|k| format!("{}#{k}", rec.topic)).collect())
+        .map(|ks| {
+            ks.split(KEY_SEPARATOR)
+                .filter(|k| !k.is_empty())
+                .map(|k| format!("{}#{k}", rec.topic))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(id) = rec.properties.get(PROP_MSG_ID) {
         keys.push(format!("#id#{id}"));

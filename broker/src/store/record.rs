@@ -78,7 +78,11 @@ pub enum DecodeError {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EncodeError {
     #[error("{field} is {len} bytes, at most {max} allowed")]
-    TooLong { field: &'static str, len: usize, max: usize },
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("property {0:?} contains a reserved separator character")]
     BadProperty(String),
 }
@@ -125,7 +129,11 @@ impl Record {
         let props = encode_properties(&self.properties)?;
         let short = |field: &'static str, s: &str| {
             if s.len() > u8::MAX as usize {
-                Err(EncodeError::TooLong { field, len: s.len(), max: u8::MAX as usize })
+                Err(EncodeError::TooLong {
+                    field,
+                    len: s.len(),
+                    max: u8::MAX as usize,
+                })
             } else {
                 Ok(())
             }
@@ -134,12 +142,25 @@ impl Record {
         short("store_host", &self.store_host)?;
         short("topic", &self.topic)?;
         if props.len() > u16::MAX as usize {
-            return Err(EncodeError::TooLong { field: "properties", len: props.len(), max: u16::MAX as usize });
+            return Err(EncodeError::TooLong {
+                field: "properties",
+                len: props.len(),
+                max: u16::MAX as usize,
+            });
         }
         if self.body.len() > (i32::MAX as usize) / 2 {
-            return Err(EncodeError::TooLong { field: "body", len: self.body.len(), max: (i32::MAX as usize) / 2 });
+            return Err(EncodeError::TooLong {
+                field: "body",
+                len: self.body.len(),
+                max: (i32::MAX as usize) / 2,
+            });
         }
-        let total = MIN_RECORD + self.born_host.len() + self.store_host.len() + self.topic.len() + props.len() + self.body.len();
+        let total = MIN_RECORD
+            + self.born_host.len()
+            + self.store_host.len()
+            + self.topic.len()
+            + props.len()
+            + self.body.len();
         let mut b = Vec::with_capacity(total);
         b.extend_from_slice(&(total as u32).to_be_bytes());
         b.extend_from_slice(&MESSAGE_MAGIC.to_be_bytes());
@@ -177,7 +198,10 @@ impl Record {
             Peek::Empty => return Err(DecodeError::BadMagic(0)),
         };
         if buf.len() < size {
-            return Err(DecodeError::Truncated { need: size, have: buf.len() });
+            return Err(DecodeError::Truncated {
+                need: size,
+                have: buf.len(),
+            });
         }
         let rec = &buf[..size];
         let stored = be32(rec, 8);
@@ -185,12 +209,16 @@ impl Record {
         if stored != computed {
             return Err(DecodeError::RecordCrc { stored, computed });
         }
-        let mut r = Reader { buf: rec, pos: FIXED_HEADER };
+        let mut r = Reader {
+            buf: rec,
+            pos: FIXED_HEADER,
+        };
         let born_host = r.str8("born_host")?;
         let store_host = r.str8("store_host")?;
         let topic = r.str8("topic")?;
         let plen = r.u16("properties")? as usize;
-        let props = std::str::from_utf8(r.take(plen, "properties")?).map_err(|_| DecodeError::Malformed("properties"))?;
+        let props = std::str::from_utf8(r.take(plen, "properties")?)
+            .map_err(|_| DecodeError::Malformed("properties"))?;
         let blen = r.u32("body")? as usize;
         let body = r.take(blen, "body")?.to_vec();
         if r.pos != size {
@@ -199,7 +227,10 @@ impl Record {
         let body_crc = be32(rec, 12);
         let computed = crc32fast::hash(&body);
         if body_crc != computed {
-            return Err(DecodeError::BodyCrc { stored: body_crc, computed });
+            return Err(DecodeError::BodyCrc {
+                stored: body_crc,
+                computed,
+            });
         }
         Ok(Record {
             queue_id: be32(rec, 16),
@@ -224,7 +255,10 @@ impl Record {
 /// Errors: fewer than 8 bytes, an unknown magic, or a size below the minimum record.
 pub fn peek(buf: &[u8]) -> Result<Peek, DecodeError> {
     if buf.len() < 8 {
-        return Err(DecodeError::Truncated { need: 8, have: buf.len() });
+        return Err(DecodeError::Truncated {
+            need: 8,
+            have: buf.len(),
+        });
     }
     let size = be32(buf, 0);
     match be32(buf, 4) {
@@ -259,7 +293,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or(DecodeError::Malformed(field))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or(DecodeError::Malformed(field))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -270,7 +308,9 @@ impl<'a> Reader<'a> {
         String::from_utf8(s.to_vec()).map_err(|_| DecodeError::Malformed(field))
     }
     fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.take(2, field)?.try_into().expect("2 bytes")))
+        Ok(u16::from_be_bytes(
+            self.take(2, field)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         Ok(be32(self.take(4, field)?, 0))
@@ -292,7 +332,11 @@ mod tests {
             born_host: "127.0.0.1:5000".into(),
             store_host: "127.0.0.1:8081".into(),
             topic: "orders".into(),
-            properties: [("TAGS".to_string(), "a".to_string()), ("k".to_string(), "v".to_string())].into(),
+            properties: [
+                ("TAGS".to_string(), "a".to_string()),
+                ("k".to_string(), "v".to_string()),
+            ]
+            .into(),
             body: b"hello".to_vec(),
             ..Default::default()
         }
@@ -304,7 +348,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
-            assert!(Record::decode(&b).is_err(), "flip at byte {i} went unnoticed");
+            assert!(
+                Record::decode(&b).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
         }
     }
 
@@ -312,7 +359,10 @@ mod tests {
     fn truncation_is_detected() {
         let bytes = sample().encode().unwrap();
         for n in 0..bytes.len() {
-            assert!(Record::decode(&bytes[..n]).is_err(), "truncated to {n} bytes decoded");
+            assert!(
+                Record::decode(&bytes[..n]).is_err(),
+                "truncated to {n} bytes decoded"
+            );
         }
     }
 

@@ -57,7 +57,13 @@ pub(crate) struct ScanEnd {
 }
 
 fn region(file: &MappedFile, offset: u64, end: u64, reason: String) -> Corruption {
-    Corruption { file: file.path().to_path_buf(), file_offset: offset - file.start(), offset, len: end - offset, reason }
+    Corruption {
+        file: file.path().to_path_buf(),
+        file_offset: offset - file.start(),
+        offset,
+        len: end - offset,
+        reason,
+    }
 }
 
 /// Finds the next offset in `file` at or after `from` (below `limit`) where a record verifies.
@@ -94,7 +100,9 @@ pub(crate) fn scan_raw(
 ) -> ScanEnd {
     let mut pos = from;
     while pos < limit {
-        let Some(file) = log.files().find(pos) else { break };
+        let Some(file) = log.files().find(pos) else {
+            break;
+        };
         match read_in_file(&file, pos, limit) {
             Ok(ReadAt::Record(rec, next)) => {
                 on_record(&rec, (next - pos) as u32);
@@ -103,7 +111,12 @@ pub(crate) fn scan_raw(
             Ok(ReadAt::Blank(next)) => pos = next,
             Ok(ReadAt::End) if file.end() < limit => {
                 // Zeros where a record or a filler should be, with later segments after it.
-                on_corrupt(&region(&file, pos, file.end(), "unexpected zero bytes".into()));
+                on_corrupt(&region(
+                    &file,
+                    pos,
+                    file.end(),
+                    "unexpected zero bytes".into(),
+                ));
                 pos = file.end();
             }
             Ok(ReadAt::End) => break,
@@ -120,12 +133,18 @@ pub(crate) fn scan_raw(
                     pos = file.end();
                 } else {
                     let end = file.end().min(limit);
-                    return ScanEnd { next: pos, torn: Some(region(&file, pos, end, reason)) };
+                    return ScanEnd {
+                        next: pos,
+                        torn: Some(region(&file, pos, end, reason)),
+                    };
                 }
             }
         }
     }
-    ScanEnd { next: pos, torn: None }
+    ScanEnd {
+        next: pos,
+        torn: None,
+    }
 }
 
 /// [`scan_raw`] for live use: a torn end below `limit` cannot happen while running, so it is an error.
@@ -139,14 +158,25 @@ pub(crate) fn scan(
     let end = scan_raw(log, from, limit, |r, _| on_record(r), on_corrupt);
     match end.torn {
         None => Ok(end.next),
-        Some(c) => Err(StoreError::Corrupt { file: c.file, file_offset: c.file_offset, offset: c.offset, reason: c.reason }),
+        Some(c) => Err(StoreError::Corrupt {
+            file: c.file,
+            file_offset: c.file_offset,
+            offset: c.offset,
+            reason: c.reason,
+        }),
     }
 }
 
 /// Opens and recovers the store's files. See the module docs.
-pub(crate) fn recover(cfg: &StoreConfig) -> Result<(CommitLog, ConsumeQueueTable, IndexService, RecoveryReport), StoreError> {
+pub(crate) fn recover(
+    cfg: &StoreConfig,
+) -> Result<(CommitLog, ConsumeQueueTable, IndexService, RecoveryReport), StoreError> {
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let log = CommitLog::open(&cfg.data_dir.join("commitlog"), cfg.commitlog_segment_bytes, 0)?;
+    let log = CommitLog::open(
+        &cfg.data_dir.join("commitlog"),
+        cfg.commitlog_segment_bytes,
+        0,
+    )?;
     let segments = log.files().segments();
     let (min, max) = match (segments.first(), segments.last()) {
         (Some(a), Some(b)) => (a.start(), b.end()),
@@ -154,12 +184,22 @@ pub(crate) fn recover(cfg: &StoreConfig) -> Result<(CommitLog, ConsumeQueueTable
     };
     let cp = checkpoint::load(&cfg.data_dir.join("checkpoint"))?.unwrap_or_default();
     let from = cp.dispatched.clamp(min, max);
-    let cqs = ConsumeQueueTable::load(&cfg.data_dir.join("consumequeue"), cfg.consume_queue_entries_per_file)?;
+    let cqs = ConsumeQueueTable::load(
+        &cfg.data_dir.join("consumequeue"),
+        cfg.consume_queue_entries_per_file,
+    )?;
     for (_, q) in cqs.all() {
         q.truncate_from_physical(from)?;
     }
-    let mut index = IndexService::load(&cfg.data_dir.join("index"), cfg.index_slots, cfg.index_max_entries)?;
-    let mut report = RecoveryReport { from, ..Default::default() };
+    let mut index = IndexService::load(
+        &cfg.data_dir.join("index"),
+        cfg.index_slots,
+        cfg.index_max_entries,
+    )?;
+    let mut report = RecoveryReport {
+        from,
+        ..Default::default()
+    };
     // Let reads see every byte while scanning; the real end is set below.
     log.set_end(max);
     let end = scan_raw(
@@ -186,7 +226,11 @@ pub(crate) fn recover(cfg: &StoreConfig) -> Result<(CommitLog, ConsumeQueueTable
     }
     report.end = end.next;
     log.set_end(end.next);
-    let table: HashMap<(String, u32), u64> = cqs.all().into_iter().map(|(k, q)| (k, q.max_offset())).collect();
+    let table: HashMap<(String, u32), u64> = cqs
+        .all()
+        .into_iter()
+        .map(|(k, q)| (k, q.max_offset()))
+        .collect();
     log.set_queue_offsets(table);
     for (_, q) in cqs.all() {
         q.flush()?;
@@ -194,11 +238,20 @@ pub(crate) fn recover(cfg: &StoreConfig) -> Result<(CommitLog, ConsumeQueueTable
     index.flush()?;
     checkpoint::write_atomic(
         &cfg.data_dir.join("checkpoint"),
-        &checkpoint::Checkpoint { dispatched: end.next, written_ms: super::now_ms() },
+        &checkpoint::Checkpoint {
+            dispatched: end.next,
+            written_ms: super::now_ms(),
+        },
     )?;
     if report.records > 0 || !report.corrupt.is_empty() || report.truncated.is_some() {
-        tracing::info!(from = report.from, end = report.end, records = report.records, corrupt = report.corrupt.len(),
-            truncated = report.truncated.is_some(), "CommitLog recovered");
+        tracing::info!(
+            from = report.from,
+            end = report.end,
+            records = report.records,
+            corrupt = report.corrupt.len(),
+            truncated = report.truncated.is_some(),
+            "CommitLog recovered"
+        );
     }
     Ok((log, cqs, index, report))
 }

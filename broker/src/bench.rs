@@ -1,0 +1,251 @@
+//! `ferrocket bench`: load generator speaking the RocketMQ 5 gRPC protocol (the same calls the
+//! official clients make), for throughput and latency figures (docs/BENCHMARKS.md).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tonic::transport::Channel;
+
+use crate::proto::v2::messaging_service_client::MessagingServiceClient;
+use crate::proto::v2::*;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOpts {
+    /// Broker address, `host:port`.
+    pub server: String,
+    pub topic: String,
+    pub group: String,
+    /// Body size, bytes.
+    pub size: usize,
+    /// Concurrent senders (and as many receivers).
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub produce: bool,
+    pub consume: bool,
+}
+
+/// Results of one side.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SideReport {
+    pub messages: u64,
+    pub msgs_per_sec: f64,
+    pub mib_per_sec: f64,
+    /// Call latency percentiles, ms (send: SendMessage; receive: ReceiveMessage + AckMessage).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub errors: u64,
+}
+
+/// Results of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub size: usize,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub produce: Option<SideReport>,
+    pub consume: Option<SideReport>,
+}
+
+struct Side {
+    count: AtomicU64,
+    errors: AtomicU64,
+    hist: Mutex<Histogram<u64>>,
+}
+
+impl Side {
+    fn new() -> Arc<Side> {
+        Arc::new(Side {
+            count: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            hist: Mutex::new(Histogram::new(3).expect("3 sig figs")),
+        })
+    }
+    fn report(&self, secs: f64, size: usize) -> SideReport {
+        let h = self.hist.lock();
+        let n = self.count.load(Ordering::Relaxed);
+        let q = |p| h.value_at_quantile(p) as f64 / 1000.0;
+        SideReport {
+            messages: n,
+            msgs_per_sec: n as f64 / secs,
+            mib_per_sec: n as f64 * size as f64 / secs / (1 << 20) as f64,
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn res(name: &str) -> Option<Resource> {
+    Some(Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
+/// Runs the benchmark. Errors: the broker cannot be reached or the topic has no route.
+pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
+    let endpoint = format!("http://{}", o.server);
+    // A few connections, so one HTTP/2 connection is not the bottleneck.
+    let mut channels = Vec::new();
+    for _ in 0..o.concurrency.div_ceil(8).max(1) {
+        channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
+    }
+    let mut client = MessagingServiceClient::new(channels[0].clone());
+    let route = client
+        .query_route(QueryRouteRequest {
+            topic: res(&o.topic),
+            endpoints: None,
+        })
+        .await?
+        .into_inner();
+    let queues = route.message_queues.len().max(1) as i32;
+    anyhow::ensure!(
+        route
+            .status
+            .as_ref()
+            .is_some_and(|s| s.code == Code::Ok as i32),
+        "no route for {}: {:?}",
+        o.topic,
+        route.status
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (prod, cons) = (Side::new(), Side::new());
+    let mut tasks = Vec::new();
+    let body = vec![b'x'; o.size];
+    for t in 0..o.concurrency {
+        let ch = channels[t % channels.len()].clone();
+        if o.produce {
+            let (stop, side, body, topic) =
+                (stop.clone(), prod.clone(), body.clone(), o.topic.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = MessagingServiceClient::new(ch);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let msg = Message {
+                        topic: res(&topic),
+                        user_properties: Default::default(),
+                        system_properties: Some(SystemProperties {
+                            message_id: format!("B{t:04}{i:012}"),
+                            tag: Some("bench".into()),
+                            message_type: MessageType::Normal as i32,
+                            queue_id: ((t as u64 + i) % queues as u64) as i32,
+                            ..Default::default()
+                        }),
+                        body: body.clone(),
+                    };
+                    let start = Instant::now();
+                    let ok = c
+                        .send_message(SendMessageRequest {
+                            messages: vec![msg],
+                        })
+                        .await
+                        .map(|r| {
+                            r.into_inner()
+                                .status
+                                .is_some_and(|s| s.code == Code::Ok as i32)
+                        })
+                        .unwrap_or(false);
+                    record(&side, start, ok, 1);
+                }
+            }));
+        }
+        if o.consume {
+            let ch = channels[(t + 1) % channels.len()].clone();
+            let (stop, side, topic, group) =
+                (stop.clone(), cons.clone(), o.topic.clone(), o.group.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = MessagingServiceClient::new(ch);
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let req = ReceiveMessageRequest {
+                        group: res(&group),
+                        message_queue: Some(MessageQueue {
+                            topic: res(&topic),
+                            id: -1,
+                            ..Default::default()
+                        }),
+                        filter_expression: Some(FilterExpression {
+                            r#type: FilterType::Tag as i32,
+                            expression: "*".into(),
+                        }),
+                        batch_size: 32,
+                        invisible_duration: Some(prost_types::Duration {
+                            seconds: 60,
+                            nanos: 0,
+                        }),
+                        auto_renew: false,
+                        long_polling_timeout: Some(prost_types::Duration {
+                            seconds: 1,
+                            nanos: 0,
+                        }),
+                        attempt_id: None,
+                    };
+                    let Ok(resp) = c.receive_message(req).await else {
+                        side.errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    let mut stream = resp.into_inner();
+                    let mut entries = Vec::new();
+                    while let Ok(Some(item)) = stream.message().await {
+                        if let Some(receive_message_response::Content::Message(m)) = item.content {
+                            let sp = m.system_properties.unwrap_or_default();
+                            entries.push(AckMessageEntry {
+                                message_id: sp.message_id,
+                                receipt_handle: sp.receipt_handle.unwrap_or_default(),
+                                lite_topic: None,
+                            });
+                        }
+                    }
+                    if entries.is_empty() {
+                        continue;
+                    }
+                    let n = entries.len() as u64;
+                    let ok = c
+                        .ack_message(AckMessageRequest {
+                            group: res(&group),
+                            topic: res(&topic),
+                            entries,
+                        })
+                        .await
+                        .map(|r| {
+                            r.into_inner()
+                                .status
+                                .is_some_and(|s| s.code == Code::Ok as i32)
+                        })
+                        .unwrap_or(false);
+                    record(&side, start, ok, n);
+                }
+            }));
+        }
+    }
+    let started = Instant::now();
+    tokio::time::sleep(o.duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(BenchReport {
+        size: o.size,
+        concurrency: o.concurrency,
+        seconds: secs,
+        produce: o.produce.then(|| prod.report(secs, o.size)),
+        consume: o.consume.then(|| cons.report(secs, o.size)),
+    })
+}
+
+fn record(side: &Side, start: Instant, ok: bool, n: u64) {
+    if ok {
+        side.count.fetch_add(n, Ordering::Relaxed);
+        let _ = side.hist.lock().record(start.elapsed().as_micros() as u64);
+    } else {
+        side.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,72 @@
+//! TAG filter expressions: `*` (or empty) for every message, else tags joined by `||`
+//! (RocketMQ `SubscriptionData`, `FilterAPI.buildSubscriptionData`).
+
+use std::collections::HashSet;
+
+use crate::store::consume_queue::tag_hash;
+
+/// A parsed TAG expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagFilter {
+    /// Every message, with or without a tag.
+    All,
+    /// Messages whose tag is one of these.
+    Tags {
+        tags: HashSet<String>,
+        hashes: HashSet<u64>,
+    },
+}
+
+impl TagFilter {
+    /// Parses `*`, `""` or `a || b || c` (blanks around tags are ignored).
+    /// Errors: an expression with no tag in it (such as `||`), as a message.
+    pub fn parse(expr: &str) -> Result<TagFilter, String> {
+        let expr = expr.trim();
+        if expr.is_empty() || expr == "*" {
+            return Ok(TagFilter::All);
+        }
+        let tags: HashSet<String> = expr
+            .split("||")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect();
+        if tags.is_empty() {
+            return Err(format!("tag expression {expr:?} names no tag"));
+        }
+        let hashes = tags.iter().map(|t| tag_hash(t)).collect();
+        Ok(TagFilter::Tags { tags, hashes })
+    }
+
+    /// First check, on the ConsumeQueue's tag hash (may pass a message whose tag only collides).
+    pub fn matches_hash(&self, hash: u64) -> bool {
+        match self {
+            TagFilter::All => true,
+            TagFilter::Tags { hashes, .. } => hashes.contains(&hash),
+        }
+    }
+
+    /// Exact check on the message's tag.
+    pub fn matches(&self, tag: Option<&str>) -> bool {
+        match self {
+            TagFilter::All => true,
+            TagFilter::Tags { tags, .. } => tag.is_some_and(|t| tags.contains(t)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rocketmq_tag_expressions() {
+        assert_eq!(TagFilter::parse("*").unwrap(), TagFilter::All);
+        assert_eq!(TagFilter::parse("").unwrap(), TagFilter::All);
+        let f = TagFilter::parse("TagA || TagB").unwrap();
+        assert!(f.matches(Some("TagA")) && f.matches(Some("TagB")));
+        assert!(!f.matches(Some("TagC")) && !f.matches(None));
+        assert!(f.matches_hash(tag_hash("TagB")) && !f.matches_hash(tag_hash("TagC")));
+        assert!(TagFilter::parse("||").is_err());
+    }
+}

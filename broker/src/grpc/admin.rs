@@ -1,0 +1,144 @@
+//! `ferrocket.v1.Admin`: topic management for the CLI and the operator. Errors use gRPC status
+//! codes (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, INTERNAL) since it is our own service.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::broker::Broker;
+use crate::proto::admin::{admin_server::Admin, *};
+use crate::proto::v2::{MessageType as PbType, Permission as PbPerm};
+use crate::topics::{MessageType, Permission, TopicError};
+
+/// The service.
+pub struct AdminService {
+    broker: Arc<Broker>,
+}
+
+impl AdminService {
+    pub fn new(broker: Arc<Broker>) -> AdminService {
+        AdminService { broker }
+    }
+}
+
+/// Wire -> engine topic config. Errors: INVALID_ARGUMENT for an unknown permission or type.
+pub fn from_pb(t: &TopicConfig) -> Result<crate::topics::TopicConfig, Status> {
+    let permission = match PbPerm::try_from(t.permission).unwrap_or(PbPerm::Unspecified) {
+        PbPerm::Unspecified | PbPerm::ReadWrite => Permission::ReadWrite,
+        PbPerm::Read => Permission::Read,
+        PbPerm::Write => Permission::Write,
+        PbPerm::None => Permission::None,
+    };
+    let message_types = t
+        .accept_message_types
+        .iter()
+        .map(
+            |m| match PbType::try_from(*m).unwrap_or(PbType::Unspecified) {
+                PbType::Normal => Ok(MessageType::Normal),
+                PbType::Fifo => Ok(MessageType::Fifo),
+                PbType::Delay => Ok(MessageType::Delay),
+                PbType::Transaction => Ok(MessageType::Transaction),
+                other => Err(Status::invalid_argument(format!(
+                    "unsupported message type {}",
+                    other.as_str_name()
+                ))),
+            },
+        )
+        .collect::<Result<_, _>>()?;
+    Ok(crate::topics::TopicConfig {
+        name: t.name.clone(),
+        queue_count: t.queue_count,
+        permission,
+        message_types,
+    })
+}
+
+/// Engine -> wire topic config.
+pub fn to_pb(t: &crate::topics::TopicConfig) -> TopicConfig {
+    let permission = match t.permission {
+        Permission::ReadWrite => PbPerm::ReadWrite,
+        Permission::Read => PbPerm::Read,
+        Permission::Write => PbPerm::Write,
+        Permission::None => PbPerm::None,
+    };
+    let types = t
+        .message_types
+        .iter()
+        .map(|m| match m {
+            MessageType::Normal => PbType::Normal as i32,
+            MessageType::Fifo => PbType::Fifo as i32,
+            MessageType::Delay => PbType::Delay as i32,
+            MessageType::Transaction => PbType::Transaction as i32,
+        })
+        .collect();
+    TopicConfig {
+        name: t.name.clone(),
+        queue_count: t.queue_count,
+        permission: permission as i32,
+        accept_message_types: types,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(
+        &self,
+        req: Request<CreateTopicRequest>,
+    ) -> Result<Response<CreateTopicResponse>, Status> {
+        let t = req
+            .into_inner()
+            .topic
+            .ok_or_else(|| Status::invalid_argument("topic missing"))?;
+        let cfg = from_pb(&t)?;
+        let created = self.broker.topics().upsert(cfg).map_err(|e| match e {
+            TopicError::Shrink { .. } => Status::failed_precondition(e.to_string()),
+            TopicError::Io { .. } => Status::internal(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        })?;
+        let stored = self
+            .broker
+            .topics()
+            .get(&t.name)
+            .ok_or_else(|| Status::internal("topic vanished"))?;
+        if created {
+            tracing::info!(topic = %t.name, queues = stored.queue_count, "topic created");
+        }
+        Ok(Response::new(CreateTopicResponse {
+            topic: Some(to_pb(&stored)),
+            created,
+        }))
+    }
+
+    async fn list_topics(
+        &self,
+        _req: Request<ListTopicsRequest>,
+    ) -> Result<Response<ListTopicsResponse>, Status> {
+        Ok(Response::new(ListTopicsResponse {
+            topics: self.broker.topics().list().iter().map(to_pb).collect(),
+        }))
+    }
+
+    async fn describe_topic(
+        &self,
+        req: Request<DescribeTopicRequest>,
+    ) -> Result<Response<DescribeTopicResponse>, Status> {
+        let name = req.into_inner().name;
+        let t = self
+            .broker
+            .topics()
+            .get(&name)
+            .ok_or_else(|| Status::not_found(format!("topic {name} does not exist")))?;
+        let store = self.broker.store();
+        let queues = (0..t.queue_count)
+            .map(|q| QueueStatus {
+                queue_id: q,
+                min_offset: store.min_queue_offset(&name, q),
+                max_offset: store.max_queue_offset(&name, q),
+            })
+            .collect();
+        Ok(Response::new(DescribeTopicResponse {
+            topic: Some(to_pb(&t)),
+            queues,
+        }))
+    }
+}

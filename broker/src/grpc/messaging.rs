@@ -1,0 +1,690 @@
+//! `apache.rocketmq.v2.MessagingService`: the RocketMQ 5.x protocol the official clients speak.
+//! Every handler validates its request, calls the engine, and reports failures in the response
+//! `Status` (the gRPC status stays OK), as RocketMQ's proxy does.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Streaming};
+
+use crate::broker::Broker;
+use crate::consume::filter::TagFilter;
+use crate::proto::v2::{
+    self, messaging_service_server::MessagingService, telemetry_command::Command, *,
+};
+
+use super::clients::{merged_settings, Clients, Session};
+use super::convert::{check_group, check_topic, duration_to_ms, ms_to_ts, to_record, to_wire};
+use super::status::{from_broker, is_ok, ok, status};
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
+type GrpcResult<T> = Result<Response<T>, tonic::Status>;
+
+/// Time kept back from the client's deadline when holding a long poll, ms (RocketMQ proxy
+/// `longPollingReserveTimeInMillis`).
+const LONG_POLL_RESERVE_MS: u64 = 200;
+/// How often an idle long poll looks for messages whose invisible time ran out, ms.
+const REDELIVERY_TICK_MS: u64 = 200;
+
+/// The service; cheap to clone.
+#[derive(Clone)]
+pub struct Messaging {
+    broker: Arc<Broker>,
+    clients: Arc<Clients>,
+    /// Turns true when the server stops: long polls and Telemetry streams end.
+    stopping: watch::Receiver<bool>,
+    epochs: Arc<AtomicU64>,
+}
+
+impl Messaging {
+    pub fn new(
+        broker: Arc<Broker>,
+        clients: Arc<Clients>,
+        stopping: watch::Receiver<bool>,
+    ) -> Messaging {
+        Messaging {
+            broker,
+            clients,
+            stopping,
+            epochs: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The broker's endpoint as clients should dial it.
+    fn endpoints(&self) -> Endpoints {
+        let adv = self.broker.config().advertised();
+        let (host, port) = adv.rsplit_once(':').unwrap_or((adv.as_str(), "8081"));
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let scheme = match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => AddressScheme::IPv4,
+            Ok(std::net::IpAddr::V6(_)) => AddressScheme::IPv6,
+            Err(_) => AddressScheme::DomainName,
+        };
+        Endpoints {
+            scheme: scheme as i32,
+            addresses: vec![Address {
+                host: host.to_string(),
+                port: port.parse().unwrap_or(8081),
+            }],
+        }
+    }
+
+    fn broker_pb(&self) -> v2::Broker {
+        v2::Broker {
+            name: self.broker.config().broker_name.clone(),
+            id: 0,
+            endpoints: Some(self.endpoints()),
+        }
+    }
+
+    fn queue_pb(
+        &self,
+        topic: &Resource,
+        id: i32,
+        cfg: &crate::topics::TopicConfig,
+    ) -> MessageQueue {
+        let permission = match cfg.permission {
+            crate::topics::Permission::None => Permission::None,
+            crate::topics::Permission::Read => Permission::Read,
+            crate::topics::Permission::Write => Permission::Write,
+            crate::topics::Permission::ReadWrite => Permission::ReadWrite,
+        };
+        MessageQueue {
+            topic: Some(topic.clone()),
+            id,
+            permission: permission as i32,
+            broker: Some(self.broker_pb()),
+            accept_message_types: cfg
+                .message_types
+                .iter()
+                .map(|t| pb_type(*t) as i32)
+                .collect(),
+        }
+    }
+}
+
+fn pb_type(t: crate::topics::MessageType) -> MessageType {
+    match t {
+        crate::topics::MessageType::Normal => MessageType::Normal,
+        crate::topics::MessageType::Fifo => MessageType::Fifo,
+        crate::topics::MessageType::Delay => MessageType::Delay,
+        crate::topics::MessageType::Transaction => MessageType::Transaction,
+    }
+}
+
+fn client_id<T>(req: &Request<T>) -> Option<String> {
+    req.metadata()
+        .get("x-mq-client-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .filter(|s| !s.is_empty())
+}
+
+/// Remaining time of the call from its `grpc-timeout` header (e.g. `19998m`), ms.
+fn grpc_timeout_ms<T>(req: &Request<T>) -> Option<u64> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => n * 3_600_000,
+        "M" => n * 60_000,
+        "S" => n * 1000,
+        "m" => n,
+        "u" => n / 1000,
+        "n" => n / 1_000_000,
+        _ => return None,
+    })
+}
+
+fn one_status<T: Send + 'static>(item: T) -> Stream_<T> {
+    Box::pin(tokio_stream::iter([Ok(item)]))
+}
+
+#[tonic::async_trait]
+impl MessagingService for Messaging {
+    async fn query_route(&self, req: Request<QueryRouteRequest>) -> GrpcResult<QueryRouteResponse> {
+        let r = req.into_inner();
+        let reply = |status, message_queues| {
+            Ok(Response::new(QueryRouteResponse {
+                status: Some(status),
+                message_queues,
+            }))
+        };
+        let name = match check_topic(r.topic.as_ref()) {
+            Ok(n) => n,
+            Err(s) => return reply(s, vec![]),
+        };
+        match self.broker.topic_or_create(&name) {
+            Ok(cfg) => {
+                let topic = r.topic.clone().unwrap_or_default();
+                let queues = (0..cfg.queue_count as i32)
+                    .map(|id| self.queue_pb(&topic, id, &cfg))
+                    .collect();
+                reply(ok(), queues)
+            }
+            Err(e) => reply(from_broker(&e), vec![]),
+        }
+    }
+
+    async fn heartbeat(&self, _req: Request<HeartbeatRequest>) -> GrpcResult<HeartbeatResponse> {
+        Ok(Response::new(HeartbeatResponse { status: Some(ok()) }))
+    }
+
+    async fn send_message(
+        &self,
+        req: Request<SendMessageRequest>,
+    ) -> GrpcResult<SendMessageResponse> {
+        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let r = req.into_inner();
+        if r.messages.is_empty() {
+            return Ok(Response::new(SendMessageResponse {
+                status: Some(status(Code::BadRequest, "no messages")),
+                entries: vec![],
+            }));
+        }
+        let cfg = self.broker.config();
+        let mut entries = Vec::with_capacity(r.messages.len());
+        let mut durable = 0;
+        for m in &r.messages {
+            let id = m
+                .system_properties
+                .as_ref()
+                .map(|s| s.message_id.clone())
+                .unwrap_or_default();
+            let entry = match to_record(m, cfg, &peer) {
+                Err(s) => SendResultEntry {
+                    status: Some(s),
+                    message_id: id,
+                    ..Default::default()
+                },
+                Ok((mut rec, ty)) => match self.broker.send(&mut rec, ty) {
+                    Ok(sent) => {
+                        durable = durable.max(sent.end);
+                        SendResultEntry {
+                            status: Some(ok()),
+                            message_id: id,
+                            offset: sent.queue_offset as i64,
+                            ..Default::default()
+                        }
+                    }
+                    Err(e) => SendResultEntry {
+                        status: Some(from_broker(&e)),
+                        message_id: id,
+                        ..Default::default()
+                    },
+                },
+            };
+            entries.push(entry);
+        }
+        if durable > 0 {
+            if let Err(e) = self.broker.wait_durable(durable).await {
+                // Not durable as promised: report no message as sent.
+                for e_ in entries
+                    .iter_mut()
+                    .filter(|e| e.status.as_ref().is_some_and(is_ok))
+                {
+                    e_.status = Some(from_broker(&e));
+                }
+            }
+        }
+        let first_bad = entries
+            .iter()
+            .filter_map(|e| e.status.clone())
+            .find(|s| !is_ok(s));
+        Ok(Response::new(SendMessageResponse {
+            status: Some(first_bad.unwrap_or_else(ok)),
+            entries,
+        }))
+    }
+
+    async fn query_assignment(
+        &self,
+        req: Request<QueryAssignmentRequest>,
+    ) -> GrpcResult<QueryAssignmentResponse> {
+        let r = req.into_inner();
+        let reply = |status, assignments| {
+            Ok(Response::new(QueryAssignmentResponse {
+                status: Some(status),
+                assignments,
+            }))
+        };
+        if let Err(s) = check_group(r.group.as_ref()) {
+            return reply(s, vec![]);
+        }
+        let name = match check_topic(r.topic.as_ref()) {
+            Ok(n) => n,
+            Err(s) => return reply(s, vec![]),
+        };
+        match self.broker.topic_or_create(&name) {
+            // Pop consumption is per broker, not per queue: one assignment for this broker
+            // (RocketMQ proxy `QueryAssignmentActivity` in pop mode).
+            Ok(cfg) => {
+                let q = self.queue_pb(&r.topic.unwrap_or_default(), -1, &cfg);
+                reply(
+                    ok(),
+                    vec![Assignment {
+                        message_queue: Some(q),
+                    }],
+                )
+            }
+            Err(e) => reply(from_broker(&e), vec![]),
+        }
+    }
+
+    type ReceiveMessageStream = Stream_<ReceiveMessageResponse>;
+
+    async fn receive_message(
+        &self,
+        req: Request<ReceiveMessageRequest>,
+    ) -> GrpcResult<Self::ReceiveMessageStream> {
+        let deadline_ms = grpc_timeout_ms(&req);
+        let r = req.into_inner();
+        let fail = |s: v2::Status| -> GrpcResult<Self::ReceiveMessageStream> {
+            Ok(Response::new(one_status(ReceiveMessageResponse {
+                content: Some(receive_message_response::Content::Status(s)),
+            })))
+        };
+        let cfg = self.broker.config().clone();
+        let group = match check_group(r.group.as_ref()) {
+            Ok(g) => g,
+            Err(s) => return fail(s),
+        };
+        let topic_res = r.message_queue.as_ref().and_then(|q| q.topic.clone());
+        let topic = match check_topic(topic_res.as_ref()) {
+            Ok(t) => t,
+            Err(s) => return fail(s),
+        };
+        let filter = match r.filter_expression.as_ref() {
+            None => TagFilter::All,
+            Some(f) if f.r#type == FilterType::Sql as i32 => {
+                return fail(status(
+                    Code::NotImplemented,
+                    "SQL92 filter expressions are not supported by this broker yet",
+                ))
+            }
+            Some(f) => match TagFilter::parse(&f.expression) {
+                Ok(f) => f,
+                Err(e) => return fail(status(Code::IllegalFilterExpression, e)),
+            },
+        };
+        if r.batch_size <= 0 {
+            return fail(status(
+                Code::BadRequest,
+                format!("batch_size must be positive, got {}", r.batch_size),
+            ));
+        }
+        let invisible_ms = match r.invisible_duration.as_ref() {
+            None => cfg.default_invisible_ms,
+            Some(d) => match duration_to_ms(d) {
+                Some(ms) if (cfg.min_invisible_ms..=cfg.max_invisible_ms).contains(&ms) => ms,
+                _ => {
+                    return fail(status(
+                        Code::IllegalInvisibleTime,
+                        format!(
+                            "invisible duration must be within {} ms..={} ms",
+                            cfg.min_invisible_ms, cfg.max_invisible_ms
+                        ),
+                    ))
+                }
+            },
+        };
+        let requested = r
+            .long_polling_timeout
+            .as_ref()
+            .and_then(duration_to_ms)
+            .unwrap_or(cfg.long_polling_max_ms);
+        let mut poll_ms = requested.min(cfg.long_polling_max_ms);
+        if let Some(d) = deadline_ms {
+            poll_ms = poll_ms.min(d.saturating_sub(LONG_POLL_RESERVE_MS));
+        }
+        if self.broker.topics().get(&topic).is_none() {
+            return fail(from_broker(&crate::broker::BrokerError::TopicNotFound(
+                topic,
+            )));
+        }
+        let namespace = topic_res.map(|t| t.resource_namespace).unwrap_or_default();
+        let batch = r.batch_size.min(1024) as usize;
+        let broker = self.broker.clone();
+        let mut stopping = self.stopping.clone();
+        let (tx, rx) = mpsc::channel(batch + 2);
+        tokio::spawn(async move {
+            use receive_message_response::Content;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(poll_ms);
+            let mut dispatched = broker.store().subscribe_dispatched();
+            loop {
+                let got = match broker.receive(&group, &topic, &filter, batch, invisible_ms) {
+                    Ok(got) => got,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Ok(ReceiveMessageResponse {
+                                content: Some(Content::Status(from_broker(&e))),
+                            }))
+                            .await;
+                        return;
+                    }
+                };
+                if !got.is_empty() {
+                    let _ = tx
+                        .send(Ok(ReceiveMessageResponse {
+                            content: Some(Content::Status(ok())),
+                        }))
+                        .await;
+                    for d in &got {
+                        let m = to_wire(d, &namespace);
+                        let _ = tx
+                            .send(Ok(ReceiveMessageResponse {
+                                content: Some(Content::Message(m)),
+                            }))
+                            .await;
+                    }
+                    let now = ms_to_ts(crate::store::now_ms());
+                    let _ = tx
+                        .send(Ok(ReceiveMessageResponse {
+                            content: Some(Content::DeliveryTimestamp(now)),
+                        }))
+                        .await;
+                    return;
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline || tx.is_closed() || *stopping.borrow() {
+                    let s = status(Code::MessageNotFound, "no new message");
+                    let _ = tx
+                        .send(Ok(ReceiveMessageResponse {
+                            content: Some(Content::Status(s)),
+                        }))
+                        .await;
+                    let ts = ms_to_ts(crate::store::now_ms());
+                    let _ = tx
+                        .send(Ok(ReceiveMessageResponse {
+                            content: Some(Content::DeliveryTimestamp(ts)),
+                        }))
+                        .await;
+                    return;
+                }
+                let tick = deadline.min(now + Duration::from_millis(REDELIVERY_TICK_MS));
+                tokio::select! {
+                    _ = dispatched.changed() => {}
+                    _ = stopping.changed() => {}
+                    _ = tokio::time::sleep_until(tick) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn ack_message(&self, req: Request<AckMessageRequest>) -> GrpcResult<AckMessageResponse> {
+        let r = req.into_inner();
+        let reply = |s, entries| {
+            Ok(Response::new(AckMessageResponse {
+                status: Some(s),
+                entries,
+            }))
+        };
+        let group = match check_group(r.group.as_ref()) {
+            Ok(g) => g,
+            Err(s) => return reply(s, vec![]),
+        };
+        let topic = match check_topic(r.topic.as_ref()) {
+            Ok(t) => t,
+            Err(s) => return reply(s, vec![]),
+        };
+        if r.entries.is_empty() {
+            return reply(
+                status(Code::BadRequest, "no entries to acknowledge"),
+                vec![],
+            );
+        }
+        let handles: Vec<&str> = r
+            .entries
+            .iter()
+            .map(|e| e.receipt_handle.as_str())
+            .collect();
+        let (results, durable) = self.broker.ack(&group, &topic, &handles);
+        let mut durable_err = None;
+        if let Some(end) = durable {
+            if let Err(e) = self.broker.wait_durable(end).await {
+                durable_err = Some(from_broker(&e));
+            }
+        }
+        let entries: Vec<AckMessageResultEntry> = r
+            .entries
+            .iter()
+            .zip(results)
+            .map(|(e, res)| AckMessageResultEntry {
+                message_id: e.message_id.clone(),
+                receipt_handle: e.receipt_handle.clone(),
+                status: Some(match res {
+                    Ok(()) => durable_err.clone().unwrap_or_else(ok),
+                    Err(err) => from_broker(&err),
+                }),
+            })
+            .collect();
+        let first_bad = entries
+            .iter()
+            .filter_map(|e| e.status.clone())
+            .find(|s| !is_ok(s));
+        reply(first_bad.unwrap_or_else(ok), entries)
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        _req: Request<ForwardMessageToDeadLetterQueueRequest>,
+    ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
+        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
+            status: Some(status(
+                Code::NotImplemented,
+                "dead-letter queues are not supported by this broker yet",
+            )),
+        }))
+    }
+
+    type PullMessageStream = Stream_<PullMessageResponse>;
+
+    async fn pull_message(
+        &self,
+        _req: Request<PullMessageRequest>,
+    ) -> GrpcResult<Self::PullMessageStream> {
+        let s = status(
+            Code::NotImplemented,
+            "PullMessage is not supported by this broker yet",
+        );
+        Ok(Response::new(one_status(PullMessageResponse {
+            content: Some(pull_message_response::Content::Status(s)),
+        })))
+    }
+
+    async fn update_offset(
+        &self,
+        _req: Request<UpdateOffsetRequest>,
+    ) -> GrpcResult<UpdateOffsetResponse> {
+        Ok(Response::new(UpdateOffsetResponse {
+            status: Some(status(
+                Code::NotImplemented,
+                "UpdateOffset is not supported yet",
+            )),
+        }))
+    }
+
+    async fn get_offset(&self, _req: Request<GetOffsetRequest>) -> GrpcResult<GetOffsetResponse> {
+        Ok(Response::new(GetOffsetResponse {
+            status: Some(status(
+                Code::NotImplemented,
+                "GetOffset is not supported yet",
+            )),
+            offset: 0,
+        }))
+    }
+
+    async fn query_offset(
+        &self,
+        _req: Request<QueryOffsetRequest>,
+    ) -> GrpcResult<QueryOffsetResponse> {
+        Ok(Response::new(QueryOffsetResponse {
+            status: Some(status(
+                Code::NotImplemented,
+                "QueryOffset is not supported yet",
+            )),
+            offset: 0,
+        }))
+    }
+
+    async fn end_transaction(
+        &self,
+        _req: Request<EndTransactionRequest>,
+    ) -> GrpcResult<EndTransactionResponse> {
+        Ok(Response::new(EndTransactionResponse {
+            status: Some(status(
+                Code::NotImplemented,
+                "transactional messages are not supported by this broker yet",
+            )),
+        }))
+    }
+
+    type TelemetryStream = Stream_<TelemetryCommand>;
+
+    async fn telemetry(
+        &self,
+        req: Request<Streaming<TelemetryCommand>>,
+    ) -> GrpcResult<Self::TelemetryStream> {
+        let id = client_id(&req);
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let Some(id) = id else {
+            let s = status(
+                Code::ClientIdRequired,
+                "the x-mq-client-id header is required",
+            );
+            return Ok(Response::new(one_status(TelemetryCommand {
+                status: Some(s),
+                command: None,
+            })));
+        };
+        let clients = self.clients.clone();
+        let cfg = self.broker.config().clone();
+        let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                let cmd = tokio::select! {
+                    c = inbound.next() => c,
+                    _ = stopping.changed() => None,
+                };
+                let Some(Ok(cmd)) = cmd else { break };
+                if let Some(Command::Settings(settings)) = cmd.command {
+                    let merged = merged_settings(&settings, &cfg);
+                    let topics = match &merged.pub_sub {
+                        Some(settings::PubSub::Publishing(p)) => {
+                            p.topics.iter().map(|t| t.name.clone()).collect()
+                        }
+                        _ => Vec::new(),
+                    };
+                    let client_type = merged
+                        .client_type
+                        .and_then(|t| ClientType::try_from(t).ok())
+                        .unwrap_or(ClientType::Unspecified);
+                    clients.register(
+                        &id,
+                        Session {
+                            client_type,
+                            topics,
+                            tx: tx.clone(),
+                            epoch,
+                        },
+                    );
+                    let reply = TelemetryCommand {
+                        status: Some(ok()),
+                        command: Some(Command::Settings(merged)),
+                    };
+                    if tx.send(Ok(reply)).await.is_err() {
+                        break;
+                    }
+                }
+                // Thread stack traces and message verification results are not used.
+            }
+            clients.remove(&id, Some(epoch));
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn notify_client_termination(
+        &self,
+        req: Request<NotifyClientTerminationRequest>,
+    ) -> GrpcResult<NotifyClientTerminationResponse> {
+        if let Some(id) = client_id(&req) {
+            self.clients.remove(&id, None);
+        }
+        Ok(Response::new(NotifyClientTerminationResponse {
+            status: Some(ok()),
+        }))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        req: Request<ChangeInvisibleDurationRequest>,
+    ) -> GrpcResult<ChangeInvisibleDurationResponse> {
+        let r = req.into_inner();
+        let reply = |s, handle: String| {
+            Ok(Response::new(ChangeInvisibleDurationResponse {
+                status: Some(s),
+                receipt_handle: handle,
+            }))
+        };
+        let cfg = self.broker.config();
+        let group = match check_group(r.group.as_ref()) {
+            Ok(g) => g,
+            Err(s) => return reply(s, String::new()),
+        };
+        let topic = match check_topic(r.topic.as_ref()) {
+            Ok(t) => t,
+            Err(s) => return reply(s, String::new()),
+        };
+        // A nack may ask for 0 (redeliver now); otherwise the receive bounds apply.
+        let ms = match r.invisible_duration.as_ref().and_then(duration_to_ms) {
+            Some(ms) if ms <= cfg.max_invisible_ms => ms,
+            _ => {
+                let msg = format!(
+                    "invisible duration must be within 0..={} ms",
+                    cfg.max_invisible_ms
+                );
+                return reply(status(Code::IllegalInvisibleTime, msg), String::new());
+            }
+        };
+        match self
+            .broker
+            .change_invisible(&group, &topic, &r.receipt_handle, ms)
+        {
+            Ok(h) => reply(ok(), h),
+            Err(e) => reply(from_broker(&e), String::new()),
+        }
+    }
+
+    async fn recall_message(
+        &self,
+        _req: Request<RecallMessageRequest>,
+    ) -> GrpcResult<RecallMessageResponse> {
+        Ok(Response::new(RecallMessageResponse {
+            status: Some(status(
+                Code::NotImplemented,
+                "RecallMessage is not supported by this broker yet",
+            )),
+            message_id: String::new(),
+        }))
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        _req: Request<SyncLiteSubscriptionRequest>,
+    ) -> GrpcResult<SyncLiteSubscriptionResponse> {
+        Ok(Response::new(SyncLiteSubscriptionResponse {
+            status: Some(status(
+                Code::NotImplemented,
+                "lite topics are not supported",
+            )),
+        }))
+    }
+}

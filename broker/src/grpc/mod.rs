@@ -1,0 +1,8 @@
+//! The gRPC front end: RocketMQ's MessagingService for clients and our Admin service. It
+//! translates wire messages into engine calls and nothing more (DESIGN.md §1).
+
+pub mod admin;
+pub mod clients;
+pub mod convert;
+pub mod messaging;
+pub mod status;

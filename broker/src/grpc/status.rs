@@ -1,0 +1,43 @@
+//! RocketMQ 5 status codes in response bodies (the gRPC status stays OK; DESIGN.md §4).
+
+use crate::broker::BrokerError;
+use crate::proto::v2::{Code, Status};
+use crate::store::StoreError;
+use crate::topics::TopicError;
+
+/// A response status with a message.
+pub fn status(code: Code, message: impl Into<String>) -> Status {
+    Status {
+        code: code as i32,
+        message: message.into(),
+    }
+}
+
+/// `OK`.
+pub fn ok() -> Status {
+    status(Code::Ok, "OK")
+}
+
+/// The status code and message for an engine error.
+pub fn from_broker(e: &BrokerError) -> Status {
+    let code = match e {
+        BrokerError::TopicNotFound(_) => Code::TopicNotFound,
+        BrokerError::Topic(TopicError::IllegalName(_) | TopicError::Reserved(_)) => {
+            Code::IllegalTopic
+        }
+        BrokerError::Topic(TopicError::Io { .. }) => Code::InternalError,
+        BrokerError::Topic(_) => Code::BadRequest,
+        BrokerError::Permission(..) => Code::Forbidden,
+        BrokerError::QueueOutOfRange { .. } => Code::BadRequest,
+        BrokerError::TypeNotAccepted { .. } => Code::MessagePropertyConflictWithType,
+        BrokerError::InvalidHandle(_) => Code::InvalidReceiptHandle,
+        BrokerError::Store(StoreError::ShutDown) => Code::InternalServerError,
+        BrokerError::Store(_) => Code::InternalError,
+    };
+    status(code, e.to_string())
+}
+
+/// True if the status is OK.
+pub fn is_ok(s: &Status) -> bool {
+    s.code == Code::Ok as i32
+}

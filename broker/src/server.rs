@@ -1,0 +1,72 @@
+//! Running a broker process: open the engine, serve gRPC, print `ready <addr>`, and on SIGTERM or
+//! SIGINT stop long polls and Telemetry streams, drain, flush and exit 0 (DESIGN.md §7).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::grpc::admin::AdminService;
+use crate::grpc::clients::Clients;
+use crate::grpc::messaging::Messaging;
+use crate::proto::admin::admin_server::AdminServer;
+use crate::proto::v2::messaging_service_server::MessagingServiceServer;
+use tonic::transport::server::TcpIncoming;
+
+/// Longest a graceful shutdown waits for open calls before closing anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `cfg` until SIGTERM or SIGINT. Errors: the listen address cannot be bound, or the data
+/// directory cannot be opened or recovered.
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    cfg.listen = listener.local_addr()?; // port 0 -> the port the OS chose
+    let open_cfg = cfg.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(open_cfg)).await??;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let clients = Arc::new(Clients::default());
+    let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx);
+    let max_msg = (cfg.max_body_bytes as usize)
+        .saturating_mul(2)
+        .max(16 << 20);
+    let server = tonic::transport::Server::builder()
+        .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))
+        .add_service(AdminServer::new(AdminService::new(broker.clone())))
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                let _ = stop_tx.send(true);
+                clients.clear();
+            },
+        );
+    tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), flush = ?cfg.flush_disk_type, "ready");
+    println!("ready {}", cfg.listen);
+    std::io::stdout().flush()?;
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async { shutdown_signal().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+            tracing::warn!("calls still open after the drain timeout; closing");
+        }
+    }
+    tokio::task::spawn_blocking(move || broker.shutdown()).await??;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,226 @@
+//! Topic configuration: queue count, permission and accepted message types, persisted in
+//! `config/topics.json` (RocketMQ `TopicConfigManager`, `topics.json`).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::store::checkpoint::write_atomic;
+
+/// Longest topic name, characters (RocketMQ `TOPIC_MAX_LENGTH`).
+pub const TOPIC_MAX_LEN: usize = 127;
+/// Most queues a topic may have.
+pub const MAX_QUEUES: u32 = 1024;
+
+/// What clients may do with a topic's queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    None,
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl Permission {
+    pub fn readable(self) -> bool {
+        matches!(self, Permission::Read | Permission::ReadWrite)
+    }
+    pub fn writable(self) -> bool {
+        matches!(self, Permission::Write | Permission::ReadWrite)
+    }
+}
+
+/// Message types of RocketMQ 5 (`TopicMessageType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageType {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+}
+
+/// One topic's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub name: String,
+    /// Number of queues, 1..=[`MAX_QUEUES`].
+    pub queue_count: u32,
+    pub permission: Permission,
+    /// Accepted message types, sorted, never empty.
+    pub message_types: Vec<MessageType>,
+}
+
+/// Why a topic request was refused.
+#[derive(Debug, Error)]
+pub enum TopicError {
+    #[error("illegal topic name {0:?}: use 1..=127 characters of [a-zA-Z0-9_%|-]")]
+    IllegalName(String),
+    #[error("topic name {0:?} is reserved for the broker")]
+    Reserved(String),
+    #[error("queue count {0} out of range 1..=1024")]
+    QueueCount(u32),
+    #[error("topic {name} has {current} queues; shrinking to {requested} is refused because the removed queues may hold messages")]
+    Shrink {
+        name: String,
+        current: u32,
+        requested: u32,
+    },
+    #[error("writing {}: {err}", path.display())]
+    Io { path: PathBuf, err: io::Error },
+}
+
+/// Checks a topic name against RocketMQ's rule (`TopicValidator`: `^[%|a-zA-Z0-9_-]+$`, at most
+/// 127 characters). Errors: [`TopicError::IllegalName`].
+pub fn validate_name(name: &str) -> Result<(), TopicError> {
+    let ok = !name.is_empty()
+        && name.len() <= TOPIC_MAX_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(TopicError::IllegalName(name.to_string()))
+    }
+}
+
+/// True for names of the broker's own topics, which clients may not create or write.
+pub fn is_system(name: &str) -> bool {
+    name.starts_with("RMQ_SYS_") || name.starts_with("rmq_sys_") || name == "TBW102"
+}
+
+/// The topics of one broker.
+pub struct TopicManager {
+    path: PathBuf,
+    topics: RwLock<BTreeMap<String, TopicConfig>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicsFile {
+    topics: Vec<TopicConfig>,
+}
+
+impl TopicManager {
+    /// Loads `path` (absent means no topics). Errors: I/O or malformed JSON, naming the file.
+    pub fn load(path: &Path) -> io::Result<TopicManager> {
+        let topics = match std::fs::read(path) {
+            Ok(b) => {
+                serde_json::from_slice::<TopicsFile>(&b)
+                    .map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?
+                    .topics
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(TopicManager {
+            path: path.to_path_buf(),
+            topics: RwLock::new(topics.into_iter().map(|t| (t.name.clone(), t)).collect()),
+        })
+    }
+
+    /// The topic, if it exists.
+    pub fn get(&self, name: &str) -> Option<TopicConfig> {
+        self.topics.read().get(name).cloned()
+    }
+
+    /// Every topic, by name.
+    pub fn list(&self) -> Vec<TopicConfig> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// Creates the topic or updates it in place (RocketMQ `updateAndCreateTopic`); returns true if
+    /// it was created. Persisted before returning. Errors: an illegal or reserved name, a queue
+    /// count out of range or smaller than the current one, I/O.
+    pub fn upsert(&self, mut cfg: TopicConfig) -> Result<bool, TopicError> {
+        validate_name(&cfg.name)?;
+        if is_system(&cfg.name) {
+            return Err(TopicError::Reserved(cfg.name));
+        }
+        if !(1..=MAX_QUEUES).contains(&cfg.queue_count) {
+            return Err(TopicError::QueueCount(cfg.queue_count));
+        }
+        if cfg.message_types.is_empty() {
+            cfg.message_types.push(MessageType::Normal);
+        }
+        cfg.message_types.sort();
+        cfg.message_types.dedup();
+        let mut topics = self.topics.write();
+        let created = match topics.get(&cfg.name) {
+            Some(cur) if cur.queue_count > cfg.queue_count => {
+                return Err(TopicError::Shrink {
+                    name: cfg.name,
+                    current: cur.queue_count,
+                    requested: cfg.queue_count,
+                })
+            }
+            Some(cur) if *cur == cfg => return Ok(false),
+            Some(_) => false,
+            None => true,
+        };
+        let mut next = topics.clone();
+        next.insert(cfg.name.clone(), cfg);
+        let file = TopicsFile {
+            topics: next.values().cloned().collect(),
+        };
+        write_atomic(&self.path, &file).map_err(|err| TopicError::Io {
+            path: self.path.clone(),
+            err,
+        })?;
+        *topics = next;
+        Ok(created)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, queues: u32) -> TopicConfig {
+        TopicConfig {
+            name: name.into(),
+            queue_count: queues,
+            permission: Permission::ReadWrite,
+            message_types: vec![],
+        }
+    }
+
+    #[test]
+    fn names_follow_rocketmq_rules() {
+        assert!(validate_name("Order_topic-1%|x").is_ok());
+        for bad in ["", "a b", "a.b", "ä", &"x".repeat(128)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn upsert_persists_is_idempotent_and_refuses_shrinking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topics.json");
+        let m = TopicManager::load(&path).unwrap();
+        assert!(m.upsert(topic("a", 4)).unwrap());
+        assert!(!m.upsert(topic("a", 4)).unwrap());
+        assert!(!m.upsert(topic("a", 6)).unwrap());
+        assert!(matches!(
+            m.upsert(topic("a", 2)),
+            Err(TopicError::Shrink { .. })
+        ));
+        assert!(matches!(
+            m.upsert(topic("RMQ_SYS_X", 2)),
+            Err(TopicError::Reserved(_))
+        ));
+        let m = TopicManager::load(&path).unwrap();
+        assert_eq!(m.get("a").unwrap().queue_count, 6);
+        assert_eq!(m.get("a").unwrap().message_types, vec![MessageType::Normal]);
+    }
+}
