@@ -1,0 +1,80 @@
+"""Drives the official RocketMQ 5.x Python client (rocketmq-python-client 5.1.2) for the e2e suite.
+
+Same command-line contract as ../node/client.js and ../rust-v5: `send` prints one JSON line per
+acknowledged message ({"id","tag","keys","body"}); `receive` prints one JSON line per received
+message ({"id","tag","keys","body","attempt"}) until --count messages or --timeout seconds.
+"""
+import argparse
+import json
+import sys
+import time
+
+from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
+
+
+def config(a):
+    return ClientConfiguration(a.endpoint, Credentials(), request_timeout=10)
+
+
+def send(a):
+    producer = Producer(config(a), (a.topic,))
+    producer.startup()
+    try:
+        for i in range(a.count):
+            m = Message()
+            m.topic = a.topic
+            m.body = f"{a.body_prefix}-{i}".encode()
+            m.tag = a.tag
+            key = f"{a.key_prefix}-{i}"
+            m.keys = key
+            m.add_property("origin", "python")
+            receipt = producer.send(m)
+            print(json.dumps({"id": receipt.message_id, "tag": a.tag, "keys": [key],
+                              "body": m.body.decode()}), flush=True)
+    finally:
+        producer.shutdown()
+
+
+def receive(a):
+    consumer = SimpleConsumer(config(a), a.group, {a.topic: FilterExpression(a.filter)}, await_duration=a.poll)
+    consumer.startup()
+    got = 0
+    deadline = time.monotonic() + a.timeout
+    try:
+        while got < a.count and time.monotonic() < deadline:
+            for m in consumer.receive(min(32, a.count - got), a.invisible) or []:
+                print(json.dumps({"id": m.message_id, "tag": m.tag, "keys": sorted(m.keys or []), "body": m.body.decode(),
+                                  "attempt": m.delivery_attempt}), flush=True)
+                if a.ack:
+                    consumer.ack(m)
+                got += 1
+    finally:
+        consumer.shutdown()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("send", "receive"):
+        s = sub.add_parser(name)
+        s.add_argument("--endpoint", required=True)
+        s.add_argument("--topic", required=True)
+        s.add_argument("--count", type=int, required=True)
+    s = sub.choices["send"]
+    s.add_argument("--tag", default="TagA")
+    s.add_argument("--key-prefix", default="key")
+    s.add_argument("--body-prefix", default="body")
+    r = sub.choices["receive"]
+    r.add_argument("--group", required=True)
+    r.add_argument("--filter", default="*")
+    r.add_argument("--invisible", type=int, default=20, help="invisible duration, s")
+    r.add_argument("--poll", type=int, default=5, help="long polling timeout, s")
+    r.add_argument("--timeout", type=float, default=30, help="give up after, s")
+    r.add_argument("--no-ack", dest="ack", action="store_false")
+    a = p.parse_args()
+    send(a) if a.cmd == "send" else receive(a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Process-level e2e fixtures: real `ferrocket` processes on 127.0.0.1 and the official clients.
+
+Every wait is bounded and waits for a condition (the `ready` line, a process exit), never a sleep.
+"""
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CLIENTS = ROOT / "e2e" / "clients"
+BIN = pathlib.Path(os.environ.get("FERROCKET_BIN", ROOT / "target" / "release" / "ferrocket"))
+PYTHON = os.environ.get("FERROCKET_E2E_PYTHON", str(CLIENTS / "python" / ".venv" / "bin" / "python"))
+CLIENT_CMDS = {
+    "python": [PYTHON, str(CLIENTS / "python" / "client.py")],
+    "node": ["node", str(CLIENTS / "node" / "client.js")],
+    "rust": [str(CLIENTS / "rust-v5" / "target" / "release" / "ferrocket-e2e-rust-v5")],
+}
+ALL_CLIENTS = list(CLIENT_CMDS)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """A `ferrocket` process with its own data dir; restartable on the same port and data."""
+
+    def __init__(self, data_dir, mode="standalone", **config):
+        self.data_dir = pathlib.Path(data_dir)
+        self.mode = mode
+        self.port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.config = {"min_invisible_ms": 1000, "consumer_snapshot_interval_ms": 1000, **config}
+        self.proc = None
+        self.log = self.data_dir.parent / f"broker-{self.port}.log"
+
+    def start(self, timeout=30):
+        cfg = self.data_dir.parent / f"broker-{self.port}.toml"
+        cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in self.config.items()))
+        self.proc = subprocess.Popen(
+            [str(BIN), self.mode, "--config", str(cfg), "--listen", self.endpoint, "--data-dir", str(self.data_dir)],
+            stdout=subprocess.PIPE, stderr=open(self.log, "ab"), text=True,
+        )
+        ready = threading.Event()
+        line = []
+
+        def read():
+            line.append(self.proc.stdout.readline())
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert ready.wait(timeout), f"broker not ready within {timeout}s; log: {self.log}"
+        assert line[0].startswith("ready "), f"unexpected first line {line[0]!r}; log: {self.log.read_text()[-3000:]}"
+        return self
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, timeout=20):
+        """SIGTERM; returns the exit code."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(timeout=timeout)
+        return self.proc.returncode if self.proc else None
+
+
+@pytest.fixture
+def broker_factory():
+    brokers = []
+    tmp = tempfile.TemporaryDirectory(prefix="ferrocket-e2e-")
+
+    def make(mode="standalone", **config):
+        b = Broker(pathlib.Path(tmp.name) / f"data-{len(brokers)}", mode, **config)
+        brokers.append(b)
+        return b.start()
+
+    yield make
+    for b in brokers:
+        if b.proc and b.proc.poll() is None:
+            b.kill9()
+    tmp.cleanup()
+
+
+@pytest.fixture
+def broker(broker_factory):
+    return broker_factory()
+
+
+def run_client(kind, cmd, broker, check=True, **opts):
+    """Runs one client driver command; returns its JSON output lines as dicts. The process gets
+    the client's own --timeout plus a minute (start-up of a client is a few seconds)."""
+    args = [*CLIENT_CMDS[kind], cmd, "--endpoint", broker.endpoint]
+    for k, v in opts.items():
+        if v is False:
+            args.append(f"--no-{k.replace('_', '-')}")
+        else:
+            args += [f"--{k.replace('_', '-')}", str(v)]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=float(opts.get("timeout", 30)) + 60)
+    if check:
+        assert p.returncode == 0, f"{kind} {cmd} failed ({p.returncode}):\n{p.stderr[-4000:]}"
+    return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+
+
+def start_client(kind, cmd, broker, **opts):
+    """Starts a client driver in the background (stdout piped)."""
+    args = [*CLIENT_CMDS[kind], cmd, "--endpoint", broker.endpoint]
+    for k, v in opts.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
