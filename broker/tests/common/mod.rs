@@ -1,0 +1,176 @@
+//! Starts real `ferrocket` processes for integration tests and talks to them over gRPC.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ferrocket_broker::proto::v2::messaging_service_client::MessagingServiceClient;
+use ferrocket_broker::proto::v2::*;
+use tonic::transport::Channel;
+
+/// A broker process; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ferrocket <mode>` on a free port with `config` (TOML lines) and waits (at most 30 s)
+/// for its `ready` line.
+pub fn start(mode: &str, data_dir: &Path, config: &str) -> Proc {
+    let cfg = data_dir.with_extension("toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrocket"))
+        .args([
+            mode,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ferrocket");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("broker ready within 30 s");
+    let addr = line
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim()
+        .to_string();
+    Proc { child, addr }
+}
+
+pub async fn client(addr: &str) -> MessagingServiceClient<Channel> {
+    MessagingServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+}
+
+pub fn res(name: &str) -> Option<Resource> {
+    Some(Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    })
+}
+
+pub fn message(topic: &str, id: &str, body: Vec<u8>) -> Message {
+    Message {
+        topic: res(topic),
+        user_properties: Default::default(),
+        system_properties: Some(SystemProperties {
+            message_id: id.into(),
+            tag: Some("T".into()),
+            message_type: MessageType::Normal as i32,
+            ..Default::default()
+        }),
+        body,
+    }
+}
+
+pub fn code(s: &Option<Status>) -> Code {
+    Code::try_from(s.as_ref().expect("status").code).expect("known code")
+}
+
+/// Sends one message; returns the response status code.
+pub async fn send(c: &mut MessagingServiceClient<Channel>, m: Message) -> Code {
+    code(
+        &c.send_message(SendMessageRequest { messages: vec![m] })
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+    )
+}
+
+/// One ReceiveMessage call: (first status code, messages).
+pub async fn receive(
+    c: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    invisible: prost_types::Duration,
+) -> (Code, Vec<Message>) {
+    let req = ReceiveMessageRequest {
+        group: res(group),
+        message_queue: Some(MessageQueue {
+            topic: res(topic),
+            id: -1,
+            ..Default::default()
+        }),
+        filter_expression: Some(FilterExpression {
+            r#type: FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 32,
+        invisible_duration: Some(invisible),
+        auto_renew: false,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        attempt_id: None,
+    };
+    let mut stream = c.receive_message(req).await.unwrap().into_inner();
+    let (mut status, mut msgs) = (None, Vec::new());
+    while let Some(item) = stream.message().await.unwrap() {
+        match item.content {
+            Some(receive_message_response::Content::Status(s)) if status.is_none() => {
+                status = Some(s)
+            }
+            Some(receive_message_response::Content::Message(m)) => msgs.push(m),
+            _ => {}
+        }
+    }
+    (code(&status), msgs)
+}
+
+pub async fn ack(
+    c: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    handle: &str,
+) -> Code {
+    let entries = vec![AckMessageEntry {
+        message_id: "x".into(),
+        receipt_handle: handle.into(),
+        lite_topic: None,
+    }];
+    code(
+        &c.ack_message(AckMessageRequest {
+            group: res(group),
+            topic: res(topic),
+            entries,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status,
+    )
+}
+
+pub fn secs(s: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: s,
+        nanos: 0,
+    }
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Reproduces docs/BENCHMARKS.md: the disk's own rates (fio) and `ferrocket bench` for 1 KiB
+messages under ASYNC_FLUSH and SYNC_FLUSH, each the median of --runs runs on a fresh broker.
+
+Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fio on the PATH)
+Prints a Markdown table. Standard library only.
+"""
+import argparse
+import json
+import pathlib
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BIN = ROOT / "target" / "release" / "ferrocket"
+
+
+def fio(tmp):
+    """Sequential 1 MiB writes (MiB/s) and 4 KiB write+fsync operations per second."""
+    def run(*args):
+        out = subprocess.run(["fio", "--output-format=json", f"--directory={tmp}", "--size=512m", *args],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)["jobs"][0]["write"]
+    seq = run("--name=seq", "--rw=write", "--bs=1m", "--end_fsync=1", "--ioengine=psync")
+    sync = run("--name=fsync", "--rw=write", "--bs=4k", "--fsync=1", "--runtime=10", "--time_based", "--ioengine=psync")
+    return seq["bw"] / 1024, sync["iops"]
+
+
+def bench_once(flush, mode, seconds, concurrency, batch, fill_seconds=0):
+    data = tempfile.mkdtemp(prefix="ferrocket-bench-", dir="/var/tmp")
+    cfg = pathlib.Path(data) / "bench.toml"
+    cfg.write_text(f'flush_disk_type = "{flush}"\n')
+    broker = subprocess.Popen([str(BIN), "standalone", "--config", str(cfg), "--listen", "127.0.0.1:0",
+                               "--data-dir", str(pathlib.Path(data) / "d")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        addr = broker.stdout.readline().split()[1]
+        def bench(m, s):
+            out = subprocess.run([str(BIN), "bench", "--server", addr, "--mode", m, "--duration", f"{s}s",
+                                  "--concurrency", str(concurrency), "--batch", str(batch), "--json"],
+                                 capture_output=True, text=True, check=True).stdout
+            return json.loads(out)
+        if fill_seconds:
+            bench("produce", fill_seconds)  # a backlog for the receive-only run
+        return bench(mode, seconds)
+    finally:
+        broker.terminate()
+        broker.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--concurrency", type=int, default=32)
+    a = p.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ferrocket"], cwd=ROOT, check=True)
+    tmp = tempfile.mkdtemp(prefix="ferrocket-fio-", dir="/var/tmp")
+    try:
+        seq_mib, fsync_iops = fio(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"disk (fio, same filesystem): sequential write {seq_mib:.0f} MiB/s, 4 KiB write+fsync {fsync_iops:.0f} ops/s\n")
+    print("| flush | side | batch | msgs/s (median) | MiB/s | p50 ms | p99 ms | p999 ms | runs (msgs/s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for flush in ("async", "sync"):
+        for batch in (1, 16):
+            for side, mode, fill in (("send", "produce", 0), ("receive+ack", "consume", a.seconds)):
+                key = "produce" if mode == "produce" else "consume"
+                runs = [bench_once(flush, mode, a.seconds, a.concurrency, batch, fill)[key] for _ in range(a.runs)]
+                med = sorted(runs, key=lambda r: r["msgs_per_sec"])[len(runs) // 2]
+                rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in runs)
+                print(f"| {flush} | {side} | {batch} | {med['msgs_per_sec']:.0f} | {med['mib_per_sec']:.1f} | "
+                      f"{med['p50_ms']:.2f} | {med['p99_ms']:.2f} | {med['p999_ms']:.2f} | {rates} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
