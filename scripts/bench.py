@@ -29,6 +29,12 @@ def fio(tmp):
     return seq["bw"] / 1024, sync["iops"]
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process, s (from /proc)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100
+
+
 def bench_once(flush, mode, seconds, concurrency, batch, fill_seconds=0):
     data = tempfile.mkdtemp(prefix="ferrocket-bench-", dir="/var/tmp")
     cfg = pathlib.Path(data) / "bench.toml"
@@ -44,7 +50,11 @@ def bench_once(flush, mode, seconds, concurrency, batch, fill_seconds=0):
             return json.loads(out)
         if fill_seconds:
             bench("produce", fill_seconds)  # a backlog for the receive-only run
-        return bench(mode, seconds)
+        before = cpu_seconds(broker.pid)
+        r = bench(mode, seconds)
+        side = r["produce"] if mode == "produce" else r["consume"]
+        side["broker_cpu_us_per_msg"] = (cpu_seconds(broker.pid) - before) * 1e6 / max(side["messages"], 1)
+        return r
     finally:
         broker.terminate()
         broker.wait(timeout=30)
@@ -65,8 +75,8 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"disk (fio, same filesystem): sequential write {seq_mib:.0f} MiB/s, 4 KiB write+fsync {fsync_iops:.0f} ops/s\n")
-    print("| flush | side | batch | msgs/s (median) | MiB/s | p50 ms | p99 ms | p999 ms | runs (msgs/s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| flush | side | batch | msgs/s (median) | MiB/s | p50 ms | p99 ms | p999 ms | broker CPU µs/msg | runs (msgs/s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for flush in ("async", "sync"):
         for batch in (1, 16):
             for side, mode, fill in (("send", "produce", 0), ("receive+ack", "consume", a.seconds)):
@@ -75,7 +85,8 @@ def main():
                 med = sorted(runs, key=lambda r: r["msgs_per_sec"])[len(runs) // 2]
                 rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in runs)
                 print(f"| {flush} | {side} | {batch} | {med['msgs_per_sec']:.0f} | {med['mib_per_sec']:.1f} | "
-                      f"{med['p50_ms']:.2f} | {med['p99_ms']:.2f} | {med['p999_ms']:.2f} | {rates} |", flush=True)
+                      f"{med['p50_ms']:.2f} | {med['p99_ms']:.2f} | {med['p999_ms']:.2f} | {med['broker_cpu_us_per_msg']:.1f} | {rates} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ pub struct BenchOpts {
     pub size: usize,
     /// Concurrent senders (and as many receivers).
     pub concurrency: usize,
+    /// Messages per SendMessage call (the protocol allows several).
+    pub batch: usize,
     pub duration: Duration,
     pub produce: bool,
     pub consume: bool,
@@ -46,6 +48,7 @@ pub struct SideReport {
 pub struct BenchReport {
     pub size: usize,
     pub concurrency: usize,
+    pub batch: usize,
     pub seconds: f64,
     pub produce: Option<SideReport>,
     pub consume: Option<SideReport>,
@@ -123,28 +126,30 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         if o.produce {
             let (stop, side, body, topic) =
                 (stop.clone(), prod.clone(), body.clone(), o.topic.clone());
+            let batch = o.batch.max(1);
             tasks.push(tokio::spawn(async move {
                 let mut c = MessagingServiceClient::new(ch);
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let msg = Message {
-                        topic: res(&topic),
-                        user_properties: Default::default(),
-                        system_properties: Some(SystemProperties {
-                            message_id: format!("B{t:04}{i:012}"),
-                            tag: Some("bench".into()),
-                            message_type: MessageType::Normal as i32,
-                            queue_id: ((t as u64 + i) % queues as u64) as i32,
-                            ..Default::default()
-                        }),
-                        body: body.clone(),
-                    };
+                    let mut messages = Vec::with_capacity(batch);
+                    for _ in 0..batch {
+                        i += 1;
+                        messages.push(Message {
+                            topic: res(&topic),
+                            user_properties: Default::default(),
+                            system_properties: Some(SystemProperties {
+                                message_id: format!("B{t:04}{i:012}"),
+                                tag: Some("bench".into()),
+                                message_type: MessageType::Normal as i32,
+                                queue_id: ((t as u64 + i) % queues as u64) as i32,
+                                ..Default::default()
+                            }),
+                            body: body.clone(),
+                        });
+                    }
                     let start = Instant::now();
                     let ok = c
-                        .send_message(SendMessageRequest {
-                            messages: vec![msg],
-                        })
+                        .send_message(SendMessageRequest { messages })
                         .await
                         .map(|r| {
                             r.into_inner()
@@ -152,7 +157,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                                 .is_some_and(|s| s.code == Code::Ok as i32)
                         })
                         .unwrap_or(false);
-                    record(&side, start, ok, 1);
+                    record(&side, start, ok, batch as u64);
                 }
             }));
         }
@@ -235,6 +240,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     Ok(BenchReport {
         size: o.size,
         concurrency: o.concurrency,
+        batch: o.batch,
         seconds: secs,
         produce: o.produce.then(|| prod.report(secs, o.size)),
         consume: o.consume.then(|| cons.report(secs, o.size)),

@@ -63,6 +63,9 @@ enum Cmd {
         /// Concurrent senders (and as many receivers).
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Messages per SendMessage call.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// Run time, e.g. 10s.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
@@ -164,6 +167,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             group,
             size,
             concurrency,
+            batch,
             duration,
             mode,
             json,
@@ -174,6 +178,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 group,
                 size,
                 concurrency,
+                batch,
                 duration,
                 produce: matches!(mode, Mode::Produce | Mode::Both),
                 consume: matches!(mode, Mode::Consume | Mode::Both),
