@@ -113,6 +113,20 @@ fn consume_queues_are_rebuilt_past_the_checkpoint() {
 }
 
 #[test]
+fn a_corrupt_checkpoint_means_a_full_rebuild_not_a_refusal_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    write_n(&store, 30);
+    store.shutdown().unwrap();
+    drop(store);
+    std::fs::write(dir.path().join("checkpoint"), b"{ not json").unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    assert_eq!(store.recovery_report().from, 0);
+    assert_eq!(store.recovery_report().records, 30);
+    assert_eq!(bodies(&store, "t").len(), 30);
+}
+
+#[test]
 fn torn_tail_is_cut_and_writing_resumes_there() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
@@ -214,5 +228,11 @@ fn group_commit_acknowledges_every_writer_after_an_fsync() {
     assert_eq!(ends.len(), 200);
     let max = *ends.iter().max().unwrap();
     assert_eq!(max, store.commitlog_end());
+    // Writers that arrive during an fsync share the next one.
+    let fsyncs = store.commitlog_fsyncs();
+    assert!(
+        fsyncs > 0 && fsyncs < 100,
+        "{fsyncs} fsyncs for 200 acknowledged writes"
+    );
     store.shutdown().unwrap();
 }

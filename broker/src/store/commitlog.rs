@@ -54,6 +54,8 @@ pub struct CommitLog {
     committed: AtomicU64,
     /// Bytes below this are on disk.
     flushed: AtomicU64,
+    /// Flushes that wrote something (one group commit each under SYNC_FLUSH).
+    fsyncs: AtomicU64,
 }
 
 /// Bytes always left free at the end of a segment so a BLANK filler fits.
@@ -71,6 +73,7 @@ impl CommitLog {
             }),
             committed: AtomicU64::new(end),
             flushed: AtomicU64::new(end),
+            fsyncs: AtomicU64::new(0),
         })
     }
 
@@ -198,8 +201,14 @@ impl CommitLog {
         if target > from {
             self.files.flush(from, target)?;
             self.flushed.fetch_max(target, Ordering::AcqRel);
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(target)
+    }
+
+    /// Flushes that wrote something since the log was opened.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
     }
 }
 

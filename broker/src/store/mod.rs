@@ -135,6 +135,9 @@ pub struct Store {
     stopping: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
+    /// Serialises checkpoint writes: the flush thread and the consumer snapshot both flush, and
+    /// two writers of `checkpoint.tmp` could rename a half-written file into place.
+    checkpoint_lock: Mutex<()>,
 }
 
 impl Store {
@@ -160,6 +163,7 @@ impl Store {
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             recovery,
+            checkpoint_lock: Mutex::new(()),
         });
         let s = store.clone();
         let dispatcher = std::thread::Builder::new()
@@ -210,6 +214,11 @@ impl Store {
             .await
             .map(|_| ())
             .map_err(|_| StoreError::ShutDown)
+    }
+
+    /// How many times the CommitLog has been fsynced since the store was opened.
+    pub fn commitlog_fsyncs(&self) -> u64 {
+        self.commitlog.fsyncs()
     }
 
     /// Offset up to which records have been dispatched to ConsumeQueues.
@@ -287,6 +296,7 @@ impl Store {
 
     /// Flushes everything and writes the checkpoint. Errors: I/O.
     pub fn flush_all(&self) -> io::Result<()> {
+        let _one_writer = self.checkpoint_lock.lock();
         let dispatched = self.dispatched();
         let flushed = self.commitlog.flush()?;
         self.flushed_tx.send_replace(flushed);

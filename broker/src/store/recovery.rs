@@ -182,7 +182,16 @@ pub(crate) fn recover(
         (Some(a), Some(b)) => (a.start(), b.end()),
         _ => (0, 0),
     };
-    let cp = checkpoint::load(&cfg.data_dir.join("checkpoint"))?.unwrap_or_default();
+    let cp_path = cfg.data_dir.join("checkpoint");
+    let cp = match checkpoint::load(&cp_path) {
+        Ok(cp) => cp.unwrap_or_default(),
+        // Everything the checkpoint says can be rebuilt from the CommitLog: scan all of it.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            tracing::error!(error = %e, "unreadable checkpoint; rebuilding ConsumeQueues and IndexFiles from the whole CommitLog");
+            checkpoint::Checkpoint::default()
+        }
+        Err(e) => return Err(e.into()),
+    };
     let from = cp.dispatched.clamp(min, max);
     let cqs = ConsumeQueueTable::load(
         &cfg.data_dir.join("consumequeue"),
