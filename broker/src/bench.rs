@@ -17,7 +17,9 @@ use crate::proto::v2::*;
 pub struct BenchOpts {
     /// Broker address, `host:port`.
     pub server: String,
+    /// Topic to send to and receive from (auto-created in standalone mode).
     pub topic: String,
+    /// Consumer group of the receivers.
     pub group: String,
     /// Body size, bytes.
     pub size: usize,
@@ -25,32 +27,47 @@ pub struct BenchOpts {
     pub concurrency: usize,
     /// Messages per SendMessage call (the protocol allows several).
     pub batch: usize,
+    /// How long to run.
     pub duration: Duration,
+    /// Run senders.
     pub produce: bool,
+    /// Run receivers.
     pub consume: bool,
 }
 
 /// Results of one side.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SideReport {
+    /// Messages sent (or received and acked) successfully.
     pub messages: u64,
+    /// Messages per second over the run.
     pub msgs_per_sec: f64,
+    /// Body bytes per second, MiB/s.
     pub mib_per_sec: f64,
     /// Call latency percentiles, ms (send: SendMessage; receive: ReceiveMessage + AckMessage).
     pub p50_ms: f64,
+    /// 99th percentile call latency, ms.
     pub p99_ms: f64,
+    /// 99.9th percentile call latency, ms.
     pub p999_ms: f64,
+    /// Calls that failed or returned a non-OK status.
     pub errors: u64,
 }
 
 /// Results of a run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchReport {
+    /// Body size, bytes.
     pub size: usize,
+    /// Concurrent senders (and receivers).
     pub concurrency: usize,
+    /// Messages per SendMessage call.
     pub batch: usize,
+    /// Measured run time, s.
     pub seconds: f64,
+    /// Send side, if run.
     pub produce: Option<SideReport>,
+    /// Receive side, if run.
     pub consume: Option<SideReport>,
 }
 

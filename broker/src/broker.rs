@@ -27,26 +27,39 @@ const SCAN_LIMIT: usize = 4096;
 /// Why an engine call was refused. The gRPC layer maps each to a RocketMQ status code.
 #[derive(Debug, Error)]
 pub enum BrokerError {
+    /// The topic does not exist (and auto-creation is off or not allowed for it).
     #[error("topic {0} does not exist")]
     TopicNotFound(String),
+    /// The topic request itself is invalid (name, queue count) or could not be persisted.
     #[error(transparent)]
     Topic(#[from] TopicError),
+    /// The topic's permission forbids the operation (topic, missing right).
     #[error("topic {0} is not {1}")]
     Permission(String, &'static str),
+    /// The message names a queue the topic does not have.
     #[error("queue {queue} does not exist in topic {topic} ({count} queues)")]
     QueueOutOfRange {
+        /// The topic.
         topic: String,
+        /// The queue id asked for.
         queue: u32,
+        /// Queues the topic has.
         count: u32,
     },
+    /// The topic does not accept this message type.
     #[error("topic {topic} does not accept {ty:?} messages (accepts {accepts:?})")]
     TypeNotAccepted {
+        /// The topic.
         topic: String,
+        /// The message's type.
         ty: MessageType,
+        /// The types the topic accepts.
         accepts: Vec<MessageType>,
     },
+    /// The receipt handle is malformed, stale, expired or already acknowledged (why).
     #[error("invalid receipt handle: {0}")]
     InvalidHandle(String),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -54,7 +67,9 @@ pub enum BrokerError {
 /// Where a sent message was stored.
 #[derive(Debug, Clone, Copy)]
 pub struct SendOk {
+    /// Queue the message was stored in.
     pub queue_id: u32,
+    /// Its offset in that queue.
     pub queue_offset: u64,
     /// CommitLog offset to await with [`Broker::wait_durable`] before acknowledging.
     pub end: u64,
@@ -63,7 +78,9 @@ pub struct SendOk {
 /// One message handed to a consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The stored message.
     pub record: Record,
+    /// Handle to ack it or change its invisible time with.
     pub receipt_handle: String,
     /// 1 for the first delivery.
     pub attempt: u32,
@@ -140,14 +157,17 @@ impl Broker {
         Ok(broker)
     }
 
+    /// The configuration the broker runs with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
+    /// The storage engine.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
+    /// The topic registry.
     pub fn topics(&self) -> &TopicManager {
         &self.topics
     }

@@ -182,8 +182,10 @@ mod durations {
 /// Values given on the command line; `None` leaves the lower layers in force.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
+    /// `--listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
 }

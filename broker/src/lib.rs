@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Ferrocket broker: a RocketMQ-compatible message broker.
 //!
 //! Layers (DESIGN.md §1): [`store`] keeps records on disk; [`topics`] and [`consume`] hold topic

@@ -20,16 +20,22 @@ pub const MAX_QUEUES: u32 = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Permission {
+    /// Neither read nor write.
     None,
+    /// Consumers may read; producers may not write.
     Read,
+    /// Producers may write; consumers may not read.
     Write,
+    /// Both.
     ReadWrite,
 }
 
 impl Permission {
+    /// True if consumers may read.
     pub fn readable(self) -> bool {
         matches!(self, Permission::Read | Permission::ReadWrite)
     }
+    /// True if producers may write.
     pub fn writable(self) -> bool {
         matches!(self, Permission::Write | Permission::ReadWrite)
     }
@@ -39,18 +45,24 @@ impl Permission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageType {
+    /// Plain messages.
     Normal,
+    /// Messages with a message group, delivered in order per group.
     Fifo,
+    /// Messages delivered at a given time.
     Delay,
+    /// Half messages committed or rolled back by the producer.
     Transaction,
 }
 
 /// One topic's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
+    /// Topic name.
     pub name: String,
     /// Number of queues, 1..=[`MAX_QUEUES`].
     pub queue_count: u32,
+    /// What clients may do.
     pub permission: Permission,
     /// Accepted message types, sorted, never empty.
     pub message_types: Vec<MessageType>,
@@ -59,20 +71,33 @@ pub struct TopicConfig {
 /// Why a topic request was refused.
 #[derive(Debug, Error)]
 pub enum TopicError {
+    /// The name breaks RocketMQ's topic name rule.
     #[error("illegal topic name {0:?}: use 1..=127 characters of [a-zA-Z0-9_%|-]")]
     IllegalName(String),
+    /// The name is one of the broker's own topics.
     #[error("topic name {0:?} is reserved for the broker")]
     Reserved(String),
+    /// The queue count is out of range.
     #[error("queue count {0} out of range 1..=1024")]
     QueueCount(u32),
+    /// The update would remove queues.
     #[error("topic {name} has {current} queues; shrinking to {requested} is refused because the removed queues may hold messages")]
     Shrink {
+        /// The topic.
         name: String,
+        /// Queues it has.
         current: u32,
+        /// Queues asked for.
         requested: u32,
     },
     #[error("writing {}: {err}", path.display())]
-    Io { path: PathBuf, err: io::Error },
+    /// The topic file could not be written.
+    Io {
+        /// The file being written.
+        path: PathBuf,
+        /// The I/O error.
+        err: io::Error,
+    },
 }
 
 /// Checks a topic name against RocketMQ's rule (`TopicValidator`: `^[%|a-zA-Z0-9_-]+$`, at most

@@ -12,7 +12,9 @@ pub enum TagFilter {
     All,
     /// Messages whose tag is one of these.
     Tags {
+        /// The tags, exactly.
         tags: HashSet<String>,
+        /// Their ConsumeQueue tag hashes.
         hashes: HashSet<u64>,
     },
 }

@@ -6,9 +6,13 @@
 /// A parsed receipt handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptHandle {
+    /// Queue of the delivered message.
     pub queue_id: u32,
+    /// Its queue offset.
     pub queue_offset: u64,
+    /// Random id of this delivery.
     pub pop_id: u64,
+    /// Broker group that delivered it.
     pub broker_name: String,
 }
 

@@ -34,9 +34,13 @@ pub struct Inflight {
 /// Progress of one consumer group on one queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueState {
+    /// Every offset below this is done.
     pub ack_offset: u64,
+    /// First offset never handed out.
     pub next_offset: u64,
+    /// Done offsets at or above `ack_offset` (acked out of order).
     pub acked: BTreeSet<u64>,
+    /// Handed out and not yet acked, by offset.
     pub inflight: BTreeMap<u64, Inflight>,
 }
 
@@ -89,8 +93,10 @@ impl QueueState {
 /// Body of one ack record: the offsets one AckMessage call acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckRecord {
+    /// Consumer group.
     #[serde(rename = "g")]
     pub group: String,
+    /// Topic.
     #[serde(rename = "t")]
     pub topic: String,
     /// (queue id, queue offset) pairs.
@@ -103,12 +109,14 @@ pub struct AckRecord {
 pub struct Snapshot {
     /// Every ack record below this CommitLog offset is reflected in `queues`.
     pub commitlog_offset: u64,
+    /// Progress of every (group, topic, queue), sorted.
     pub queues: Vec<(QueueKey, QueueState)>,
 }
 
 /// All groups' progress.
 #[derive(Debug, Default)]
 pub struct ConsumeState {
+    /// Progress by (group, topic, queue).
     pub queues: HashMap<QueueKey, QueueState>,
 }
 
@@ -123,6 +131,7 @@ impl ConsumeState {
         }
     }
 
+    /// A snapshot covering every ack record below `commitlog_offset`.
     pub fn snapshot(&self, commitlog_offset: u64) -> Snapshot {
         let mut queues: Vec<_> = self
             .queues
@@ -136,6 +145,7 @@ impl ConsumeState {
         }
     }
 
+    /// State restored from a snapshot (ack records after it are replayed with [`ConsumeState::apply`]).
     pub fn from_snapshot(s: Snapshot) -> ConsumeState {
         ConsumeState {
             queues: s.queues.into_iter().collect(),

@@ -16,6 +16,7 @@ pub struct AdminService {
 }
 
 impl AdminService {
+    /// The Admin service over `broker`.
     pub fn new(broker: Arc<Broker>) -> AdminService {
         AdminService { broker }
     }

@@ -20,9 +20,11 @@ pub type CommandSender = mpsc::Sender<Result<TelemetryCommand, tonic::Status>>;
 /// One live Telemetry session.
 #[derive(Clone)]
 pub struct Session {
+    /// Producer, push or simple consumer, as the client said in its Settings.
     pub client_type: ClientType,
     /// Topics a producer publishes to.
     pub topics: Vec<String>,
+    /// Where commands to the client go.
     pub tx: CommandSender,
     /// Distinguishes a reconnected session from the one it replaced.
     pub epoch: u64,
@@ -60,6 +62,7 @@ impl Clients {
         self.sessions.lock().len()
     }
 
+    /// True when no client is connected.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

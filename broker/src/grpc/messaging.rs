@@ -42,6 +42,7 @@ pub struct Messaging {
 }
 
 impl Messaging {
+    /// The service over `broker`; `stopping` turning true ends long polls and Telemetry streams.
     pub fn new(
         broker: Arc<Broker>,
         clients: Arc<Clients>,

@@ -67,6 +67,7 @@ impl MappedFile {
     pub fn end(&self) -> u64 {
         self.start + self.size
     }
+    /// The segment file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -197,6 +198,7 @@ impl MappedFileQueue {
         })
     }
 
+    /// Size of every segment, bytes.
     pub fn segment_bytes(&self) -> u64 {
         self.segment_bytes
     }

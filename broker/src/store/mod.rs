@@ -46,21 +46,36 @@ pub const KEY_SEPARATOR: char = ' ';
 /// Storage errors. Corruption names the segment file and offsets.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// An I/O error.
     #[error("I/O: {0}")]
     Io(#[from] io::Error),
+    /// The record cannot be encoded.
     #[error("cannot encode record: {0}")]
     Encode(#[from] record::EncodeError),
     #[error("record of {size} bytes does not fit in a CommitLog segment of {segment} bytes")]
-    TooLarge { size: u64, segment: u64 },
+    /// The record is larger than a segment.
+    TooLarge {
+        /// Record size, bytes.
+        size: u64,
+        /// Segment size, bytes.
+        segment: u64,
+    },
+    /// Stored bytes fail their checks.
     #[error("corrupt record in {} at file offset {file_offset} (CommitLog offset {offset}): {reason}", file.display())]
     Corrupt {
+        /// Segment file.
         file: PathBuf,
+        /// Offset in that file, bytes.
         file_offset: u64,
+        /// CommitLog offset.
         offset: u64,
+        /// What failed.
         reason: String,
     },
+    /// Nothing is stored at this CommitLog offset (deleted, or not yet written).
     #[error("no record at CommitLog offset {0}")]
     NotFound(u64),
+    /// The store is stopping or stopped.
     #[error("store is shut down")]
     ShutDown,
 }
@@ -68,12 +83,19 @@ pub enum StoreError {
 /// What the store needs from the broker config.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// Root of the store's files.
     pub data_dir: PathBuf,
+    /// ASYNC_FLUSH or SYNC_FLUSH.
     pub flush_disk_type: FlushDiskType,
+    /// ASYNC_FLUSH period, ms.
     pub flush_interval_ms: u64,
+    /// CommitLog segment size, bytes.
     pub commitlog_segment_bytes: u64,
+    /// ConsumeQueue entries per file.
     pub consume_queue_entries_per_file: u64,
+    /// Hash slots per IndexFile.
     pub index_slots: u32,
+    /// Entries per IndexFile.
     pub index_max_entries: u32,
 }
 
@@ -182,6 +204,7 @@ impl Store {
         &self.recovery
     }
 
+    /// Root of the store's files.
     pub fn data_dir(&self) -> &Path {
         &self.cfg.data_dir
     }

@@ -36,24 +36,33 @@ pub const PROPERTY_SEPARATOR: char = '\u{2}';
 /// One message as stored in the CommitLog.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
+    /// Queue of the message in its topic.
     pub queue_id: u32,
+    /// RocketMQ's per-message flag (kept as sent; 0 for 5.x clients).
     pub flag: u32,
     /// Position of the message in its ConsumeQueue (0-based, per topic and queue).
     pub queue_offset: u64,
     /// Byte position of this record in the CommitLog.
     pub physical_offset: u64,
+    /// Broker flags, such as [`crate::store::SYS_FLAG_NO_DISPATCH`].
     pub sys_flag: u32,
     /// When the producer created the message, ms since the Unix epoch.
     pub born_timestamp: u64,
     /// When the broker stored it, ms since the Unix epoch.
     pub store_timestamp: u64,
+    /// Times the message was sent back for retry (0 for a new message).
     pub reconsume_times: u32,
+    /// CommitLog offset of the half message this one commits (transactions; 0 otherwise).
     pub prepared_transaction_offset: u64,
+    /// Producer address, `host:port`.
     pub born_host: String,
+    /// Broker address, `host:port`.
     pub store_host: String,
+    /// Topic the record belongs to.
     pub topic: String,
     /// System and user properties; names and values must not contain `\x01` or `\x02`.
     pub properties: BTreeMap<String, String>,
+    /// The message body, as sent.
     pub body: Vec<u8>,
 }
 
@@ -61,15 +70,36 @@ pub struct Record {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("truncated: need {need} bytes, have {have}")]
-    Truncated { need: usize, have: usize },
+    /// Fewer bytes than the record needs.
+    Truncated {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes available.
+        have: usize,
+    },
+    /// The magic code is neither a message nor a filler.
     #[error("bad magic code {0:#010x}")]
     BadMagic(u32),
+    /// The total size is too small or runs past the segment.
     #[error("implausible total size {0}")]
     BadSize(u32),
     #[error("record CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    RecordCrc { stored: u32, computed: u32 },
+    /// The whole-record CRC does not match.
+    RecordCrc {
+        /// CRC32 in the record.
+        stored: u32,
+        /// CRC32 of the bytes.
+        computed: u32,
+    },
     #[error("body CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    BodyCrc { stored: u32, computed: u32 },
+    /// The body CRC does not match.
+    BodyCrc {
+        /// CRC32 in the record.
+        stored: u32,
+        /// CRC32 of the body.
+        computed: u32,
+    },
+    /// A length field does not fit the record (names the field).
     #[error("malformed field {0}")]
     Malformed(&'static str),
 }
@@ -77,12 +107,17 @@ pub enum DecodeError {
 /// Why a record cannot be encoded.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EncodeError {
+    /// A field is longer than its length prefix allows.
     #[error("{field} is {len} bytes, at most {max} allowed")]
     TooLong {
+        /// The field.
         field: &'static str,
+        /// Its length, bytes.
         len: usize,
+        /// The most allowed, bytes.
         max: usize,
     },
+    /// A property name or value contains `\x01` or `\x02` (names the property).
     #[error("property {0:?} contains a reserved separator character")]
     BadProperty(String),
 }
