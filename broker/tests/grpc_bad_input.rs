@@ -237,3 +237,57 @@ async fn without_auto_create_unknown_topics_are_not_found_until_created_and_topi
     assert!(!shrink.status.success());
     assert!(String::from_utf8_lossy(&shrink.stderr).contains("shrinking"));
 }
+
+/// Several messages in one SendMessage call: each gets its own status; a bad one is refused
+/// without affecting the others.
+#[tokio::test]
+async fn a_batch_send_reports_each_message_and_stores_only_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start("standalone", &dir.path().join("data"), "");
+    let mut c = client(&broker.addr).await;
+    let mut first = message("batch", "ID-A", b"a".to_vec());
+    first.system_properties.as_mut().unwrap().queue_id = 2;
+    let messages = vec![
+        first,
+        message("batch", "", b"b".to_vec()),
+        message("batch", "ID-C", b"c".to_vec()),
+    ];
+    let r = c
+        .send_message(SendMessageRequest { messages })
+        .await
+        .unwrap()
+        .into_inner();
+    let codes: Vec<Code> = r.entries.iter().map(|e| code(&e.status)).collect();
+    assert_eq!(codes, vec![Code::Ok, Code::IllegalMessageId, Code::Ok]);
+    assert_eq!(
+        code(&r.status),
+        Code::IllegalMessageId,
+        "the call reports its first failure"
+    );
+    assert_eq!(
+        (
+            r.entries[0].message_id.as_str(),
+            r.entries[2].message_id.as_str()
+        ),
+        ("ID-A", "ID-C")
+    );
+    let msgs = receive_n(&mut c, "g", "batch", 2).await;
+    let mut bodies: Vec<&[u8]> = msgs.iter().map(|m| m.body.as_slice()).collect();
+    bodies.sort();
+    assert_eq!(bodies, vec![&b"a"[..], &b"c"[..]]);
+    let a = msgs
+        .iter()
+        .find(|m| m.body == b"a")
+        .unwrap()
+        .system_properties
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (
+            a.queue_id,
+            a.delivery_attempt,
+            a.body_digest.unwrap().checksum.as_str()
+        ),
+        (2, Some(1), "0CC175B9C0F1B6A831C399E269772661")
+    );
+}

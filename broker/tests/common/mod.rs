@@ -144,6 +144,28 @@ pub async fn receive(
     (code(&status), msgs)
 }
 
+/// Receives until `n` messages arrived or 10 calls (each a 1 s long poll at most) returned.
+pub async fn receive_n(
+    c: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    n: usize,
+) -> Vec<Message> {
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        let (status, msgs) = receive(c, group, topic, secs(30)).await;
+        assert!(
+            matches!(status, Code::Ok | Code::MessageNotFound),
+            "{status:?}"
+        );
+        all.extend(msgs);
+        if all.len() >= n {
+            break;
+        }
+    }
+    all
+}
+
 pub async fn ack(
     c: &mut MessagingServiceClient<Channel>,
     group: &str,

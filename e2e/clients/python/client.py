@@ -1,15 +1,19 @@
 """Drives the official RocketMQ 5.x Python client (rocketmq-python-client 5.1.2) for the e2e suite.
 
 Same command-line contract as ../node/client.js and ../rust-v5: `send` prints one JSON line per
-acknowledged message ({"id","tag","keys","body"}); `receive` prints one JSON line per received
-message ({"id","tag","keys","body","attempt"}) until --count messages or --timeout seconds.
+acknowledged message ({"id","tag","keys","body"}); `receive` (SimpleConsumer) and `push`
+(PushConsumer, Python only) print one JSON line per received message ({"id","tag","keys","body","attempt"})
+until --count messages or --timeout seconds.
 """
 import argparse
 import json
 import sys
 import time
 
-from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
+import threading
+
+from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message, MessageListener, Producer,
+                      PushConsumer, SimpleConsumer)
 
 
 def config(a):
@@ -52,10 +56,32 @@ def receive(a):
         consumer.shutdown()
 
 
+def push(a):
+    """A PushConsumer: the client asks for assignments and long-polls with auto-renewed invisible time."""
+    lock, done, seen = threading.Lock(), threading.Event(), []
+
+    class Listener(MessageListener):
+        def consume(self, m):
+            with lock:
+                print(json.dumps({"id": m.message_id, "tag": m.tag, "keys": sorted(m.keys or []), "body": m.body.decode(),
+                                  "attempt": m.delivery_attempt}), flush=True)
+                seen.append(m.message_id)
+                if len(seen) >= a.count:
+                    done.set()
+            return ConsumeResult.SUCCESS
+
+    consumer = PushConsumer(config(a), a.group, Listener(), {a.topic: FilterExpression(a.filter)})
+    consumer.startup()
+    try:
+        done.wait(a.timeout)
+    finally:
+        consumer.shutdown()
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("send", "receive"):
+    for name in ("send", "receive", "push"):
         s = sub.add_parser(name)
         s.add_argument("--endpoint", required=True)
         s.add_argument("--topic", required=True)
@@ -71,8 +97,12 @@ def main():
     r.add_argument("--poll", type=int, default=5, help="long polling timeout, s")
     r.add_argument("--timeout", type=float, default=30, help="give up after, s")
     r.add_argument("--no-ack", dest="ack", action="store_false")
+    u = sub.choices["push"]
+    u.add_argument("--group", required=True)
+    u.add_argument("--filter", default="*")
+    u.add_argument("--timeout", type=float, default=30, help="give up after, s")
     a = p.parse_args()
-    send(a) if a.cmd == "send" else receive(a)
+    {"send": send, "receive": receive, "push": push}[a.cmd](a)
     return 0
 
 
