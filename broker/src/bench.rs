@@ -9,30 +9,48 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use tonic::transport::Channel;
 
+use crate::grpc::requests::{self, resource as res};
 use crate::proto::v2::messaging_service_client::MessagingServiceClient;
 use crate::proto::v2::*;
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// Which sides to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Senders only.
+    Produce,
+    /// Receivers only (of what is already stored).
+    Consume,
+    /// Both at once.
+    Both,
+}
+
+/// What to run (also the `ferrocket bench` flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOpts {
     /// Broker address, `host:port`.
+    #[arg(long, default_value = "127.0.0.1:8081")]
     pub server: String,
     /// Topic to send to and receive from (auto-created in standalone mode).
+    #[arg(long, default_value = "bench")]
     pub topic: String,
     /// Consumer group of the receivers.
+    #[arg(long, default_value = "bench-group")]
     pub group: String,
     /// Body size, bytes.
+    #[arg(long, default_value_t = 1024)]
     pub size: usize,
     /// Concurrent senders (and as many receivers).
+    #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// Messages per SendMessage call (the protocol allows several).
+    #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// How long to run.
+    /// How long to run, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// Run senders.
-    pub produce: bool,
-    /// Run receivers.
-    pub consume: bool,
+    /// Which sides to run.
+    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    pub mode: Mode,
 }
 
 /// Results of one side.
@@ -101,13 +119,6 @@ impl Side {
     }
 }
 
-fn res(name: &str) -> Option<Resource> {
-    Some(Resource {
-        resource_namespace: String::new(),
-        name: name.to_string(),
-    })
-}
-
 /// Runs the benchmark. Errors: the broker cannot be reached or the topic has no route.
 pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     let endpoint = format!("http://{}", o.server);
@@ -117,32 +128,17 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
     }
     let mut client = MessagingServiceClient::new(channels[0].clone());
-    let route = client
-        .query_route(QueryRouteRequest {
-            topic: res(&o.topic),
-            endpoints: None,
-        })
-        .await?
-        .into_inner();
+    let route = client.query_route(QueryRouteRequest { topic: res(&o.topic), endpoints: None }).await?.into_inner();
     let queues = route.message_queues.len().max(1) as i32;
-    anyhow::ensure!(
-        route
-            .status
-            .as_ref()
-            .is_some_and(|s| s.code == Code::Ok as i32),
-        "no route for {}: {:?}",
-        o.topic,
-        route.status
-    );
+    anyhow::ensure!(requests::ok(&route.status), "no route for {}: {:?}", o.topic, route.status);
     let stop = Arc::new(AtomicBool::new(false));
     let (prod, cons) = (Side::new(), Side::new());
     let mut tasks = Vec::new();
     let body = vec![b'x'; o.size];
     for t in 0..o.concurrency {
         let ch = channels[t % channels.len()].clone();
-        if o.produce {
-            let (stop, side, body, topic) =
-                (stop.clone(), prod.clone(), body.clone(), o.topic.clone());
+        if o.mode != Mode::Consume {
+            let (stop, side, body, topic) = (stop.clone(), prod.clone(), body.clone(), o.topic.clone());
             let batch = o.batch.max(1);
             tasks.push(tokio::spawn(async move {
                 let mut c = MessagingServiceClient::new(ch);
@@ -168,47 +164,20 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                     let ok = c
                         .send_message(SendMessageRequest { messages })
                         .await
-                        .map(|r| {
-                            r.into_inner()
-                                .status
-                                .is_some_and(|s| s.code == Code::Ok as i32)
-                        })
+                        .map(|r| requests::ok(&r.into_inner().status))
                         .unwrap_or(false);
                     record(&side, start, ok, batch as u64);
                 }
             }));
         }
-        if o.consume {
+        if o.mode != Mode::Produce {
             let ch = channels[(t + 1) % channels.len()].clone();
-            let (stop, side, topic, group) =
-                (stop.clone(), cons.clone(), o.topic.clone(), o.group.clone());
+            let (stop, side, topic, group) = (stop.clone(), cons.clone(), o.topic.clone(), o.group.clone());
             tasks.push(tokio::spawn(async move {
                 let mut c = MessagingServiceClient::new(ch);
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
-                    let req = ReceiveMessageRequest {
-                        group: res(&group),
-                        message_queue: Some(MessageQueue {
-                            topic: res(&topic),
-                            id: -1,
-                            ..Default::default()
-                        }),
-                        filter_expression: Some(FilterExpression {
-                            r#type: FilterType::Tag as i32,
-                            expression: "*".into(),
-                        }),
-                        batch_size: 32,
-                        invisible_duration: Some(prost_types::Duration {
-                            seconds: 60,
-                            nanos: 0,
-                        }),
-                        auto_renew: false,
-                        long_polling_timeout: Some(prost_types::Duration {
-                            seconds: 1,
-                            nanos: 0,
-                        }),
-                        attempt_id: None,
-                    };
+                    let req = requests::receive(&group, &topic, 32, 60_000, 1_000);
                     let Ok(resp) = c.receive_message(req).await else {
                         side.errors.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -230,17 +199,9 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                     }
                     let n = entries.len() as u64;
                     let ok = c
-                        .ack_message(AckMessageRequest {
-                            group: res(&group),
-                            topic: res(&topic),
-                            entries,
-                        })
+                        .ack_message(AckMessageRequest { group: res(&group), topic: res(&topic), entries })
                         .await
-                        .map(|r| {
-                            r.into_inner()
-                                .status
-                                .is_some_and(|s| s.code == Code::Ok as i32)
-                        })
+                        .map(|r| requests::ok(&r.into_inner().status))
                         .unwrap_or(false);
                     record(&side, start, ok, n);
                 }
@@ -259,8 +220,8 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         concurrency: o.concurrency,
         batch: o.batch,
         seconds: secs,
-        produce: o.produce.then(|| prod.report(secs, o.size)),
-        consume: o.consume.then(|| cons.report(secs, o.size)),
+        produce: (o.mode != Mode::Consume).then(|| prod.report(secs, o.size)),
+        consume: (o.mode != Mode::Produce).then(|| cons.report(secs, o.size)),
     })
 }
 

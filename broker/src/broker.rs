@@ -11,9 +11,7 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::consume::filter::TagFilter;
 use crate::consume::handle::ReceiptHandle;
-use crate::consume::state::{
-    AckRecord, ConsumeState, Inflight, QueueState, Snapshot, ACK_LOG_TOPIC,
-};
+use crate::consume::state::{AckRecord, ConsumeState, Inflight, QueueState, Snapshot, ACK_LOG_TOPIC};
 use crate::store::checkpoint::write_atomic;
 use crate::store::consume_queue::CqEntry;
 use crate::store::record::Record;
@@ -110,8 +108,7 @@ impl Broker {
         let topics = TopicManager::load(&config_dir.join("topics.json"))?;
         let snapshot_path = config_dir.join("consumer_offsets.json");
         let snapshot: Snapshot = match std::fs::read(&snapshot_path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", snapshot_path.display()))?,
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("{}: {e}", snapshot_path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Snapshot::default(),
             Err(e) => return Err(e.into()),
         };
@@ -125,21 +122,16 @@ impl Broker {
                         state.apply(&ack);
                         replayed += 1;
                     }
-                    Err(e) => tracing::error!(offset = rec.physical_offset, error = %e, "unreadable ack record skipped"),
+                    Err(e) => {
+                        tracing::error!(offset = rec.physical_offset, error = %e, "unreadable ack record skipped")
+                    }
                 }
             }
         })?;
         for ((_, topic, q), st) in state.queues.iter_mut() {
-            st.clamp(
-                store.min_queue_offset(topic, *q),
-                store.max_queue_offset(topic, *q),
-            );
+            st.clamp(store.min_queue_offset(topic, *q), store.max_queue_offset(topic, *q));
         }
-        tracing::info!(
-            queues = state.queues.len(),
-            replayed_acks = replayed,
-            "consumer progress loaded"
-        );
+        tracing::info!(queues = state.queues.len(), replayed_acks = replayed, "consumer progress loaded");
         let broker = Arc::new(Broker {
             cfg,
             store,
@@ -150,9 +142,7 @@ impl Broker {
             snapshotter: Mutex::new(None),
         });
         let b = broker.clone();
-        let handle = std::thread::Builder::new()
-            .name("consumer-snapshot".into())
-            .spawn(move || b.snapshot_loop())?;
+        let handle = std::thread::Builder::new().name("consumer-snapshot".into()).spawn(move || b.snapshot_loop())?;
         *broker.snapshotter.lock() = Some(handle);
         Ok(broker)
     }
@@ -186,12 +176,7 @@ impl Broker {
             name: name.to_string(),
             queue_count: self.cfg.default_queue_count,
             permission: Permission::ReadWrite,
-            message_types: vec![
-                MessageType::Normal,
-                MessageType::Fifo,
-                MessageType::Delay,
-                MessageType::Transaction,
-            ],
+            message_types: vec![MessageType::Normal, MessageType::Fifo, MessageType::Delay, MessageType::Transaction],
         };
         if self.topics.upsert(cfg.clone())? {
             tracing::info!(topic = name, queues = cfg.queue_count, "topic auto-created");
@@ -214,18 +199,10 @@ impl Broker {
             });
         }
         if !topic.message_types.contains(&ty) {
-            return Err(BrokerError::TypeNotAccepted {
-                topic: topic.name,
-                ty,
-                accepts: topic.message_types,
-            });
+            return Err(BrokerError::TypeNotAccepted { topic: topic.name, ty, accepts: topic.message_types });
         }
         let r = self.store.append(rec, true)?;
-        Ok(SendOk {
-            queue_id: rec.queue_id,
-            queue_offset: r.queue_offset,
-            end: r.end,
-        })
+        Ok(SendOk { queue_id: rec.queue_id, queue_offset: r.queue_offset, end: r.end })
     }
 
     /// Waits until CommitLog offset `end` is durable per the flush policy (see [`Store::wait_durable`]).
@@ -244,10 +221,7 @@ impl Broker {
         batch: usize,
         invisible_ms: u64,
     ) -> Result<Vec<Delivery>, BrokerError> {
-        let cfg = self
-            .topics
-            .get(topic)
-            .ok_or_else(|| BrokerError::TopicNotFound(topic.to_string()))?;
+        let cfg = self.topics.get(topic).ok_or_else(|| BrokerError::TopicNotFound(topic.to_string()))?;
         if !cfg.permission.readable() {
             return Err(BrokerError::Permission(cfg.name, "readable"));
         }
@@ -282,21 +256,14 @@ impl Broker {
                     match cq.get(off) {
                         Some(e) if filter.matches_hash(e.tag_hash) => {
                             let f = st.inflight.get_mut(&off).expect("listed above");
-                            *f = Inflight {
-                                pop_id: rand::random(),
-                                attempt: f.attempt + 1,
-                                visible_at_ms,
-                            };
+                            *f = Inflight { pop_id: rand::random(), attempt: f.attempt + 1, visible_at_ms };
                             picked.push((q, off, e, *f));
                         }
                         _ => st.mark_acked(off),
                     }
                 }
                 let mut scanned = 0;
-                while picked.len() < batch
-                    && st.next_offset < cq.max_offset()
-                    && scanned < SCAN_LIMIT
-                {
+                while picked.len() < batch && st.next_offset < cq.max_offset() && scanned < SCAN_LIMIT {
                     let off = st.next_offset;
                     st.next_offset += 1;
                     scanned += 1;
@@ -305,11 +272,7 @@ impl Broker {
                     }
                     match cq.get(off) {
                         Some(e) if filter.matches_hash(e.tag_hash) => {
-                            let f = Inflight {
-                                pop_id: rand::random(),
-                                attempt: 1,
-                                visible_at_ms,
-                            };
+                            let f = Inflight { pop_id: rand::random(), attempt: 1, visible_at_ms };
                             st.inflight.insert(off, f);
                             picked.push((q, off, e, f));
                         }
@@ -323,21 +286,14 @@ impl Broker {
         let mut skip = Vec::new();
         for (q, off, e, f) in picked {
             match self.store.read(&e) {
-                Ok(record)
-                    if filter.matches(record.properties.get(PROP_TAGS).map(String::as_str)) =>
-                {
+                Ok(record) if filter.matches(record.properties.get(PROP_TAGS).map(String::as_str)) => {
                     let handle = ReceiptHandle {
                         queue_id: q,
                         queue_offset: off,
                         pop_id: f.pop_id,
                         broker_name: self.cfg.broker_name.clone(),
                     };
-                    out.push(Delivery {
-                        record,
-                        receipt_handle: handle.encode(),
-                        attempt: f.attempt,
-                        invisible_ms,
-                    });
+                    out.push(Delivery { record, receipt_handle: handle.encode(), attempt: f.attempt, invisible_ms });
                 }
                 Ok(_) => skip.push((q, off)), // tag hash collision
                 Err(e) => {
@@ -349,10 +305,7 @@ impl Broker {
         if !skip.is_empty() {
             let mut state = self.consume.lock();
             for (q, off) in skip {
-                if let Some(st) = state
-                    .queues
-                    .get_mut(&(group.to_string(), topic.to_string(), q))
-                {
+                if let Some(st) = state.queues.get_mut(&(group.to_string(), topic.to_string(), q)) {
                     st.mark_acked(off);
                 }
             }
@@ -368,50 +321,40 @@ impl Broker {
         handle: &str,
         now: u64,
     ) -> Result<(ReceiptHandle, &'a mut Inflight), BrokerError> {
-        let h = ReceiptHandle::decode(handle)
-            .ok_or_else(|| BrokerError::InvalidHandle("malformed".into()))?;
-        let st = state
-            .queues
-            .get_mut(&(group.to_string(), topic.to_string(), h.queue_id))
-            .ok_or_else(|| {
-                BrokerError::InvalidHandle(format!(
-                    "group {group} has received nothing from topic {topic} queue {}",
-                    h.queue_id
-                ))
-            })?;
-        let f = st.inflight.get_mut(&h.queue_offset).ok_or_else(|| {
-            BrokerError::InvalidHandle("message already acknowledged, or never delivered".into())
+        let h = ReceiptHandle::decode(handle).ok_or_else(|| BrokerError::InvalidHandle("malformed".into()))?;
+        let st = state.queues.get_mut(&(group.to_string(), topic.to_string(), h.queue_id)).ok_or_else(|| {
+            BrokerError::InvalidHandle(format!(
+                "group {group} has received nothing from topic {topic} queue {}",
+                h.queue_id
+            ))
         })?;
+        let f = st
+            .inflight
+            .get_mut(&h.queue_offset)
+            .ok_or_else(|| BrokerError::InvalidHandle("message already acknowledged, or never delivered".into()))?;
         if f.pop_id != h.pop_id {
             return Err(BrokerError::InvalidHandle(
                 "stale: the message was delivered again or its invisible time changed".into(),
             ));
         }
         if f.visible_at_ms <= now {
-            return Err(BrokerError::InvalidHandle(
-                "expired: the invisible time has passed".into(),
-            ));
+            return Err(BrokerError::InvalidHandle("expired: the invisible time has passed".into()));
         }
         Ok((h, f))
     }
 
     /// Acknowledges deliveries by receipt handle. Returns one result per handle and, if any
     /// succeeded, the CommitLog offset of the ack record to await with [`Broker::wait_durable`].
-    pub fn ack(
-        &self,
-        group: &str,
-        topic: &str,
-        handles: &[&str],
-    ) -> (Vec<Result<(), BrokerError>>, Option<u64>) {
+    pub fn ack(&self, group: &str, topic: &str, handles: &[&str]) -> (Vec<Result<(), BrokerError>>, Option<u64>) {
         let now = now_ms();
         let mut state = self.consume.lock();
         let mut results = Vec::with_capacity(handles.len());
         let mut offsets = Vec::new();
         for h in handles {
             match Self::check_handle(&mut state, group, topic, h, now) {
-                Ok((h, _)) if offsets.contains(&(h.queue_id, h.queue_offset)) => results.push(Err(
-                    BrokerError::InvalidHandle("acknowledged twice in one request".into()),
-                )),
+                Ok((h, _)) if offsets.contains(&(h.queue_id, h.queue_offset)) => {
+                    results.push(Err(BrokerError::InvalidHandle("acknowledged twice in one request".into())))
+                }
                 Ok((h, _)) => {
                     offsets.push((h.queue_id, h.queue_offset));
                     results.push(Ok(()));
@@ -422,11 +365,7 @@ impl Broker {
         if offsets.is_empty() {
             return (results, None);
         }
-        let ack = AckRecord {
-            group: group.to_string(),
-            topic: topic.to_string(),
-            offsets,
-        };
+        let ack = AckRecord { group: group.to_string(), topic: topic.to_string(), offsets };
         let mut rec = Record {
             topic: ACK_LOG_TOPIC.to_string(),
             sys_flag: SYS_FLAG_NO_DISPATCH,
@@ -445,11 +384,7 @@ impl Broker {
                 let results = results
                     .into_iter()
                     .map(|r| {
-                        r.and_then(|_| {
-                            Err(BrokerError::Store(StoreError::Io(std::io::Error::other(
-                                msg.clone(),
-                            ))))
-                        })
+                        r.and_then(|_| Err(BrokerError::Store(StoreError::Io(std::io::Error::other(msg.clone())))))
                     })
                     .collect();
                 (results, None)
@@ -485,9 +420,7 @@ impl Broker {
             .map(|q| {
                 let max = self.store.max_queue_offset(topic, q);
                 let st = state.queues.get(&(group.to_string(), topic.to_string(), q));
-                let ack = st
-                    .map(|s| s.ack_offset)
-                    .unwrap_or_else(|| self.store.min_queue_offset(topic, q));
+                let ack = st.map(|s| s.ack_offset).unwrap_or_else(|| self.store.min_queue_offset(topic, q));
                 (q, ack, max, st.map(|s| s.backlog(max)).unwrap_or(max - ack))
             })
             .collect()
@@ -502,14 +435,7 @@ impl Broker {
             state.snapshot(self.store.commitlog_end())
         };
         self.store.flush_all()?;
-        write_atomic(
-            &self
-                .cfg
-                .data_dir
-                .join("config")
-                .join("consumer_offsets.json"),
-            &snap,
-        )
+        write_atomic(&self.cfg.data_dir.join("config").join("consumer_offsets.json"), &snap)
     }
 
     fn snapshot_loop(&self) {

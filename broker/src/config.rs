@@ -117,12 +117,10 @@ impl Default for Config {
             max_invisible_ms: 12 * 3_600_000,
             long_polling_max_ms: 20_000,
             max_delivery_attempts: 17,
-            retry_backoff: [
-                10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
-            ]
-            .into_iter()
-            .map(secs)
-            .collect(),
+            retry_backoff: [10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200]
+                .into_iter()
+                .map(secs)
+                .collect(),
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
             transaction_check_max: 15,
@@ -199,17 +197,10 @@ impl Config {
     pub fn load(base: Config, file: Option<&Path>, flags: &Overrides) -> anyhow::Result<Config> {
         let mut fig = Figment::from(Serialized::defaults(base));
         if let Some(path) = file {
-            anyhow::ensure!(
-                path.exists(),
-                "config file {} does not exist",
-                path.display()
-            );
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
             fig = fig.merge(Toml::file_exact(path));
         }
-        let cfg: Config = fig
-            .merge(Env::prefixed("FERROCKET_"))
-            .merge(Serialized::defaults(flags))
-            .extract()?;
+        let cfg: Config = fig.merge(Env::prefixed("FERROCKET_")).merge(Serialized::defaults(flags)).extract()?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -217,47 +208,24 @@ impl Config {
     /// Rejects values the broker cannot run with. Errors name the key.
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::ensure;
-        ensure!(
-            self.commitlog_segment_bytes >= 64 * 1024,
-            "commitlog_segment_bytes must be at least 65536"
-        );
+        ensure!(self.commitlog_segment_bytes >= 64 * 1024, "commitlog_segment_bytes must be at least 65536");
         ensure!(
             self.max_body_bytes + 64 * 1024 <= self.commitlog_segment_bytes,
             "max_body_bytes must be at least 64 KiB smaller than commitlog_segment_bytes (a record never spans segments)"
         );
-        ensure!(
-            self.consume_queue_entries_per_file > 0,
-            "consume_queue_entries_per_file must be > 0"
-        );
-        ensure!(
-            self.index_slots > 0 && self.index_max_entries > 0,
-            "index_slots and index_max_entries must be > 0"
-        );
-        ensure!(
-            (1..=1024).contains(&self.default_queue_count),
-            "default_queue_count must be in 1..=1024"
-        );
-        ensure!(
-            self.min_invisible_ms <= self.default_invisible_ms,
-            "default_invisible_ms must be >= min_invisible_ms"
-        );
-        ensure!(
-            self.default_invisible_ms <= self.max_invisible_ms,
-            "default_invisible_ms must be <= max_invisible_ms"
-        );
+        ensure!(self.consume_queue_entries_per_file > 0, "consume_queue_entries_per_file must be > 0");
+        ensure!(self.index_slots > 0 && self.index_max_entries > 0, "index_slots and index_max_entries must be > 0");
+        ensure!((1..=1024).contains(&self.default_queue_count), "default_queue_count must be in 1..=1024");
+        ensure!(self.min_invisible_ms <= self.default_invisible_ms, "default_invisible_ms must be >= min_invisible_ms");
+        ensure!(self.default_invisible_ms <= self.max_invisible_ms, "default_invisible_ms must be <= max_invisible_ms");
         ensure!(self.flush_interval_ms > 0, "flush_interval_ms must be > 0");
-        ensure!(
-            self.long_polling_max_ms > 0,
-            "long_polling_max_ms must be > 0"
-        );
+        ensure!(self.long_polling_max_ms > 0, "long_polling_max_ms must be > 0");
         Ok(())
     }
 
     /// The `host:port` clients should dial to reach this broker.
     pub fn advertised(&self) -> String {
-        self.advertised_addr
-            .clone()
-            .unwrap_or_else(|| self.listen.to_string())
+        self.advertised_addr.clone().unwrap_or_else(|| self.listen.to_string())
     }
 }
 
@@ -270,21 +238,19 @@ mod tests {
     fn file_env_and_flags_layer_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.toml");
-        std::fs::write(&file, "flush_disk_type = \"sync\"\ndefault_queue_count = 4\nretry_backoff = [\"1s\", \"2m\"]\n").unwrap();
+        std::fs::write(
+            &file,
+            "flush_disk_type = \"sync\"\ndefault_queue_count = 4\nretry_backoff = [\"1s\", \"2m\"]\n",
+        )
+        .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("FERROCKET_DEFAULT_QUEUE_COUNT", "6");
-            let flags = Overrides {
-                data_dir: Some("/x".into()),
-                ..Default::default()
-            };
+            let flags = Overrides { data_dir: Some("/x".into()), ..Default::default() };
             let cfg = Config::load(Config::default(), Some(&file), &flags).unwrap();
             assert_eq!(cfg.flush_disk_type, FlushDiskType::Sync);
             assert_eq!(cfg.default_queue_count, 6, "env beats file");
             assert_eq!(cfg.data_dir, PathBuf::from("/x"), "flags beat env");
-            assert_eq!(
-                cfg.retry_backoff,
-                vec![Duration::from_secs(1), Duration::from_secs(120)]
-            );
+            assert_eq!(cfg.retry_backoff, vec![Duration::from_secs(1), Duration::from_secs(120)]);
             Ok(())
         });
     }

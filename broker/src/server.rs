@@ -23,30 +23,24 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves `cfg` until SIGTERM or SIGINT. Errors: the listen address cannot be bound, or the data
 /// directory cannot be opened or recovered.
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    let listener =
+        TcpListener::bind(cfg.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
     cfg.listen = listener.local_addr()?; // port 0 -> the port the OS chose
     let open_cfg = cfg.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(open_cfg)).await??;
     let (stop_tx, stop_rx) = watch::channel(false);
     let clients = Arc::new(Clients::default());
     let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx);
-    let max_msg = (cfg.max_body_bytes as usize)
-        .saturating_mul(2)
-        .max(16 << 20);
+    let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
     let server = tonic::transport::Server::builder()
         .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))
         .add_service(AdminServer::new(AdminService::new(broker.clone())))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                shutdown_signal().await;
-                tracing::info!("shutting down");
-                let _ = stop_tx.send(true);
-                clients.clear();
-            },
-        );
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            clients.clear();
+        });
     tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), flush = ?cfg.flush_disk_type, "ready");
     println!("ready {}", cfg.listen);
     std::io::stdout().flush()?;

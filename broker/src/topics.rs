@@ -105,9 +105,7 @@ pub enum TopicError {
 pub fn validate_name(name: &str) -> Result<(), TopicError> {
     let ok = !name.is_empty()
         && name.len() <= TOPIC_MAX_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -137,12 +135,7 @@ impl TopicManager {
         let topics = match std::fs::read(path) {
             Ok(b) => {
                 serde_json::from_slice::<TopicsFile>(&b)
-                    .map_err(|e| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("{}: {e}", path.display()),
-                        )
-                    })?
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?
                     .topics
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -183,11 +176,7 @@ impl TopicManager {
         let mut topics = self.topics.write();
         let created = match topics.get(&cfg.name) {
             Some(cur) if cur.queue_count > cfg.queue_count => {
-                return Err(TopicError::Shrink {
-                    name: cfg.name,
-                    current: cur.queue_count,
-                    requested: cfg.queue_count,
-                })
+                return Err(TopicError::Shrink { name: cfg.name, current: cur.queue_count, requested: cfg.queue_count })
             }
             Some(cur) if *cur == cfg => return Ok(false),
             Some(_) => false,
@@ -195,13 +184,8 @@ impl TopicManager {
         };
         let mut next = topics.clone();
         next.insert(cfg.name.clone(), cfg);
-        let file = TopicsFile {
-            topics: next.values().cloned().collect(),
-        };
-        write_atomic(&self.path, &file).map_err(|err| TopicError::Io {
-            path: self.path.clone(),
-            err,
-        })?;
+        let file = TopicsFile { topics: next.values().cloned().collect() };
+        write_atomic(&self.path, &file).map_err(|err| TopicError::Io { path: self.path.clone(), err })?;
         *topics = next;
         Ok(created)
     }
@@ -212,12 +196,7 @@ mod tests {
     use super::*;
 
     fn topic(name: &str, queues: u32) -> TopicConfig {
-        TopicConfig {
-            name: name.into(),
-            queue_count: queues,
-            permission: Permission::ReadWrite,
-            message_types: vec![],
-        }
+        TopicConfig { name: name.into(), queue_count: queues, permission: Permission::ReadWrite, message_types: vec![] }
     }
 
     #[test]
@@ -236,14 +215,8 @@ mod tests {
         assert!(m.upsert(topic("a", 4)).unwrap());
         assert!(!m.upsert(topic("a", 4)).unwrap());
         assert!(!m.upsert(topic("a", 6)).unwrap());
-        assert!(matches!(
-            m.upsert(topic("a", 2)),
-            Err(TopicError::Shrink { .. })
-        ));
-        assert!(matches!(
-            m.upsert(topic("RMQ_SYS_X", 2)),
-            Err(TopicError::Reserved(_))
-        ));
+        assert!(matches!(m.upsert(topic("a", 2)), Err(TopicError::Shrink { .. })));
+        assert!(matches!(m.upsert(topic("RMQ_SYS_X", 2)), Err(TopicError::Reserved(_))));
         let m = TopicManager::load(&path).unwrap();
         assert_eq!(m.get("a").unwrap().queue_count, 6);
         assert_eq!(m.get("a").unwrap().message_types, vec![MessageType::Normal]);

@@ -40,10 +40,7 @@ fn msg(topic: &str, i: u32) -> Record {
 fn wait_dispatched(store: &Store) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while store.dispatched() < store.commitlog_end() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dispatcher did not catch up"
-        );
+        assert!(std::time::Instant::now() < deadline, "dispatcher did not catch up");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
@@ -65,14 +62,7 @@ fn bodies(store: &Store, topic: &str) -> Vec<String> {
 }
 
 fn write_n(store: &Store, n: u32) -> Vec<u64> {
-    (0..n)
-        .map(|i| {
-            store
-                .append(&mut msg("t", i), true)
-                .unwrap()
-                .physical_offset
-        })
-        .collect()
+    (0..n).map(|i| store.append(&mut msg("t", i), true).unwrap().physical_offset).collect()
 }
 
 #[test]
@@ -90,10 +80,7 @@ fn reopen_after_clean_shutdown_keeps_everything_and_spans_segments() {
     let r = store.append(&mut msg("t", 0), true).unwrap();
     assert_eq!(r.queue_offset, 100);
     assert_eq!(store.query_index("t#key7", 10).len(), 1);
-    assert_eq!(
-        store.query_index("#id#ID00000007", 10)[0].properties[PROP_TAGS],
-        "tag1"
-    );
+    assert_eq!(store.query_index("#id#ID00000007", 10)[0].properties[PROP_TAGS], "tag1");
 }
 
 /// A crash without checkpoint: ConsumeQueues are rebuilt from the CommitLog.
@@ -151,10 +138,7 @@ fn torn_tail_is_cut_and_writing_resumes_there() {
     assert!(report.corrupt.is_empty());
     assert_eq!(bodies(&store, "t").len(), 9);
     let r = store.append(&mut msg("t", 9), true).unwrap();
-    assert_eq!(
-        r.physical_offset, offs[9],
-        "the next record replaces the torn one"
-    );
+    assert_eq!(r.physical_offset, offs[9], "the next record replaces the torn one");
     wait_dispatched(&store);
     assert_eq!(bodies(&store, "t").len(), 10);
 }
@@ -174,25 +158,16 @@ fn corrupt_middle_record_is_reported_and_skipped_not_cut() {
     std::fs::write(&seg, &bytes).unwrap();
     let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
     let report = store.recovery_report().clone();
-    assert!(
-        report.truncated.is_none(),
-        "nothing after the damage may be cut"
-    );
+    assert!(report.truncated.is_none(), "nothing after the damage may be cut");
     assert_eq!(report.corrupt.len(), 1);
     let c = &report.corrupt[0];
     assert_eq!((c.offset, c.file_offset), (offs[4], offs[4]));
     assert_eq!(c.len, offs[5] - offs[4]);
-    assert!(
-        c.file.ends_with("00000000000000000000") && c.reason.contains("CRC"),
-        "{c:?}"
-    );
+    assert!(c.file.ends_with("00000000000000000000") && c.reason.contains("CRC"), "{c:?}");
     let ids = bodies(&store, "t");
     assert_eq!(ids.len(), 9);
     assert!(!ids.contains(&"ID00000004".to_string()));
-    assert!(
-        ids.contains(&"ID00000009".to_string()),
-        "records after the damage stay readable"
-    );
+    assert!(ids.contains(&"ID00000009".to_string()), "records after the damage stay readable");
 }
 
 /// SYNC_FLUSH: many concurrent writers share fsyncs (group commit), each waits for its own.
@@ -200,11 +175,7 @@ fn corrupt_middle_record_is_reported_and_skipped_not_cut() {
 fn group_commit_acknowledges_every_writer_after_an_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(cfg(dir.path(), FlushDiskType::Sync)).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let ends: Vec<u64> = rt.block_on(async {
         let mut tasks = Vec::new();
         for t in 0..8u32 {
@@ -230,9 +201,6 @@ fn group_commit_acknowledges_every_writer_after_an_fsync() {
     assert_eq!(max, store.commitlog_end());
     // Writers that arrive during an fsync share the next one.
     let fsyncs = store.commitlog_fsyncs();
-    assert!(
-        fsyncs > 0 && fsyncs < 100,
-        "{fsyncs} fsyncs for 200 acknowledged writes"
-    );
+    assert!(fsyncs > 0 && fsyncs < 100, "{fsyncs} fsyncs for 200 acknowledged writes");
     store.shutdown().unwrap();
 }

@@ -1,22 +1,15 @@
 //! The `ferrocket` command: run a broker (`standalone`, `broker`), manage topics, benchmark.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrocket_broker::config::{Config, Overrides};
 use ferrocket_broker::proto::admin::admin_client::AdminClient;
-use ferrocket_broker::proto::admin::{
-    CreateTopicRequest, DescribeTopicRequest, ListTopicsRequest, TopicConfig,
-};
+use ferrocket_broker::proto::admin::{CreateTopicRequest, DescribeTopicRequest, ListTopicsRequest, TopicConfig};
 use ferrocket_broker::proto::v2::{MessageType, Permission};
 
 #[derive(Parser)]
-#[command(
-    name = "ferrocket",
-    version,
-    about = "Ferrocket: a RocketMQ-compatible message broker"
-)]
+#[command(name = "ferrocket", version, about = "Ferrocket: a RocketMQ-compatible message broker")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -51,37 +44,12 @@ enum Cmd {
     },
     /// Load-test a broker: throughput and latency of sends and/or receives.
     Bench {
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        server: String,
-        #[arg(long, default_value = "bench")]
-        topic: String,
-        #[arg(long, default_value = "bench-group")]
-        group: String,
-        /// Message body size, bytes.
-        #[arg(long, default_value_t = 1024)]
-        size: usize,
-        /// Concurrent senders (and as many receivers).
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Messages per SendMessage call.
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Run time, e.g. 10s.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        #[arg(long, value_enum, default_value_t = Mode::Both)]
-        mode: Mode,
+        #[command(flatten)]
+        opts: ferrocket_broker::bench::BenchOpts,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    Produce,
-    Consume,
-    Both,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,16 +88,11 @@ enum TopicCmd {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(cli.cmd)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -140,57 +103,23 @@ fn main() -> std::process::ExitCode {
 }
 
 fn load(a: ServeArgs, base: Config) -> anyhow::Result<Config> {
-    Config::load(
-        base,
-        a.config.as_deref(),
-        &Overrides {
-            listen: a.listen,
-            data_dir: a.data_dir,
-        },
-    )
+    Config::load(base, a.config.as_deref(), &Overrides { listen: a.listen, data_dir: a.data_dir })
 }
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Standalone(a) => {
-            let base = Config {
-                auto_create_topic: true,
-                ..Config::default()
-            };
+            let base = Config { auto_create_topic: true, ..Config::default() };
             ferrocket_broker::server::run(load(a, base)?).await
         }
         Cmd::Broker(a) => ferrocket_broker::server::run(load(a, Config::default())?).await,
         Cmd::Topic { cmd, server } => topic(cmd, &server).await,
-        Cmd::Bench {
-            server,
-            topic,
-            group,
-            size,
-            concurrency,
-            batch,
-            duration,
-            mode,
-            json,
-        } => {
-            let opts = ferrocket_broker::bench::BenchOpts {
-                server,
-                topic,
-                group,
-                size,
-                concurrency,
-                batch,
-                duration,
-                produce: matches!(mode, Mode::Produce | Mode::Both),
-                consume: matches!(mode, Mode::Consume | Mode::Both),
-            };
+        Cmd::Bench { opts, json } => {
             let r = ferrocket_broker::bench::run(opts).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!(
-                    "{} B messages, concurrency {}, {:.1} s",
-                    r.size, r.concurrency, r.seconds
-                );
+                println!("{} B messages, concurrency {}, {:.1} s", r.size, r.concurrency, r.seconds);
                 for (name, side) in [("send", &r.produce), ("receive+ack", &r.consume)] {
                     if let Some(s) = side {
                         println!(
@@ -209,22 +138,10 @@ fn print_topic(t: &TopicConfig) {
     let types: Vec<&str> = t
         .accept_message_types
         .iter()
-        .map(|m| {
-            MessageType::try_from(*m)
-                .map(|m| m.as_str_name())
-                .unwrap_or("?")
-        })
+        .map(|m| MessageType::try_from(*m).map(|m| m.as_str_name()).unwrap_or("?"))
         .collect();
-    let perm = Permission::try_from(t.permission)
-        .map(|p| p.as_str_name())
-        .unwrap_or("?");
-    println!(
-        "{:<40} queues={:<4} perm={:<10} types={}",
-        t.name,
-        t.queue_count,
-        perm,
-        types.join(",")
-    );
+    let perm = Permission::try_from(t.permission).map(|p| p.as_str_name()).unwrap_or("?");
+    println!("{:<40} queues={:<4} perm={:<10} types={}", t.name, t.queue_count, perm, types.join(","));
 }
 
 async fn topic(cmd: TopicCmd, server: &str) -> anyhow::Result<()> {
@@ -232,12 +149,7 @@ async fn topic(cmd: TopicCmd, server: &str) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach {server}: {e}"))?;
     match cmd {
-        TopicCmd::Create {
-            name,
-            queues,
-            perm,
-            types,
-        } => {
+        TopicCmd::Create { name, queues, perm, types } => {
             let permission = match perm {
                 Perm::Rw => Permission::ReadWrite,
                 Perm::R => Permission::Read,
@@ -252,12 +164,8 @@ async fn topic(cmd: TopicCmd, server: &str) -> anyhow::Result<()> {
                     Ty::Transaction => MessageType::Transaction,
                 } as i32)
                 .collect();
-            let topic = TopicConfig {
-                name,
-                queue_count: queues,
-                permission: permission as i32,
-                accept_message_types: types,
-            };
+            let topic =
+                TopicConfig { name, queue_count: queues, permission: permission as i32, accept_message_types: types };
             let r = c
                 .create_topic(CreateTopicRequest { topic: Some(topic) })
                 .await
@@ -267,12 +175,7 @@ async fn topic(cmd: TopicCmd, server: &str) -> anyhow::Result<()> {
             print_topic(&r.topic.unwrap_or_default());
         }
         TopicCmd::List => {
-            for t in c
-                .list_topics(ListTopicsRequest {})
-                .await?
-                .into_inner()
-                .topics
-            {
+            for t in c.list_topics(ListTopicsRequest {}).await?.into_inner().topics {
                 print_topic(&t);
             }
         }
@@ -285,10 +188,7 @@ async fn topic(cmd: TopicCmd, server: &str) -> anyhow::Result<()> {
             print_topic(&r.topic.unwrap_or_default());
             println!("{:>6} {:>12} {:>12}", "queue", "min_offset", "max_offset");
             for q in r.queues {
-                println!(
-                    "{:>6} {:>12} {:>12}",
-                    q.queue_id, q.min_offset, q.max_offset
-                );
+                println!("{:>6} {:>12} {:>12}", q.queue_id, q.min_offset, q.max_offset);
             }
         }
     }

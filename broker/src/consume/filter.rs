@@ -27,12 +27,8 @@ impl TagFilter {
         if expr.is_empty() || expr == "*" {
             return Ok(TagFilter::All);
         }
-        let tags: HashSet<String> = expr
-            .split("||")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(String::from)
-            .collect();
+        let tags: HashSet<String> =
+            expr.split("||").map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect();
         if tags.is_empty() {
             return Err(format!("tag expression {expr:?} names no tag"));
         }

@@ -19,10 +19,7 @@ pub struct ReceiptHandle {
 impl ReceiptHandle {
     /// The handle's text form.
     pub fn encode(&self) -> String {
-        format!(
-            "v1.{}.{}.{:016x}.{}",
-            self.queue_id, self.queue_offset, self.pop_id, self.broker_name
-        )
+        format!("v1.{}.{}.{:016x}.{}", self.queue_id, self.queue_offset, self.pop_id, self.broker_name)
     }
 
     /// Parses a handle. Errors: anything not produced by [`ReceiptHandle::encode`] (`None`).
@@ -34,16 +31,9 @@ impl ReceiptHandle {
         let queue_id = it.next()?.parse().ok()?;
         let queue_offset = it.next()?.parse().ok()?;
         let pop = it.next()?;
-        let pop_id = u64::from_str_radix(pop, 16)
-            .ok()
-            .filter(|_| pop.len() == 16)?;
+        let pop_id = u64::from_str_radix(pop, 16).ok().filter(|_| pop.len() == 16)?;
         let broker_name = it.next()?.to_string();
-        Some(ReceiptHandle {
-            queue_id,
-            queue_offset,
-            pop_id,
-            broker_name,
-        })
+        Some(ReceiptHandle { queue_id, queue_offset, pop_id, broker_name })
     }
 }
 
@@ -53,12 +43,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_forgeries() {
-        let h = ReceiptHandle {
-            queue_id: 3,
-            queue_offset: 99,
-            pop_id: 0xdead_beef,
-            broker_name: "broker-a.x".into(),
-        };
+        let h = ReceiptHandle { queue_id: 3, queue_offset: 99, pop_id: 0xdead_beef, broker_name: "broker-a.x".into() };
         assert_eq!(ReceiptHandle::decode(&h.encode()), Some(h));
         for bad in [
             "",

@@ -47,11 +47,7 @@ pub struct QueueState {
 impl QueueState {
     /// Starts at `offset` (a new group starts at the queue's oldest message).
     pub fn starting_at(offset: u64) -> QueueState {
-        QueueState {
-            ack_offset: offset,
-            next_offset: offset,
-            ..Default::default()
-        }
+        QueueState { ack_offset: offset, next_offset: offset, ..Default::default() }
     }
 
     /// Marks `offset` done and advances `ack_offset` over every done offset.
@@ -85,8 +81,7 @@ impl QueueState {
 
     /// Messages not yet acked (lag), given the queue's max offset.
     pub fn backlog(&self, max: u64) -> u64 {
-        max.saturating_sub(self.ack_offset)
-            .saturating_sub(self.acked.len() as u64)
+        max.saturating_sub(self.ack_offset).saturating_sub(self.acked.len() as u64)
     }
 }
 
@@ -133,23 +128,14 @@ impl ConsumeState {
 
     /// A snapshot covering every ack record below `commitlog_offset`.
     pub fn snapshot(&self, commitlog_offset: u64) -> Snapshot {
-        let mut queues: Vec<_> = self
-            .queues
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut queues: Vec<_> = self.queues.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         queues.sort_by(|a, b| a.0.cmp(&b.0));
-        Snapshot {
-            commitlog_offset,
-            queues,
-        }
+        Snapshot { commitlog_offset, queues }
     }
 
     /// State restored from a snapshot (ack records after it are replayed with [`ConsumeState::apply`]).
     pub fn from_snapshot(s: Snapshot) -> ConsumeState {
-        ConsumeState {
-            queues: s.queues.into_iter().collect(),
-        }
+        ConsumeState { queues: s.queues.into_iter().collect() }
     }
 }
 
@@ -162,14 +148,7 @@ mod tests {
         let mut s = QueueState::starting_at(10);
         s.next_offset = 15;
         for o in 10..15 {
-            s.inflight.insert(
-                o,
-                Inflight {
-                    pop_id: o,
-                    attempt: 1,
-                    visible_at_ms: 0,
-                },
-            );
+            s.inflight.insert(o, Inflight { pop_id: o, attempt: 1, visible_at_ms: 0 });
         }
         s.mark_acked(12);
         s.mark_acked(11);
@@ -188,14 +167,7 @@ mod tests {
         let mut s = QueueState::starting_at(0);
         s.next_offset = 10;
         s.mark_acked(0);
-        s.inflight.insert(
-            8,
-            Inflight {
-                pop_id: 1,
-                attempt: 1,
-                visible_at_ms: 0,
-            },
-        );
+        s.inflight.insert(8, Inflight { pop_id: 1, attempt: 1, visible_at_ms: 0 });
         s.clamp(0, 5);
         assert_eq!((s.ack_offset, s.next_offset), (1, 5));
         assert!(s.inflight.is_empty());

@@ -33,25 +33,15 @@ pub fn from_pb(t: &TopicConfig) -> Result<crate::topics::TopicConfig, Status> {
     let message_types = t
         .accept_message_types
         .iter()
-        .map(
-            |m| match PbType::try_from(*m).unwrap_or(PbType::Unspecified) {
-                PbType::Normal => Ok(MessageType::Normal),
-                PbType::Fifo => Ok(MessageType::Fifo),
-                PbType::Delay => Ok(MessageType::Delay),
-                PbType::Transaction => Ok(MessageType::Transaction),
-                other => Err(Status::invalid_argument(format!(
-                    "unsupported message type {}",
-                    other.as_str_name()
-                ))),
-            },
-        )
+        .map(|m| match PbType::try_from(*m).unwrap_or(PbType::Unspecified) {
+            PbType::Normal => Ok(MessageType::Normal),
+            PbType::Fifo => Ok(MessageType::Fifo),
+            PbType::Delay => Ok(MessageType::Delay),
+            PbType::Transaction => Ok(MessageType::Transaction),
+            other => Err(Status::invalid_argument(format!("unsupported message type {}", other.as_str_name()))),
+        })
         .collect::<Result<_, _>>()?;
-    Ok(crate::topics::TopicConfig {
-        name: t.name.clone(),
-        queue_count: t.queue_count,
-        permission,
-        message_types,
-    })
+    Ok(crate::topics::TopicConfig { name: t.name.clone(), queue_count: t.queue_count, permission, message_types })
 }
 
 /// Engine -> wire topic config.
@@ -82,41 +72,23 @@ pub fn to_pb(t: &crate::topics::TopicConfig) -> TopicConfig {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn create_topic(
-        &self,
-        req: Request<CreateTopicRequest>,
-    ) -> Result<Response<CreateTopicResponse>, Status> {
-        let t = req
-            .into_inner()
-            .topic
-            .ok_or_else(|| Status::invalid_argument("topic missing"))?;
+    async fn create_topic(&self, req: Request<CreateTopicRequest>) -> Result<Response<CreateTopicResponse>, Status> {
+        let t = req.into_inner().topic.ok_or_else(|| Status::invalid_argument("topic missing"))?;
         let cfg = from_pb(&t)?;
         let created = self.broker.topics().upsert(cfg).map_err(|e| match e {
             TopicError::Shrink { .. } => Status::failed_precondition(e.to_string()),
             TopicError::Io { .. } => Status::internal(e.to_string()),
             _ => Status::invalid_argument(e.to_string()),
         })?;
-        let stored = self
-            .broker
-            .topics()
-            .get(&t.name)
-            .ok_or_else(|| Status::internal("topic vanished"))?;
+        let stored = self.broker.topics().get(&t.name).ok_or_else(|| Status::internal("topic vanished"))?;
         if created {
             tracing::info!(topic = %t.name, queues = stored.queue_count, "topic created");
         }
-        Ok(Response::new(CreateTopicResponse {
-            topic: Some(to_pb(&stored)),
-            created,
-        }))
+        Ok(Response::new(CreateTopicResponse { topic: Some(to_pb(&stored)), created }))
     }
 
-    async fn list_topics(
-        &self,
-        _req: Request<ListTopicsRequest>,
-    ) -> Result<Response<ListTopicsResponse>, Status> {
-        Ok(Response::new(ListTopicsResponse {
-            topics: self.broker.topics().list().iter().map(to_pb).collect(),
-        }))
+    async fn list_topics(&self, _req: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
+        Ok(Response::new(ListTopicsResponse { topics: self.broker.topics().list().iter().map(to_pb).collect() }))
     }
 
     async fn describe_topic(
@@ -124,11 +96,8 @@ impl Admin for AdminService {
         req: Request<DescribeTopicRequest>,
     ) -> Result<Response<DescribeTopicResponse>, Status> {
         let name = req.into_inner().name;
-        let t = self
-            .broker
-            .topics()
-            .get(&name)
-            .ok_or_else(|| Status::not_found(format!("topic {name} does not exist")))?;
+        let t =
+            self.broker.topics().get(&name).ok_or_else(|| Status::not_found(format!("topic {name} does not exist")))?;
         let store = self.broker.store();
         let queues = (0..t.queue_count)
             .map(|q| QueueStatus {
@@ -137,9 +106,6 @@ impl Admin for AdminService {
                 max_offset: store.max_queue_offset(&name, q),
             })
             .collect();
-        Ok(Response::new(DescribeTopicResponse {
-            topic: Some(to_pb(&t)),
-            queues,
-        }))
+        Ok(Response::new(DescribeTopicResponse { topic: Some(to_pb(&t)), queues }))
     }
 }

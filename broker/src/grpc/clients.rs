@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::proto::v2::{
-    self, settings::PubSub, ClientType, CustomizedBackoff, ExponentialBackoff, Publishing,
-    RetryPolicy, Settings, Subscription, TelemetryCommand,
+    self, settings::PubSub, ClientType, CustomizedBackoff, ExponentialBackoff, Publishing, RetryPolicy, Settings,
+    Subscription, TelemetryCommand,
 };
 
 use super::convert::ms_to_duration;
@@ -45,9 +45,7 @@ impl Clients {
     /// Removes a client's session if it is still the one of `epoch` (`None`: whatever it is).
     pub fn remove(&self, client_id: &str, epoch: Option<u64>) {
         let mut m = self.sessions.lock();
-        if m.get(client_id)
-            .is_some_and(|s| epoch.is_none_or(|e| e == s.epoch))
-        {
+        if m.get(client_id).is_some_and(|s| epoch.is_none_or(|e| e == s.epoch)) {
             m.remove(client_id);
         }
     }
@@ -80,10 +78,7 @@ impl Clients {
 /// group's retry schedule, RocketMQ's customized backoff by default).
 pub fn merged_settings(client: &Settings, cfg: &Config) -> Settings {
     let mut s = client.clone();
-    let ty = client
-        .client_type
-        .and_then(|t| ClientType::try_from(t).ok())
-        .unwrap_or(ClientType::Unspecified);
+    let ty = client.client_type.and_then(|t| ClientType::try_from(t).ok()).unwrap_or(ClientType::Unspecified);
     match ty {
         ClientType::Producer => {
             let topics = match &client.pub_sub {
@@ -95,12 +90,10 @@ pub fn merged_settings(client: &Settings, cfg: &Config) -> Settings {
                 max_body_size: cfg.max_body_bytes.min(i32::MAX as u64) as i32,
                 validate_message_type: true,
             }));
-            let exponential = client.backoff_policy.as_ref().is_some_and(|b| {
-                matches!(
-                    b.strategy,
-                    Some(v2::retry_policy::Strategy::ExponentialBackoff(_))
-                )
-            });
+            let exponential = client
+                .backoff_policy
+                .as_ref()
+                .is_some_and(|b| matches!(b.strategy, Some(v2::retry_policy::Strategy::ExponentialBackoff(_))));
             if !exponential {
                 // RocketMQ proxy's default producer policy: 3 attempts, 10 ms doubling up to 1 s.
                 s.backoff_policy = Some(RetryPolicy {
@@ -110,13 +103,11 @@ pub fn merged_settings(client: &Settings, cfg: &Config) -> Settings {
                         .map(|b| b.max_attempts)
                         .filter(|m| *m > 0)
                         .unwrap_or(3),
-                    strategy: Some(v2::retry_policy::Strategy::ExponentialBackoff(
-                        ExponentialBackoff {
-                            initial: Some(ms_to_duration(10)),
-                            max: Some(ms_to_duration(1000)),
-                            multiplier: 2.0,
-                        },
-                    )),
+                    strategy: Some(v2::retry_policy::Strategy::ExponentialBackoff(ExponentialBackoff {
+                        initial: Some(ms_to_duration(10)),
+                        max: Some(ms_to_duration(1000)),
+                        multiplier: 2.0,
+                    })),
                 });
             }
         }
@@ -136,15 +127,9 @@ pub fn merged_settings(client: &Settings, cfg: &Config) -> Settings {
             s.pub_sub = Some(PubSub::Subscription(sub));
             s.backoff_policy = Some(RetryPolicy {
                 max_attempts: cfg.max_delivery_attempts as i32,
-                strategy: Some(v2::retry_policy::Strategy::CustomizedBackoff(
-                    CustomizedBackoff {
-                        next: cfg
-                            .retry_backoff
-                            .iter()
-                            .map(|d| ms_to_duration(d.as_millis() as u64))
-                            .collect(),
-                    },
-                )),
+                strategy: Some(v2::retry_policy::Strategy::CustomizedBackoff(CustomizedBackoff {
+                    next: cfg.retry_backoff.iter().map(|d| ms_to_duration(d.as_millis() as u64)).collect(),
+                })),
             });
         }
     }
@@ -157,31 +142,18 @@ mod tests {
 
     #[test]
     fn producers_get_exponential_backoff_and_max_body_size() {
-        let client = Settings {
-            client_type: Some(ClientType::Producer as i32),
-            ..Default::default()
-        };
+        let client = Settings { client_type: Some(ClientType::Producer as i32), ..Default::default() };
         let s = merged_settings(&client, &Config::default());
-        let Some(PubSub::Publishing(p)) = s.pub_sub else {
-            panic!("no publishing")
-        };
+        let Some(PubSub::Publishing(p)) = s.pub_sub else { panic!("no publishing") };
         assert_eq!(p.max_body_size, 4 << 20);
-        assert!(matches!(
-            s.backoff_policy.unwrap().strategy,
-            Some(v2::retry_policy::Strategy::ExponentialBackoff(_))
-        ));
+        assert!(matches!(s.backoff_policy.unwrap().strategy, Some(v2::retry_policy::Strategy::ExponentialBackoff(_))));
     }
 
     #[test]
     fn consumers_get_subscription_defaults_and_max_attempts() {
-        let client = Settings {
-            client_type: Some(ClientType::SimpleConsumer as i32),
-            ..Default::default()
-        };
+        let client = Settings { client_type: Some(ClientType::SimpleConsumer as i32), ..Default::default() };
         let s = merged_settings(&client, &Config::default());
-        let Some(PubSub::Subscription(sub)) = s.pub_sub else {
-            panic!("no subscription")
-        };
+        let Some(PubSub::Subscription(sub)) = s.pub_sub else { panic!("no subscription") };
         assert_eq!(sub.fifo, Some(false));
         assert_eq!(sub.receive_batch_size, Some(32));
         assert_eq!(sub.long_polling_timeout.unwrap().seconds, 20);

@@ -78,16 +78,11 @@ pub fn check_group(group: Option<&Resource>) -> Result<String, Refusal> {
     let name = group.map(|g| g.name.as_str()).unwrap_or("");
     let ok = !name.is_empty()
         && name.len() <= 255
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'));
     if ok {
         Ok(name.to_string())
     } else {
-        Err(refuse(
-            Code::IllegalConsumerGroup,
-            format!("illegal consumer group {name:?}"),
-        ))
+        Err(refuse(Code::IllegalConsumerGroup, format!("illegal consumer group {name:?}")))
     }
 }
 
@@ -100,22 +95,12 @@ pub fn check_topic(topic: Option<&Resource>) -> Result<String, Refusal> {
 
 /// Turns a wire message into a record for `SendMessage`. `peer` is the producer's address.
 /// Errors: a status naming the first bad field.
-pub fn to_record(
-    msg: &v2::Message,
-    cfg: &Config,
-    peer: &str,
-) -> Result<(Record, MessageType), Refusal> {
+pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<(Record, MessageType), Refusal> {
     let topic = check_topic(msg.topic.as_ref())?;
     if topics::is_system(&topic) {
-        return Err(refuse(
-            Code::IllegalTopic,
-            format!("topic {topic} is reserved for the broker"),
-        ));
+        return Err(refuse(Code::IllegalTopic, format!("topic {topic} is reserved for the broker")));
     }
-    let sp = msg
-        .system_properties
-        .as_ref()
-        .ok_or_else(|| refuse(Code::BadRequest, "system_properties missing"))?;
+    let sp = msg.system_properties.as_ref().ok_or_else(|| refuse(Code::BadRequest, "system_properties missing"))?;
     let id = sp.message_id.as_str();
     if id.trim().is_empty() || id.len() > MAX_MESSAGE_ID || has_control(id) {
         return Err(refuse(
@@ -126,11 +111,7 @@ pub fn to_record(
     if msg.body.len() as u64 > cfg.max_body_bytes {
         return Err(refuse(
             Code::MessageBodyTooLarge,
-            format!(
-                "body of {} bytes exceeds max_body_bytes = {}",
-                msg.body.len(),
-                cfg.max_body_bytes
-            ),
+            format!("body of {} bytes exceeds max_body_bytes = {}", msg.body.len(), cfg.max_body_bytes),
         ));
     }
     if msg.body.is_empty() {
@@ -187,9 +168,7 @@ pub fn to_record(
         if g.trim().is_empty() || g.len() > MAX_MESSAGE_GROUP || has_control(g) {
             return Err(refuse(
                 Code::IllegalMessageGroup,
-                format!(
-                    "illegal message group {g:?}: 1..={MAX_MESSAGE_GROUP} printable characters"
-                ),
+                format!("illegal message group {g:?}: 1..={MAX_MESSAGE_GROUP} printable characters"),
             ));
         }
         props.insert(PROP_MESSAGE_GROUP.into(), g.clone());
@@ -197,26 +176,14 @@ pub fn to_record(
     let ty = message_type(sp)?;
     props.insert(PROP_MESSAGE_TYPE.into(), format!("{ty:?}").to_uppercase());
     props.insert(PROP_MSG_ID.into(), id.to_string());
-    if let Some(tc) = sp
-        .trace_context
-        .as_ref()
-        .filter(|t| !t.is_empty() && !t.contains(['\u{1}', '\u{2}']))
-    {
+    if let Some(tc) = sp.trace_context.as_ref().filter(|t| !t.is_empty() && !t.contains(['\u{1}', '\u{2}'])) {
         props.insert(PROP_TRACE_CONTEXT.into(), tc.clone());
     }
     if sp.body_encoding == Encoding::Gzip as i32 {
         props.insert(PROP_BODY_ENCODING.into(), "GZIP".into());
     }
-    let born = sp
-        .born_timestamp
-        .as_ref()
-        .map(ts_to_ms)
-        .unwrap_or_else(crate::store::now_ms);
-    let born_host = if sp.born_host.is_empty() {
-        peer.to_string()
-    } else {
-        sp.born_host.clone()
-    };
+    let born = sp.born_timestamp.as_ref().map(ts_to_ms).unwrap_or_else(crate::store::now_ms);
+    let born_host = if sp.born_host.is_empty() { peer.to_string() } else { sp.born_host.clone() };
     let rec = Record {
         topic,
         queue_id: sp.queue_id.max(0) as u32,
@@ -255,15 +222,9 @@ fn message_type(sp: &v2::SystemProperties) -> Result<MessageType, Refusal> {
         PbType::Fifo => Ok(MessageType::Fifo),
         PbType::Delay | PbType::Transaction => Err(refuse(
             Code::NotImplemented,
-            format!(
-                "{} messages are not supported by this broker yet",
-                ty.as_str_name()
-            ),
+            format!("{} messages are not supported by this broker yet", ty.as_str_name()),
         )),
-        other => Err(refuse(
-            Code::BadRequest,
-            format!("unsupported message type {}", other.as_str_name()),
-        )),
+        other => Err(refuse(Code::BadRequest, format!("unsupported message type {}", other.as_str_name()))),
     }
 }
 
@@ -276,13 +237,7 @@ fn check_digest(d: &v2::Digest, body: &[u8]) -> Result<(), Refusal> {
     if computed.eq_ignore_ascii_case(&d.checksum) {
         Ok(())
     } else {
-        Err(refuse(
-            Code::MessageCorrupted,
-            format!(
-                "body digest {} does not match the body ({computed})",
-                d.checksum
-            ),
-        ))
+        Err(refuse(Code::MessageCorrupted, format!("body digest {} does not match the body ({computed})", d.checksum)))
     }
 }
 
@@ -293,18 +248,12 @@ pub fn ts_to_ms(t: &Timestamp) -> u64 {
 
 /// A protobuf timestamp of milliseconds since the epoch.
 pub fn ms_to_ts(ms: u64) -> Timestamp {
-    Timestamp {
-        seconds: (ms / 1000) as i64,
-        nanos: ((ms % 1000) * 1_000_000) as i32,
-    }
+    Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 
 /// A protobuf duration of milliseconds.
 pub fn ms_to_duration(ms: u64) -> PbDuration {
-    PbDuration {
-        seconds: (ms / 1000) as i64,
-        nanos: ((ms % 1000) * 1_000_000) as i32,
-    }
+    PbDuration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 
 /// Milliseconds of a protobuf duration; negative durations give `None`.
@@ -328,11 +277,7 @@ pub fn to_wire(d: &Delivery, namespace: &str) -> v2::Message {
         Some("TRANSACTION") => PbType::Transaction,
         _ => PbType::Normal,
     };
-    let encoding = if r
-        .properties
-        .get(PROP_BODY_ENCODING)
-        .is_some_and(|e| e == "GZIP")
-    {
+    let encoding = if r.properties.get(PROP_BODY_ENCODING).is_some_and(|e| e == "GZIP") {
         Encoding::Gzip
     } else {
         Encoding::Identity
@@ -369,10 +314,7 @@ pub fn to_wire(d: &Delivery, namespace: &str) -> v2::Message {
         priority: None,
     };
     v2::Message {
-        topic: Some(Resource {
-            resource_namespace: namespace.to_string(),
-            name: r.topic.clone(),
-        }),
+        topic: Some(Resource { resource_namespace: namespace.to_string(), name: r.topic.clone() }),
         user_properties: user,
         system_properties: Some(sp),
         body: r.body.clone(),
@@ -385,10 +327,7 @@ mod tests {
 
     fn msg() -> v2::Message {
         v2::Message {
-            topic: Some(Resource {
-                resource_namespace: String::new(),
-                name: "t".into(),
-            }),
+            topic: Some(Resource { resource_namespace: String::new(), name: "t".into() }),
             user_properties: [("color".to_string(), "red".to_string())].into(),
             system_properties: Some(v2::SystemProperties {
                 message_id: "01ABC".into(),
@@ -402,9 +341,7 @@ mod tests {
     }
 
     fn code_of(m: v2::Message) -> i32 {
-        to_record(&m, &Config::default(), "p")
-            .map(|_| Code::Ok as i32)
-            .unwrap_or_else(|s| s.code)
+        to_record(&m, &Config::default(), "p").map(|_| Code::Ok as i32).unwrap_or_else(|s| s.code)
     }
 
     #[test]
@@ -412,21 +349,13 @@ mod tests {
         let (mut rec, ty) = to_record(&msg(), &Config::default(), "1.2.3.4:5").unwrap();
         assert_eq!(ty, MessageType::Normal);
         rec.queue_offset = 7;
-        let d = Delivery {
-            record: rec,
-            receipt_handle: "h".into(),
-            attempt: 1,
-            invisible_ms: 30_000,
-        };
+        let d = Delivery { record: rec, receipt_handle: "h".into(), attempt: 1, invisible_ms: 30_000 };
         let w = to_wire(&d, "ns");
         let sp = w.system_properties.unwrap();
         assert_eq!(sp.message_id, "01ABC");
         assert_eq!(sp.tag.as_deref(), Some("TagA"));
         assert_eq!(sp.keys, vec!["k1", "k2"]);
-        assert_eq!(
-            sp.body_digest.unwrap().checksum,
-            "5D41402ABC4B2A76B9719D911017C592"
-        );
+        assert_eq!(sp.body_digest.unwrap().checksum, "5D41402ABC4B2A76B9719D911017C592");
         assert_eq!(sp.delivery_attempt, Some(1));
         assert_eq!(sp.queue_offset, Some(7));
         assert_eq!(w.user_properties.len(), 1);
@@ -440,22 +369,13 @@ mod tests {
             f(&mut m);
             code_of(m)
         };
-        assert_eq!(
-            with(|m| m.system_properties.as_mut().unwrap().message_id.clear()),
-            Code::IllegalMessageId as i32
-        );
-        assert_eq!(
-            with(|m| m.topic.as_mut().unwrap().name = "bad topic".into()),
-            Code::IllegalTopic as i32
-        );
+        assert_eq!(with(|m| m.system_properties.as_mut().unwrap().message_id.clear()), Code::IllegalMessageId as i32);
+        assert_eq!(with(|m| m.topic.as_mut().unwrap().name = "bad topic".into()), Code::IllegalTopic as i32);
         assert_eq!(
             with(|m| m.topic.as_mut().unwrap().name = "RMQ_SYS_TRANS_HALF_TOPIC".into()),
             Code::IllegalTopic as i32
         );
-        assert_eq!(
-            with(|m| m.body = vec![0; (4 << 20) + 1]),
-            Code::MessageBodyTooLarge as i32
-        );
+        assert_eq!(with(|m| m.body = vec![0; (4 << 20) + 1]), Code::MessageBodyTooLarge as i32);
         assert_eq!(
             with(|m| m.system_properties.as_mut().unwrap().tag = Some("a||b".into())),
             Code::IllegalMessageTag as i32
@@ -475,12 +395,8 @@ mod tests {
             Code::MessagePropertyConflictWithType as i32
         );
         assert_eq!(
-            with(
-                |m| m.system_properties.as_mut().unwrap().body_digest = Some(v2::Digest {
-                    r#type: DigestType::Md5 as i32,
-                    checksum: "00".into()
-                })
-            ),
+            with(|m| m.system_properties.as_mut().unwrap().body_digest =
+                Some(v2::Digest { r#type: DigestType::Md5 as i32, checksum: "00".into() })),
             Code::MessageCorrupted as i32
         );
     }

@@ -14,9 +14,7 @@ use tonic::{Request, Response, Streaming};
 
 use crate::broker::Broker;
 use crate::consume::filter::TagFilter;
-use crate::proto::v2::{
-    self, messaging_service_server::MessagingService, telemetry_command::Command, *,
-};
+use crate::proto::v2::{self, messaging_service_server::MessagingService, telemetry_command::Command, *};
 
 use super::clients::{merged_settings, Clients, Session};
 use super::convert::{check_group, check_topic, duration_to_ms, ms_to_ts, to_record, to_wire};
@@ -43,17 +41,8 @@ pub struct Messaging {
 
 impl Messaging {
     /// The service over `broker`; `stopping` turning true ends long polls and Telemetry streams.
-    pub fn new(
-        broker: Arc<Broker>,
-        clients: Arc<Clients>,
-        stopping: watch::Receiver<bool>,
-    ) -> Messaging {
-        Messaging {
-            broker,
-            clients,
-            stopping,
-            epochs: Arc::new(AtomicU64::new(0)),
-        }
+    pub fn new(broker: Arc<Broker>, clients: Arc<Clients>, stopping: watch::Receiver<bool>) -> Messaging {
+        Messaging { broker, clients, stopping, epochs: Arc::new(AtomicU64::new(0)) }
     }
 
     /// The broker's endpoint as clients should dial it.
@@ -68,27 +57,15 @@ impl Messaging {
         };
         Endpoints {
             scheme: scheme as i32,
-            addresses: vec![Address {
-                host: host.to_string(),
-                port: port.parse().unwrap_or(8081),
-            }],
+            addresses: vec![Address { host: host.to_string(), port: port.parse().unwrap_or(8081) }],
         }
     }
 
     fn broker_pb(&self) -> v2::Broker {
-        v2::Broker {
-            name: self.broker.config().broker_name.clone(),
-            id: 0,
-            endpoints: Some(self.endpoints()),
-        }
+        v2::Broker { name: self.broker.config().broker_name.clone(), id: 0, endpoints: Some(self.endpoints()) }
     }
 
-    fn queue_pb(
-        &self,
-        topic: &Resource,
-        id: i32,
-        cfg: &crate::topics::TopicConfig,
-    ) -> MessageQueue {
+    fn queue_pb(&self, topic: &Resource, id: i32, cfg: &crate::topics::TopicConfig) -> MessageQueue {
         let permission = match cfg.permission {
             crate::topics::Permission::None => Permission::None,
             crate::topics::Permission::Read => Permission::Read,
@@ -100,11 +77,7 @@ impl Messaging {
             id,
             permission: permission as i32,
             broker: Some(self.broker_pb()),
-            accept_message_types: cfg
-                .message_types
-                .iter()
-                .map(|t| pb_type(*t) as i32)
-                .collect(),
+            accept_message_types: cfg.message_types.iter().map(|t| pb_type(*t) as i32).collect(),
         }
     }
 }
@@ -119,11 +92,7 @@ fn pb_type(t: crate::topics::MessageType) -> MessageType {
 }
 
 fn client_id<T>(req: &Request<T>) -> Option<String> {
-    req.metadata()
-        .get("x-mq-client-id")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-        .filter(|s| !s.is_empty())
+    req.metadata().get("x-mq-client-id").and_then(|v| v.to_str().ok()).map(String::from).filter(|s| !s.is_empty())
 }
 
 /// Remaining time of the call from its `grpc-timeout` header (e.g. `19998m`), ms.
@@ -142,6 +111,19 @@ fn grpc_timeout_ms<T>(req: &Request<T>) -> Option<u64> {
     })
 }
 
+/// Ends a ReceiveMessage stream: the items, then the `delivery_timestamp` every reply closes with.
+async fn finish(
+    tx: &mpsc::Sender<Result<ReceiveMessageResponse, tonic::Status>>,
+    items: Vec<receive_message_response::Content>,
+) {
+    let stamp = receive_message_response::Content::DeliveryTimestamp(ms_to_ts(crate::store::now_ms()));
+    for content in items.into_iter().chain([stamp]) {
+        if tx.send(Ok(ReceiveMessageResponse { content: Some(content) })).await.is_err() {
+            return; // the client went away
+        }
+    }
+}
+
 fn one_status<T: Send + 'static>(item: T) -> Stream_<T> {
     Box::pin(tokio_stream::iter([Ok(item)]))
 }
@@ -150,12 +132,8 @@ fn one_status<T: Send + 'static>(item: T) -> Stream_<T> {
 impl MessagingService for Messaging {
     async fn query_route(&self, req: Request<QueryRouteRequest>) -> GrpcResult<QueryRouteResponse> {
         let r = req.into_inner();
-        let reply = |status, message_queues| {
-            Ok(Response::new(QueryRouteResponse {
-                status: Some(status),
-                message_queues,
-            }))
-        };
+        let reply =
+            |status, message_queues| Ok(Response::new(QueryRouteResponse { status: Some(status), message_queues }));
         let name = match check_topic(r.topic.as_ref()) {
             Ok(n) => n,
             Err(s) => return reply(s, vec![]),
@@ -163,9 +141,7 @@ impl MessagingService for Messaging {
         match self.broker.topic_or_create(&name) {
             Ok(cfg) => {
                 let topic = r.topic.clone().unwrap_or_default();
-                let queues = (0..cfg.queue_count as i32)
-                    .map(|id| self.queue_pb(&topic, id, &cfg))
-                    .collect();
+                let queues = (0..cfg.queue_count as i32).map(|id| self.queue_pb(&topic, id, &cfg)).collect();
                 reply(ok(), queues)
             }
             Err(e) => reply(from_broker(&e), vec![]),
@@ -176,10 +152,7 @@ impl MessagingService for Messaging {
         Ok(Response::new(HeartbeatResponse { status: Some(ok()) }))
     }
 
-    async fn send_message(
-        &self,
-        req: Request<SendMessageRequest>,
-    ) -> GrpcResult<SendMessageResponse> {
+    async fn send_message(&self, req: Request<SendMessageRequest>) -> GrpcResult<SendMessageResponse> {
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let r = req.into_inner();
         if r.messages.is_empty() {
@@ -192,17 +165,9 @@ impl MessagingService for Messaging {
         let mut entries = Vec::with_capacity(r.messages.len());
         let mut durable = 0;
         for m in &r.messages {
-            let id = m
-                .system_properties
-                .as_ref()
-                .map(|s| s.message_id.clone())
-                .unwrap_or_default();
+            let id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
             let entry = match to_record(m, cfg, &peer) {
-                Err(s) => SendResultEntry {
-                    status: Some(s),
-                    message_id: id,
-                    ..Default::default()
-                },
+                Err(s) => SendResultEntry { status: Some(s), message_id: id, ..Default::default() },
                 Ok((mut rec, ty)) => match self.broker.send(&mut rec, ty) {
                     Ok(sent) => {
                         durable = durable.max(sent.end);
@@ -213,11 +178,7 @@ impl MessagingService for Messaging {
                             ..Default::default()
                         }
                     }
-                    Err(e) => SendResultEntry {
-                        status: Some(from_broker(&e)),
-                        message_id: id,
-                        ..Default::default()
-                    },
+                    Err(e) => SendResultEntry { status: Some(from_broker(&e)), message_id: id, ..Default::default() },
                 },
             };
             entries.push(entry);
@@ -225,35 +186,19 @@ impl MessagingService for Messaging {
         if durable > 0 {
             if let Err(e) = self.broker.wait_durable(durable).await {
                 // Not durable as promised: report no message as sent.
-                for e_ in entries
-                    .iter_mut()
-                    .filter(|e| e.status.as_ref().is_some_and(is_ok))
-                {
+                for e_ in entries.iter_mut().filter(|e| e.status.as_ref().is_some_and(is_ok)) {
                     e_.status = Some(from_broker(&e));
                 }
             }
         }
-        let first_bad = entries
-            .iter()
-            .filter_map(|e| e.status.clone())
-            .find(|s| !is_ok(s));
-        Ok(Response::new(SendMessageResponse {
-            status: Some(first_bad.unwrap_or_else(ok)),
-            entries,
-        }))
+        let first_bad = entries.iter().filter_map(|e| e.status.clone()).find(|s| !is_ok(s));
+        Ok(Response::new(SendMessageResponse { status: Some(first_bad.unwrap_or_else(ok)), entries }))
     }
 
-    async fn query_assignment(
-        &self,
-        req: Request<QueryAssignmentRequest>,
-    ) -> GrpcResult<QueryAssignmentResponse> {
+    async fn query_assignment(&self, req: Request<QueryAssignmentRequest>) -> GrpcResult<QueryAssignmentResponse> {
         let r = req.into_inner();
-        let reply = |status, assignments| {
-            Ok(Response::new(QueryAssignmentResponse {
-                status: Some(status),
-                assignments,
-            }))
-        };
+        let reply =
+            |status, assignments| Ok(Response::new(QueryAssignmentResponse { status: Some(status), assignments }));
         if let Err(s) = check_group(r.group.as_ref()) {
             return reply(s, vec![]);
         }
@@ -266,12 +211,7 @@ impl MessagingService for Messaging {
             // (RocketMQ proxy `QueryAssignmentActivity` in pop mode).
             Ok(cfg) => {
                 let q = self.queue_pb(&r.topic.unwrap_or_default(), -1, &cfg);
-                reply(
-                    ok(),
-                    vec![Assignment {
-                        message_queue: Some(q),
-                    }],
-                )
+                reply(ok(), vec![Assignment { message_queue: Some(q) }])
             }
             Err(e) => reply(from_broker(&e), vec![]),
         }
@@ -279,10 +219,7 @@ impl MessagingService for Messaging {
 
     type ReceiveMessageStream = Stream_<ReceiveMessageResponse>;
 
-    async fn receive_message(
-        &self,
-        req: Request<ReceiveMessageRequest>,
-    ) -> GrpcResult<Self::ReceiveMessageStream> {
+    async fn receive_message(&self, req: Request<ReceiveMessageRequest>) -> GrpcResult<Self::ReceiveMessageStream> {
         let deadline_ms = grpc_timeout_ms(&req);
         let r = req.into_inner();
         let fail = |s: v2::Status| -> GrpcResult<Self::ReceiveMessageStream> {
@@ -314,10 +251,7 @@ impl MessagingService for Messaging {
             },
         };
         if r.batch_size <= 0 {
-            return fail(status(
-                Code::BadRequest,
-                format!("batch_size must be positive, got {}", r.batch_size),
-            ));
+            return fail(status(Code::BadRequest, format!("batch_size must be positive, got {}", r.batch_size)));
         }
         let invisible_ms = match r.invisible_duration.as_ref() {
             None => cfg.default_invisible_ms,
@@ -334,19 +268,13 @@ impl MessagingService for Messaging {
                 }
             },
         };
-        let requested = r
-            .long_polling_timeout
-            .as_ref()
-            .and_then(duration_to_ms)
-            .unwrap_or(cfg.long_polling_max_ms);
+        let requested = r.long_polling_timeout.as_ref().and_then(duration_to_ms).unwrap_or(cfg.long_polling_max_ms);
         let mut poll_ms = requested.min(cfg.long_polling_max_ms);
         if let Some(d) = deadline_ms {
             poll_ms = poll_ms.min(d.saturating_sub(LONG_POLL_RESERVE_MS));
         }
         if self.broker.topics().get(&topic).is_none() {
-            return fail(from_broker(&crate::broker::BrokerError::TopicNotFound(
-                topic,
-            )));
+            return fail(from_broker(&crate::broker::BrokerError::TopicNotFound(topic)));
         }
         let namespace = topic_res.map(|t| t.resource_namespace).unwrap_or_default();
         let batch = r.batch_size.min(1024) as usize;
@@ -361,50 +289,19 @@ impl MessagingService for Messaging {
                 let got = match broker.receive(&group, &topic, &filter, batch, invisible_ms) {
                     Ok(got) => got,
                     Err(e) => {
-                        let _ = tx
-                            .send(Ok(ReceiveMessageResponse {
-                                content: Some(Content::Status(from_broker(&e))),
-                            }))
-                            .await;
+                        finish(&tx, vec![Content::Status(from_broker(&e))]).await;
                         return;
                     }
                 };
                 if !got.is_empty() {
-                    let _ = tx
-                        .send(Ok(ReceiveMessageResponse {
-                            content: Some(Content::Status(ok())),
-                        }))
-                        .await;
-                    for d in &got {
-                        let m = to_wire(d, &namespace);
-                        let _ = tx
-                            .send(Ok(ReceiveMessageResponse {
-                                content: Some(Content::Message(m)),
-                            }))
-                            .await;
-                    }
-                    let now = ms_to_ts(crate::store::now_ms());
-                    let _ = tx
-                        .send(Ok(ReceiveMessageResponse {
-                            content: Some(Content::DeliveryTimestamp(now)),
-                        }))
-                        .await;
+                    let mut items = vec![Content::Status(ok())];
+                    items.extend(got.iter().map(|d| Content::Message(to_wire(d, &namespace))));
+                    finish(&tx, items).await;
                     return;
                 }
                 let now = tokio::time::Instant::now();
                 if now >= deadline || tx.is_closed() || *stopping.borrow() {
-                    let s = status(Code::MessageNotFound, "no new message");
-                    let _ = tx
-                        .send(Ok(ReceiveMessageResponse {
-                            content: Some(Content::Status(s)),
-                        }))
-                        .await;
-                    let ts = ms_to_ts(crate::store::now_ms());
-                    let _ = tx
-                        .send(Ok(ReceiveMessageResponse {
-                            content: Some(Content::DeliveryTimestamp(ts)),
-                        }))
-                        .await;
+                    finish(&tx, vec![Content::Status(status(Code::MessageNotFound, "no new message"))]).await;
                     return;
                 }
                 let tick = deadline.min(now + Duration::from_millis(REDELIVERY_TICK_MS));
@@ -420,12 +317,7 @@ impl MessagingService for Messaging {
 
     async fn ack_message(&self, req: Request<AckMessageRequest>) -> GrpcResult<AckMessageResponse> {
         let r = req.into_inner();
-        let reply = |s, entries| {
-            Ok(Response::new(AckMessageResponse {
-                status: Some(s),
-                entries,
-            }))
-        };
+        let reply = |s, entries| Ok(Response::new(AckMessageResponse { status: Some(s), entries }));
         let group = match check_group(r.group.as_ref()) {
             Ok(g) => g,
             Err(s) => return reply(s, vec![]),
@@ -435,16 +327,9 @@ impl MessagingService for Messaging {
             Err(s) => return reply(s, vec![]),
         };
         if r.entries.is_empty() {
-            return reply(
-                status(Code::BadRequest, "no entries to acknowledge"),
-                vec![],
-            );
+            return reply(status(Code::BadRequest, "no entries to acknowledge"), vec![]);
         }
-        let handles: Vec<&str> = r
-            .entries
-            .iter()
-            .map(|e| e.receipt_handle.as_str())
-            .collect();
+        let handles: Vec<&str> = r.entries.iter().map(|e| e.receipt_handle.as_str()).collect();
         let (results, durable) = self.broker.ack(&group, &topic, &handles);
         let mut durable_err = None;
         if let Some(end) = durable {
@@ -465,10 +350,7 @@ impl MessagingService for Messaging {
                 }),
             })
             .collect();
-        let first_bad = entries
-            .iter()
-            .filter_map(|e| e.status.clone())
-            .find(|s| !is_ok(s));
+        let first_bad = entries.iter().filter_map(|e| e.status.clone()).find(|s| !is_ok(s));
         reply(first_bad.unwrap_or_else(ok), entries)
     }
 
@@ -477,93 +359,52 @@ impl MessagingService for Messaging {
         _req: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
         Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
-            status: Some(status(
-                Code::NotImplemented,
-                "dead-letter queues are not supported by this broker yet",
-            )),
+            status: Some(status(Code::NotImplemented, "dead-letter queues are not supported by this broker yet")),
         }))
     }
 
     type PullMessageStream = Stream_<PullMessageResponse>;
 
-    async fn pull_message(
-        &self,
-        _req: Request<PullMessageRequest>,
-    ) -> GrpcResult<Self::PullMessageStream> {
-        let s = status(
-            Code::NotImplemented,
-            "PullMessage is not supported by this broker yet",
-        );
-        Ok(Response::new(one_status(PullMessageResponse {
-            content: Some(pull_message_response::Content::Status(s)),
-        })))
+    async fn pull_message(&self, _req: Request<PullMessageRequest>) -> GrpcResult<Self::PullMessageStream> {
+        let s = status(Code::NotImplemented, "PullMessage is not supported by this broker yet");
+        Ok(Response::new(one_status(PullMessageResponse { content: Some(pull_message_response::Content::Status(s)) })))
     }
 
-    async fn update_offset(
-        &self,
-        _req: Request<UpdateOffsetRequest>,
-    ) -> GrpcResult<UpdateOffsetResponse> {
+    async fn update_offset(&self, _req: Request<UpdateOffsetRequest>) -> GrpcResult<UpdateOffsetResponse> {
         Ok(Response::new(UpdateOffsetResponse {
-            status: Some(status(
-                Code::NotImplemented,
-                "UpdateOffset is not supported yet",
-            )),
+            status: Some(status(Code::NotImplemented, "UpdateOffset is not supported yet")),
         }))
     }
 
     async fn get_offset(&self, _req: Request<GetOffsetRequest>) -> GrpcResult<GetOffsetResponse> {
         Ok(Response::new(GetOffsetResponse {
-            status: Some(status(
-                Code::NotImplemented,
-                "GetOffset is not supported yet",
-            )),
+            status: Some(status(Code::NotImplemented, "GetOffset is not supported yet")),
             offset: 0,
         }))
     }
 
-    async fn query_offset(
-        &self,
-        _req: Request<QueryOffsetRequest>,
-    ) -> GrpcResult<QueryOffsetResponse> {
+    async fn query_offset(&self, _req: Request<QueryOffsetRequest>) -> GrpcResult<QueryOffsetResponse> {
         Ok(Response::new(QueryOffsetResponse {
-            status: Some(status(
-                Code::NotImplemented,
-                "QueryOffset is not supported yet",
-            )),
+            status: Some(status(Code::NotImplemented, "QueryOffset is not supported yet")),
             offset: 0,
         }))
     }
 
-    async fn end_transaction(
-        &self,
-        _req: Request<EndTransactionRequest>,
-    ) -> GrpcResult<EndTransactionResponse> {
+    async fn end_transaction(&self, _req: Request<EndTransactionRequest>) -> GrpcResult<EndTransactionResponse> {
         Ok(Response::new(EndTransactionResponse {
-            status: Some(status(
-                Code::NotImplemented,
-                "transactional messages are not supported by this broker yet",
-            )),
+            status: Some(status(Code::NotImplemented, "transactional messages are not supported by this broker yet")),
         }))
     }
 
     type TelemetryStream = Stream_<TelemetryCommand>;
 
-    async fn telemetry(
-        &self,
-        req: Request<Streaming<TelemetryCommand>>,
-    ) -> GrpcResult<Self::TelemetryStream> {
+    async fn telemetry(&self, req: Request<Streaming<TelemetryCommand>>) -> GrpcResult<Self::TelemetryStream> {
         let id = client_id(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let Some(id) = id else {
-            let s = status(
-                Code::ClientIdRequired,
-                "the x-mq-client-id header is required",
-            );
-            return Ok(Response::new(one_status(TelemetryCommand {
-                status: Some(s),
-                command: None,
-            })));
+            let s = status(Code::ClientIdRequired, "the x-mq-client-id header is required");
+            return Ok(Response::new(one_status(TelemetryCommand { status: Some(s), command: None })));
         };
         let clients = self.clients.clone();
         let cfg = self.broker.config().clone();
@@ -579,28 +420,15 @@ impl MessagingService for Messaging {
                 if let Some(Command::Settings(settings)) = cmd.command {
                     let merged = merged_settings(&settings, &cfg);
                     let topics = match &merged.pub_sub {
-                        Some(settings::PubSub::Publishing(p)) => {
-                            p.topics.iter().map(|t| t.name.clone()).collect()
-                        }
+                        Some(settings::PubSub::Publishing(p)) => p.topics.iter().map(|t| t.name.clone()).collect(),
                         _ => Vec::new(),
                     };
                     let client_type = merged
                         .client_type
                         .and_then(|t| ClientType::try_from(t).ok())
                         .unwrap_or(ClientType::Unspecified);
-                    clients.register(
-                        &id,
-                        Session {
-                            client_type,
-                            topics,
-                            tx: tx.clone(),
-                            epoch,
-                        },
-                    );
-                    let reply = TelemetryCommand {
-                        status: Some(ok()),
-                        command: Some(Command::Settings(merged)),
-                    };
+                    clients.register(&id, Session { client_type, topics, tx: tx.clone(), epoch });
+                    let reply = TelemetryCommand { status: Some(ok()), command: Some(Command::Settings(merged)) };
                     if tx.send(Ok(reply)).await.is_err() {
                         break;
                     }
@@ -619,9 +447,7 @@ impl MessagingService for Messaging {
         if let Some(id) = client_id(&req) {
             self.clients.remove(&id, None);
         }
-        Ok(Response::new(NotifyClientTerminationResponse {
-            status: Some(ok()),
-        }))
+        Ok(Response::new(NotifyClientTerminationResponse { status: Some(ok()) }))
     }
 
     async fn change_invisible_duration(
@@ -630,10 +456,7 @@ impl MessagingService for Messaging {
     ) -> GrpcResult<ChangeInvisibleDurationResponse> {
         let r = req.into_inner();
         let reply = |s, handle: String| {
-            Ok(Response::new(ChangeInvisibleDurationResponse {
-                status: Some(s),
-                receipt_handle: handle,
-            }))
+            Ok(Response::new(ChangeInvisibleDurationResponse { status: Some(s), receipt_handle: handle }))
         };
         let cfg = self.broker.config();
         let group = match check_group(r.group.as_ref()) {
@@ -648,31 +471,19 @@ impl MessagingService for Messaging {
         let ms = match r.invisible_duration.as_ref().and_then(duration_to_ms) {
             Some(ms) if ms <= cfg.max_invisible_ms => ms,
             _ => {
-                let msg = format!(
-                    "invisible duration must be within 0..={} ms",
-                    cfg.max_invisible_ms
-                );
+                let msg = format!("invisible duration must be within 0..={} ms", cfg.max_invisible_ms);
                 return reply(status(Code::IllegalInvisibleTime, msg), String::new());
             }
         };
-        match self
-            .broker
-            .change_invisible(&group, &topic, &r.receipt_handle, ms)
-        {
+        match self.broker.change_invisible(&group, &topic, &r.receipt_handle, ms) {
             Ok(h) => reply(ok(), h),
             Err(e) => reply(from_broker(&e), String::new()),
         }
     }
 
-    async fn recall_message(
-        &self,
-        _req: Request<RecallMessageRequest>,
-    ) -> GrpcResult<RecallMessageResponse> {
+    async fn recall_message(&self, _req: Request<RecallMessageRequest>) -> GrpcResult<RecallMessageResponse> {
         Ok(Response::new(RecallMessageResponse {
-            status: Some(status(
-                Code::NotImplemented,
-                "RecallMessage is not supported by this broker yet",
-            )),
+            status: Some(status(Code::NotImplemented, "RecallMessage is not supported by this broker yet")),
             message_id: String::new(),
         }))
     }
@@ -682,10 +493,7 @@ impl MessagingService for Messaging {
         _req: Request<SyncLiteSubscriptionRequest>,
     ) -> GrpcResult<SyncLiteSubscriptionResponse> {
         Ok(Response::new(SyncLiteSubscriptionResponse {
-            status: Some(status(
-                Code::NotImplemented,
-                "lite topics are not supported",
-            )),
+            status: Some(status(Code::NotImplemented, "lite topics are not supported")),
         }))
     }
 }

@@ -5,4 +5,5 @@ pub mod admin;
 pub mod clients;
 pub mod convert;
 pub mod messaging;
+pub mod requests;
 pub mod status;

@@ -7,10 +7,7 @@ use crate::topics::TopicError;
 
 /// A response status with a message.
 pub fn status(code: Code, message: impl Into<String>) -> Status {
-    Status {
-        code: code as i32,
-        message: message.into(),
-    }
+    Status { code: code as i32, message: message.into() }
 }
 
 /// `OK`.
@@ -22,9 +19,7 @@ pub fn ok() -> Status {
 pub fn from_broker(e: &BrokerError) -> Status {
     let code = match e {
         BrokerError::TopicNotFound(_) => Code::TopicNotFound,
-        BrokerError::Topic(TopicError::IllegalName(_) | TopicError::Reserved(_)) => {
-            Code::IllegalTopic
-        }
+        BrokerError::Topic(TopicError::IllegalName(_) | TopicError::Reserved(_)) => Code::IllegalTopic,
         BrokerError::Topic(TopicError::Io { .. }) => Code::InternalError,
         BrokerError::Topic(_) => Code::BadRequest,
         BrokerError::Permission(..) => Code::Forbidden,

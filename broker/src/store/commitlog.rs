@@ -67,10 +67,7 @@ impl CommitLog {
         let files = MappedFileQueue::load(dir, segment_bytes)?;
         Ok(CommitLog {
             files,
-            writer: Mutex::new(Writer {
-                wrote: end,
-                queue_offsets: HashMap::new(),
-            }),
+            writer: Mutex::new(Writer { wrote: end, queue_offsets: HashMap::new() }),
             committed: AtomicU64::new(end),
             flushed: AtomicU64::new(end),
             fsyncs: AtomicU64::new(0),
@@ -112,28 +109,17 @@ impl CommitLog {
     /// Appends `rec`, filling in its physical offset, store timestamp and (if `with_queue_offset`)
     /// its queue offset. Errors: [`StoreError::Encode`] for a record that cannot be encoded or does
     /// not fit in one segment; [`StoreError::Io`] creating a segment.
-    pub fn append(
-        &self,
-        rec: &mut Record,
-        with_queue_offset: bool,
-    ) -> Result<AppendResult, StoreError> {
+    pub fn append(&self, rec: &mut Record, with_queue_offset: bool) -> Result<AppendResult, StoreError> {
         let mut w = self.writer.lock();
         rec.store_timestamp = super::now_ms();
         let key = (rec.topic.clone(), rec.queue_id);
-        rec.queue_offset = if with_queue_offset {
-            w.queue_offsets.get(&key).copied().unwrap_or(0)
-        } else {
-            0
-        };
+        rec.queue_offset = if with_queue_offset { w.queue_offsets.get(&key).copied().unwrap_or(0) } else { 0 };
         rec.physical_offset = w.wrote;
         let mut bytes = rec.encode()?;
         let len = bytes.len() as u64;
         let seg = self.files.segment_bytes();
         if len + END_RESERVE > seg {
-            return Err(StoreError::TooLarge {
-                size: len,
-                segment: seg,
-            });
+            return Err(StoreError::TooLarge { size: len, segment: seg });
         }
         let mut file = self.files.find_or_create(w.wrote)?;
         if w.wrote + len + END_RESERVE > file.end() {
@@ -183,10 +169,7 @@ impl CommitLog {
         if offset + size as u64 > self.committed() {
             return Err(StoreError::NotFound(offset));
         }
-        let file = self
-            .files
-            .find(offset)
-            .ok_or(StoreError::NotFound(offset))?;
+        let file = self.files.find(offset).ok_or(StoreError::NotFound(offset))?;
         let pos = offset - file.start();
         if pos + size as u64 > file.size() {
             return Err(corrupt(&file, offset, DecodeError::BadSize(size)));
@@ -213,11 +196,7 @@ impl CommitLog {
 }
 
 /// Reads the record at global `offset` in `file`, not looking at bytes at or past `limit`.
-pub(crate) fn read_in_file(
-    file: &MappedFile,
-    offset: u64,
-    limit: u64,
-) -> Result<ReadAt, StoreError> {
+pub(crate) fn read_in_file(file: &MappedFile, offset: u64, limit: u64) -> Result<ReadAt, StoreError> {
     let pos = offset - file.start();
     let avail = (file.end().min(limit) - offset) as usize;
     match record::peek(file.slice(pos, avail.min(8))).map_err(|e| corrupt(file, offset, e))? {
@@ -225,23 +204,11 @@ pub(crate) fn read_in_file(
         Peek::Blank(_) => Ok(ReadAt::Blank(file.end())),
         Peek::Message(size) => {
             if size as usize > avail {
-                return Err(corrupt(
-                    file,
-                    offset,
-                    DecodeError::Truncated {
-                        need: size as usize,
-                        have: avail,
-                    },
-                ));
+                return Err(corrupt(file, offset, DecodeError::Truncated { need: size as usize, have: avail }));
             }
-            let rec = Record::decode(file.slice(pos, size as usize))
-                .map_err(|e| corrupt(file, offset, e))?;
+            let rec = Record::decode(file.slice(pos, size as usize)).map_err(|e| corrupt(file, offset, e))?;
             if rec.physical_offset != offset {
-                return Err(corrupt(
-                    file,
-                    offset,
-                    DecodeError::Malformed("physical_offset"),
-                ));
+                return Err(corrupt(file, offset, DecodeError::Malformed("physical_offset")));
             }
             Ok(ReadAt::Record(Box::new(rec), offset + size as u64))
         }

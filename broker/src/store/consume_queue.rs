@@ -47,17 +47,12 @@ impl ConsumeQueue {
     /// Loads (or starts) the queue in `dir`. Errors: I/O or a malformed segment (named).
     pub fn load(dir: &Path, entries_per_file: u64) -> io::Result<ConsumeQueue> {
         let files = MappedFileQueue::load(dir, entries_per_file * ENTRY_BYTES)?;
-        let cq = ConsumeQueue {
-            files,
-            max: AtomicU64::new(0),
-        };
+        let cq = ConsumeQueue { files, max: AtomicU64::new(0) };
         let mut max = cq.files.min_offset().unwrap_or(0) / ENTRY_BYTES;
         if let Some(last) = cq.files.segments().last() {
             // The last segment's entries end at the first never-written (size 0) slot.
             let n = last.size() / ENTRY_BYTES;
-            let used = (0..n)
-                .take_while(|i| cq.entry_in(last, *i).size != 0)
-                .count() as u64;
+            let used = (0..n).take_while(|i| cq.entry_in(last, *i).size != 0).count() as u64;
             max = last.start() / ENTRY_BYTES + used;
         }
         cq.max.store(max, Ordering::Release);
@@ -126,9 +121,7 @@ impl ConsumeQueue {
             max -= 1;
         }
         self.max.store(max, Ordering::Release);
-        self.files.remove_from(
-            (max * ENTRY_BYTES).div_ceil(self.files.segment_bytes()) * self.files.segment_bytes(),
-        )
+        self.files.remove_from((max * ENTRY_BYTES).div_ceil(self.files.segment_bytes()) * self.files.segment_bytes())
     }
 
     /// Flushes every entry to disk.
@@ -155,30 +148,17 @@ impl ConsumeQueueTable {
             for q in std::fs::read_dir(topic.path())? {
                 let q = q?;
                 let id: u32 = q.file_name().to_string_lossy().parse().map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("unexpected directory {}", q.path().display()),
-                    )
+                    io::Error::new(io::ErrorKind::InvalidData, format!("unexpected directory {}", q.path().display()))
                 })?;
-                queues.insert(
-                    (name.clone(), id),
-                    Arc::new(ConsumeQueue::load(&q.path(), entries_per_file)?),
-                );
+                queues.insert((name.clone(), id), Arc::new(ConsumeQueue::load(&q.path(), entries_per_file)?));
             }
         }
-        Ok(ConsumeQueueTable {
-            root: root.to_path_buf(),
-            entries_per_file,
-            queues: RwLock::new(queues),
-        })
+        Ok(ConsumeQueueTable { root: root.to_path_buf(), entries_per_file, queues: RwLock::new(queues) })
     }
 
     /// The queue, if it has ever had an entry.
     pub fn get(&self, topic: &str, queue_id: u32) -> Option<Arc<ConsumeQueue>> {
-        self.queues
-            .read()
-            .get(&(topic.to_string(), queue_id))
-            .cloned()
+        self.queues.read().get(&(topic.to_string(), queue_id)).cloned()
     }
 
     /// The queue, created if absent. Errors: I/O.
@@ -198,11 +178,7 @@ impl ConsumeQueueTable {
 
     /// Every queue with its key.
     pub fn all(&self) -> Vec<((String, u32), Arc<ConsumeQueue>)> {
-        self.queues
-            .read()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.queues.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 
@@ -223,15 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cq = ConsumeQueue::load(dir.path(), 4).unwrap();
         for i in 0..10u64 {
-            cq.put(
-                i,
-                CqEntry {
-                    physical_offset: i * 100,
-                    size: 50,
-                    tag_hash: i,
-                },
-            )
-            .unwrap();
+            cq.put(i, CqEntry { physical_offset: i * 100, size: 50, tag_hash: i }).unwrap();
         }
         assert_eq!(cq.max_offset(), 10);
         drop(cq);

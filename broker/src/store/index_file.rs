@@ -36,11 +36,7 @@ impl IndexFile {
     fn open(path: &Path, slots: u32, max_entries: u32) -> io::Result<IndexFile> {
         let size = HEADER + slots as u64 * SLOT + max_entries as u64 * ENTRY;
         let file = MappedFile::open(path, 0, size)?;
-        let f = IndexFile {
-            file,
-            slots,
-            max_entries,
-        };
+        let f = IndexFile { file, slots, max_entries };
         if f.count() == 0 {
             f.put_i32(36, 1);
             f.put_i32(32, slots as i32);
@@ -86,11 +82,7 @@ impl IndexFile {
         if prev < 0 || prev as u32 >= idx {
             prev = 0; // stale after a crash: never let a chain point forward
         }
-        let begin = if idx == 1 {
-            store_ms as i64
-        } else {
-            self.get_i64(0)
-        };
+        let begin = if idx == 1 { store_ms as i64 } else { self.get_i64(0) };
         let e = self.entry_at(idx);
         self.put_i32(e, hash);
         self.put_i64(e + 4, physical as i64);
@@ -139,33 +131,19 @@ impl IndexService {
     /// Loads every IndexFile in `dir`. Errors: I/O or a malformed file (named).
     pub fn load(dir: &Path, slots: u32, max_entries: u32) -> io::Result<IndexService> {
         std::fs::create_dir_all(dir)?;
-        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()?;
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
         names.sort();
-        let files = names
-            .iter()
-            .map(|p| IndexFile::open(p, slots, max_entries))
-            .collect::<Result<_, _>>()?;
-        Ok(IndexService {
-            dir: dir.to_path_buf(),
-            slots,
-            max_entries,
-            files,
-        })
+        let files = names.iter().map(|p| IndexFile::open(p, slots, max_entries)).collect::<Result<_, _>>()?;
+        Ok(IndexService { dir: dir.to_path_buf(), slots, max_entries, files })
     }
 
     /// Adds `key` -> `physical` (CommitLog offset) stored at `store_ms`. Errors: I/O creating a file.
     pub fn put(&mut self, key: &str, physical: u64, store_ms: u64) -> io::Result<()> {
         if self.files.last().is_none_or(|f| f.is_full()) {
             let path = self.dir.join(format!("{:020}", self.files.len()));
-            self.files
-                .push(IndexFile::open(&path, self.slots, self.max_entries)?);
+            self.files.push(IndexFile::open(&path, self.slots, self.max_entries)?);
         }
-        self.files
-            .last()
-            .expect("just ensured")
-            .put(key, physical, store_ms);
+        self.files.last().expect("just ensured").put(key, physical, store_ms);
         Ok(())
     }
 
@@ -199,8 +177,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = IndexService::load(dir.path(), 8, 5).unwrap();
         for i in 0..20u64 {
-            idx.put(&format!("t#k{}", i % 3), i * 10, 1_000 + i)
-                .unwrap();
+            idx.put(&format!("t#k{}", i % 3), i * 10, 1_000 + i).unwrap();
         }
         let hits = idx.query("t#k1", 100);
         assert_eq!(hits, vec![190, 160, 130, 100, 70, 40, 10]);

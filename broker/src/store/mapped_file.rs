@@ -27,32 +27,18 @@ impl MappedFile {
     /// Opens `path`, creating it sparse with `size` bytes if absent.
     /// Errors: I/O; an existing file whose size is not `size` (the message names the file).
     pub fn open(path: &Path, start: u64, size: u64) -> io::Result<MappedFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let len = file.metadata()?.len();
         if len == 0 {
             file.set_len(size)?;
         } else if len != size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "{} is {len} bytes, expected {size} (was the segment size changed?)",
-                    path.display()
-                ),
+                format!("{} is {len} bytes, expected {size} (was the segment size changed?)", path.display()),
             ));
         }
         let map = MmapRaw::map_raw(&file)?;
-        Ok(MappedFile {
-            path: path.to_path_buf(),
-            start,
-            size,
-            map,
-            _file: file,
-        })
+        Ok(MappedFile { path: path.to_path_buf(), start, size, map, _file: file })
     }
 
     /// Global offset of the first byte.
@@ -77,11 +63,7 @@ impl MappedFile {
     /// Panics if the range is outside the segment. The caller must only read bytes that were
     /// published to it by the writer (see the type's contract).
     pub fn slice(&self, pos: u64, len: usize) -> &[u8] {
-        assert!(
-            pos + len as u64 <= self.size,
-            "read past the end of {}",
-            self.path.display()
-        );
+        assert!(pos + len as u64 <= self.size, "read past the end of {}", self.path.display());
         // SAFETY: in bounds (checked above); the map lives as long as `self`; bytes below the
         // published write position are never written again while readers may see them.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(pos as usize), len) }
@@ -90,19 +72,9 @@ impl MappedFile {
     /// Writes `data` at segment-relative `pos`. Only the single writer of this segment may call it,
     /// and only above the position it has published to readers.
     pub fn write(&self, pos: u64, data: &[u8]) {
-        assert!(
-            pos + data.len() as u64 <= self.size,
-            "write past the end of {}",
-            self.path.display()
-        );
+        assert!(pos + data.len() as u64 <= self.size, "write past the end of {}", self.path.display());
         // SAFETY: in bounds; the single writer owns this unpublished range (type contract).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                self.map.as_mut_ptr().add(pos as usize),
-                data.len(),
-            )
-        }
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos as usize), data.len()) }
     }
 
     /// Writes dirty pages of segment-relative `from..to` to disk (msync).
@@ -150,19 +122,12 @@ impl MappedFileQueue {
             if name.ends_with(".tmp") {
                 continue;
             }
-            let start: u64 = name
-                .parse()
-                .ok()
-                .filter(|_| name.len() == 20)
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "unexpected file {} in segment directory",
-                            entry.path().display()
-                        ),
-                    )
-                })?;
+            let start: u64 = name.parse().ok().filter(|_| name.len() == 20).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected file {} in segment directory", entry.path().display()),
+                )
+            })?;
             names.push((start, entry.path()));
         }
         names.sort();
@@ -183,19 +148,12 @@ impl MappedFileQueue {
             if start % segment_bytes != 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "{} starts at {start}, not a multiple of the segment size {segment_bytes}",
-                        path.display()
-                    ),
+                    format!("{} starts at {start}, not a multiple of the segment size {segment_bytes}", path.display()),
                 ));
             }
             files.push(Arc::new(MappedFile::open(&path, start, segment_bytes)?));
         }
-        Ok(MappedFileQueue {
-            dir: dir.to_path_buf(),
-            segment_bytes,
-            files: RwLock::new(files),
-        })
+        Ok(MappedFileQueue { dir: dir.to_path_buf(), segment_bytes, files: RwLock::new(files) })
     }
 
     /// Size of every segment, bytes.

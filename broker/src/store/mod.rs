@@ -115,10 +115,7 @@ impl From<&crate::config::Config> for StoreConfig {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A wake-up flag for a background thread (lost wake-ups are impossible: the flag is kept).
@@ -188,13 +185,9 @@ impl Store {
             checkpoint_lock: Mutex::new(()),
         });
         let s = store.clone();
-        let dispatcher = std::thread::Builder::new()
-            .name("dispatcher".into())
-            .spawn(move || s.dispatch_loop())?;
+        let dispatcher = std::thread::Builder::new().name("dispatcher".into()).spawn(move || s.dispatch_loop())?;
         let s = store.clone();
-        let flusher = std::thread::Builder::new()
-            .name("flush".into())
-            .spawn(move || s.flush_loop())?;
+        let flusher = std::thread::Builder::new().name("flush".into()).spawn(move || s.flush_loop())?;
         store.threads.lock().extend([dispatcher, flusher]);
         Ok(store)
     }
@@ -211,11 +204,7 @@ impl Store {
 
     /// Appends a record (see [`CommitLog::append`]) and wakes the dispatcher. With SYNC_FLUSH, await
     /// [`Store::wait_durable`] with the result before acknowledging.
-    pub fn append(
-        &self,
-        rec: &mut Record,
-        with_queue_offset: bool,
-    ) -> Result<AppendResult, StoreError> {
+    pub fn append(&self, rec: &mut Record, with_queue_offset: bool) -> Result<AppendResult, StoreError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(StoreError::ShutDown);
         }
@@ -233,10 +222,7 @@ impl Store {
         }
         let mut rx = self.flushed_tx.subscribe();
         self.flush_signal.notify();
-        rx.wait_for(|f| *f >= end)
-            .await
-            .map(|_| ())
-            .map_err(|_| StoreError::ShutDown)
+        rx.wait_for(|f| *f >= end).await.map(|_| ()).map_err(|_| StoreError::ShutDown)
     }
 
     /// How many times the CommitLog has been fsynced since the store was opened.
@@ -261,18 +247,12 @@ impl Store {
 
     /// One past the highest queue offset of a topic queue (0 if it has no messages).
     pub fn max_queue_offset(&self, topic: &str, queue_id: u32) -> u64 {
-        self.cqs
-            .get(topic, queue_id)
-            .map(|q| q.max_offset())
-            .unwrap_or(0)
+        self.cqs.get(topic, queue_id).map(|q| q.max_offset()).unwrap_or(0)
     }
 
     /// Lowest queue offset still stored for a topic queue.
     pub fn min_queue_offset(&self, topic: &str, queue_id: u32) -> u64 {
-        self.cqs
-            .get(topic, queue_id)
-            .map(|q| q.min_offset())
-            .unwrap_or(0)
+        self.cqs.get(topic, queue_id).map(|q| q.min_offset()).unwrap_or(0)
     }
 
     /// Reads the message a ConsumeQueue entry points at. Errors: see [`CommitLog::read_record`].
@@ -307,14 +287,8 @@ impl Store {
     /// Calls `f` with every record from CommitLog offset `from` to the current end, in order,
     /// skipping corrupt regions. Used to replay internal logs (acks) on start. Errors: I/O.
     pub fn scan(&self, from: u64, f: impl FnMut(&Record)) -> Result<(), StoreError> {
-        recovery::scan(
-            &self.commitlog,
-            from.max(self.commitlog.min_offset()),
-            self.commitlog.committed(),
-            f,
-            |_| {},
-        )
-        .map(|_| ())
+        recovery::scan(&self.commitlog, from.max(self.commitlog.min_offset()), self.commitlog.committed(), f, |_| {})
+            .map(|_| ())
     }
 
     /// Flushes everything and writes the checkpoint. Errors: I/O.
@@ -329,10 +303,7 @@ impl Store {
         self.index.lock().flush()?;
         checkpoint::write_atomic(
             &self.cfg.data_dir.join("checkpoint"),
-            &checkpoint::Checkpoint {
-                dispatched,
-                written_ms: now_ms(),
-            },
+            &checkpoint::Checkpoint { dispatched, written_ms: now_ms() },
         )
     }
 
@@ -419,16 +390,9 @@ fn dispatch_record(cqs: &ConsumeQueueTable, index: &mut IndexService, rec: &Reco
     let entry = CqEntry {
         physical_offset: rec.physical_offset,
         size,
-        tag_hash: rec
-            .properties
-            .get(PROP_TAGS)
-            .map(|t| tag_hash(t))
-            .unwrap_or(0),
+        tag_hash: rec.properties.get(PROP_TAGS).map(|t| tag_hash(t)).unwrap_or(0),
     };
-    if let Err(e) = cqs
-        .get_or_create(&rec.topic, rec.queue_id)
-        .and_then(|q| q.put(rec.queue_offset, entry))
-    {
+    if let Err(e) = cqs.get_or_create(&rec.topic, rec.queue_id).and_then(|q| q.put(rec.queue_offset, entry)) {
         tracing::error!(topic = %rec.topic, queue = rec.queue_id, error = %e, "ConsumeQueue write failed");
     }
     for key in index_keys(rec) {
@@ -443,12 +407,7 @@ pub fn index_keys(rec: &Record) -> Vec<String> {
     let mut keys: Vec<String> = rec
         .properties
         .get(PROP_KEYS)
-        .map(|ks| {
-            ks.split(KEY_SEPARATOR)
-                .filter(|k| !k.is_empty())
-                .map(|k| format!("{}#{k}", rec.topic))
-                .collect()
-        })
+        .map(|ks| ks.split(KEY_SEPARATOR).filter(|k| !k.is_empty()).map(|k| format!("{}#{k}", rec.topic)).collect())
         .unwrap_or_default();
     if let Some(id) = rec.properties.get(PROP_MSG_ID) {
         keys.push(format!("#id#{id}"));

@@ -164,11 +164,7 @@ impl Record {
         let props = encode_properties(&self.properties)?;
         let short = |field: &'static str, s: &str| {
             if s.len() > u8::MAX as usize {
-                Err(EncodeError::TooLong {
-                    field,
-                    len: s.len(),
-                    max: u8::MAX as usize,
-                })
+                Err(EncodeError::TooLong { field, len: s.len(), max: u8::MAX as usize })
             } else {
                 Ok(())
             }
@@ -177,18 +173,10 @@ impl Record {
         short("store_host", &self.store_host)?;
         short("topic", &self.topic)?;
         if props.len() > u16::MAX as usize {
-            return Err(EncodeError::TooLong {
-                field: "properties",
-                len: props.len(),
-                max: u16::MAX as usize,
-            });
+            return Err(EncodeError::TooLong { field: "properties", len: props.len(), max: u16::MAX as usize });
         }
         if self.body.len() > (i32::MAX as usize) / 2 {
-            return Err(EncodeError::TooLong {
-                field: "body",
-                len: self.body.len(),
-                max: (i32::MAX as usize) / 2,
-            });
+            return Err(EncodeError::TooLong { field: "body", len: self.body.len(), max: (i32::MAX as usize) / 2 });
         }
         let total = MIN_RECORD
             + self.born_host.len()
@@ -233,10 +221,7 @@ impl Record {
             Peek::Empty => return Err(DecodeError::BadMagic(0)),
         };
         if buf.len() < size {
-            return Err(DecodeError::Truncated {
-                need: size,
-                have: buf.len(),
-            });
+            return Err(DecodeError::Truncated { need: size, have: buf.len() });
         }
         let rec = &buf[..size];
         let stored = be32(rec, 8);
@@ -244,16 +229,13 @@ impl Record {
         if stored != computed {
             return Err(DecodeError::RecordCrc { stored, computed });
         }
-        let mut r = Reader {
-            buf: rec,
-            pos: FIXED_HEADER,
-        };
+        let mut r = Reader { buf: rec, pos: FIXED_HEADER };
         let born_host = r.str8("born_host")?;
         let store_host = r.str8("store_host")?;
         let topic = r.str8("topic")?;
         let plen = r.u16("properties")? as usize;
-        let props = std::str::from_utf8(r.take(plen, "properties")?)
-            .map_err(|_| DecodeError::Malformed("properties"))?;
+        let props =
+            std::str::from_utf8(r.take(plen, "properties")?).map_err(|_| DecodeError::Malformed("properties"))?;
         let blen = r.u32("body")? as usize;
         let body = r.take(blen, "body")?.to_vec();
         if r.pos != size {
@@ -262,10 +244,7 @@ impl Record {
         let body_crc = be32(rec, 12);
         let computed = crc32fast::hash(&body);
         if body_crc != computed {
-            return Err(DecodeError::BodyCrc {
-                stored: body_crc,
-                computed,
-            });
+            return Err(DecodeError::BodyCrc { stored: body_crc, computed });
         }
         Ok(Record {
             queue_id: be32(rec, 16),
@@ -290,10 +269,7 @@ impl Record {
 /// Errors: fewer than 8 bytes, an unknown magic, or a size below the minimum record.
 pub fn peek(buf: &[u8]) -> Result<Peek, DecodeError> {
     if buf.len() < 8 {
-        return Err(DecodeError::Truncated {
-            need: 8,
-            have: buf.len(),
-        });
+        return Err(DecodeError::Truncated { need: 8, have: buf.len() });
     }
     let size = be32(buf, 0);
     match be32(buf, 4) {
@@ -328,11 +304,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|e| *e <= self.buf.len())
-            .ok_or(DecodeError::Malformed(field))?;
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or(DecodeError::Malformed(field))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -343,9 +315,7 @@ impl<'a> Reader<'a> {
         String::from_utf8(s.to_vec()).map_err(|_| DecodeError::Malformed(field))
     }
     fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(
-            self.take(2, field)?.try_into().expect("2 bytes"),
-        ))
+        Ok(u16::from_be_bytes(self.take(2, field)?.try_into().expect("2 bytes")))
     }
     fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         Ok(be32(self.take(4, field)?, 0))
@@ -367,11 +337,7 @@ mod tests {
             born_host: "127.0.0.1:5000".into(),
             store_host: "127.0.0.1:8081".into(),
             topic: "orders".into(),
-            properties: [
-                ("TAGS".to_string(), "a".to_string()),
-                ("k".to_string(), "v".to_string()),
-            ]
-            .into(),
+            properties: [("TAGS".to_string(), "a".to_string()), ("k".to_string(), "v".to_string())].into(),
             body: b"hello".to_vec(),
             ..Default::default()
         }
@@ -383,10 +349,7 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
-            assert!(
-                Record::decode(&b).is_err(),
-                "flip at byte {i} went unnoticed"
-            );
+            assert!(Record::decode(&b).is_err(), "flip at byte {i} went unnoticed");
         }
     }
 
@@ -394,10 +357,7 @@ mod tests {
     fn truncation_is_detected() {
         let bytes = sample().encode().unwrap();
         for n in 0..bytes.len() {
-            assert!(
-                Record::decode(&bytes[..n]).is_err(),
-                "truncated to {n} bytes decoded"
-            );
+            assert!(Record::decode(&bytes[..n]).is_err(), "truncated to {n} bytes decoded");
         }
     }
 

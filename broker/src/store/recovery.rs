@@ -111,12 +111,7 @@ pub(crate) fn scan_raw(
             Ok(ReadAt::Blank(next)) => pos = next,
             Ok(ReadAt::End) if file.end() < limit => {
                 // Zeros where a record or a filler should be, with later segments after it.
-                on_corrupt(&region(
-                    &file,
-                    pos,
-                    file.end(),
-                    "unexpected zero bytes".into(),
-                ));
+                on_corrupt(&region(&file, pos, file.end(), "unexpected zero bytes".into()));
                 pos = file.end();
             }
             Ok(ReadAt::End) => break,
@@ -133,18 +128,12 @@ pub(crate) fn scan_raw(
                     pos = file.end();
                 } else {
                     let end = file.end().min(limit);
-                    return ScanEnd {
-                        next: pos,
-                        torn: Some(region(&file, pos, end, reason)),
-                    };
+                    return ScanEnd { next: pos, torn: Some(region(&file, pos, end, reason)) };
                 }
             }
         }
     }
-    ScanEnd {
-        next: pos,
-        torn: None,
-    }
+    ScanEnd { next: pos, torn: None }
 }
 
 /// [`scan_raw`] for live use: a torn end below `limit` cannot happen while running, so it is an error.
@@ -158,12 +147,9 @@ pub(crate) fn scan(
     let end = scan_raw(log, from, limit, |r, _| on_record(r), on_corrupt);
     match end.torn {
         None => Ok(end.next),
-        Some(c) => Err(StoreError::Corrupt {
-            file: c.file,
-            file_offset: c.file_offset,
-            offset: c.offset,
-            reason: c.reason,
-        }),
+        Some(c) => {
+            Err(StoreError::Corrupt { file: c.file, file_offset: c.file_offset, offset: c.offset, reason: c.reason })
+        }
     }
 }
 
@@ -172,11 +158,7 @@ pub(crate) fn recover(
     cfg: &StoreConfig,
 ) -> Result<(CommitLog, ConsumeQueueTable, IndexService, RecoveryReport), StoreError> {
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let log = CommitLog::open(
-        &cfg.data_dir.join("commitlog"),
-        cfg.commitlog_segment_bytes,
-        0,
-    )?;
+    let log = CommitLog::open(&cfg.data_dir.join("commitlog"), cfg.commitlog_segment_bytes, 0)?;
     let segments = log.files().segments();
     let (min, max) = match (segments.first(), segments.last()) {
         (Some(a), Some(b)) => (a.start(), b.end()),
@@ -193,22 +175,12 @@ pub(crate) fn recover(
         Err(e) => return Err(e.into()),
     };
     let from = cp.dispatched.clamp(min, max);
-    let cqs = ConsumeQueueTable::load(
-        &cfg.data_dir.join("consumequeue"),
-        cfg.consume_queue_entries_per_file,
-    )?;
+    let cqs = ConsumeQueueTable::load(&cfg.data_dir.join("consumequeue"), cfg.consume_queue_entries_per_file)?;
     for (_, q) in cqs.all() {
         q.truncate_from_physical(from)?;
     }
-    let mut index = IndexService::load(
-        &cfg.data_dir.join("index"),
-        cfg.index_slots,
-        cfg.index_max_entries,
-    )?;
-    let mut report = RecoveryReport {
-        from,
-        ..Default::default()
-    };
+    let mut index = IndexService::load(&cfg.data_dir.join("index"), cfg.index_slots, cfg.index_max_entries)?;
+    let mut report = RecoveryReport { from, ..Default::default() };
     // Let reads see every byte while scanning; the real end is set below.
     log.set_end(max);
     let end = scan_raw(
@@ -235,11 +207,7 @@ pub(crate) fn recover(
     }
     report.end = end.next;
     log.set_end(end.next);
-    let table: HashMap<(String, u32), u64> = cqs
-        .all()
-        .into_iter()
-        .map(|(k, q)| (k, q.max_offset()))
-        .collect();
+    let table: HashMap<(String, u32), u64> = cqs.all().into_iter().map(|(k, q)| (k, q.max_offset())).collect();
     log.set_queue_offsets(table);
     for (_, q) in cqs.all() {
         q.flush()?;
@@ -247,10 +215,7 @@ pub(crate) fn recover(
     index.flush()?;
     checkpoint::write_atomic(
         &cfg.data_dir.join("checkpoint"),
-        &checkpoint::Checkpoint {
-            dispatched: end.next,
-            written_ms: super::now_ms(),
-        },
+        &checkpoint::Checkpoint { dispatched: end.next, written_ms: super::now_ms() },
     )?;
     if report.records > 0 || !report.corrupt.is_empty() || report.truncated.is_some() {
         tracing::info!(

@@ -50,29 +50,17 @@ pub fn start(mode: &str, data_dir: &Path, config: &str) -> Proc {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("broker ready within 30 s");
-    let addr = line
-        .strip_prefix("ready ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .trim()
-        .to_string();
+    let line = rx.recv_timeout(Duration::from_secs(30)).expect("broker ready within 30 s");
+    let addr =
+        line.strip_prefix("ready ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).trim().to_string();
     Proc { child, addr }
 }
 
 pub async fn client(addr: &str) -> MessagingServiceClient<Channel> {
-    MessagingServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
+    MessagingServiceClient::connect(format!("http://{addr}")).await.expect("connect")
 }
 
-pub fn res(name: &str) -> Option<Resource> {
-    Some(Resource {
-        resource_namespace: String::new(),
-        name: name.into(),
-    })
-}
+pub use ferrocket_broker::grpc::requests::resource as res;
 
 pub fn message(topic: &str, id: &str, body: Vec<u8>) -> Message {
     Message {
@@ -94,13 +82,7 @@ pub fn code(s: &Option<Status>) -> Code {
 
 /// Sends one message; returns the response status code.
 pub async fn send(c: &mut MessagingServiceClient<Channel>, m: Message) -> Code {
-    code(
-        &c.send_message(SendMessageRequest { messages: vec![m] })
-            .await
-            .unwrap()
-            .into_inner()
-            .status,
-    )
+    code(&c.send_message(SendMessageRequest { messages: vec![m] }).await.unwrap().into_inner().status)
 }
 
 /// One ReceiveMessage call: (first status code, messages).
@@ -110,33 +92,13 @@ pub async fn receive(
     topic: &str,
     invisible: prost_types::Duration,
 ) -> (Code, Vec<Message>) {
-    let req = ReceiveMessageRequest {
-        group: res(group),
-        message_queue: Some(MessageQueue {
-            topic: res(topic),
-            id: -1,
-            ..Default::default()
-        }),
-        filter_expression: Some(FilterExpression {
-            r#type: FilterType::Tag as i32,
-            expression: "*".into(),
-        }),
-        batch_size: 32,
-        invisible_duration: Some(invisible),
-        auto_renew: false,
-        long_polling_timeout: Some(prost_types::Duration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        attempt_id: None,
-    };
+    let invisible_ms = (invisible.seconds as u64) * 1000;
+    let req = ferrocket_broker::grpc::requests::receive(group, topic, 32, invisible_ms, 1000);
     let mut stream = c.receive_message(req).await.unwrap().into_inner();
     let (mut status, mut msgs) = (None, Vec::new());
     while let Some(item) = stream.message().await.unwrap() {
         match item.content {
-            Some(receive_message_response::Content::Status(s)) if status.is_none() => {
-                status = Some(s)
-            }
+            Some(receive_message_response::Content::Status(s)) if status.is_none() => status = Some(s),
             Some(receive_message_response::Content::Message(m)) => msgs.push(m),
             _ => {}
         }
@@ -145,19 +107,11 @@ pub async fn receive(
 }
 
 /// Receives until `n` messages arrived or 10 calls (each a 1 s long poll at most) returned.
-pub async fn receive_n(
-    c: &mut MessagingServiceClient<Channel>,
-    group: &str,
-    topic: &str,
-    n: usize,
-) -> Vec<Message> {
+pub async fn receive_n(c: &mut MessagingServiceClient<Channel>, group: &str, topic: &str, n: usize) -> Vec<Message> {
     let mut all = Vec::new();
     for _ in 0..10 {
         let (status, msgs) = receive(c, group, topic, secs(30)).await;
-        assert!(
-            matches!(status, Code::Ok | Code::MessageNotFound),
-            "{status:?}"
-        );
+        assert!(matches!(status, Code::Ok | Code::MessageNotFound), "{status:?}");
         all.extend(msgs);
         if all.len() >= n {
             break;
@@ -166,33 +120,22 @@ pub async fn receive_n(
     all
 }
 
-pub async fn ack(
-    c: &mut MessagingServiceClient<Channel>,
-    group: &str,
-    topic: &str,
-    handle: &str,
-) -> Code {
-    let entries = vec![AckMessageEntry {
-        message_id: "x".into(),
-        receipt_handle: handle.into(),
-        lite_topic: None,
-    }];
+pub async fn ack(c: &mut MessagingServiceClient<Channel>, group: &str, topic: &str, handle: &str) -> Code {
+    let entries = vec![AckMessageEntry { message_id: "x".into(), receipt_handle: handle.into(), lite_topic: None }];
     code(
-        &c.ack_message(AckMessageRequest {
-            group: res(group),
-            topic: res(topic),
-            entries,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status,
+        &c.ack_message(AckMessageRequest { group: res(group), topic: res(topic), entries })
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
     )
 }
 
+/// QueryRoute for `topic`.
+pub async fn route(c: &mut MessagingServiceClient<Channel>, topic: &str) -> QueryRouteResponse {
+    c.query_route(QueryRouteRequest { topic: res(topic), endpoints: None }).await.unwrap().into_inner()
+}
+
 pub fn secs(s: i64) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: s,
-        nanos: 0,
-    }
+    prost_types::Duration { seconds: s, nanos: 0 }
 }
