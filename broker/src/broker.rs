@@ -1,7 +1,7 @@
 //! The broker engine's API: send, receive, ack, change invisible time, topics. It ties the store,
 //! the topic registry and consumer progress together and knows nothing of gRPC.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +11,13 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::consume::filter::TagFilter;
 use crate::consume::handle::ReceiptHandle;
-use crate::consume::state::{AckRecord, ConsumeState, Inflight, QueueState, Snapshot, ACK_LOG_TOPIC};
+use crate::consume::state::{AckRecord, ConsumeState, Inflight, QueueKey, QueueState, ACK_LOG_TOPIC};
 use crate::store::checkpoint::write_atomic;
 use crate::store::consume_queue::CqEntry;
 use crate::store::record::Record;
-use crate::store::{now_ms, Store, StoreConfig, StoreError, PROP_TAGS, SYS_FLAG_NO_DISPATCH};
+use crate::store::{now_ms, Store, StoreConfig, StoreError, PROP_MSG_ID, PROP_TAGS, SYS_FLAG_NO_DISPATCH};
 use crate::topics::{self, MessageType, Permission, TopicConfig, TopicError, TopicManager};
+use crate::txn::{self, CheckTiming, OpRecord, Resolution, TxState};
 
 /// Most ConsumeQueue entries one receive call looks at per queue (bounds lock hold time when a
 /// filter skips many messages).
@@ -54,6 +55,12 @@ pub enum BrokerError {
         /// The types the topic accepts.
         accepts: Vec<MessageType>,
     },
+    /// The transaction id or message id names no open transaction (why).
+    #[error("invalid transaction: {0}")]
+    InvalidTransaction(String),
+    /// The transaction already ended the other way (a COMMIT after a ROLLBACK, or the reverse).
+    #[error("{0}")]
+    TransactionConflict(String),
     /// The receipt handle is malformed, stale, expired or already acknowledged (why).
     #[error("invalid receipt handle: {0}")]
     InvalidHandle(String),
@@ -86,12 +93,66 @@ pub struct Delivery {
     pub invisible_ms: u64,
 }
 
+/// Counters of the transaction service since start.
+#[derive(Debug, Default)]
+pub struct TxCounters {
+    /// Transactions committed (by the producer or its checker).
+    pub commits: AtomicU64,
+    /// Transactions rolled back (by the producer, its checker, or the broker giving up).
+    pub rollbacks: AtomicU64,
+    /// Check-backs the broker asked for.
+    pub checks_sent: AtomicU64,
+    /// Check-backs repeated because the previous one got no answer in time.
+    pub check_timeouts: AtomicU64,
+    /// Transactions rolled back after `transaction_check_max` unanswered checks.
+    pub check_max_rollbacks: AtomicU64,
+}
+
+/// A check-back to send to a producer.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Transaction id to answer with.
+    pub transaction_id: String,
+    /// The producer that sent the half message (asked first).
+    pub client_id: String,
+    /// The topic the message would be committed to (any producer of it may answer).
+    pub topic: String,
+    /// The message as it would be committed.
+    pub message: Record,
+}
+
+/// What became of a check-back handed to the delivery callback of [`Broker::run_checks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Sent to a producer.
+    Sent,
+    /// No producer of the topic is connected.
+    NoProducer,
+    /// Not sent now (rate limit); it stays due and is not counted.
+    Deferred,
+}
+
+/// Contents of `config/state.json`: consumer progress and open transactions, both as of one
+/// CommitLog offset; the ack, half and op records after it are replayed on start.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct StateFile {
+    commitlog_offset: u64,
+    #[serde(default)]
+    queues: Vec<(QueueKey, QueueState)>,
+    #[serde(default)]
+    transactions: TxState,
+}
+
 /// The engine of one broker.
 pub struct Broker {
     cfg: Config,
     store: Arc<Store>,
     topics: TopicManager,
     consume: Mutex<ConsumeState>,
+    /// Open transactions. Half and op records are appended while holding this lock, so a
+    /// snapshot taken under it splits them cleanly at one CommitLog offset.
+    tx: Mutex<TxState>,
+    tx_counters: TxCounters,
     rotate: AtomicUsize,
     stopping: AtomicBool,
     snapshotter: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -106,16 +167,23 @@ impl Broker {
         let config_dir = cfg.data_dir.join("config");
         std::fs::create_dir_all(&config_dir)?;
         let topics = TopicManager::load(&config_dir.join("topics.json"))?;
-        let snapshot_path = config_dir.join("consumer_offsets.json");
-        let snapshot: Snapshot = match std::fs::read(&snapshot_path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("{}: {e}", snapshot_path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Snapshot::default(),
+        let state_path = config_dir.join("state.json");
+        let snapshot: StateFile = match std::fs::read(&state_path) {
+            // Every ack, half and op record is also in the CommitLog: an unreadable snapshot means
+            // replaying all of them.
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::error!(file = %state_path.display(), error = %e, "unreadable state snapshot; replaying the whole CommitLog");
+                StateFile::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
             Err(e) => return Err(e.into()),
         };
         let from = snapshot.commitlog_offset;
-        let mut state = ConsumeState::from_snapshot(snapshot);
+        let mut state = ConsumeState::from_entries(snapshot.queues);
+        let mut tx = snapshot.transactions;
+        let timing = check_timing(&cfg);
         let mut replayed = 0u64;
-        store.scan(from, |rec| {
+        store.scan(from, |rec, size| {
             if rec.topic == ACK_LOG_TOPIC {
                 match serde_json::from_slice::<AckRecord>(&rec.body) {
                     Ok(ack) => {
@@ -126,17 +194,26 @@ impl Broker {
                         tracing::error!(offset = rec.physical_offset, error = %e, "unreadable ack record skipped")
                     }
                 }
+            } else {
+                tx.apply(rec, size, timing);
             }
         })?;
         for ((_, topic, q), st) in state.queues.iter_mut() {
             st.clamp(store.min_queue_offset(topic, *q), store.max_queue_offset(topic, *q));
         }
-        tracing::info!(queues = state.queues.len(), replayed_acks = replayed, "consumer progress loaded");
+        tracing::info!(
+            queues = state.queues.len(),
+            replayed_acks = replayed,
+            open_transactions = tx.pending.len(),
+            "state loaded"
+        );
         let broker = Arc::new(Broker {
             cfg,
             store,
             topics,
             consume: Mutex::new(state),
+            tx: Mutex::new(tx),
+            tx_counters: TxCounters::default(),
             rotate: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             snapshotter: Mutex::new(None),
@@ -187,6 +264,14 @@ impl Broker {
     /// Stores a message (`rec` with topic, queue id, properties and body set) of type `ty`.
     /// Errors: unknown topic, topic not writable, queue out of range, type not accepted, store errors.
     pub fn send(&self, rec: &mut Record, ty: MessageType) -> Result<SendOk, BrokerError> {
+        self.check_send(rec, ty)?;
+        let r = self.store.append(rec, true)?;
+        Ok(SendOk { queue_id: rec.queue_id, queue_offset: r.queue_offset, end: r.end })
+    }
+
+    /// The checks every send makes: topic exists (or is auto-created), writable, queue in range,
+    /// message type accepted.
+    fn check_send(&self, rec: &Record, ty: MessageType) -> Result<(), BrokerError> {
         let topic = self.topic_or_create(&rec.topic)?;
         if !topic.permission.writable() {
             return Err(BrokerError::Permission(topic.name, "writable"));
@@ -201,8 +286,170 @@ impl Broker {
         if !topic.message_types.contains(&ty) {
             return Err(BrokerError::TypeNotAccepted { topic: topic.name, ty, accepts: topic.message_types });
         }
+        Ok(())
+    }
+
+    /// Stores a TRANSACTION message as a half message (invisible to consumers) and returns where
+    /// it went with its transaction id. `client_id` is the producer's (`x-mq-client-id`), asked
+    /// first when the transaction is checked back. Errors: as [`Broker::send`].
+    pub fn send_half(&self, rec: &mut Record, client_id: &str) -> Result<(SendOk, String), BrokerError> {
+        self.check_send(rec, MessageType::Transaction)?;
+        let (topic, queue_id) = (std::mem::replace(&mut rec.topic, txn::HALF_TOPIC.into()), rec.queue_id);
+        rec.properties.insert(txn::PROP_REAL_TOPIC.into(), topic);
+        rec.properties.insert(txn::PROP_REAL_QID.into(), queue_id.to_string());
+        rec.properties.insert(txn::PROP_TX_CLIENT.into(), client_id.to_string());
+        rec.queue_id = 0;
+        let mut tx = self.tx.lock();
         let r = self.store.append(rec, true)?;
-        Ok(SendOk { queue_id: rec.queue_id, queue_offset: r.queue_offset, end: r.end })
+        tx.add_half(rec, r.size, check_timing(&self.cfg));
+        Ok((SendOk { queue_id, queue_offset: r.queue_offset, end: r.end }, txn::transaction_id(r.queue_offset)))
+    }
+
+    /// Ends a transaction: `Some(Commit)` writes the real message and an op record, `Some(Rollback)`
+    /// only the op record, `None` (unknown) leaves it open for the next check-back. A repeated
+    /// COMMIT or ROLLBACK is answered without writing anything. Returns the CommitLog offset to
+    /// await with [`Broker::wait_durable`], if anything was written. `reason` (`client` or
+    /// `check`) is kept in the op record. Errors: [`BrokerError::InvalidTransaction`] for an
+    /// unknown or mismatched transaction, [`BrokerError::TransactionConflict`] for an end that
+    /// contradicts an earlier one, store errors.
+    pub fn end_transaction(
+        &self,
+        topic: &str,
+        message_id: &str,
+        transaction_id: &str,
+        resolution: Option<Resolution>,
+        reason: &str,
+    ) -> Result<Option<u64>, BrokerError> {
+        let half = txn::parse_transaction_id(transaction_id)
+            .ok_or_else(|| BrokerError::InvalidTransaction(format!("malformed transaction id {transaction_id:?}")))?;
+        let mut tx = self.tx.lock();
+        if let Some(done) = tx.resolved.get(&half).copied() {
+            return match resolution {
+                Some(r) if r != done => Err(BrokerError::TransactionConflict(format!(
+                    "transaction {transaction_id} already ended with {done:?}; {r:?} refused"
+                ))),
+                _ => Ok(None),
+            };
+        }
+        let p = tx
+            .pending
+            .get(&half)
+            .cloned()
+            .ok_or_else(|| BrokerError::InvalidTransaction(format!("no open transaction {transaction_id}")))?;
+        let stored = self.store.read(&CqEntry { physical_offset: p.physical_offset, size: p.size, tag_hash: 0 })?;
+        if stored.properties.get(PROP_MSG_ID).map(String::as_str) != Some(message_id) || p.topic != topic {
+            return Err(BrokerError::InvalidTransaction(format!(
+                "transaction {transaction_id} does not belong to message {message_id} of topic {topic}"
+            )));
+        }
+        let Some(r) = resolution else { return Ok(None) };
+        Ok(Some(self.finish_transaction(&mut tx, half, &stored, r, reason)?))
+    }
+
+    /// Writes the outcome of an open transaction (the real message for a commit, then the op
+    /// record) and records it. The caller holds the transaction lock.
+    fn finish_transaction(
+        &self,
+        tx: &mut TxState,
+        half: u64,
+        stored: &Record,
+        r: Resolution,
+        reason: &str,
+    ) -> Result<u64, BrokerError> {
+        if r == Resolution::Commit {
+            self.store.append(&mut txn::real_message(stored), true)?;
+        }
+        let end = self.append_op(&OpRecord { half, resolution: Some(r), checks: None, reason: reason.into() })?;
+        tx.resolve(half, r);
+        let counter = if r == Resolution::Commit { &self.tx_counters.commits } else { &self.tx_counters.rollbacks };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(end)
+    }
+
+    fn append_op(&self, op: &OpRecord) -> Result<u64, BrokerError> {
+        let mut rec = Record {
+            topic: txn::OP_TOPIC.into(),
+            born_timestamp: now_ms(),
+            body: serde_json::to_vec(op).expect("plain data serialises"),
+            ..Default::default()
+        };
+        Ok(self.store.append(&mut rec, true)?.end)
+    }
+
+    /// Runs the check-backs due at `now` (ms since the epoch), at most `max`: each goes to
+    /// `deliver`. A check that was sent, or that found no live producer (as in RocketMQ, so an
+    /// abandoned transaction still ends), is counted in the CommitLog and asked again after
+    /// `transaction_check_interval_ms`; a deferred one (rate limit) stays due and is not counted.
+    /// A transaction already checked `transaction_check_max` times is rolled back instead, logged
+    /// and counted. Returns the number of checks sent.
+    pub fn run_checks(&self, now: u64, max: usize, mut deliver: impl FnMut(&Check) -> CheckOutcome) -> usize {
+        let mut tx = self.tx.lock();
+        let due: Vec<u64> =
+            tx.pending.iter().filter(|(_, p)| p.next_check_ms <= now).map(|(h, _)| *h).take(max).collect();
+        let mut sent = 0;
+        for half in due {
+            let p = tx.pending[&half].clone();
+            let stored = match self.store.read(&CqEntry {
+                physical_offset: p.physical_offset,
+                size: p.size,
+                tag_hash: 0,
+            }) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(transaction = %txn::transaction_id(half), error = %e, "half message unreadable; not checked");
+                    continue;
+                }
+            };
+            if p.checks >= self.cfg.transaction_check_max {
+                match self.finish_transaction(&mut tx, half, &stored, Resolution::Rollback, "check-max") {
+                    Ok(_) => {
+                        self.tx_counters.check_max_rollbacks.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(transaction = %txn::transaction_id(half), topic = %p.topic, checks = p.checks,
+                            "transaction rolled back: no answer after transaction_check_max check-backs");
+                    }
+                    Err(e) => tracing::error!(error = %e, "rollback after check-max failed"),
+                }
+                continue;
+            }
+            let check = Check {
+                transaction_id: txn::transaction_id(half),
+                client_id: p.client_id.clone(),
+                topic: p.topic.clone(),
+                message: txn::real_message(&stored),
+            };
+            let outcome = deliver(&check);
+            if outcome == CheckOutcome::Deferred {
+                continue;
+            }
+            let checks = p.checks + 1;
+            if let Err(e) =
+                self.append_op(&OpRecord { half, resolution: None, checks: Some(checks), reason: String::new() })
+            {
+                tracing::error!(error = %e, "recording a check-back failed");
+                continue;
+            }
+            let entry = tx.pending.get_mut(&half).expect("listed above");
+            entry.checks = checks;
+            entry.next_check_ms = now + self.cfg.transaction_check_interval_ms;
+            if p.checks > 0 {
+                self.tx_counters.check_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            if outcome == CheckOutcome::Sent {
+                self.tx_counters.checks_sent.fetch_add(1, Ordering::Relaxed);
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// Open transactions (half queue offset and state), oldest first.
+    pub fn open_transactions(&self) -> Vec<(u64, txn::Pending)> {
+        self.tx.lock().pending.iter().map(|(h, p)| (*h, p.clone())).collect()
+    }
+
+    /// Transaction counters since start.
+    pub fn tx_counters(&self) -> &TxCounters {
+        &self.tx_counters
     }
 
     /// Waits until CommitLog offset `end` is durable per the flush policy (see [`Store::wait_durable`]).
@@ -426,16 +673,23 @@ impl Broker {
             .collect()
     }
 
-    /// Writes the consumer progress snapshot (after flushing the CommitLog it refers to).
+    /// Writes the state snapshot (consumer progress and open transactions), after flushing the
+    /// CommitLog it refers to.
     /// Errors: I/O.
     pub fn snapshot(&self) -> std::io::Result<()> {
         let snap = {
-            let state = self.consume.lock();
-            // Ack records are appended under this lock, so every one below this offset is applied.
-            state.snapshot(self.store.commitlog_end())
+            let consume = self.consume.lock();
+            let tx = self.tx.lock();
+            // Ack, half and op records are appended under these locks, so every one below this
+            // offset is reflected in the copies.
+            StateFile {
+                commitlog_offset: self.store.commitlog_end(),
+                queues: consume.entries(),
+                transactions: tx.clone(),
+            }
         };
         self.store.flush_all()?;
-        write_atomic(&self.cfg.data_dir.join("config").join("consumer_offsets.json"), &snap)
+        write_atomic(&self.cfg.data_dir.join("config").join("state.json"), &snap)
     }
 
     fn snapshot_loop(&self) {
@@ -465,4 +719,8 @@ impl Broker {
         self.store.shutdown()?;
         self.snapshot()
     }
+}
+
+fn check_timing(cfg: &Config) -> CheckTiming {
+    CheckTiming { timeout_ms: cfg.transaction_timeout_ms, interval_ms: cfg.transaction_check_interval_ms }
 }

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod server;
 pub mod store;
 pub mod topics;
+pub mod txn;
 
 /// Generated protobuf and gRPC code, nested as the proto packages are so cross-package
 /// references resolve; use the [`proto::v2`] and [`proto::admin`] aliases.

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -96,19 +97,38 @@ def broker(broker_factory):
     return broker_factory()
 
 
-def run_client(kind, cmd, broker, check=True, **opts):
+def run_client(kind, cmd, broker, check=True, proc_timeout=None, **opts):
     """Runs one client driver command; returns its JSON output lines as dicts. The process gets
-    the client's own --timeout plus a minute (start-up of a client is a few seconds)."""
+    `proc_timeout` seconds, by default the client's own --timeout or --hold plus a minute."""
     args = [*CLIENT_CMDS[kind], cmd, "--endpoint", broker.endpoint]
     for k, v in opts.items():
         if v is False:
             args.append(f"--no-{k.replace('_', '-')}")
         else:
             args += [f"--{k.replace('_', '-')}", str(v)]
-    p = subprocess.run(args, capture_output=True, text=True, timeout=float(opts.get("timeout", 30)) + 60)
+    limit = proc_timeout or float(opts.get("timeout", opts.get("hold", 30))) + 60
+    p = subprocess.run(args, capture_output=True, text=True, timeout=limit)
     if check:
         assert p.returncode == 0, f"{kind} {cmd} failed ({p.returncode}):\n{p.stderr[-4000:]}"
     return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+
+
+def admin(broker, *args):
+    """Runs `ferrocket <args> --server <broker> --json` and returns the parsed JSON."""
+    out = subprocess.run([str(BIN), *args, "--server", broker.endpoint, "--json"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    return json.loads(out)
+
+
+def wait_for(condition, timeout, what):
+    """Polls `condition` (bounded by `timeout` seconds) until it returns a truthy value, which it returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.2)
 
 
 def start_client(kind, cmd, broker, **opts):

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrocket_broker::config::{Config, Overrides};
 use ferrocket_broker::proto::admin::admin_client::AdminClient;
-use ferrocket_broker::proto::admin::{CreateTopicRequest, DescribeTopicRequest, ListTopicsRequest, TopicConfig};
+use ferrocket_broker::proto::admin::{
+    CreateTopicRequest, DescribeTopicRequest, ListTopicsRequest, ListTransactionsRequest, TopicConfig,
+};
 use ferrocket_broker::proto::v2::{MessageType, Permission};
 
 #[derive(Parser)]
@@ -42,6 +44,14 @@ enum Cmd {
         #[arg(long, global = true, default_value = "127.0.0.1:8081")]
         server: String,
     },
+    /// Inspect transactional messages through the Admin service.
+    Tx {
+        #[command(subcommand)]
+        cmd: TxCmd,
+        /// Broker address.
+        #[arg(long, global = true, default_value = "127.0.0.1:8081")]
+        server: String,
+    },
     /// Load-test a broker: throughput and latency of sends and/or receives.
     Bench {
         #[command(flatten)]
@@ -65,6 +75,22 @@ enum Ty {
     Fifo,
     Delay,
     Transaction,
+}
+
+#[derive(Subcommand)]
+enum TxCmd {
+    /// Open (pending) transactions: count, oldest age, check-backs; and the service's counters.
+    List {
+        /// Only this topic.
+        #[arg(long, default_value = "")]
+        topic: String,
+        /// Most transactions to list (oldest first).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print the response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +140,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Broker(a) => ferrocket_broker::server::run(load(a, Config::default())?).await,
         Cmd::Topic { cmd, server } => topic(cmd, &server).await,
+        Cmd::Tx { cmd: TxCmd::List { topic, limit, json }, server } => tx_list(&server, topic, limit, json).await,
         Cmd::Bench { opts, json } => {
             let r = ferrocket_broker::bench::run(opts).await?;
             if json {
@@ -144,10 +171,49 @@ fn print_topic(t: &TopicConfig) {
     println!("{:<40} queues={:<4} perm={:<10} types={}", t.name, t.queue_count, perm, types.join(","));
 }
 
+async fn tx_list(server: &str, topic: String, limit: u32, json: bool) -> anyhow::Result<()> {
+    let mut c = admin(server).await?;
+    let r = c.list_transactions(ListTransactionsRequest { topic, limit }).await?.into_inner();
+    let k = r.counters.unwrap_or_default();
+    if json {
+        let txs: Vec<_> = r
+            .transactions
+            .iter()
+            .map(|t| serde_json::json!({"transaction_id": t.transaction_id, "topic": t.topic, "client_id": t.client_id, "age_ms": t.age_ms, "checks": t.checks}))
+            .collect();
+        let counters = serde_json::json!({"commits": k.commits, "rollbacks": k.rollbacks, "checks_sent": k.checks_sent,
+            "check_timeouts": k.check_timeouts, "check_max_rollbacks": k.check_max_rollbacks});
+        println!(
+            "{}",
+            serde_json::json!({"open": r.open, "oldest_age_ms": r.oldest_age_ms, "transactions": txs, "counters": counters})
+        );
+        return Ok(());
+    }
+    println!("open transactions: {}  oldest: {:.1} s", r.open, r.oldest_age_ms as f64 / 1000.0);
+    println!("{:<18} {:<30} {:>9} {:>7}  client", "transaction", "topic", "age s", "checks");
+    for t in &r.transactions {
+        println!(
+            "{:<18} {:<30} {:>9.1} {:>7}  {}",
+            t.transaction_id,
+            t.topic,
+            t.age_ms as f64 / 1000.0,
+            t.checks,
+            t.client_id
+        );
+    }
+    println!(
+        "since start: commits {}  rollbacks {}  check-backs sent {}  check timeouts {}  rolled back after check max {}",
+        k.commits, k.rollbacks, k.checks_sent, k.check_timeouts, k.check_max_rollbacks
+    );
+    Ok(())
+}
+
+async fn admin(server: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+    AdminClient::connect(format!("http://{server}")).await.map_err(|e| anyhow::anyhow!("cannot reach {server}: {e}"))
+}
+
 async fn topic(cmd: TopicCmd, server: &str) -> anyhow::Result<()> {
-    let mut c = AdminClient::connect(format!("http://{server}"))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {server}: {e}"))?;
+    let mut c = admin(server).await?;
     match cmd {
         TopicCmd::Create { name, queues, perm, types } => {
             let permission = match perm {

@@ -5,7 +5,7 @@
 //!
 //! Durability: each ack is appended to the CommitLog as a record of [`ACK_LOG_TOPIC`] (so it is as
 //! durable as a message under the same flush policy, and replicates with the log), and the whole
-//! state is snapshotted to `config/consumer_offsets.json` with the CommitLog offset it covers. On
+//! state is snapshotted to `config/state.json` with the CommitLog offset it covers. On
 //! start, the snapshot is loaded and the ack records after its offset are replayed. In-flight
 //! deliveries after the last snapshot are not persisted: after a crash they are handed out again
 //! (at-least-once), but an acknowledged message never is.
@@ -99,15 +99,6 @@ pub struct AckRecord {
     pub offsets: Vec<(u32, u64)>,
 }
 
-/// The snapshot file's contents.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// Every ack record below this CommitLog offset is reflected in `queues`.
-    pub commitlog_offset: u64,
-    /// Progress of every (group, topic, queue), sorted.
-    pub queues: Vec<(QueueKey, QueueState)>,
-}
-
 /// All groups' progress.
 #[derive(Debug, Default)]
 pub struct ConsumeState {
@@ -126,16 +117,16 @@ impl ConsumeState {
         }
     }
 
-    /// A snapshot covering every ack record below `commitlog_offset`.
-    pub fn snapshot(&self, commitlog_offset: u64) -> Snapshot {
+    /// Every queue's progress, sorted (for the snapshot file).
+    pub fn entries(&self) -> Vec<(QueueKey, QueueState)> {
         let mut queues: Vec<_> = self.queues.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         queues.sort_by(|a, b| a.0.cmp(&b.0));
-        Snapshot { commitlog_offset, queues }
+        queues
     }
 
-    /// State restored from a snapshot (ack records after it are replayed with [`ConsumeState::apply`]).
-    pub fn from_snapshot(s: Snapshot) -> ConsumeState {
-        ConsumeState { queues: s.queues.into_iter().collect() }
+    /// State restored from snapshot entries (ack records after it are replayed with [`ConsumeState::apply`]).
+    pub fn from_entries(entries: Vec<(QueueKey, QueueState)>) -> ConsumeState {
+        ConsumeState { queues: entries.into_iter().collect() }
     }
 }
 

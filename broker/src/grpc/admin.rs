@@ -91,6 +91,48 @@ impl Admin for AdminService {
         Ok(Response::new(ListTopicsResponse { topics: self.broker.topics().list().iter().map(to_pb).collect() }))
     }
 
+    async fn list_transactions(
+        &self,
+        req: Request<ListTransactionsRequest>,
+    ) -> Result<Response<ListTransactionsResponse>, Status> {
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let now = crate::store::now_ms();
+        let open: Vec<_> = self
+            .broker
+            .open_transactions()
+            .into_iter()
+            .filter(|(_, p)| r.topic.is_empty() || p.topic == r.topic)
+            .collect();
+        let oldest_age_ms = open.iter().map(|(_, p)| now.saturating_sub(p.store_ms)).max().unwrap_or(0);
+        let transactions = open
+            .iter()
+            .take(limit)
+            .map(|(half, p)| OpenTransaction {
+                transaction_id: crate::txn::transaction_id(*half),
+                topic: p.topic.clone(),
+                client_id: p.client_id.clone(),
+                age_ms: now.saturating_sub(p.store_ms),
+                checks: p.checks,
+            })
+            .collect();
+        let c = self.broker.tx_counters();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let counters = TransactionCounters {
+            commits: get(&c.commits),
+            rollbacks: get(&c.rollbacks),
+            checks_sent: get(&c.checks_sent),
+            check_timeouts: get(&c.check_timeouts),
+            check_max_rollbacks: get(&c.check_max_rollbacks),
+        };
+        Ok(Response::new(ListTransactionsResponse {
+            open: open.len() as u64,
+            oldest_age_ms,
+            transactions,
+            counters: Some(counters),
+        }))
+    }
+
     async fn describe_topic(
         &self,
         req: Request<DescribeTopicRequest>,

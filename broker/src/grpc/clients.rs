@@ -55,6 +55,18 @@ impl Clients {
         self.sessions.lock().get(client_id).cloned()
     }
 
+    /// Where a check-back for a transaction of `topic` sent by `client_id` goes: that producer if
+    /// it is connected, else any connected producer of the topic (RocketMQ asks the producer group).
+    pub fn producer_for(&self, client_id: &str, topic: &str) -> Option<(String, Session)> {
+        let m = self.sessions.lock();
+        if let Some(s) = m.get(client_id).filter(|s| s.client_type == ClientType::Producer) {
+            return Some((client_id.to_string(), s.clone()));
+        }
+        m.iter()
+            .find(|(_, s)| s.client_type == ClientType::Producer && s.topics.iter().any(|t| t == topic))
+            .map(|(id, s)| (id.clone(), s.clone()))
+    }
+
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.sessions.lock().len()

@@ -174,6 +174,11 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<(Record,
         props.insert(PROP_MESSAGE_GROUP.into(), g.clone());
     }
     let ty = message_type(sp)?;
+    if let Some(ms) = sp.orphaned_transaction_recovery_duration.as_ref().and_then(duration_to_ms) {
+        if ty == MessageType::Transaction {
+            props.insert(crate::txn::PROP_TX_RECOVERY_MS.into(), ms.to_string());
+        }
+    }
     props.insert(PROP_MESSAGE_TYPE.into(), format!("{ty:?}").to_uppercase());
     props.insert(PROP_MSG_ID.into(), id.to_string());
     if let Some(tc) = sp.trace_context.as_ref().filter(|t| !t.is_empty() && !t.contains(['\u{1}', '\u{2}'])) {
@@ -220,10 +225,11 @@ fn message_type(sp: &v2::SystemProperties) -> Result<MessageType, Refusal> {
         PbType::Normal | PbType::Unspecified => Ok(MessageType::Normal),
         PbType::Fifo if !grouped => conflict("a FIFO message needs a message group"),
         PbType::Fifo => Ok(MessageType::Fifo),
-        PbType::Delay | PbType::Transaction => Err(refuse(
-            Code::NotImplemented,
-            format!("{} messages are not supported by this broker yet", ty.as_str_name()),
-        )),
+        PbType::Transaction if grouped || timed => {
+            conflict("a TRANSACTION message may not have a message group or delivery timestamp")
+        }
+        PbType::Transaction => Ok(MessageType::Transaction),
+        PbType::Delay => Err(refuse(Code::NotImplemented, "DELAY messages are not supported by this broker yet")),
         other => Err(refuse(Code::BadRequest, format!("unsupported message type {}", other.as_str_name()))),
     }
 }
@@ -264,10 +270,19 @@ pub fn duration_to_ms(d: &PbDuration) -> Option<u64> {
 /// The wire form of a delivered message (DESIGN.md §4: MD5 `body_digest` in upper-case hex,
 /// receipt handle, attempt, store time, queue offset, invisible duration).
 pub fn to_wire(d: &Delivery, namespace: &str) -> v2::Message {
-    let r = &d.record;
+    record_to_wire(&d.record, Some(d), namespace)
+}
+
+/// The wire form of a stored message; `delivery` adds the receipt handle, attempt and invisible
+/// duration of a delivery (a transaction check-back has none).
+pub fn record_to_wire(r: &Record, delivery: Option<&Delivery>, namespace: &str) -> v2::Message {
     let mut user = std::collections::HashMap::new();
     for (k, v) in &r.properties {
-        if !RESERVED.contains(&k.as_str()) && !k.starts_with("__") {
+        if !RESERVED.contains(&k.as_str())
+            && !k.starts_with("__")
+            && k != crate::txn::PROP_REAL_TOPIC
+            && k != crate::txn::PROP_REAL_QID
+        {
             user.insert(k.clone(), v.clone());
         }
     }
@@ -301,11 +316,11 @@ pub fn to_wire(d: &Delivery, namespace: &str) -> v2::Message {
         store_timestamp: Some(ms_to_ts(r.store_timestamp)),
         store_host: r.store_host.clone(),
         delivery_timestamp: None,
-        receipt_handle: Some(d.receipt_handle.clone()),
+        receipt_handle: delivery.map(|d| d.receipt_handle.clone()),
         queue_id: r.queue_id as i32,
         queue_offset: Some(r.queue_offset as i64),
-        invisible_duration: Some(ms_to_duration(d.invisible_ms)),
-        delivery_attempt: Some(d.attempt as i32),
+        invisible_duration: delivery.map(|d| ms_to_duration(d.invisible_ms)),
+        delivery_attempt: delivery.map(|d| d.attempt as i32),
         message_group: r.properties.get(PROP_MESSAGE_GROUP).cloned(),
         trace_context: r.properties.get(PROP_TRACE_CONTEXT).cloned(),
         orphaned_transaction_recovery_duration: None,

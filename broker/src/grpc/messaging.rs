@@ -154,6 +154,7 @@ impl MessagingService for Messaging {
 
     async fn send_message(&self, req: Request<SendMessageRequest>) -> GrpcResult<SendMessageResponse> {
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let client = client_id(&req).unwrap_or_default();
         let r = req.into_inner();
         if r.messages.is_empty() {
             return Ok(Response::new(SendMessageResponse {
@@ -168,18 +169,29 @@ impl MessagingService for Messaging {
             let id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
             let entry = match to_record(m, cfg, &peer) {
                 Err(s) => SendResultEntry { status: Some(s), message_id: id, ..Default::default() },
-                Ok((mut rec, ty)) => match self.broker.send(&mut rec, ty) {
-                    Ok(sent) => {
-                        durable = durable.max(sent.end);
-                        SendResultEntry {
-                            status: Some(ok()),
-                            message_id: id,
-                            offset: sent.queue_offset as i64,
-                            ..Default::default()
+                Ok((mut rec, ty)) => {
+                    let sent = if ty == crate::topics::MessageType::Transaction {
+                        self.broker.send_half(&mut rec, &client)
+                    } else {
+                        self.broker.send(&mut rec, ty).map(|s| (s, String::new()))
+                    };
+                    match sent {
+                        Ok((sent, transaction_id)) => {
+                            durable = durable.max(sent.end);
+                            let offset = sent.queue_offset as i64;
+                            SendResultEntry {
+                                status: Some(ok()),
+                                message_id: id,
+                                transaction_id,
+                                offset,
+                                ..Default::default()
+                            }
+                        }
+                        Err(e) => {
+                            SendResultEntry { status: Some(from_broker(&e)), message_id: id, ..Default::default() }
                         }
                     }
-                    Err(e) => SendResultEntry { status: Some(from_broker(&e)), message_id: id, ..Default::default() },
-                },
+                }
             };
             entries.push(entry);
         }
@@ -272,6 +284,9 @@ impl MessagingService for Messaging {
         let mut poll_ms = requested.min(cfg.long_polling_max_ms);
         if let Some(d) = deadline_ms {
             poll_ms = poll_ms.min(d.saturating_sub(LONG_POLL_RESERVE_MS));
+        }
+        if crate::topics::is_system(&topic) {
+            return fail(status(Code::IllegalTopic, format!("topic {topic} is reserved for the broker")));
         }
         if self.broker.topics().get(&topic).is_none() {
             return fail(from_broker(&crate::broker::BrokerError::TopicNotFound(topic)));
@@ -390,10 +405,31 @@ impl MessagingService for Messaging {
         }))
     }
 
-    async fn end_transaction(&self, _req: Request<EndTransactionRequest>) -> GrpcResult<EndTransactionResponse> {
-        Ok(Response::new(EndTransactionResponse {
-            status: Some(status(Code::NotImplemented, "transactional messages are not supported by this broker yet")),
-        }))
+    async fn end_transaction(&self, req: Request<EndTransactionRequest>) -> GrpcResult<EndTransactionResponse> {
+        let r = req.into_inner();
+        let reply = |s| Ok(Response::new(EndTransactionResponse { status: Some(s) }));
+        let topic = match check_topic(r.topic.as_ref()) {
+            Ok(t) => t,
+            Err(s) => return reply(s),
+        };
+        if r.message_id.is_empty() {
+            return reply(status(Code::IllegalMessageId, "message_id is required"));
+        }
+        let resolution = match TransactionResolution::try_from(r.resolution) {
+            Ok(TransactionResolution::Commit) => Some(crate::txn::Resolution::Commit),
+            Ok(TransactionResolution::Rollback) => Some(crate::txn::Resolution::Rollback),
+            Ok(TransactionResolution::Unspecified) => None,
+            Err(_) => return reply(status(Code::BadRequest, format!("unknown resolution {}", r.resolution))),
+        };
+        let reason = if r.source == TransactionSource::SourceServerCheck as i32 { "check" } else { "client" };
+        match self.broker.end_transaction(&topic, &r.message_id, &r.transaction_id, resolution, reason) {
+            Ok(None) => reply(ok()),
+            Ok(Some(end)) => match self.broker.wait_durable(end).await {
+                Ok(()) => reply(ok()),
+                Err(e) => reply(from_broker(&e)),
+            },
+            Err(e) => reply(from_broker(&e)),
+        }
     }
 
     type TelemetryStream = Stream_<TelemetryCommand>;

@@ -2,6 +2,7 @@
 //! translates wire messages into engine calls and nothing more (DESIGN.md §1).
 
 pub mod admin;
+pub mod checker;
 pub mod clients;
 pub mod convert;
 pub mod messaging;

@@ -26,6 +26,8 @@ pub fn from_broker(e: &BrokerError) -> Status {
         BrokerError::QueueOutOfRange { .. } => Code::BadRequest,
         BrokerError::TypeNotAccepted { .. } => Code::MessagePropertyConflictWithType,
         BrokerError::InvalidHandle(_) => Code::InvalidReceiptHandle,
+        BrokerError::InvalidTransaction(_) => Code::InvalidTransactionId,
+        BrokerError::TransactionConflict(_) => Code::PreconditionFailed,
         BrokerError::Store(StoreError::ShutDown) => Code::InternalServerError,
         BrokerError::Store(_) => Code::InternalError,
     };

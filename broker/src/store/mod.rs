@@ -284,9 +284,9 @@ impl Store {
         out
     }
 
-    /// Calls `f` with every record from CommitLog offset `from` to the current end, in order,
+    /// Calls `f` with every record (and its size, bytes) from CommitLog offset `from` to the current end, in order,
     /// skipping corrupt regions. Used to replay internal logs (acks) on start. Errors: I/O.
-    pub fn scan(&self, from: u64, f: impl FnMut(&Record)) -> Result<(), StoreError> {
+    pub fn scan(&self, from: u64, f: impl FnMut(&Record, u32)) -> Result<(), StoreError> {
         recovery::scan(&self.commitlog, from.max(self.commitlog.min_offset()), self.commitlog.committed(), f, |_| {})
             .map(|_| ())
     }

@@ -141,10 +141,10 @@ pub(crate) fn scan(
     log: &CommitLog,
     from: u64,
     limit: u64,
-    mut on_record: impl FnMut(&Record),
+    on_record: impl FnMut(&Record, u32),
     on_corrupt: impl FnMut(&Corruption),
 ) -> Result<u64, StoreError> {
-    let end = scan_raw(log, from, limit, |r, _| on_record(r), on_corrupt);
+    let end = scan_raw(log, from, limit, on_record, on_corrupt);
     match end.torn {
         None => Ok(end.next),
         Some(c) => {

@@ -6,13 +6,16 @@ const { Producer, SimpleConsumer } = require('rocketmq-client-nodejs');
 
 function args() {
   const [cmd, ...rest] = process.argv.slice(2);
-  const a = { cmd, tag: 'TagA', keyPrefix: 'key', bodyPrefix: 'body', filter: '*', invisible: 20, poll: 5, timeout: 30, ack: true };
+  const a = {
+    cmd, tag: 'TagA', keyPrefix: 'key', bodyPrefix: 'body', filter: '*', invisible: 20, poll: 5, timeout: 30, ack: true,
+    action: 'commit', checker: 'commit', hold: 0, untilChecks: 0,
+  };
   for (let i = 0; i < rest.length; i++) {
     const k = rest[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
     if (k === 'noAck') { a.ack = false; continue; }
     a[k] = rest[++i];
   }
-  for (const n of [ 'count', 'invisible', 'poll', 'timeout' ]) a[n] = Number(a[n]);
+  for (const n of [ 'count', 'invisible', 'poll', 'timeout', 'hold', 'untilChecks' ]) a[n] = Number(a[n]);
   return a;
 }
 
@@ -53,6 +56,40 @@ async function receive(a) {
   }
 }
 
+// Transactional messages: send --count, then commit / rollback / leave open (--action); the checker
+// answers check-backs with --checker (COMMIT 1, ROLLBACK 2, unknown 0) and prints {"check": id}.
+// Stays up --hold seconds, or until --until-checks check-backs arrived.
+async function txsend(a) {
+  const answer = { commit: 1, rollback: 2, unknown: 0 }[a.checker];
+  let checks = 0;
+  let enough;
+  const done = new Promise(resolve => { enough = resolve; });
+  const checker = {
+    async check(messageView) {
+      console.log(JSON.stringify({ check: messageView.messageId, answer: a.checker }));
+      if (a.untilChecks && ++checks >= a.untilChecks) enough();
+      return answer;
+    },
+  };
+  const producer = new Producer({ endpoints: a.endpoint, namespace: '', topics: [ a.topic ], requestTimeout: 10000, checker });
+  await producer.startup();
+  try {
+    for (let i = 0; i < a.count; i++) {
+      const body = `${a.bodyPrefix}-${i}`;
+      const tx = producer.beginTransaction();
+      const r = await producer.send({ topic: a.topic, tag: a.tag, body: Buffer.from(body) }, tx);
+      console.log(JSON.stringify({ id: r.messageId, body }));
+      if (a.action === 'commit') await tx.commit();
+      else if (a.action === 'rollback') await tx.rollback();
+    }
+    let timer;
+    await Promise.race([ done, new Promise(resolve => { timer = setTimeout(resolve, a.hold * 1000); }) ]);
+    clearTimeout(timer);
+  } finally {
+    await shutdown(producer);
+  }
+}
+
 // rocketmq-client-nodejs 1.0.8 closes its log file inside BaseClient.shutdown() and then logs once
 // more ("log stream had been closed"); that client bug is not a shutdown failure.
 async function shutdown(client) {
@@ -64,7 +101,7 @@ async function shutdown(client) {
 }
 
 const a = args();
-(a.cmd === 'send' ? send(a) : receive(a)).then(() => process.exit(0), e => {
+({ send, receive, txsend }[a.cmd])(a).then(() => process.exit(0), e => {
   console.error(e && e.stack || e);
   process.exit(1);
 });

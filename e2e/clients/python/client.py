@@ -13,7 +13,7 @@ import time
 import threading
 
 from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message, MessageListener, Producer,
-                      PushConsumer, SimpleConsumer)
+                      PushConsumer, SimpleConsumer, TransactionChecker, TransactionResolution)
 
 
 def config(a):
@@ -78,10 +78,47 @@ def push(a):
         consumer.shutdown()
 
 
+def txsend(a):
+    """Transactional messages: send --count, then commit / rollback / leave open (--action); the
+    checker answers check-backs with --checker and prints {"check": id}. Stays up --hold seconds,
+    or until --until-checks check-backs arrived."""
+    answer = {"commit": TransactionResolution.COMMIT, "rollback": TransactionResolution.ROLLBACK,
+              "unknown": TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED}[a.checker]
+    lock, enough, checks = threading.Lock(), threading.Event(), [0]
+
+    class Checker(TransactionChecker):
+        def check(self, message):
+            with lock:
+                print(json.dumps({"check": message.message_id, "answer": a.checker}), flush=True)
+                checks[0] += 1
+                if a.until_checks and checks[0] >= a.until_checks:
+                    enough.set()
+            return answer
+
+    producer = Producer(config(a), (a.topic,), Checker())
+    producer.startup()
+    try:
+        for i in range(a.count):
+            tx = producer.begin_transaction()
+            m = Message()
+            m.topic = a.topic
+            m.body = f"{a.body_prefix}-{i}".encode()
+            m.tag = a.tag
+            receipt = producer.send(m, tx)
+            print(json.dumps({"id": receipt.message_id, "body": m.body.decode()}), flush=True)
+            if a.action == "commit":
+                tx.commit()
+            elif a.action == "rollback":
+                tx.rollback()
+        enough.wait(a.hold)
+    finally:
+        producer.shutdown()
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("send", "receive", "push"):
+    for name in ("send", "receive", "push", "txsend"):
         s = sub.add_parser(name)
         s.add_argument("--endpoint", required=True)
         s.add_argument("--topic", required=True)
@@ -101,8 +138,15 @@ def main():
     u.add_argument("--group", required=True)
     u.add_argument("--filter", default="*")
     u.add_argument("--timeout", type=float, default=30, help="give up after, s")
+    t = sub.choices["txsend"]
+    t.add_argument("--tag", default="TagA")
+    t.add_argument("--body-prefix", default="body")
+    t.add_argument("--action", choices=["commit", "rollback", "none"], default="commit")
+    t.add_argument("--checker", choices=["commit", "rollback", "unknown"], default="commit")
+    t.add_argument("--hold", type=float, default=0, help="stay up answering check-backs, s")
+    t.add_argument("--until-checks", type=int, default=0, help="stop holding after this many check-backs")
     a = p.parse_args()
-    {"send": send, "receive": receive, "push": push}[a.cmd](a)
+    {"send": send, "receive": receive, "push": push, "txsend": txsend}[a.cmd](a)
     return 0
 
 

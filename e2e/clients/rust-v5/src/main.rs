@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
 use rocketmq::model::common::{FilterExpression, FilterType};
 use rocketmq::model::message::MessageBuilder;
+use rocketmq::model::transaction::{Transaction, TransactionResolution};
 use rocketmq::{Producer, SimpleConsumer};
 use serde_json::json;
 
@@ -107,12 +108,65 @@ async fn receive(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Transactional messages: send --count, then commit / rollback / leave open (--action); the checker
+/// answers check-backs with --checker and prints {"check": id}. Stays up --hold seconds, or until
+/// --until-checks check-backs arrived.
+async fn txsend(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let topic = a.get("topic", "");
+    let mut po = ProducerOption::default();
+    po.set_topics(vec![topic.clone()]);
+    let checker_answer = a.get("checker", "commit");
+    let until = a.num("until-checks", 0);
+    let (tx_checks, mut rx_checks) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let answer = checker_answer.clone();
+    let checker = Box::new(move |_transaction_id: String, m: rocketmq::model::message::MessageView| {
+        println!("{}", json!({"check": m.message_id(), "answer": answer}));
+        let _ = tx_checks.send(());
+        match answer.as_str() {
+            "commit" => TransactionResolution::COMMIT,
+            "rollback" => TransactionResolution::ROLLBACK,
+            _ => TransactionResolution::UNKNOWN,
+        }
+    });
+    let mut producer = Producer::new_transaction_producer(po, client_option(a, 20), checker)?;
+    producer.start().await?;
+    let (action, bp, tag) = (a.get("action", "commit"), a.get("body-prefix", "body"), a.get("tag", "TagA"));
+    for i in 0..a.num("count", 1) {
+        let body = format!("{bp}-{i}");
+        let msg = MessageBuilder::transaction_message_builder(topic.clone(), body.clone().into_bytes()).set_tag(tag.clone()).build()?;
+        let tx = producer.send_transaction_message(msg).await?;
+        println!("{}", json!({"id": tx.message_id(), "body": body}));
+        match action.as_str() {
+            "commit" => tx.commit().await?,
+            "rollback" => tx.rollback().await?,
+            _ => {}
+        }
+    }
+    let hold = tokio::time::sleep(Duration::from_secs_f64(a.get("hold", "0").parse()?));
+    tokio::pin!(hold);
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = &mut hold => break,
+            Some(()) = rx_checks.recv() => {
+                seen += 1;
+                if until > 0 && seen >= until {
+                    break;
+                }
+            }
+        }
+    }
+    producer.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
     let r = match a.cmd.as_str() {
         "send" => send(&a).await,
         "receive" => receive(&a).await,
+        "txsend" => txsend(&a).await,
         other => Err(format!("unknown command {other}").into()),
     };
     if let Err(e) = r {

@@ -1,0 +1,240 @@
+//! Transactional messages (RocketMQ `TransactionalMessageService`): half messages, their commit or
+//! rollback, and the check-back of orphaned ones. All state is in the CommitLog:
+//!
+//! - a half message is stored in [`HALF_TOPIC`] (queue 0), with its real topic and queue in
+//!   [`PROP_REAL_TOPIC`] / [`PROP_REAL_QID`]; its offset in that queue names the transaction;
+//! - COMMIT appends the real message (same id, properties and body, marked with [`PROP_TX_HALF`])
+//!   and then an op record in [`OP_TOPIC`]; ROLLBACK appends only the op record;
+//! - each check-back appends an op record with the check count, so the count survives restarts.
+//!
+//! The in-memory [`TxState`] is rebuilt on start from the last snapshot plus the records after it
+//! ([`TxState::apply`]). The mark on the committed real message closes the window where a crash
+//! falls between it and its op record: replay sees the commit and does not ask again (RocketMQ
+//! would check back and could commit a second copy).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::record::Record;
+
+/// System topic of half messages (RocketMQ `RMQ_SYS_TRANS_HALF_TOPIC`).
+pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+/// System topic of op records (RocketMQ `RMQ_SYS_TRANS_OP_HALF_TOPIC`).
+pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// Half message property: the topic it will be committed to (RocketMQ `REAL_TOPIC`).
+pub const PROP_REAL_TOPIC: &str = "REAL_TOPIC";
+/// Half message property: the queue it will be committed to (RocketMQ `REAL_QID`).
+pub const PROP_REAL_QID: &str = "REAL_QID";
+/// Half message property: client id of the producer that sent it (where check-backs go first).
+pub const PROP_TX_CLIENT: &str = "__TX_CLIENT_ID";
+/// Half message property: its own transaction timeout, ms (`orphaned_transaction_recovery_duration`).
+pub const PROP_TX_RECOVERY_MS: &str = "__TX_RECOVERY_MS";
+/// Committed message property: the half message's queue offset in [`HALF_TOPIC`].
+pub const PROP_TX_HALF: &str = "__TX_HALF";
+/// Resolved transactions remembered for idempotent answers to a repeated EndTransaction.
+const RESOLVED_KEEP: usize = 1_000_000;
+
+/// How a transaction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// The real message was written.
+    Commit,
+    /// The half message was dropped.
+    Rollback,
+}
+
+/// Body of an op record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpRecord {
+    /// Queue offset of the half message in [`HALF_TOPIC`].
+    pub half: u64,
+    /// Set when the transaction ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// Set when a check-back was sent: checks sent so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<u32>,
+    /// Who ended it: `client`, `check` (the producer's checker) or `check-max` (the broker gave up).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// A half message not yet committed or rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// CommitLog offset of the half message.
+    pub physical_offset: u64,
+    /// Its record size, bytes.
+    pub size: u32,
+    /// The topic it will be committed to.
+    pub topic: String,
+    /// The producer that sent it.
+    pub client_id: String,
+    /// When it was stored, ms since the epoch.
+    pub store_ms: u64,
+    /// Check-backs sent so far.
+    pub checks: u32,
+    /// When the next check-back is due, ms since the epoch.
+    pub next_check_ms: u64,
+}
+
+/// Every open transaction, plus recently resolved ones.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct TxState {
+    /// Open transactions by half queue offset.
+    pub pending: BTreeMap<u64, Pending>,
+    /// Resolved transactions by half queue offset (the newest [`RESOLVED_KEEP`]).
+    pub resolved: BTreeMap<u64, Resolution>,
+}
+
+/// Timing of check-backs, ms.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckTiming {
+    /// Age at which a half message is first checked (`transaction_timeout_ms`).
+    pub timeout_ms: u64,
+    /// Time between checks (`transaction_check_interval_ms`).
+    pub interval_ms: u64,
+}
+
+/// The transaction id clients see for a half message at `half` in [`HALF_TOPIC`].
+pub fn transaction_id(half: u64) -> String {
+    format!("{half:016X}")
+}
+
+/// The half queue offset of a transaction id; `None` if it is not one of ours.
+pub fn parse_transaction_id(id: &str) -> Option<u64> {
+    (id.len() == 16).then(|| u64::from_str_radix(id, 16).ok()).flatten()
+}
+
+impl TxState {
+    /// Records a newly stored half message `rec` (topic [`HALF_TOPIC`], queue offset set).
+    pub fn add_half(&mut self, rec: &Record, size: u32, t: CheckTiming) {
+        if self.resolved.contains_key(&rec.queue_offset) {
+            return;
+        }
+        let timeout = rec.properties.get(PROP_TX_RECOVERY_MS).and_then(|v| v.parse().ok()).unwrap_or(t.timeout_ms);
+        self.pending.insert(
+            rec.queue_offset,
+            Pending {
+                physical_offset: rec.physical_offset,
+                size,
+                topic: rec.properties.get(PROP_REAL_TOPIC).cloned().unwrap_or_default(),
+                client_id: rec.properties.get(PROP_TX_CLIENT).cloned().unwrap_or_default(),
+                store_ms: rec.store_timestamp,
+                checks: 0,
+                next_check_ms: rec.store_timestamp + timeout,
+            },
+        );
+    }
+
+    /// Marks the half at `half` resolved.
+    pub fn resolve(&mut self, half: u64, r: Resolution) {
+        self.pending.remove(&half);
+        self.resolved.insert(half, r);
+        while self.resolved.len() > RESOLVED_KEEP {
+            self.resolved.pop_first();
+        }
+    }
+
+    /// Replays one CommitLog record of `size` bytes (half, op, or committed real message).
+    pub fn apply(&mut self, rec: &Record, size: u32, t: CheckTiming) {
+        if rec.topic == HALF_TOPIC {
+            self.add_half(rec, size, t);
+        } else if rec.topic == OP_TOPIC {
+            let Ok(op) = serde_json::from_slice::<OpRecord>(&rec.body) else {
+                tracing::error!(offset = rec.physical_offset, "unreadable transaction op record skipped");
+                return;
+            };
+            if let Some(r) = op.resolution {
+                self.resolve(op.half, r);
+            } else if let (Some(n), Some(p)) = (op.checks, self.pending.get_mut(&op.half)) {
+                p.checks = p.checks.max(n);
+                p.next_check_ms = rec.store_timestamp + t.interval_ms;
+            }
+        } else if let Some(half) = rec.properties.get(PROP_TX_HALF).and_then(|h| h.parse().ok()) {
+            // The committed message itself: the commit happened even if its op record did not.
+            self.resolve(half, Resolution::Commit);
+        }
+    }
+}
+
+/// The real message a half message commits to: topic and queue restored, transaction
+/// properties removed, marked with [`PROP_TX_HALF`].
+pub fn real_message(half: &Record) -> Record {
+    let mut rec = half.clone();
+    rec.topic = half.properties.get(PROP_REAL_TOPIC).cloned().unwrap_or_default();
+    rec.queue_id = half.properties.get(PROP_REAL_QID).and_then(|q| q.parse().ok()).unwrap_or(0);
+    for p in [PROP_REAL_TOPIC, PROP_REAL_QID, PROP_TX_CLIENT, PROP_TX_RECOVERY_MS] {
+        rec.properties.remove(p);
+    }
+    rec.properties.insert(PROP_TX_HALF.into(), half.queue_offset.to_string());
+    rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: CheckTiming = CheckTiming { timeout_ms: 6_000, interval_ms: 30_000 };
+
+    fn half(q: u64) -> Record {
+        Record {
+            topic: HALF_TOPIC.into(),
+            queue_offset: q,
+            physical_offset: q * 100,
+            store_timestamp: 1_000,
+            properties: [
+                (PROP_REAL_TOPIC.to_string(), "orders".to_string()),
+                (PROP_REAL_QID.to_string(), "3".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    fn op(o: OpRecord, at: u64) -> Record {
+        Record {
+            topic: OP_TOPIC.into(),
+            store_timestamp: at,
+            body: serde_json::to_vec(&o).unwrap(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn replay_rebuilds_pending_checks_and_resolutions() {
+        let mut s = TxState::default();
+        for q in 0..4 {
+            s.apply(&half(q), 100, T);
+        }
+        assert_eq!(s.pending[&0].next_check_ms, 7_000);
+        s.apply(
+            &op(
+                OpRecord { half: 0, resolution: Some(Resolution::Commit), checks: None, reason: "client".into() },
+                2_000,
+            ),
+            1,
+            T,
+        );
+        s.apply(&op(OpRecord { half: 1, resolution: None, checks: Some(2), reason: String::new() }, 9_000), 1, T);
+        s.apply(&real_message(&half(2)), 1, T); // committed, op record lost in a crash
+        assert_eq!(s.pending.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!((s.pending[&1].checks, s.pending[&1].next_check_ms), (2, 39_000));
+        assert_eq!(s.resolved.get(&2), Some(&Resolution::Commit));
+        // A half replayed after its resolution stays resolved.
+        s.apply(&half(0), 100, T);
+        assert!(!s.pending.contains_key(&0));
+    }
+
+    #[test]
+    fn real_message_restores_topic_and_queue() {
+        let r = real_message(&half(7));
+        assert_eq!((r.topic.as_str(), r.queue_id), ("orders", 3));
+        assert!(!r.properties.contains_key(PROP_REAL_TOPIC));
+        assert_eq!(r.properties[PROP_TX_HALF], "7");
+        assert_eq!(parse_transaction_id(&transaction_id(7)), Some(7));
+        assert_eq!(parse_transaction_id("7"), None);
+    }
+}
