@@ -13,6 +13,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = ROOT / "target" / "release" / "ferrocket"
@@ -54,7 +55,7 @@ def bench_once(flush, mode, seconds, concurrency, batch, fill_seconds=0):
             bench("produce", fill_seconds, 16)  # a backlog for the receive-only run
         before = cpu_seconds(broker.pid)
         r = bench(mode, seconds)
-        side = r["produce"] if mode == "produce" else r["consume"]
+        side = r["consume"] if mode == "consume" else r["produce"]
         side["broker_cpu_us_per_msg"] = (cpu_seconds(broker.pid) - before) * 1e6 / max(side["messages"], 1)
         return r
     finally:
@@ -62,6 +63,36 @@ def bench_once(flush, mode, seconds, concurrency, batch, fill_seconds=0):
         broker.wait(timeout=30)
         shutil.rmtree(data, ignore_errors=True)
 
+
+
+def rss_mib(pid):
+    """Anonymous resident memory (heap: what the broker allocates) and total resident memory, which
+    also counts the CommitLog and IndexFile pages the broker has touched through its memory maps
+    (file-backed page cache, shared with the kernel), MiB."""
+    status = dict(l.split(":", 1) for l in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in l)
+    return tuple(int(status[k].split()[0]) / 1024 for k in ("RssAnon", "VmRSS"))
+
+
+def open_transactions_memory(n=100_000, watch_seconds=20):
+    """Broker memory with `n` open transactions, right after sending them and again after the
+    check-back scan has run (default timings: checks start 6 s after each half message)."""
+    data = tempfile.mkdtemp(prefix="ferrocket-bench-", dir="/var/tmp")
+    broker = subprocess.Popen([str(BIN), "standalone", "--listen", "127.0.0.1:0", "--data-dir", str(pathlib.Path(data) / "d")],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        addr = broker.stdout.readline().split()[1]
+        idle = rss_mib(broker.pid)
+        subprocess.run([str(BIN), "bench", "--server", addr, "--mode", "tx-open", "--batch", "16", "--messages", str(n),
+                        "--duration", "60s", "--topic", "txopen", "--json"], capture_output=True, check=True)
+        after_send = rss_mib(broker.pid)
+        time.sleep(watch_seconds)  # a measurement window, not synchronisation: let the scan run
+        listed = json.loads(subprocess.run([str(BIN), "tx", "list", "--server", addr, "--json"],
+                                           capture_output=True, text=True, check=True).stdout)
+        return idle, after_send, rss_mib(broker.pid), listed
+    finally:
+        broker.terminate()
+        broker.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def main():
@@ -80,14 +111,22 @@ def main():
     print("| flush | side | batch | msgs/s (median) | MiB/s | p50 ms | p99 ms | p999 ms | broker CPU µs/msg | runs (msgs/s) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for flush in ("async", "sync"):
-        for side, mode, batch, fill in (("send", "produce", 1, 0), ("send", "produce", 16, 0), ("receive+ack", "consume", 32, a.seconds)):
-            key = "produce" if mode == "produce" else "consume"
+        rows = [("send", "produce", 1, 0), ("send", "produce", 16, 0), ("receive+ack", "consume", 32, a.seconds),
+                ("tx send+commit", "tx", 1, 0), ("tx send+commit", "tx", 16, 0)]
+        for side, mode, batch, fill in rows:
+            key = "consume" if mode == "consume" else "produce"
             runs = [bench_once(flush, mode, a.seconds, a.concurrency, batch, fill)[key] for _ in range(a.runs)]
             med = sorted(runs, key=lambda r: r["msgs_per_sec"])[len(runs) // 2]
             rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in runs)
             print(f"| {flush} | {side} | {batch} | {med['msgs_per_sec']:.0f} | {med['mib_per_sec']:.1f} | "
                   f"{med['p50_ms']:.2f} | {med['p99_ms']:.2f} | {med['p999_ms']:.2f} | {med['broker_cpu_us_per_msg']:.1f} | {rates} |",
                   flush=True)
+
+    idle, sent, later, listed = open_transactions_memory()
+    print(f"\nbroker memory, MiB (anonymous / total resident): idle {idle[0]:.0f} / {idle[1]:.0f}; "
+          f"after 100,000 open transactions {sent[0]:.0f} / {sent[1]:.0f}; "
+          f"20 s later, check scan running {later[0]:.0f} / {later[1]:.0f} "
+          f"(still open: {listed['open']}, oldest {listed['oldest_age_ms'] / 1000:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,22 @@ pub enum Mode {
     Consume,
     /// Both at once.
     Both,
+    /// Senders of TRANSACTION messages, each committed with EndTransaction (three records each).
+    Tx,
+    /// Senders of TRANSACTION messages left open (to measure the broker with many pending).
+    TxOpen,
+}
+
+impl Mode {
+    fn sends(self) -> bool {
+        self != Mode::Consume
+    }
+    fn receives(self) -> bool {
+        matches!(self, Mode::Consume | Mode::Both)
+    }
+    fn transactional(self) -> bool {
+        matches!(self, Mode::Tx | Mode::TxOpen)
+    }
 }
 
 /// What to run (also the `ferrocket bench` flags).
@@ -51,6 +67,9 @@ pub struct BenchOpts {
     /// Which sides to run.
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     pub mode: Mode,
+    /// Stop sending after this many messages (0: no limit; the run still ends at --duration).
+    #[arg(long, default_value_t = 0)]
+    pub messages: u64,
 }
 
 /// Results of one side.
@@ -132,18 +151,25 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     let queues = route.message_queues.len().max(1) as i32;
     anyhow::ensure!(requests::ok(&route.status), "no route for {}: {:?}", o.topic, route.status);
     let stop = Arc::new(AtomicBool::new(false));
+    let claimed = Arc::new(AtomicU64::new(0)); // messages senders have started on (for --messages)
     let (prod, cons) = (Side::new(), Side::new());
-    let mut tasks = Vec::new();
+    let (mut senders, mut tasks) = (Vec::new(), Vec::new());
     let body = vec![b'x'; o.size];
     for t in 0..o.concurrency {
         let ch = channels[t % channels.len()].clone();
-        if o.mode != Mode::Consume {
+        if o.mode.sends() {
             let (stop, side, body, topic) = (stop.clone(), prod.clone(), body.clone(), o.topic.clone());
             let batch = o.batch.max(1);
-            tasks.push(tokio::spawn(async move {
+            let mode = o.mode;
+            let (limit, claimed) = (o.messages, claimed.clone());
+            let ty = if mode.transactional() { MessageType::Transaction } else { MessageType::Normal };
+            senders.push(tokio::spawn(async move {
                 let mut c = MessagingServiceClient::new(ch);
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
+                    if limit > 0 && claimed.fetch_add(batch as u64, Ordering::Relaxed) >= limit {
+                        break;
+                    }
                     let mut messages = Vec::with_capacity(batch);
                     for _ in 0..batch {
                         i += 1;
@@ -153,7 +179,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                             system_properties: Some(SystemProperties {
                                 message_id: format!("B{t:04}{i:012}"),
                                 tag: Some("bench".into()),
-                                message_type: MessageType::Normal as i32,
+                                message_type: ty as i32,
                                 queue_id: ((t as u64 + i) % queues as u64) as i32,
                                 ..Default::default()
                             }),
@@ -161,16 +187,27 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                         });
                     }
                     let start = Instant::now();
-                    let ok = c
-                        .send_message(SendMessageRequest { messages })
-                        .await
-                        .map(|r| requests::ok(&r.into_inner().status))
-                        .unwrap_or(false);
+                    let sent = c.send_message(SendMessageRequest { messages }).await.map(|r| r.into_inner());
+                    let mut ok = sent.as_ref().is_ok_and(|r| requests::ok(&r.status));
+                    if ok && mode == Mode::Tx {
+                        // Commit each half message: the real message and the op record follow.
+                        for e in sent.expect("checked").entries {
+                            let end = EndTransactionRequest {
+                                topic: res(&topic),
+                                message_id: e.message_id,
+                                transaction_id: e.transaction_id,
+                                resolution: TransactionResolution::Commit as i32,
+                                source: TransactionSource::SourceClient as i32,
+                                trace_context: String::new(),
+                            };
+                            ok &= c.end_transaction(end).await.is_ok_and(|r| requests::ok(&r.into_inner().status));
+                        }
+                    }
                     record(&side, start, ok, batch as u64);
                 }
             }));
         }
-        if o.mode != Mode::Produce {
+        if o.mode.receives() {
             let ch = channels[(t + 1) % channels.len()].clone();
             let (stop, side, topic, group) = (stop.clone(), cons.clone(), o.topic.clone(), o.group.clone());
             tasks.push(tokio::spawn(async move {
@@ -209,10 +246,18 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         }
     }
     let started = Instant::now();
-    tokio::time::sleep(o.duration).await;
+    let deadline = tokio::time::Instant::now() + o.duration;
+    if o.messages > 0 {
+        // A --messages run ends when its senders are done (or at the deadline).
+        for t in senders.drain(..) {
+            let _ = tokio::time::timeout_at(deadline, t).await;
+        }
+    } else {
+        tokio::time::sleep_until(deadline).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
-    for t in tasks {
+    for t in senders.into_iter().chain(tasks) {
         let _ = t.await;
     }
     Ok(BenchReport {
@@ -220,8 +265,8 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         concurrency: o.concurrency,
         batch: o.batch,
         seconds: secs,
-        produce: (o.mode != Mode::Consume).then(|| prod.report(secs, o.size)),
-        consume: (o.mode != Mode::Produce).then(|| cons.report(secs, o.size)),
+        produce: o.mode.sends().then(|| prod.report(secs, o.size)),
+        consume: o.mode.receives().then(|| cons.report(secs, o.size)),
     })
 }
 

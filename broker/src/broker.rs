@@ -181,6 +181,7 @@ impl Broker {
         let from = snapshot.commitlog_offset;
         let mut state = ConsumeState::from_entries(snapshot.queues);
         let mut tx = snapshot.transactions;
+        tx.reindex();
         let timing = check_timing(&cfg);
         let mut replayed = 0u64;
         store.scan(from, |rec, size| {
@@ -384,8 +385,7 @@ impl Broker {
     /// and counted. Returns the number of checks sent.
     pub fn run_checks(&self, now: u64, max: usize, mut deliver: impl FnMut(&Check) -> CheckOutcome) -> usize {
         let mut tx = self.tx.lock();
-        let due: Vec<u64> =
-            tx.pending.iter().filter(|(_, p)| p.next_check_ms <= now).map(|(h, _)| *h).take(max).collect();
+        let due = tx.due(now, max);
         let mut sent = 0;
         for half in due {
             let p = tx.pending[&half].clone();
@@ -397,6 +397,7 @@ impl Broker {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(transaction = %txn::transaction_id(half), error = %e, "half message unreadable; not checked");
+                    tx.rescheduled(half, p.checks, now + self.cfg.transaction_check_interval_ms);
                     continue;
                 }
             };
@@ -428,9 +429,7 @@ impl Broker {
                 tracing::error!(error = %e, "recording a check-back failed");
                 continue;
             }
-            let entry = tx.pending.get_mut(&half).expect("listed above");
-            entry.checks = checks;
-            entry.next_check_ms = now + self.cfg.transaction_check_interval_ms;
+            tx.rescheduled(half, checks, now + self.cfg.transaction_check_interval_ms);
             if p.checks > 0 {
                 self.tx_counters.check_timeouts.fetch_add(1, Ordering::Relaxed);
             }

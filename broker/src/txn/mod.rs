@@ -12,7 +12,7 @@
 //! falls between it and its op record: replay sees the commit and does not ask again (RocketMQ
 //! would check back and could commit a second copy).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +87,10 @@ pub struct TxState {
     pub pending: BTreeMap<u64, Pending>,
     /// Resolved transactions by half queue offset (the newest [`RESOLVED_KEEP`]).
     pub resolved: BTreeMap<u64, Resolution>,
+    /// Open transactions by (next check time, half queue offset), so a check scan touches only
+    /// what is due. Derived from `pending`; rebuilt with [`TxState::reindex`] after loading.
+    #[serde(skip)]
+    due: BTreeSet<(u64, u64)>,
 }
 
 /// Timing of check-backs, ms.
@@ -109,12 +113,33 @@ pub fn parse_transaction_id(id: &str) -> Option<u64> {
 }
 
 impl TxState {
+    /// Rebuilds the due index from `pending` (after deserialising a snapshot).
+    pub fn reindex(&mut self) {
+        self.due = self.pending.iter().map(|(h, p)| (p.next_check_ms, *h)).collect();
+    }
+
+    /// Half queue offsets whose check is due at `now`, earliest first, at most `max`.
+    pub fn due(&self, now: u64, max: usize) -> Vec<u64> {
+        self.due.iter().take_while(|(at, _)| *at <= now).take(max).map(|(_, h)| *h).collect()
+    }
+
+    /// Records that `checks` check-backs were sent for `half` and when the next one is due.
+    pub fn rescheduled(&mut self, half: u64, checks: u32, next_check_ms: u64) {
+        if let Some(p) = self.pending.get_mut(&half) {
+            self.due.remove(&(p.next_check_ms, half));
+            p.checks = p.checks.max(checks);
+            p.next_check_ms = next_check_ms;
+            self.due.insert((next_check_ms, half));
+        }
+    }
+
     /// Records a newly stored half message `rec` (topic [`HALF_TOPIC`], queue offset set).
     pub fn add_half(&mut self, rec: &Record, size: u32, t: CheckTiming) {
         if self.resolved.contains_key(&rec.queue_offset) {
             return;
         }
         let timeout = rec.properties.get(PROP_TX_RECOVERY_MS).and_then(|v| v.parse().ok()).unwrap_or(t.timeout_ms);
+        self.due.insert((rec.store_timestamp + timeout, rec.queue_offset));
         self.pending.insert(
             rec.queue_offset,
             Pending {
@@ -131,7 +156,9 @@ impl TxState {
 
     /// Marks the half at `half` resolved.
     pub fn resolve(&mut self, half: u64, r: Resolution) {
-        self.pending.remove(&half);
+        if let Some(p) = self.pending.remove(&half) {
+            self.due.remove(&(p.next_check_ms, half));
+        }
         self.resolved.insert(half, r);
         while self.resolved.len() > RESOLVED_KEEP {
             self.resolved.pop_first();
@@ -149,9 +176,8 @@ impl TxState {
             };
             if let Some(r) = op.resolution {
                 self.resolve(op.half, r);
-            } else if let (Some(n), Some(p)) = (op.checks, self.pending.get_mut(&op.half)) {
-                p.checks = p.checks.max(n);
-                p.next_check_ms = rec.store_timestamp + t.interval_ms;
+            } else if let Some(n) = op.checks {
+                self.rescheduled(op.half, n, rec.store_timestamp + t.interval_ms);
             }
         } else if let Some(half) = rec.properties.get(PROP_TX_HALF).and_then(|h| h.parse().ok()) {
             // The committed message itself: the commit happened even if its op record did not.
@@ -223,6 +249,8 @@ mod tests {
         assert_eq!(s.pending.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!((s.pending[&1].checks, s.pending[&1].next_check_ms), (2, 39_000));
         assert_eq!(s.resolved.get(&2), Some(&Resolution::Commit));
+        assert_eq!(s.due(u64::MAX, 10), vec![3, 1], "earliest check first");
+        assert_eq!(s.due(7_000, 10), vec![3]);
         // A half replayed after its resolution stays resolved.
         s.apply(&half(0), 100, T);
         assert!(!s.pending.contains_key(&0));

@@ -1,0 +1,73 @@
+//! EndTransaction over the real protocol: idempotent repeats, contradictions refused, unknown or
+//! mismatched ids refused, half messages invisible until committed.
+
+mod common;
+
+use common::*;
+use ferrocket_broker::proto::v2::*;
+
+fn half(topic: &str, id: &str) -> Message {
+    let mut m = message(topic, id, format!("body of {id}").into_bytes());
+    m.system_properties.as_mut().unwrap().message_type = MessageType::Transaction as i32;
+    m
+}
+
+async fn send_half(c: &mut MessagingServiceClient, topic: &str, id: &str) -> String {
+    let r = c.send_message(SendMessageRequest { messages: vec![half(topic, id)] }).await.unwrap().into_inner();
+    assert_eq!(code(&r.status), Code::Ok);
+    assert!(!r.entries[0].transaction_id.is_empty());
+    r.entries[0].transaction_id.clone()
+}
+
+async fn end(c: &mut MessagingServiceClient, topic: &str, id: &str, tx: &str, r: TransactionResolution) -> Code {
+    let req = EndTransactionRequest {
+        topic: res(topic),
+        message_id: id.into(),
+        transaction_id: tx.into(),
+        resolution: r as i32,
+        source: TransactionSource::SourceClient as i32,
+        trace_context: String::new(),
+    };
+    code(&c.end_transaction(req).await.unwrap().into_inner().status)
+}
+
+type MessagingServiceClient =
+    ferrocket_broker::proto::v2::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>;
+
+#[tokio::test]
+async fn end_transaction_is_idempotent_refuses_contradictions_and_unknown_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long timeout: no check-back interferes.
+    let broker = start("standalone", &dir.path().join("data"), "transaction_timeout_ms = 600000\n");
+    let mut c = client(&broker.addr).await;
+    let t1 = send_half(&mut c, "tx", "ID-1").await;
+    let t2 = send_half(&mut c, "tx", "ID-2").await;
+    assert_ne!(t1, t2);
+
+    // Half messages are invisible, and their system topic cannot be read directly.
+    assert_eq!(receive(&mut c, "g", "tx", secs(30)).await.0, Code::MessageNotFound);
+    assert_eq!(receive(&mut c, "g", "RMQ_SYS_TRANS_HALF_TOPIC", secs(30)).await.0, Code::IllegalTopic);
+
+    use TransactionResolution::*;
+    assert_eq!(end(&mut c, "tx", "ID-1", "00000000000000FF", Commit).await, Code::InvalidTransactionId, "unknown id");
+    assert_eq!(end(&mut c, "tx", "ID-1", "garbage", Commit).await, Code::InvalidTransactionId, "malformed id");
+    assert_eq!(end(&mut c, "tx", "ID-2", &t1, Commit).await, Code::InvalidTransactionId, "another message's id");
+    assert_eq!(end(&mut c, "other", "ID-1", &t1, Commit).await, Code::InvalidTransactionId, "another topic");
+    assert_eq!(end(&mut c, "tx", "ID-1", &t1, Unspecified).await, Code::Ok, "unknown leaves it open");
+
+    assert_eq!(end(&mut c, "tx", "ID-1", &t1, Commit).await, Code::Ok);
+    assert_eq!(end(&mut c, "tx", "ID-1", &t1, Commit).await, Code::Ok, "a repeated COMMIT is answered, not applied");
+    assert_eq!(end(&mut c, "tx", "ID-1", &t1, Rollback).await, Code::PreconditionFailed, "ROLLBACK after COMMIT");
+    assert_eq!(end(&mut c, "tx", "ID-2", &t2, Rollback).await, Code::Ok);
+    assert_eq!(end(&mut c, "tx", "ID-2", &t2, Rollback).await, Code::Ok);
+    assert_eq!(end(&mut c, "tx", "ID-2", &t2, Commit).await, Code::PreconditionFailed, "COMMIT after ROLLBACK");
+
+    // Exactly one visible copy of the committed message, none of the rolled-back one.
+    let got = receive_n(&mut c, "g", "tx", 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(receive(&mut c, "g", "tx", secs(30)).await.0, Code::MessageNotFound, "no second copy");
+    let sp = got[0].system_properties.clone().unwrap();
+    assert_eq!((sp.message_id.as_str(), got[0].body.as_slice()), ("ID-1", &b"body of ID-1"[..]));
+    assert_eq!(sp.message_type, MessageType::Transaction as i32);
+    assert!(got[0].user_properties.keys().all(|k| !k.starts_with("REAL_")), "{:?}", got[0].user_properties);
+}
