@@ -177,6 +177,9 @@ mod durations {
     }
 }
 
+/// Prefix of the environment variables that set config keys (`FERROCKET_<KEY>`).
+pub const ENV_PREFIX: &str = "FERROCKET_";
+
 /// Values given on the command line; `None` leaves the lower layers in force.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
@@ -190,6 +193,9 @@ pub struct Overrides {
 
 impl Config {
     /// Loads defaults, then `file` (TOML, if given), then `FERROCKET_*` env, then `flags`.
+    /// Environment variables with the prefix that name no config key (a script's own
+    /// `FERROCKET_BIN`, say) are ignored with a warning rather than refused: the environment is
+    /// shared, the config file is not.
     /// `base` supplies role-specific defaults (standalone turns `auto_create_topic` on).
     ///
     /// Errors: unreadable or malformed file, unknown key, or a value of the wrong type; the
@@ -200,9 +206,26 @@ impl Config {
             anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
             fig = fig.merge(Toml::file_exact(path));
         }
-        let cfg: Config = fig.merge(Env::prefixed("FERROCKET_")).merge(Serialized::defaults(flags)).extract()?;
+        let known = Self::keys();
+        for (key, _) in std::env::vars() {
+            if let Some(k) = key.strip_prefix(ENV_PREFIX) {
+                if !known.contains(&k.to_lowercase()) {
+                    tracing::warn!(variable = %key, "environment variable names no config key; ignored");
+                }
+            }
+        }
+        let env = Env::prefixed(ENV_PREFIX).filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
+        let cfg: Config = fig.merge(env).merge(Serialized::defaults(flags)).extract()?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Every config key, as written in files (snake_case).
+    pub fn keys() -> Vec<String> {
+        match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Rejects values the broker cannot run with. Errors name the key.
@@ -245,6 +268,7 @@ mod tests {
         .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("FERROCKET_DEFAULT_QUEUE_COUNT", "6");
+            jail.set_env("FERROCKET_BIN", "/usr/bin/ferrocket"); // a script's own variable: ignored
             let flags = Overrides { data_dir: Some("/x".into()), ..Default::default() };
             let cfg = Config::load(Config::default(), Some(&file), &flags).unwrap();
             assert_eq!(cfg.flush_disk_type, FlushDiskType::Sync);
