@@ -66,11 +66,11 @@ def bench_once(flush, mode, seconds, concurrency, batch, fill_seconds=0):
 
 
 def rss_mib(pid):
-    """Anonymous resident memory (heap: what the broker allocates) and total resident memory, which
-    also counts the CommitLog and IndexFile pages the broker has touched through its memory maps
-    (file-backed page cache, shared with the kernel), MiB."""
+    """Anonymous resident memory (heap: what the broker allocates), total resident memory (which
+    also counts the CommitLog and IndexFile pages the broker has touched through its memory maps:
+    file-backed page cache, shared with the kernel) and peak total resident memory, MiB."""
     status = dict(l.split(":", 1) for l in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in l)
-    return tuple(int(status[k].split()[0]) / 1024 for k in ("RssAnon", "VmRSS"))
+    return tuple(int(status[k].split()[0]) / 1024 for k in ("RssAnon", "VmRSS", "VmHWM"))
 
 
 def open_transactions_memory(n=100_000, watch_seconds=20):
@@ -97,11 +97,14 @@ def open_transactions_memory(n=100_000, watch_seconds=20):
 
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--memory-only", action="store_true", help="only the 100,000 open transactions measurement")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--concurrency", type=int, default=32)
     a = p.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ferrocket"], cwd=ROOT, check=True)
+    if a.memory_only:
+        return print_memory()
     tmp = tempfile.mkdtemp(prefix="ferrocket-fio-", dir="/var/tmp")
     try:
         seq_mib, fsync_iops = fio(tmp)
@@ -121,11 +124,14 @@ def main():
             print(f"| {flush} | {side} | {batch} | {med['msgs_per_sec']:.0f} | {med['mib_per_sec']:.1f} | "
                   f"{med['p50_ms']:.2f} | {med['p99_ms']:.2f} | {med['p999_ms']:.2f} | {med['broker_cpu_us_per_msg']:.1f} | {rates} |",
                   flush=True)
+    print_memory()
 
+
+def print_memory():
     idle, sent, later, listed = open_transactions_memory()
-    print(f"\nbroker memory, MiB (anonymous / total resident): idle {idle[0]:.0f} / {idle[1]:.0f}; "
-          f"after 100,000 open transactions {sent[0]:.0f} / {sent[1]:.0f}; "
-          f"20 s later, check scan running {later[0]:.0f} / {later[1]:.0f} "
+    print(f"\nbroker memory, MiB (anonymous / total resident / peak total resident): idle {idle[0]:.0f} / {idle[1]:.0f} / {idle[2]:.0f}; "
+          f"after 100,000 open transactions {sent[0]:.0f} / {sent[1]:.0f} / {sent[2]:.0f}; "
+          f"20 s later, check scan running {later[0]:.0f} / {later[1]:.0f} / {later[2]:.0f} "
           f"(still open: {listed['open']}, oldest {listed['oldest_age_ms'] / 1000:.0f} s)")
 
 
