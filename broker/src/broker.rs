@@ -1,7 +1,7 @@
 //! The broker engine's API: send, receive, ack, change invisible time, topics. It ties the store,
 //! the topic registry and consumer progress together and knows nothing of gRPC.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::consume::filter::TagFilter;
 use crate::consume::handle::ReceiptHandle;
 use crate::consume::state::{AckRecord, ConsumeState, Inflight, QueueKey, QueueState, ACK_LOG_TOPIC};
+use crate::metrics::Metrics;
 use crate::store::checkpoint::write_atomic;
 use crate::store::consume_queue::CqEntry;
 use crate::store::record::Record;
@@ -93,21 +94,6 @@ pub struct Delivery {
     pub invisible_ms: u64,
 }
 
-/// Counters of the transaction service since start.
-#[derive(Debug, Default)]
-pub struct TxCounters {
-    /// Transactions committed (by the producer or its checker).
-    pub commits: AtomicU64,
-    /// Transactions rolled back (by the producer, its checker, or the broker giving up).
-    pub rollbacks: AtomicU64,
-    /// Check-backs the broker asked for.
-    pub checks_sent: AtomicU64,
-    /// Check-backs repeated because the previous one got no answer in time.
-    pub check_timeouts: AtomicU64,
-    /// Transactions rolled back after `transaction_check_max` unanswered checks.
-    pub check_max_rollbacks: AtomicU64,
-}
-
 /// A check-back to send to a producer.
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -152,7 +138,7 @@ pub struct Broker {
     /// Open transactions. Half and op records are appended while holding this lock, so a
     /// snapshot taken under it splits them cleanly at one CommitLog offset.
     tx: Mutex<TxState>,
-    tx_counters: TxCounters,
+    metrics: Metrics,
     rotate: AtomicUsize,
     stopping: AtomicBool,
     snapshotter: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -214,7 +200,7 @@ impl Broker {
             topics,
             consume: Mutex::new(state),
             tx: Mutex::new(tx),
-            tx_counters: TxCounters::default(),
+            metrics: Metrics::default(),
             rotate: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             snapshotter: Mutex::new(None),
@@ -362,8 +348,8 @@ impl Broker {
         }
         let end = self.append_op(&OpRecord { half, resolution: Some(r), checks: None, reason: reason.into() })?;
         tx.resolve(half, r);
-        let counter = if r == Resolution::Commit { &self.tx_counters.commits } else { &self.tx_counters.rollbacks };
-        counter.fetch_add(1, Ordering::Relaxed);
+        let counter = if r == Resolution::Commit { &self.metrics.tx.commits } else { &self.metrics.tx.rollbacks };
+        counter.inc();
         Ok(end)
     }
 
@@ -404,7 +390,7 @@ impl Broker {
             if p.checks >= self.cfg.transaction_check_max {
                 match self.finish_transaction(&mut tx, half, &stored, Resolution::Rollback, "check-max") {
                     Ok(_) => {
-                        self.tx_counters.check_max_rollbacks.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.tx.check_max_rollbacks.inc();
                         tracing::warn!(transaction = %txn::transaction_id(half), topic = %p.topic, checks = p.checks,
                             "transaction rolled back: no answer after transaction_check_max check-backs");
                     }
@@ -431,10 +417,10 @@ impl Broker {
             }
             tx.rescheduled(half, checks, now + self.cfg.transaction_check_interval_ms);
             if p.checks > 0 {
-                self.tx_counters.check_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.metrics.tx.check_timeouts.inc();
             }
             if outcome == CheckOutcome::Sent {
-                self.tx_counters.checks_sent.fetch_add(1, Ordering::Relaxed);
+                self.metrics.tx.checks_sent.inc();
                 sent += 1;
             }
         }
@@ -446,9 +432,14 @@ impl Broker {
         self.tx.lock().pending.iter().map(|(h, p)| (*h, p.clone())).collect()
     }
 
-    /// Transaction counters since start.
-    pub fn tx_counters(&self) -> &TxCounters {
-        &self.tx_counters
+    /// Number of open transactions.
+    pub fn open_transaction_count(&self) -> usize {
+        self.tx.lock().pending.len()
+    }
+
+    /// The broker's metrics (transaction counters among them).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Waits until CommitLog offset `end` is durable per the flush policy (see [`Store::wait_durable`]).

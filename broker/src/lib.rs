@@ -10,6 +10,7 @@ pub mod broker;
 pub mod config;
 pub mod consume;
 pub mod grpc;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod topics;

@@ -31,6 +31,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let clients = Arc::new(Clients::default());
     crate::grpc::checker::spawn(broker.clone(), clients.clone(), stop_rx.clone());
+    if let Some(addr) = cfg.metrics_listen {
+        crate::metrics::serve(addr, broker.clone(), stop_rx.clone()).await?;
+    }
     let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
     let server = tonic::transport::Server::builder()

@@ -38,7 +38,9 @@ type MessagingServiceClient =
 async fn end_transaction_is_idempotent_refuses_contradictions_and_unknown_ids() {
     let dir = tempfile::tempdir().unwrap();
     // Long timeout: no check-back interferes.
-    let broker = start("standalone", &dir.path().join("data"), "transaction_timeout_ms = 600000\n");
+    let metrics_addr = free_addr();
+    let config = format!("transaction_timeout_ms = 600000\nmetrics_listen = \"{metrics_addr}\"\n");
+    let broker = start("standalone", &dir.path().join("data"), &config);
     let mut c = client(&broker.addr).await;
     let t1 = send_half(&mut c, "tx", "ID-1").await;
     let t2 = send_half(&mut c, "tx", "ID-2").await;
@@ -70,4 +72,32 @@ async fn end_transaction_is_idempotent_refuses_contradictions_and_unknown_ids() 
     assert_eq!((sp.message_id.as_str(), got[0].body.as_slice()), ("ID-1", &b"body of ID-1"[..]));
     assert_eq!(sp.message_type, MessageType::Transaction as i32);
     assert!(got[0].user_properties.keys().all(|k| !k.starts_with("REAL_")), "{:?}", got[0].user_properties);
+
+    // The counters are scraped by Prometheus.
+    let metrics = http_get(&metrics_addr, "/metrics");
+    for line in [
+        "ferrocket_transactions_committed_total 1",
+        "ferrocket_transactions_rolled_back_total 1",
+        "ferrocket_transactions_open 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line:?} missing from:\n{metrics}");
+    }
+}
+
+/// An address on 127.0.0.1 that was free a moment ago.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// The body of a plain HTTP/1.1 GET.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }

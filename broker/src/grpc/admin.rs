@@ -116,14 +116,13 @@ impl Admin for AdminService {
                 checks: p.checks,
             })
             .collect();
-        let c = self.broker.tx_counters();
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let c = &self.broker.metrics().tx;
         let counters = TransactionCounters {
-            commits: get(&c.commits),
-            rollbacks: get(&c.rollbacks),
-            checks_sent: get(&c.checks_sent),
-            check_timeouts: get(&c.check_timeouts),
-            check_max_rollbacks: get(&c.check_max_rollbacks),
+            commits: c.commits.get(),
+            rollbacks: c.rollbacks.get(),
+            checks_sent: c.checks_sent.get(),
+            check_timeouts: c.check_timeouts.get(),
+            check_max_rollbacks: c.check_max_rollbacks.get(),
         };
         Ok(Response::new(ListTransactionsResponse {
             open: open.len() as u64,
