@@ -6,6 +6,7 @@ Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fi
 Prints a Markdown table. Standard library only.
 """
 import argparse
+import contextlib
 import json
 import pathlib
 import re
@@ -36,16 +37,26 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / 100
 
 
+@contextlib.contextmanager
+def fresh_broker(config=""):
+    """A `ferrocket standalone` on a new data directory with `config` (TOML); yields (process,
+    address) and removes everything afterwards."""
+    data = pathlib.Path(tempfile.mkdtemp(prefix="ferrocket-bench-", dir="/var/tmp"))
+    (data / "bench.toml").write_text(config)
+    broker = subprocess.Popen([str(BIN), "standalone", "--config", str(data / "bench.toml"), "--listen", "127.0.0.1:0",
+                               "--data-dir", str(data / "d")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        yield broker, broker.stdout.readline().split()[1]
+    finally:
+        broker.terminate()
+        broker.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
 def bench_once(flush, mode, seconds, concurrency, batch, fill_seconds=0):
     """One run on a fresh broker. For receives, the backlog is first filled with batched sends for
     `fill_seconds`, which writes far more than a receive run can drain."""
-    data = tempfile.mkdtemp(prefix="ferrocket-bench-", dir="/var/tmp")
-    cfg = pathlib.Path(data) / "bench.toml"
-    cfg.write_text(f'flush_disk_type = "{flush}"\n')
-    broker = subprocess.Popen([str(BIN), "standalone", "--config", str(cfg), "--listen", "127.0.0.1:0",
-                               "--data-dir", str(pathlib.Path(data) / "d")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        addr = broker.stdout.readline().split()[1]
+    with fresh_broker(f'flush_disk_type = "{flush}"\n') as (broker, addr):
         def bench(m, s, b=batch):
             out = subprocess.run([str(BIN), "bench", "--server", addr, "--mode", m, "--duration", f"{s}s",
                                   "--concurrency", str(concurrency), "--batch", str(b), "--json"],
@@ -58,11 +69,6 @@ def bench_once(flush, mode, seconds, concurrency, batch, fill_seconds=0):
         side = r["consume"] if mode == "consume" else r["produce"]
         side["broker_cpu_us_per_msg"] = (cpu_seconds(broker.pid) - before) * 1e6 / max(side["messages"], 1)
         return r
-    finally:
-        broker.terminate()
-        broker.wait(timeout=30)
-        shutil.rmtree(data, ignore_errors=True)
-
 
 
 def rss_mib(pid):
@@ -76,11 +82,7 @@ def rss_mib(pid):
 def open_transactions_memory(n=100_000, watch_seconds=20):
     """Broker memory with `n` open transactions, right after sending them and again after the
     check-back scan has run (default timings: checks start 6 s after each half message)."""
-    data = tempfile.mkdtemp(prefix="ferrocket-bench-", dir="/var/tmp")
-    broker = subprocess.Popen([str(BIN), "standalone", "--listen", "127.0.0.1:0", "--data-dir", str(pathlib.Path(data) / "d")],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        addr = broker.stdout.readline().split()[1]
+    with fresh_broker() as (broker, addr):
         idle = rss_mib(broker.pid)
         subprocess.run([str(BIN), "bench", "--server", addr, "--mode", "tx-open", "--batch", "16", "--messages", str(n),
                         "--duration", "60s", "--topic", "txopen", "--json"], capture_output=True, check=True)
@@ -89,11 +91,6 @@ def open_transactions_memory(n=100_000, watch_seconds=20):
         listed = json.loads(subprocess.run([str(BIN), "tx", "list", "--server", addr, "--json"],
                                            capture_output=True, text=True, check=True).stdout)
         return idle, after_send, rss_mib(broker.pid), listed
-    finally:
-        broker.terminate()
-        broker.wait(timeout=30)
-        shutil.rmtree(data, ignore_errors=True)
-
 
 def main():
     p = argparse.ArgumentParser()

@@ -323,7 +323,7 @@ impl Broker {
             .get(&half)
             .cloned()
             .ok_or_else(|| BrokerError::InvalidTransaction(format!("no open transaction {transaction_id}")))?;
-        let stored = self.store.read(&CqEntry { physical_offset: p.physical_offset, size: p.size, tag_hash: 0 })?;
+        let stored = self.store.read_record(p.physical_offset, p.size)?;
         if stored.properties.get(PROP_MSG_ID).map(String::as_str) != Some(message_id) || p.topic != topic {
             return Err(BrokerError::InvalidTransaction(format!(
                 "transaction {transaction_id} does not belong to message {message_id} of topic {topic}"
@@ -375,11 +375,7 @@ impl Broker {
         let mut sent = 0;
         for half in due {
             let p = tx.pending[&half].clone();
-            let stored = match self.store.read(&CqEntry {
-                physical_offset: p.physical_offset,
-                size: p.size,
-                tag_hash: 0,
-            }) {
+            let stored = match self.store.read_record(p.physical_offset, p.size) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(transaction = %txn::transaction_id(half), error = %e, "half message unreadable; not checked");

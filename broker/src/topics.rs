@@ -103,14 +103,19 @@ pub enum TopicError {
 /// Checks a topic name against RocketMQ's rule (`TopicValidator`: `^[%|a-zA-Z0-9_-]+$`, at most
 /// 127 characters). Errors: [`TopicError::IllegalName`].
 pub fn validate_name(name: &str) -> Result<(), TopicError> {
-    let ok = !name.is_empty()
-        && name.len() <= TOPIC_MAX_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'));
-    if ok {
+    if is_legal_name(name, TOPIC_MAX_LEN) {
         Ok(())
     } else {
         Err(TopicError::IllegalName(name.to_string()))
     }
+}
+
+/// RocketMQ's rule for topic and consumer group names: 1..=`max_len` characters of
+/// `[a-zA-Z0-9_%|-]` (`TopicValidator`, `checkConsumerGroup`).
+pub fn is_legal_name(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'))
 }
 
 /// True for names of the broker's own topics, which clients may not create or write.

@@ -76,10 +76,7 @@ fn has_control(s: &str) -> bool {
 /// Checks a consumer group name (RocketMQ `checkConsumerGroup`: the topic-name rule, 255 chars).
 pub fn check_group(group: Option<&Resource>) -> Result<String, Refusal> {
     let name = group.map(|g| g.name.as_str()).unwrap_or("");
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'));
-    if ok {
+    if topics::is_legal_name(name, 255) {
         Ok(name.to_string())
     } else {
         Err(refuse(Code::IllegalConsumerGroup, format!("illegal consumer group {name:?}")))

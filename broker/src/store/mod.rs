@@ -257,7 +257,13 @@ impl Store {
 
     /// Reads the message a ConsumeQueue entry points at. Errors: see [`CommitLog::read_record`].
     pub fn read(&self, e: &CqEntry) -> Result<Record, StoreError> {
-        self.commitlog.read_record(e.physical_offset, e.size)
+        self.read_record(e.physical_offset, e.size)
+    }
+
+    /// Reads the record of `size` bytes at CommitLog offset `physical`. Errors: see
+    /// [`CommitLog::read_record`].
+    pub fn read_record(&self, physical: u64, size: u32) -> Result<Record, StoreError> {
+        self.commitlog.read_record(physical, size)
     }
 
     /// Offset one past the last complete CommitLog record.
