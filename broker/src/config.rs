@@ -59,6 +59,9 @@ pub struct Config {
     pub long_polling_max_ms: u64,
     /// Delivery attempts before a message is dead-lettered (17: the first delivery and 16 retries).
     pub max_delivery_attempts: u32,
+    /// Create a consumer group with the defaults on first use (RocketMQ
+    /// `autoCreateSubscriptionGroup`, default true); off, unknown groups get CONSUMER_GROUP_NOT_FOUND.
+    pub auto_create_group: bool,
     /// Retry backoff per attempt (delay levels from level 3, RocketMQ's default).
     #[serde(with = "durations")]
     pub retry_backoff: Vec<Duration>,
@@ -117,6 +120,7 @@ impl Default for Config {
             max_invisible_ms: 12 * 3_600_000,
             long_polling_max_ms: 20_000,
             max_delivery_attempts: 17,
+            auto_create_group: true,
             retry_backoff: [10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200]
                 .into_iter()
                 .map(secs)
@@ -244,6 +248,19 @@ impl Config {
         ensure!(self.flush_interval_ms > 0, "flush_interval_ms must be > 0");
         ensure!(self.long_polling_max_ms > 0, "long_polling_max_ms must be > 0");
         Ok(())
+    }
+
+    /// A consumer group with the broker's defaults: concurrent, clustering,
+    /// `max_delivery_attempts`, and `retry_backoff` as a customized backoff.
+    pub fn default_group(&self, name: &str) -> crate::consume::groups::GroupConfig {
+        use crate::consume::groups::{Backoff, ConsumeType, GroupConfig};
+        GroupConfig {
+            name: name.to_string(),
+            consume_type: ConsumeType::Concurrent,
+            max_delivery_attempts: self.max_delivery_attempts,
+            backoff: Backoff::Customized { next_ms: self.retry_backoff.iter().map(|d| d.as_millis() as u64).collect() },
+            broadcast: false,
+        }
     }
 
     /// The `host:port` clients should dial to reach this broker.

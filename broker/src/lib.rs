@@ -11,8 +11,10 @@ pub mod config;
 pub mod consume;
 pub mod grpc;
 pub mod metrics;
+pub mod registry;
 pub mod server;
 pub mod store;
+pub mod timer;
 pub mod topics;
 pub mod txn;
 

@@ -1,5 +1,5 @@
 //! Prometheus metrics: one registry per broker, served as text on `GET /metrics` at
-//! `metrics_listen` when that is set. Transaction counters for now; issue 5 adds the rest.
+//! `metrics_listen` when that is set. Transactions, dead letters and scheduled delivery.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
@@ -27,6 +28,24 @@ pub struct TxCounters {
     pub check_max_rollbacks: Counter,
 }
 
+/// Counters of consumption since start.
+#[derive(Debug, Default)]
+pub struct ConsumeCounters {
+    /// Messages moved to a `%DLQ%` topic.
+    pub dead_lettered: Counter,
+}
+
+/// Scheduled delivery (timer) metrics.
+#[derive(Debug)]
+pub struct TimerMetrics {
+    /// Scheduled messages delivered to their topic.
+    pub delivered: Counter,
+    /// How late each scheduled message was written to its topic, ms.
+    pub lateness_ms: Histogram,
+    /// Messages scheduled and not yet delivered; set when scraped.
+    pub scheduled: Gauge,
+}
+
 /// The broker's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -35,6 +54,10 @@ pub struct Metrics {
     pub tx: TxCounters,
     /// Open transactions; set when scraped.
     pub open_transactions: Gauge,
+    /// Consumption counters.
+    pub consume: ConsumeCounters,
+    /// Scheduled delivery.
+    pub timer: TimerMetrics,
 }
 
 impl Default for Metrics {
@@ -60,7 +83,21 @@ impl Default for Metrics {
             "Half messages not yet committed or rolled back",
             open_transactions.clone(),
         );
-        Metrics { registry, tx, open_transactions }
+        let consume = ConsumeCounters::default();
+        registry.register("messages_dead_lettered", "Messages moved to a %DLQ% topic", consume.dead_lettered.clone());
+        let timer = TimerMetrics {
+            delivered: Counter::default(),
+            lateness_ms: Histogram::new([1.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0]),
+            scheduled: Gauge::default(),
+        };
+        registry.register("timer_delivered", "Scheduled messages delivered to their topic", timer.delivered.clone());
+        registry.register(
+            "timer_lateness_ms",
+            "How late scheduled messages were written to their topic, ms",
+            timer.lateness_ms.clone(),
+        );
+        registry.register("timer_scheduled", "Messages scheduled and not yet delivered", timer.scheduled.clone());
+        Metrics { registry, tx, open_transactions, consume, timer }
     }
 }
 
@@ -86,6 +123,7 @@ pub async fn serve(addr: SocketAddr, broker: Arc<Broker>, mut stopping: watch::R
             async move {
                 let m = broker.metrics();
                 m.open_transactions.set(broker.open_transaction_count() as i64);
+                m.timer.scheduled.set(broker.scheduled_count() as i64);
                 ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.encode())
             }
         }),

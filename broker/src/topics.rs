@@ -1,15 +1,13 @@
 //! Topic configuration: queue count, permission and accepted message types, persisted in
 //! `config/topics.json` (RocketMQ `TopicConfigManager`, `topics.json`).
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::store::checkpoint::write_atomic;
+use crate::registry::{Named, Registry};
 
 /// Longest topic name, characters (RocketMQ `TOPIC_MAX_LENGTH`).
 pub const TOPIC_MAX_LEN: usize = 127;
@@ -125,51 +123,44 @@ pub fn is_system(name: &str) -> bool {
 
 /// The topics of one broker.
 pub struct TopicManager {
-    path: PathBuf,
-    topics: RwLock<BTreeMap<String, TopicConfig>>,
+    topics: Registry<TopicConfig>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct TopicsFile {
-    topics: Vec<TopicConfig>,
+impl Named for TopicConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl TopicManager {
     /// Loads `path` (absent means no topics). Errors: I/O or malformed JSON, naming the file.
     pub fn load(path: &Path) -> io::Result<TopicManager> {
-        let topics = match std::fs::read(path) {
-            Ok(b) => {
-                serde_json::from_slice::<TopicsFile>(&b)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?
-                    .topics
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(TopicManager {
-            path: path.to_path_buf(),
-            topics: RwLock::new(topics.into_iter().map(|t| (t.name.clone(), t)).collect()),
-        })
+        Ok(TopicManager { topics: Registry::load(path)? })
     }
 
     /// The topic, if it exists.
     pub fn get(&self, name: &str) -> Option<TopicConfig> {
-        self.topics.read().get(name).cloned()
+        self.topics.get(name)
     }
 
     /// Every topic, by name.
     pub fn list(&self) -> Vec<TopicConfig> {
-        self.topics.read().values().cloned().collect()
+        self.topics.list()
     }
 
     /// Creates the topic or updates it in place (RocketMQ `updateAndCreateTopic`); returns true if
     /// it was created. Persisted before returning. Errors: an illegal or reserved name, a queue
     /// count out of range or smaller than the current one, I/O.
-    pub fn upsert(&self, mut cfg: TopicConfig) -> Result<bool, TopicError> {
-        validate_name(&cfg.name)?;
+    pub fn upsert(&self, cfg: TopicConfig) -> Result<bool, TopicError> {
         if is_system(&cfg.name) {
             return Err(TopicError::Reserved(cfg.name));
         }
+        self.upsert_any(cfg)
+    }
+
+    /// As [`TopicManager::upsert`], for the broker's own topics too (DLQ and system topics).
+    pub fn upsert_any(&self, mut cfg: TopicConfig) -> Result<bool, TopicError> {
+        validate_name(&cfg.name)?;
         if !(1..=MAX_QUEUES).contains(&cfg.queue_count) {
             return Err(TopicError::QueueCount(cfg.queue_count));
         }
@@ -178,21 +169,24 @@ impl TopicManager {
         }
         cfg.message_types.sort();
         cfg.message_types.dedup();
-        let mut topics = self.topics.write();
-        let created = match topics.get(&cfg.name) {
-            Some(cur) if cur.queue_count > cfg.queue_count => {
-                return Err(TopicError::Shrink { name: cfg.name, current: cur.queue_count, requested: cfg.queue_count })
-            }
-            Some(cur) if *cur == cfg => return Ok(false),
-            Some(_) => false,
-            None => true,
-        };
-        let mut next = topics.clone();
-        next.insert(cfg.name.clone(), cfg);
-        let file = TopicsFile { topics: next.values().cloned().collect() };
-        write_atomic(&self.path, &file).map_err(|err| TopicError::Io { path: self.path.clone(), err })?;
-        *topics = next;
-        Ok(created)
+        self.topics.update(
+            |topics| {
+                let created = match topics.get(&cfg.name) {
+                    Some(cur) if cur.queue_count > cfg.queue_count => {
+                        return Err(TopicError::Shrink {
+                            name: cfg.name.clone(),
+                            current: cur.queue_count,
+                            requested: cfg.queue_count,
+                        })
+                    }
+                    Some(_) => false,
+                    None => true,
+                };
+                topics.insert(cfg.name.clone(), cfg);
+                Ok(created)
+            },
+            |path, err| TopicError::Io { path, err },
+        )
     }
 }
 

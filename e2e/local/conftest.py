@@ -97,17 +97,26 @@ def broker(broker_factory):
     return broker_factory()
 
 
+def client_args(kind, cmd, broker, **opts):
+    """The command line of one client driver command: `k=v` becomes `--k v`, `True` a bare flag,
+    `False` a `--no-k` flag."""
+    args = [*CLIENT_CMDS[kind], cmd, "--endpoint", broker.endpoint]
+    for k, v in opts.items():
+        flag = k.replace("_", "-")
+        if v is False:
+            args.append(f"--no-{flag}")
+        elif v is True:
+            args.append(f"--{flag}")
+        else:
+            args += [f"--{flag}", str(v)]
+    return args
+
+
 def run_client(kind, cmd, broker, check=True, proc_timeout=None, **opts):
     """Runs one client driver command; returns its JSON output lines as dicts. The process gets
     `proc_timeout` seconds, by default the client's own --timeout or --hold plus a minute."""
-    args = [*CLIENT_CMDS[kind], cmd, "--endpoint", broker.endpoint]
-    for k, v in opts.items():
-        if v is False:
-            args.append(f"--no-{k.replace('_', '-')}")
-        else:
-            args += [f"--{k.replace('_', '-')}", str(v)]
     limit = proc_timeout or float(opts.get("timeout", opts.get("hold", 30))) + 60
-    p = subprocess.run(args, capture_output=True, text=True, timeout=limit)
+    p = subprocess.run(client_args(kind, cmd, broker, **opts), capture_output=True, text=True, timeout=limit)
     if check:
         assert p.returncode == 0, f"{kind} {cmd} failed ({p.returncode}):\n{p.stderr[-4000:]}"
     return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
@@ -118,6 +127,12 @@ def admin(broker, *args):
     out = subprocess.run([str(BIN), *args, "--server", broker.endpoint, "--json"], capture_output=True, text=True,
                          timeout=30, check=True).stdout
     return json.loads(out)
+
+
+def cli(broker, *args):
+    """Runs `ferrocket <args> --server <broker>`; returns stdout."""
+    return subprocess.run([str(BIN), *args, "--server", broker.endpoint], capture_output=True, text=True,
+                          timeout=30, check=True).stdout
 
 
 def wait_for(condition, timeout, what):
@@ -133,7 +148,5 @@ def wait_for(condition, timeout, what):
 
 def start_client(kind, cmd, broker, **opts):
     """Starts a client driver in the background (stdout piped)."""
-    args = [*CLIENT_CMDS[kind], cmd, "--endpoint", broker.endpoint]
-    for k, v in opts.items():
-        args += [f"--{k.replace('_', '-')}", str(v)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(client_args(kind, cmd, broker, **opts), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)

@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ferrocket_broker::config::{Config, Overrides};
 use ferrocket_broker::proto::admin::admin_client::AdminClient;
 use ferrocket_broker::proto::admin::{
-    CreateTopicRequest, DescribeTopicRequest, ListTopicsRequest, ListTransactionsRequest, TopicConfig,
+    CreateTopicRequest, DeleteGroupRequest, DescribeGroupRequest, DescribeTopicRequest, ExponentialBackoff,
+    GroupConfig, ListGroupsRequest, ListTopicsRequest, ListTransactionsRequest, QueryMessageRequest, TopicConfig,
+    UpsertGroupRequest,
 };
 use ferrocket_broker::proto::v2::{MessageType, Permission};
 
@@ -52,6 +54,22 @@ enum Cmd {
         #[arg(long, global = true, default_value = "127.0.0.1:8081")]
         server: String,
     },
+    /// Configure and inspect consumer groups through the Admin service.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+        /// Broker address.
+        #[arg(long, global = true, default_value = "127.0.0.1:8081")]
+        server: String,
+    },
+    /// Look up stored messages through the IndexFile.
+    Message {
+        #[command(subcommand)]
+        cmd: MessageCmd,
+        /// Broker address.
+        #[arg(long, global = true, default_value = "127.0.0.1:8081")]
+        server: String,
+    },
     /// Load-test a broker: throughput and latency of sends and/or receives.
     Bench {
         #[command(flatten)]
@@ -88,6 +106,69 @@ enum TxCmd {
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// Print the response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCmd {
+    /// Create or replace a consumer group.
+    Create {
+        name: String,
+        /// FIFO: per message group, the next message only after the previous one is done.
+        #[arg(long)]
+        fifo: bool,
+        /// Every client receives every message.
+        #[arg(long)]
+        broadcast: bool,
+        /// Deliveries before a message goes to %DLQ%<name> (default: the broker's, 17).
+        #[arg(long, default_value_t = 0)]
+        max_delivery_attempts: u32,
+        /// Retry delays (customized backoff), e.g. `1s,5s,30s`; the last repeats.
+        #[arg(long, value_delimiter = ',', value_parser = humantime::parse_duration)]
+        backoff: Vec<std::time::Duration>,
+        /// Exponential backoff instead: `INITIAL,MAX,MULTIPLIER`, e.g. `1s,1m,2`.
+        #[arg(long, conflicts_with = "backoff")]
+        exponential: Option<String>,
+    },
+    /// Delete a group's configuration (its progress is kept).
+    Delete { name: String },
+    /// Every configured group.
+    List,
+    /// A group's configuration, retry and DLQ topics, and lag per queue.
+    Describe {
+        name: String,
+        /// Print the response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A group's lag per topic and queue, and in total.
+    Lag {
+        name: String,
+        /// Print the response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MessageCmd {
+    /// A message by id.
+    Get {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages of a topic by key, newest first.
+    Query {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value_t = 32)]
+        limit: u32,
         #[arg(long)]
         json: bool,
     },
@@ -141,6 +222,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Broker(a) => ferrocket_broker::server::run(load(a, Config::default())?).await,
         Cmd::Topic { cmd, server } => topic(cmd, &server).await,
         Cmd::Tx { cmd: TxCmd::List { topic, limit, json }, server } => tx_list(&server, topic, limit, json).await,
+        Cmd::Group { cmd, server } => group(cmd, &server).await,
+        Cmd::Message { cmd, server } => message(cmd, &server).await,
         Cmd::Bench { opts, json } => {
             let r = ferrocket_broker::bench::run(opts).await?;
             if json {
@@ -256,6 +339,119 @@ async fn topic(cmd: TopicCmd, server: &str) -> anyhow::Result<()> {
             for q in r.queues {
                 println!("{:>6} {:>12} {:>12}", q.queue_id, q.min_offset, q.max_offset);
             }
+        }
+    }
+    Ok(())
+}
+
+fn group_json(g: &GroupConfig) -> serde_json::Value {
+    let backoff = match &g.exponential_backoff {
+        Some(e) => {
+            serde_json::json!({"exponential": {"initial_ms": e.initial_ms, "max_ms": e.max_ms, "multiplier": e.multiplier}})
+        }
+        None => serde_json::json!({"customized_ms": g.customized_backoff_ms}),
+    };
+    serde_json::json!({"name": g.name, "fifo": g.fifo, "broadcast": g.broadcast,
+        "max_delivery_attempts": g.max_delivery_attempts, "backoff": backoff})
+}
+
+async fn group(cmd: GroupCmd, server: &str) -> anyhow::Result<()> {
+    let mut c = admin(server).await?;
+    let err = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    match cmd {
+        GroupCmd::Create { name, fifo, broadcast, max_delivery_attempts, backoff, exponential } => {
+            let exponential_backoff = match exponential {
+                None => None,
+                Some(e) => {
+                    let parts: Vec<&str> = e.split(',').collect();
+                    let [initial, max, mult] = parts[..] else {
+                        anyhow::bail!("--exponential takes INITIAL,MAX,MULTIPLIER, got {e:?}");
+                    };
+                    Some(ExponentialBackoff {
+                        initial_ms: humantime::parse_duration(initial)?.as_millis() as u64,
+                        max_ms: humantime::parse_duration(max)?.as_millis() as u64,
+                        multiplier: mult.parse()?,
+                    })
+                }
+            };
+            let g = GroupConfig {
+                name,
+                fifo,
+                broadcast,
+                max_delivery_attempts,
+                customized_backoff_ms: backoff.iter().map(|d| d.as_millis() as u64).collect(),
+                exponential_backoff,
+            };
+            let r = c.upsert_group(UpsertGroupRequest { group: Some(g) }).await.map_err(err)?.into_inner();
+            println!("{} {}", if r.created { "created" } else { "updated" }, group_json(&r.group.unwrap_or_default()));
+        }
+        GroupCmd::Delete { name } => {
+            c.delete_group(DeleteGroupRequest { name: name.clone() }).await.map_err(err)?;
+            println!("deleted {name}");
+        }
+        GroupCmd::List => {
+            for g in c.list_groups(ListGroupsRequest {}).await.map_err(err)?.into_inner().groups {
+                println!("{}", group_json(&g));
+            }
+        }
+        GroupCmd::Describe { name, json } | GroupCmd::Lag { name, json } => {
+            let r = c.describe_group(DescribeGroupRequest { name }).await.map_err(err)?.into_inner();
+            let queues: Vec<_> = r
+                .queues
+                .iter()
+                .map(|q| {
+                    serde_json::json!({"topic": q.topic, "queue_id": q.queue_id, "ack_offset": q.ack_offset,
+                    "max_offset": q.max_offset, "lag": q.lag})
+                })
+                .collect();
+            if json {
+                let g = group_json(&r.group.unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::json!({"group": g, "retry_topic": r.retry_topic, "dlq_topic": r.dlq_topic,
+                        "total_lag": r.total_lag, "queues": queues, "broadcast_clients": r.broadcast_clients})
+                );
+                return Ok(());
+            }
+            println!("{}", group_json(&r.group.unwrap_or_default()));
+            println!("retry topic {}  DLQ {}  total lag {}", r.retry_topic, r.dlq_topic, r.total_lag);
+            println!("{:<40} {:>6} {:>12} {:>12} {:>10}", "topic", "queue", "ack_offset", "max_offset", "lag");
+            for q in &r.queues {
+                println!("{:<40} {:>6} {:>12} {:>12} {:>10}", q.topic, q.queue_id, q.ack_offset, q.max_offset, q.lag);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn message(cmd: MessageCmd, server: &str) -> anyhow::Result<()> {
+    let mut c = admin(server).await?;
+    let (req, json) = match cmd {
+        MessageCmd::Get { id, json } => (QueryMessageRequest { message_id: id, limit: 1, ..Default::default() }, json),
+        MessageCmd::Query { topic, key, limit, json } => {
+            (QueryMessageRequest { topic, key, limit, ..Default::default() }, json)
+        }
+    };
+    let r = c.query_message(req).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner();
+    if r.messages.is_empty() {
+        anyhow::bail!("no message found");
+    }
+    for m in &r.messages {
+        let states: serde_json::Map<String, serde_json::Value> =
+            m.states.iter().map(|s| (s.group.clone(), s.state.clone().into())).collect();
+        let props: std::collections::BTreeMap<_, _> = m.properties.iter().collect();
+        let body = String::from_utf8_lossy(&m.body);
+        let store_time = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.store_timestamp_ms),
+        );
+        let v = serde_json::json!({"message_id": m.message_id, "topic": m.topic, "queue_id": m.queue_id,
+            "queue_offset": m.queue_offset, "commitlog_offset": m.commitlog_offset,
+            "store_time": store_time.to_string(), "store_timestamp_ms": m.store_timestamp_ms,
+            "properties": props, "body": body, "body_bytes": m.body.len(), "delivery": states});
+        if json {
+            println!("{v}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(&v)?);
         }
     }
     Ok(())

@@ -1,9 +1,41 @@
-//! TAG filter expressions: `*` (or empty) for every message, else tags joined by `||`
-//! (RocketMQ `SubscriptionData`, `FilterAPI.buildSubscriptionData`).
+//! Filters of a subscription: TAG expressions (`*` or empty for every message, else tags joined
+//! by `||`; RocketMQ `SubscriptionData`, `FilterAPI.buildSubscriptionData`) and SQL92.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
+use super::sql::SqlFilter;
 use crate::store::consume_queue::tag_hash;
+use crate::store::PROP_TAGS;
+
+/// A subscription's filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// By tag.
+    Tag(TagFilter),
+    /// By SQL92 expression on properties.
+    Sql(SqlFilter),
+}
+
+impl Filter {
+    /// Every message.
+    pub const ALL: Filter = Filter::Tag(TagFilter::All);
+
+    /// First check, on the ConsumeQueue's tag hash (SQL filters pass everything here).
+    pub fn matches_hash(&self, hash: u64) -> bool {
+        match self {
+            Filter::Tag(t) => t.matches_hash(hash),
+            Filter::Sql(_) => true,
+        }
+    }
+
+    /// Exact check on the stored message's properties.
+    pub fn matches(&self, props: &BTreeMap<String, String>) -> bool {
+        match self {
+            Filter::Tag(t) => t.matches(props.get(PROP_TAGS).map(String::as_str)),
+            Filter::Sql(s) => s.matches(props),
+        }
+    }
+}
 
 /// A parsed TAG expression.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,6 +29,10 @@ pub struct Inflight {
     pub attempt: u32,
     /// When the message becomes visible again, ms since the Unix epoch.
     pub visible_at_ms: u64,
+    /// FIFO consumer groups: hash of the message group (0 for none). An entry with attempt 0 is
+    /// held back behind an earlier message of its group and has not been delivered yet.
+    #[serde(default)]
+    pub group: u64,
 }
 
 /// Progress of one consumer group on one queue.
@@ -60,6 +64,12 @@ impl QueueState {
             self.ack_offset += 1;
         }
         self.next_offset = self.next_offset.max(self.ack_offset);
+    }
+
+    /// Moves the group to `offset` (UpdateOffset, or a reset): everything below it is done and
+    /// nothing is in flight.
+    pub fn reset_to(&mut self, offset: u64) {
+        *self = QueueState::starting_at(offset);
     }
 
     /// Keeps the state inside the queue's stored range `min..max` (after recovery cut the log,
@@ -97,6 +107,9 @@ pub struct AckRecord {
     /// (queue id, queue offset) pairs.
     #[serde(rename = "o")]
     pub offsets: Vec<(u32, u64)>,
+    /// (queue id, offset) pairs the group's position was set to (UpdateOffset).
+    #[serde(rename = "s", default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(u32, u64)>,
 }
 
 /// All groups' progress.
@@ -114,6 +127,12 @@ impl ConsumeState {
                 .entry((ack.group.clone(), ack.topic.clone(), *q))
                 .or_insert_with(|| QueueState::starting_at(0))
                 .mark_acked(*off);
+        }
+        for (q, off) in &ack.set {
+            self.queues
+                .entry((ack.group.clone(), ack.topic.clone(), *q))
+                .or_insert_with(|| QueueState::starting_at(0))
+                .reset_to(*off);
         }
     }
 
@@ -139,7 +158,7 @@ mod tests {
         let mut s = QueueState::starting_at(10);
         s.next_offset = 15;
         for o in 10..15 {
-            s.inflight.insert(o, Inflight { pop_id: o, attempt: 1, visible_at_ms: 0 });
+            s.inflight.insert(o, Inflight { pop_id: o, attempt: 1, visible_at_ms: 0, group: 0 });
         }
         s.mark_acked(12);
         s.mark_acked(11);
@@ -158,7 +177,7 @@ mod tests {
         let mut s = QueueState::starting_at(0);
         s.next_offset = 10;
         s.mark_acked(0);
-        s.inflight.insert(8, Inflight { pop_id: 1, attempt: 1, visible_at_ms: 0 });
+        s.inflight.insert(8, Inflight { pop_id: 1, attempt: 1, visible_at_ms: 0, group: 0 });
         s.clamp(0, 5);
         assert_eq!((s.ack_offset, s.next_offset), (1, 5));
         assert!(s.inflight.is_empty());

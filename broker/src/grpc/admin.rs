@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
+use crate::consume::groups::{self, Backoff, ConsumeType, GroupError};
 use crate::proto::admin::{admin_server::Admin, *};
 use crate::proto::v2::{MessageType as PbType, Permission as PbPerm};
 use crate::topics::{MessageType, Permission, TopicError};
@@ -70,8 +71,128 @@ pub fn to_pb(t: &crate::topics::TopicConfig) -> TopicConfig {
     }
 }
 
+/// Wire -> engine group config; zero and empty fields take the broker's defaults.
+pub fn group_from_pb(g: &GroupConfig, cfg: &crate::config::Config) -> groups::GroupConfig {
+    let mut out = cfg.default_group(&g.name);
+    out.consume_type = if g.fifo { ConsumeType::Fifo } else { ConsumeType::Concurrent };
+    out.broadcast = g.broadcast;
+    if g.max_delivery_attempts > 0 {
+        out.max_delivery_attempts = g.max_delivery_attempts;
+    }
+    if let Some(e) = &g.exponential_backoff {
+        out.backoff = Backoff::Exponential { initial_ms: e.initial_ms, max_ms: e.max_ms, multiplier: e.multiplier };
+    } else if !g.customized_backoff_ms.is_empty() {
+        out.backoff = Backoff::Customized { next_ms: g.customized_backoff_ms.clone() };
+    }
+    out
+}
+
+/// Engine -> wire group config.
+pub fn group_to_pb(g: &groups::GroupConfig) -> GroupConfig {
+    let (customized_backoff_ms, exponential_backoff) = match &g.backoff {
+        Backoff::Customized { next_ms } => (next_ms.clone(), None),
+        Backoff::Exponential { initial_ms, max_ms, multiplier } => {
+            (vec![], Some(ExponentialBackoff { initial_ms: *initial_ms, max_ms: *max_ms, multiplier: *multiplier }))
+        }
+    };
+    GroupConfig {
+        name: g.name.clone(),
+        fifo: g.consume_type == ConsumeType::Fifo,
+        max_delivery_attempts: g.max_delivery_attempts,
+        customized_backoff_ms,
+        exponential_backoff,
+        broadcast: g.broadcast,
+    }
+}
+
+fn group_status(e: GroupError) -> Status {
+    match e {
+        GroupError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        GroupError::NotFound(_) => Status::not_found(e.to_string()),
+        GroupError::Io { .. } => Status::internal(e.to_string()),
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn upsert_group(&self, req: Request<UpsertGroupRequest>) -> Result<Response<UpsertGroupResponse>, Status> {
+        let g = req.into_inner().group.ok_or_else(|| Status::invalid_argument("group missing"))?;
+        let cfg = group_from_pb(&g, self.broker.config());
+        let created = self.broker.groups().upsert(cfg.clone()).map_err(group_status)?;
+        tracing::info!(group = %cfg.name, created, "consumer group configured");
+        Ok(Response::new(UpsertGroupResponse { group: Some(group_to_pb(&cfg)), created }))
+    }
+
+    async fn delete_group(&self, req: Request<DeleteGroupRequest>) -> Result<Response<DeleteGroupResponse>, Status> {
+        self.broker.groups().delete(&req.into_inner().name).map_err(group_status)?;
+        Ok(Response::new(DeleteGroupResponse {}))
+    }
+
+    async fn list_groups(&self, _req: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+        Ok(Response::new(ListGroupsResponse { groups: self.broker.groups().list().iter().map(group_to_pb).collect() }))
+    }
+
+    async fn describe_group(
+        &self,
+        req: Request<DescribeGroupRequest>,
+    ) -> Result<Response<DescribeGroupResponse>, Status> {
+        let name = req.into_inner().name;
+        let topics = self.broker.group_topics(&name);
+        let g = match self.broker.groups().get(&name) {
+            Some(g) => g,
+            None if !topics.is_empty() => self.broker.config().default_group(&name),
+            None => return Err(Status::not_found(format!("consumer group {name} does not exist"))),
+        };
+        let mut queues = Vec::new();
+        for topic in topics.iter().filter(|t| !t.starts_with(groups::DLQ_PREFIX)) {
+            for (queue_id, ack_offset, max_offset, lag) in self.broker.group_progress(&name, topic) {
+                queues.push(QueueLag { topic: topic.clone(), queue_id, ack_offset, max_offset, lag });
+            }
+        }
+        Ok(Response::new(DescribeGroupResponse {
+            retry_topic: g.retry_topic(),
+            dlq_topic: g.dlq_topic(),
+            total_lag: queues.iter().map(|q| q.lag).sum(),
+            group: Some(group_to_pb(&g)),
+            queues,
+            broadcast_clients: self.broker.broadcast_clients(&name),
+        }))
+    }
+
+    async fn query_message(&self, req: Request<QueryMessageRequest>) -> Result<Response<QueryMessageResponse>, Status> {
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 32 } else { r.limit.min(1000) as usize };
+        let key = match (r.message_id.is_empty(), r.topic.is_empty() || r.key.is_empty()) {
+            (false, _) => format!("#id#{}", r.message_id),
+            (true, false) => format!("{}#{}", r.topic, r.key),
+            (true, true) => return Err(Status::invalid_argument("give message_id, or topic and key")),
+        };
+        let messages = self
+            .broker
+            .store()
+            .query_index(&key, limit)
+            .into_iter()
+            .map(|rec| StoredMessage {
+                states: self
+                    .broker
+                    .delivery_states(&rec.topic, rec.queue_id, rec.queue_offset)
+                    .into_iter()
+                    .map(|(group, state)| DeliveryState { group, state })
+                    .collect(),
+                topic: rec.topic.clone(),
+                queue_id: rec.queue_id,
+                queue_offset: rec.queue_offset,
+                message_id: rec.properties.get(crate::store::PROP_MSG_ID).cloned().unwrap_or_default(),
+                store_timestamp_ms: rec.store_timestamp,
+                born_timestamp_ms: rec.born_timestamp,
+                commitlog_offset: rec.physical_offset,
+                properties: rec.properties.into_iter().collect(),
+                body: rec.body,
+            })
+            .collect();
+        Ok(Response::new(QueryMessageResponse { messages }))
+    }
+
     async fn create_topic(&self, req: Request<CreateTopicRequest>) -> Result<Response<CreateTopicResponse>, Status> {
         let t = req.into_inner().topic.ok_or_else(|| Status::invalid_argument("topic missing"))?;
         let cfg = from_pb(&t)?;

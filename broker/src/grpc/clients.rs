@@ -8,11 +8,13 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::proto::v2::{
-    self, settings::PubSub, ClientType, CustomizedBackoff, ExponentialBackoff, Publishing, RetryPolicy, Settings,
+    settings::PubSub, ClientType, CustomizedBackoff, ExponentialBackoff, Publishing, RetryPolicy, Settings,
     Subscription, TelemetryCommand,
 };
 
 use super::convert::ms_to_duration;
+use crate::consume::groups::{Backoff, ConsumeType, GroupConfig};
+use crate::proto::v2::retry_policy::Strategy;
 
 /// Sender half of a Telemetry response stream.
 pub type CommandSender = mpsc::Sender<Result<TelemetryCommand, tonic::Status>>;
@@ -87,8 +89,8 @@ impl Clients {
 /// the official clients need from the server (DESIGN.md §4): for producers an exponential
 /// `backoff_policy` and `publishing.max_body_size`; for consumers `subscription.fifo`,
 /// `receive_batch_size`, `long_polling_timeout` and a `backoff_policy` with `max_attempts` (the
-/// group's retry schedule, RocketMQ's customized backoff by default).
-pub fn merged_settings(client: &Settings, cfg: &Config) -> Settings {
+/// group's retry schedule: `group`'s config, else the broker's defaults).
+pub fn merged_settings(client: &Settings, cfg: &Config, group: Option<&GroupConfig>) -> Settings {
     let mut s = client.clone();
     let ty = client.client_type.and_then(|t| ClientType::try_from(t).ok()).unwrap_or(ClientType::Unspecified);
     match ty {
@@ -105,7 +107,7 @@ pub fn merged_settings(client: &Settings, cfg: &Config) -> Settings {
             let exponential = client
                 .backoff_policy
                 .as_ref()
-                .is_some_and(|b| matches!(b.strategy, Some(v2::retry_policy::Strategy::ExponentialBackoff(_))));
+                .is_some_and(|b| matches!(b.strategy, Some(Strategy::ExponentialBackoff(_))));
             if !exponential {
                 // RocketMQ proxy's default producer policy: 3 attempts, 10 ms doubling up to 1 s.
                 s.backoff_policy = Some(RetryPolicy {
@@ -115,7 +117,7 @@ pub fn merged_settings(client: &Settings, cfg: &Config) -> Settings {
                         .map(|b| b.max_attempts)
                         .filter(|m| *m > 0)
                         .unwrap_or(3),
-                    strategy: Some(v2::retry_policy::Strategy::ExponentialBackoff(ExponentialBackoff {
+                    strategy: Some(Strategy::ExponentialBackoff(ExponentialBackoff {
                         initial: Some(ms_to_duration(10)),
                         max: Some(ms_to_duration(1000)),
                         multiplier: 2.0,
@@ -128,7 +130,15 @@ pub fn merged_settings(client: &Settings, cfg: &Config) -> Settings {
                 Some(PubSub::Subscription(s)) => s.clone(),
                 _ => Subscription::default(),
             };
-            sub.fifo = Some(sub.fifo.unwrap_or(false));
+            let default_group;
+            let g = match group {
+                Some(g) => g,
+                None => {
+                    default_group = cfg.default_group("");
+                    &default_group
+                }
+            };
+            sub.fifo = Some(g.consume_type == ConsumeType::Fifo);
             sub.receive_batch_size = Some(sub.receive_batch_size.filter(|b| *b > 0).unwrap_or(32));
             let requested = sub
                 .long_polling_timeout
@@ -137,12 +147,20 @@ pub fn merged_settings(client: &Settings, cfg: &Config) -> Settings {
                 .unwrap_or(cfg.long_polling_max_ms);
             sub.long_polling_timeout = Some(ms_to_duration(requested.min(cfg.long_polling_max_ms)));
             s.pub_sub = Some(PubSub::Subscription(sub));
-            s.backoff_policy = Some(RetryPolicy {
-                max_attempts: cfg.max_delivery_attempts as i32,
-                strategy: Some(v2::retry_policy::Strategy::CustomizedBackoff(CustomizedBackoff {
-                    next: cfg.retry_backoff.iter().map(|d| ms_to_duration(d.as_millis() as u64)).collect(),
-                })),
-            });
+            let strategy = match &g.backoff {
+                Backoff::Customized { next_ms } => Strategy::CustomizedBackoff(CustomizedBackoff {
+                    next: next_ms.iter().map(|ms| ms_to_duration(*ms)).collect(),
+                }),
+                Backoff::Exponential { initial_ms, max_ms, multiplier } => {
+                    Strategy::ExponentialBackoff(ExponentialBackoff {
+                        initial: Some(ms_to_duration(*initial_ms)),
+                        max: Some(ms_to_duration(*max_ms)),
+                        multiplier: *multiplier,
+                    })
+                }
+            };
+            s.backoff_policy =
+                Some(RetryPolicy { max_attempts: g.max_delivery_attempts as i32, strategy: Some(strategy) });
         }
     }
     s
@@ -155,16 +173,16 @@ mod tests {
     #[test]
     fn producers_get_exponential_backoff_and_max_body_size() {
         let client = Settings { client_type: Some(ClientType::Producer as i32), ..Default::default() };
-        let s = merged_settings(&client, &Config::default());
+        let s = merged_settings(&client, &Config::default(), None);
         let Some(PubSub::Publishing(p)) = s.pub_sub else { panic!("no publishing") };
         assert_eq!(p.max_body_size, 4 << 20);
-        assert!(matches!(s.backoff_policy.unwrap().strategy, Some(v2::retry_policy::Strategy::ExponentialBackoff(_))));
+        assert!(matches!(s.backoff_policy.unwrap().strategy, Some(Strategy::ExponentialBackoff(_))));
     }
 
     #[test]
     fn consumers_get_subscription_defaults_and_max_attempts() {
         let client = Settings { client_type: Some(ClientType::SimpleConsumer as i32), ..Default::default() };
-        let s = merged_settings(&client, &Config::default());
+        let s = merged_settings(&client, &Config::default(), None);
         let Some(PubSub::Subscription(sub)) = s.pub_sub else { panic!("no subscription") };
         assert_eq!(sub.fifo, Some(false));
         assert_eq!(sub.receive_batch_size, Some(32));

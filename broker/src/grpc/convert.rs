@@ -11,13 +11,11 @@ use crate::broker::Delivery;
 use crate::config::Config;
 use crate::proto::v2::{self, Code, DigestType, Encoding, MessageType as PbType, Resource};
 use crate::store::record::Record;
-use crate::store::{KEY_SEPARATOR, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
+use crate::store::{KEY_SEPARATOR, PROP_KEYS, PROP_MESSAGE_GROUP, PROP_MSG_ID, PROP_TAGS};
 use crate::topics::{self, MessageType};
 
 use super::status::status;
 
-/// Property: message group of a FIFO message (RocketMQ `__SHARDINGKEY`).
-pub const PROP_MESSAGE_GROUP: &str = "__SHARDINGKEY";
 /// Property: the message type as sent.
 pub const PROP_MESSAGE_TYPE: &str = "__MSG_TYPE";
 /// Property: the producer's trace context.
@@ -176,6 +174,12 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<(Record,
             props.insert(crate::txn::PROP_TX_RECOVERY_MS.into(), ms.to_string());
         }
     }
+    if let (MessageType::Delay, Some(t)) = (ty, &sp.delivery_timestamp) {
+        if t.seconds < 0 || t.nanos < 0 {
+            return Err(refuse(Code::IllegalDeliveryTime, "delivery timestamp is before the epoch"));
+        }
+        props.insert(crate::timer::PROP_DELIVER_MS.into(), ts_to_ms(t).to_string());
+    }
     props.insert(PROP_MESSAGE_TYPE.into(), format!("{ty:?}").to_uppercase());
     props.insert(PROP_MSG_ID.into(), id.to_string());
     if let Some(tc) = sp.trace_context.as_ref().filter(|t| !t.is_empty() && !t.contains(['\u{1}', '\u{2}'])) {
@@ -226,7 +230,9 @@ fn message_type(sp: &v2::SystemProperties) -> Result<MessageType, Refusal> {
             conflict("a TRANSACTION message may not have a message group or delivery timestamp")
         }
         PbType::Transaction => Ok(MessageType::Transaction),
-        PbType::Delay => Err(refuse(Code::NotImplemented, "DELAY messages are not supported by this broker yet")),
+        PbType::Delay if grouped => conflict("a DELAY message may not have a message group"),
+        PbType::Delay if !timed => conflict("a DELAY message needs a delivery timestamp"),
+        PbType::Delay => Ok(MessageType::Delay),
         other => Err(refuse(Code::BadRequest, format!("unsupported message type {}", other.as_str_name()))),
     }
 }
@@ -312,7 +318,7 @@ pub fn record_to_wire(r: &Record, delivery: Option<&Delivery>, namespace: &str) 
         born_host: r.born_host.clone(),
         store_timestamp: Some(ms_to_ts(r.store_timestamp)),
         store_host: r.store_host.clone(),
-        delivery_timestamp: None,
+        delivery_timestamp: r.properties.get(crate::timer::PROP_DELIVER_MS).and_then(|d| d.parse().ok()).map(ms_to_ts),
         receipt_handle: delivery.map(|d| d.receipt_handle.clone()),
         queue_id: r.queue_id as i32,
         queue_offset: Some(r.queue_offset as i64),
@@ -321,7 +327,10 @@ pub fn record_to_wire(r: &Record, delivery: Option<&Delivery>, namespace: &str) 
         message_group: r.properties.get(PROP_MESSAGE_GROUP).cloned(),
         trace_context: r.properties.get(PROP_TRACE_CONTEXT).cloned(),
         orphaned_transaction_recovery_duration: None,
-        dead_letter_queue: None,
+        dead_letter_queue: r.properties.get(crate::broker::PROP_DLQ_ORIGIN_TOPIC).map(|t| v2::DeadLetterQueue {
+            topic: t.clone(),
+            message_id: r.properties.get(PROP_MSG_ID).cloned().unwrap_or_default(),
+        }),
         lite_topic: None,
         priority: None,
     };

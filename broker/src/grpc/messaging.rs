@@ -12,8 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Streaming};
 
-use crate::broker::Broker;
-use crate::consume::filter::TagFilter;
+use crate::broker::{Broker, Consumer};
+use crate::consume::filter::{Filter, TagFilter};
+use crate::consume::sql::SqlFilter;
 use crate::proto::v2::{self, messaging_service_server::MessagingService, telemetry_command::Command, *};
 
 use super::clients::{merged_settings, Clients, Session};
@@ -124,6 +125,31 @@ async fn finish(
     }
 }
 
+/// Parses a subscription's filter expression (TAG by default). Errors: ILLEGAL_FILTER_EXPRESSION
+/// for a bad TAG expression, BAD_REQUEST with the parse error for a bad SQL92 one.
+fn parse_filter(f: Option<&FilterExpression>) -> Result<Filter, v2::Status> {
+    match f {
+        None => Ok(Filter::ALL),
+        Some(f) if f.r#type == FilterType::Sql as i32 => {
+            SqlFilter::parse(&f.expression).map(Filter::Sql).map_err(|e| status(Code::BadRequest, e))
+        }
+        Some(f) => {
+            TagFilter::parse(&f.expression).map(Filter::Tag).map_err(|e| status(Code::IllegalFilterExpression, e))
+        }
+    }
+}
+
+/// Topic and queue id of a request's `message_queue`. Errors: ILLEGAL_TOPIC, BAD_REQUEST for a
+/// negative queue id.
+fn queue_of(q: Option<&MessageQueue>) -> Result<(String, u32), v2::Status> {
+    let topic = check_topic(q.and_then(|q| q.topic.as_ref()))?;
+    let id = q.map(|q| q.id).unwrap_or(-1);
+    if id < 0 {
+        return Err(status(Code::BadRequest, format!("message_queue.id must be a queue id, got {id}")));
+    }
+    Ok((topic, id as u32))
+}
+
 fn one_status<T: Send + 'static>(item: T) -> Stream_<T> {
     Box::pin(tokio_stream::iter([Ok(item)]))
 }
@@ -170,10 +196,17 @@ impl MessagingService for Messaging {
             let entry = match to_record(m, cfg, &peer) {
                 Err(s) => SendResultEntry { status: Some(s), message_id: id, ..Default::default() },
                 Ok((mut rec, ty)) => {
-                    let sent = if ty == crate::topics::MessageType::Transaction {
-                        self.broker.send_half(&mut rec, &client)
-                    } else {
-                        self.broker.send(&mut rec, ty).map(|s| (s, String::new()))
+                    let deliver_at = rec.properties.get(crate::timer::PROP_DELIVER_MS).and_then(|d| d.parse().ok());
+                    let mut recall_handle = String::new();
+                    let sent = match (ty, deliver_at) {
+                        (crate::topics::MessageType::Transaction, _) => self.broker.send_half(&mut rec, &client),
+                        (crate::topics::MessageType::Delay, Some(at)) => {
+                            self.broker.schedule(&mut rec, at).map(|(s, h)| {
+                                recall_handle = h;
+                                (s, String::new())
+                            })
+                        }
+                        _ => self.broker.send(&mut rec, ty).map(|s| (s, String::new())),
                     };
                     match sent {
                         Ok((sent, transaction_id)) => {
@@ -184,7 +217,7 @@ impl MessagingService for Messaging {
                                 message_id: id,
                                 transaction_id,
                                 offset,
-                                ..Default::default()
+                                recall_handle,
                             }
                         }
                         Err(e) => {
@@ -233,6 +266,7 @@ impl MessagingService for Messaging {
 
     async fn receive_message(&self, req: Request<ReceiveMessageRequest>) -> GrpcResult<Self::ReceiveMessageStream> {
         let deadline_ms = grpc_timeout_ms(&req);
+        let client = client_id(&req).unwrap_or_default();
         let r = req.into_inner();
         let fail = |s: v2::Status| -> GrpcResult<Self::ReceiveMessageStream> {
             Ok(Response::new(one_status(ReceiveMessageResponse {
@@ -249,18 +283,9 @@ impl MessagingService for Messaging {
             Ok(t) => t,
             Err(s) => return fail(s),
         };
-        let filter = match r.filter_expression.as_ref() {
-            None => TagFilter::All,
-            Some(f) if f.r#type == FilterType::Sql as i32 => {
-                return fail(status(
-                    Code::NotImplemented,
-                    "SQL92 filter expressions are not supported by this broker yet",
-                ))
-            }
-            Some(f) => match TagFilter::parse(&f.expression) {
-                Ok(f) => f,
-                Err(e) => return fail(status(Code::IllegalFilterExpression, e)),
-            },
+        let filter = match parse_filter(r.filter_expression.as_ref()) {
+            Ok(f) => f,
+            Err(s) => return fail(s),
         };
         if r.batch_size <= 0 {
             return fail(status(Code::BadRequest, format!("batch_size must be positive, got {}", r.batch_size)));
@@ -300,8 +325,10 @@ impl MessagingService for Messaging {
             use receive_message_response::Content;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(poll_ms);
             let mut dispatched = broker.store().subscribe_dispatched();
+            let mut wakeups = broker.subscribe_wakeups();
+            let consumer = Consumer { group: &group, client_id: &client };
             loop {
-                let got = match broker.receive(&group, &topic, &filter, batch, invisible_ms) {
+                let got = match broker.receive(consumer, &topic, &filter, batch, invisible_ms) {
                     Ok(got) => got,
                     Err(e) => {
                         finish(&tx, vec![Content::Status(from_broker(&e))]).await;
@@ -322,6 +349,7 @@ impl MessagingService for Messaging {
                 let tick = deadline.min(now + Duration::from_millis(REDELIVERY_TICK_MS));
                 tokio::select! {
                     _ = dispatched.changed() => {}
+                    _ = wakeups.changed() => {}
                     _ = stopping.changed() => {}
                     _ = tokio::time::sleep_until(tick) => {}
                 }
@@ -331,6 +359,7 @@ impl MessagingService for Messaging {
     }
 
     async fn ack_message(&self, req: Request<AckMessageRequest>) -> GrpcResult<AckMessageResponse> {
+        let client = client_id(&req).unwrap_or_default();
         let r = req.into_inner();
         let reply = |s, entries| Ok(Response::new(AckMessageResponse { status: Some(s), entries }));
         let group = match check_group(r.group.as_ref()) {
@@ -345,7 +374,7 @@ impl MessagingService for Messaging {
             return reply(status(Code::BadRequest, "no entries to acknowledge"), vec![]);
         }
         let handles: Vec<&str> = r.entries.iter().map(|e| e.receipt_handle.as_str()).collect();
-        let (results, durable) = self.broker.ack(&group, &topic, &handles);
+        let (results, durable) = self.broker.ack(Consumer { group: &group, client_id: &client }, &topic, &handles);
         let mut durable_err = None;
         if let Some(end) = durable {
             if let Err(e) = self.broker.wait_durable(end).await {
@@ -371,38 +400,136 @@ impl MessagingService for Messaging {
 
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _req: Request<ForwardMessageToDeadLetterQueueRequest>,
+        req: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
-        Ok(Response::new(ForwardMessageToDeadLetterQueueResponse {
-            status: Some(status(Code::NotImplemented, "dead-letter queues are not supported by this broker yet")),
-        }))
+        let client = client_id(&req).unwrap_or_default();
+        let r = req.into_inner();
+        let reply = |s| Ok(Response::new(ForwardMessageToDeadLetterQueueResponse { status: Some(s) }));
+        let (group, topic) = match (check_group(r.group.as_ref()), check_topic(r.topic.as_ref())) {
+            (Ok(g), Ok(t)) => (g, t),
+            (Err(s), _) | (_, Err(s)) => return reply(s),
+        };
+        let consumer = Consumer { group: &group, client_id: &client };
+        match self.broker.forward_to_dlq(consumer, &topic, &r.receipt_handle) {
+            Ok(end) => match self.broker.wait_durable(end).await {
+                Ok(()) => reply(ok()),
+                Err(e) => reply(from_broker(&e)),
+            },
+            Err(e) => reply(from_broker(&e)),
+        }
     }
 
     type PullMessageStream = Stream_<PullMessageResponse>;
 
-    async fn pull_message(&self, _req: Request<PullMessageRequest>) -> GrpcResult<Self::PullMessageStream> {
-        let s = status(Code::NotImplemented, "PullMessage is not supported by this broker yet");
-        Ok(Response::new(one_status(PullMessageResponse { content: Some(pull_message_response::Content::Status(s)) })))
+    async fn pull_message(&self, req: Request<PullMessageRequest>) -> GrpcResult<Self::PullMessageStream> {
+        use pull_message_response::Content;
+        let deadline_ms = grpc_timeout_ms(&req);
+        let r = req.into_inner();
+        let fail = |s: v2::Status| -> GrpcResult<Self::PullMessageStream> {
+            Ok(Response::new(one_status(PullMessageResponse { content: Some(Content::Status(s)) })))
+        };
+        if let Err(s) = check_group(r.group.as_ref()) {
+            return fail(s);
+        }
+        let (topic, q) = match queue_of(r.message_queue.as_ref()) {
+            Ok(x) => x,
+            Err(s) => return fail(s),
+        };
+        let filter = match parse_filter(r.filter_expression.as_ref()) {
+            Ok(f) => f,
+            Err(s) => return fail(s),
+        };
+        if r.batch_size <= 0 || r.offset < 0 {
+            return fail(status(Code::BadRequest, "batch_size must be positive and offset not negative"));
+        }
+        let cfg = self.broker.config();
+        let mut poll_ms =
+            r.long_polling_timeout.as_ref().and_then(duration_to_ms).unwrap_or(0).min(cfg.long_polling_max_ms);
+        if let Some(d) = deadline_ms {
+            poll_ms = poll_ms.min(d.saturating_sub(LONG_POLL_RESERVE_MS));
+        }
+        let namespace = r.message_queue.as_ref().and_then(|m| m.topic.as_ref()).map(|t| t.resource_namespace.clone());
+        let namespace = namespace.unwrap_or_default();
+        let batch = r.batch_size.min(1024) as usize;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(poll_ms);
+        let mut dispatched = self.broker.store().subscribe_dispatched();
+        let mut stopping = self.stopping.clone();
+        loop {
+            let (msgs, next) = match self.broker.pull(&topic, q, r.offset as u64, batch, &filter) {
+                Ok(x) => x,
+                Err(e) => return fail(from_broker(&e)),
+            };
+            let now = tokio::time::Instant::now();
+            if !msgs.is_empty() || now >= deadline || *stopping.borrow() {
+                let head = if msgs.is_empty() { status(Code::MessageNotFound, "no new message") } else { ok() };
+                let items: Vec<Result<PullMessageResponse, tonic::Status>> = std::iter::once(Content::Status(head))
+                    .chain(msgs.iter().map(|m| Content::Message(super::convert::record_to_wire(m, None, &namespace))))
+                    .chain([Content::NextOffset(next as i64)])
+                    .map(|c| Ok(PullMessageResponse { content: Some(c) }))
+                    .collect();
+                return Ok(Response::new(Box::pin(tokio_stream::iter(items))));
+            }
+            tokio::select! {
+                _ = dispatched.changed() => {}
+                _ = stopping.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
     }
 
-    async fn update_offset(&self, _req: Request<UpdateOffsetRequest>) -> GrpcResult<UpdateOffsetResponse> {
-        Ok(Response::new(UpdateOffsetResponse {
-            status: Some(status(Code::NotImplemented, "UpdateOffset is not supported yet")),
-        }))
+    async fn update_offset(&self, req: Request<UpdateOffsetRequest>) -> GrpcResult<UpdateOffsetResponse> {
+        let r = req.into_inner();
+        let reply = |s| Ok(Response::new(UpdateOffsetResponse { status: Some(s) }));
+        let (group, (topic, q)) = match (check_group(r.group.as_ref()), queue_of(r.message_queue.as_ref())) {
+            (Ok(g), Ok(x)) => (g, x),
+            (Err(s), _) | (_, Err(s)) => return reply(s),
+        };
+        if r.offset < 0 {
+            return reply(status(Code::IllegalOffset, format!("offset {} is negative", r.offset)));
+        }
+        match self.broker.update_offset(&group, &topic, q, r.offset as u64) {
+            Ok(end) => match self.broker.wait_durable(end).await {
+                Ok(()) => reply(ok()),
+                Err(e) => reply(from_broker(&e)),
+            },
+            Err(e) => reply(from_broker(&e)),
+        }
     }
 
-    async fn get_offset(&self, _req: Request<GetOffsetRequest>) -> GrpcResult<GetOffsetResponse> {
-        Ok(Response::new(GetOffsetResponse {
-            status: Some(status(Code::NotImplemented, "GetOffset is not supported yet")),
-            offset: 0,
-        }))
+    async fn get_offset(&self, req: Request<GetOffsetRequest>) -> GrpcResult<GetOffsetResponse> {
+        let r = req.into_inner();
+        let reply = |s, offset| Ok(Response::new(GetOffsetResponse { status: Some(s), offset }));
+        let (group, (topic, q)) = match (check_group(r.group.as_ref()), queue_of(r.message_queue.as_ref())) {
+            (Ok(g), Ok(x)) => (g, x),
+            (Err(s), _) | (_, Err(s)) => return reply(s, 0),
+        };
+        match self.broker.committed_offset(&group, &topic, q) {
+            Some(o) => reply(ok(), o as i64),
+            None => reply(status(Code::OffsetNotFound, format!("group {group} has no offset on {topic} queue {q}")), 0),
+        }
     }
 
-    async fn query_offset(&self, _req: Request<QueryOffsetRequest>) -> GrpcResult<QueryOffsetResponse> {
-        Ok(Response::new(QueryOffsetResponse {
-            status: Some(status(Code::NotImplemented, "QueryOffset is not supported yet")),
-            offset: 0,
-        }))
+    async fn query_offset(&self, req: Request<QueryOffsetRequest>) -> GrpcResult<QueryOffsetResponse> {
+        let r = req.into_inner();
+        let reply = |s, offset| Ok(Response::new(QueryOffsetResponse { status: Some(s), offset }));
+        let (topic, q) = match queue_of(r.message_queue.as_ref()) {
+            Ok(x) => x,
+            Err(s) => return reply(s, 0),
+        };
+        if self.broker.topics().get(&topic).is_none() {
+            return reply(from_broker(&crate::broker::BrokerError::TopicNotFound(topic)), 0);
+        }
+        let store = self.broker.store();
+        let offset = match QueryOffsetPolicy::try_from(r.query_offset_policy) {
+            Ok(QueryOffsetPolicy::Beginning) => store.min_queue_offset(&topic, q),
+            Ok(QueryOffsetPolicy::End) => store.max_queue_offset(&topic, q),
+            Ok(QueryOffsetPolicy::Timestamp) => match r.timestamp.as_ref() {
+                Some(t) => self.broker.offset_for_time(&topic, q, super::convert::ts_to_ms(t)),
+                None => return reply(status(Code::BadRequest, "policy TIMESTAMP needs a timestamp"), 0),
+            },
+            Err(_) => return reply(status(Code::BadRequest, "unknown query_offset_policy"), 0),
+        };
+        reply(ok(), offset as i64)
     }
 
     async fn end_transaction(&self, req: Request<EndTransactionRequest>) -> GrpcResult<EndTransactionResponse> {
@@ -444,6 +571,7 @@ impl MessagingService for Messaging {
         };
         let clients = self.clients.clone();
         let cfg = self.broker.config().clone();
+        let broker = self.broker.clone();
         let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
@@ -454,7 +582,12 @@ impl MessagingService for Messaging {
                 };
                 let Some(Ok(cmd)) = cmd else { break };
                 if let Some(Command::Settings(settings)) = cmd.command {
-                    let merged = merged_settings(&settings, &cfg);
+                    let group = match &settings.pub_sub {
+                        Some(settings::PubSub::Subscription(s)) => s.group.as_ref().map(|g| g.name.clone()),
+                        _ => None,
+                    };
+                    let group = group.and_then(|g| broker.group_or_create(&g).ok());
+                    let merged = merged_settings(&settings, &cfg, group.as_ref());
                     let topics = match &merged.pub_sub {
                         Some(settings::PubSub::Publishing(p)) => p.topics.iter().map(|t| t.name.clone()).collect(),
                         _ => Vec::new(),
@@ -490,6 +623,7 @@ impl MessagingService for Messaging {
         &self,
         req: Request<ChangeInvisibleDurationRequest>,
     ) -> GrpcResult<ChangeInvisibleDurationResponse> {
+        let client = client_id(&req).unwrap_or_default();
         let r = req.into_inner();
         let reply = |s, handle: String| {
             Ok(Response::new(ChangeInvisibleDurationResponse { status: Some(s), receipt_handle: handle }))
@@ -511,17 +645,31 @@ impl MessagingService for Messaging {
                 return reply(status(Code::IllegalInvisibleTime, msg), String::new());
             }
         };
-        match self.broker.change_invisible(&group, &topic, &r.receipt_handle, ms) {
+        match self.broker.change_invisible(
+            Consumer { group: &group, client_id: &client },
+            &topic,
+            &r.receipt_handle,
+            ms,
+        ) {
             Ok(h) => reply(ok(), h),
             Err(e) => reply(from_broker(&e), String::new()),
         }
     }
 
-    async fn recall_message(&self, _req: Request<RecallMessageRequest>) -> GrpcResult<RecallMessageResponse> {
-        Ok(Response::new(RecallMessageResponse {
-            status: Some(status(Code::NotImplemented, "RecallMessage is not supported by this broker yet")),
-            message_id: String::new(),
-        }))
+    async fn recall_message(&self, req: Request<RecallMessageRequest>) -> GrpcResult<RecallMessageResponse> {
+        let r = req.into_inner();
+        let reply = |s, message_id| Ok(Response::new(RecallMessageResponse { status: Some(s), message_id }));
+        let topic = match check_topic(r.topic.as_ref()) {
+            Ok(t) => t,
+            Err(s) => return reply(s, String::new()),
+        };
+        match self.broker.recall(&topic, &r.recall_handle) {
+            Ok((id, end)) => match self.broker.wait_durable(end).await {
+                Ok(()) => reply(ok(), id),
+                Err(e) => reply(from_broker(&e), String::new()),
+            },
+            Err(e) => reply(from_broker(&e), String::new()),
+        }
     }
 
     async fn sync_lite_subscription(

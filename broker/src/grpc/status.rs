@@ -1,6 +1,7 @@
 //! RocketMQ 5 status codes in response bodies (the gRPC status stays OK; DESIGN.md §4).
 
 use crate::broker::BrokerError;
+use crate::consume::groups::GroupError;
 use crate::proto::v2::{Code, Status};
 use crate::store::StoreError;
 use crate::topics::TopicError;
@@ -28,6 +29,13 @@ pub fn from_broker(e: &BrokerError) -> Status {
         BrokerError::InvalidHandle(_) => Code::InvalidReceiptHandle,
         BrokerError::InvalidTransaction(_) => Code::InvalidTransactionId,
         BrokerError::TransactionConflict(_) => Code::PreconditionFailed,
+        BrokerError::GroupNotFound(_) | BrokerError::Group(GroupError::NotFound(_)) => Code::ConsumerGroupNotFound,
+        BrokerError::Group(GroupError::Invalid(_)) => Code::IllegalConsumerGroup,
+        BrokerError::Group(GroupError::Io { .. }) => Code::InternalError,
+        BrokerError::ClientIdRequired => Code::ClientIdRequired,
+        BrokerError::IllegalOffset(_) => Code::IllegalOffset,
+        BrokerError::IllegalDeliveryTime(_) => Code::IllegalDeliveryTime,
+        BrokerError::InvalidRecallHandle(_) => Code::InvalidReceiptHandle,
         BrokerError::Store(StoreError::ShutDown) => Code::InternalServerError,
         BrokerError::Store(_) => Code::InternalError,
     };

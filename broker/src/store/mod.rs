@@ -40,6 +40,8 @@ pub const PROP_TAGS: &str = "TAGS";
 pub const PROP_KEYS: &str = "KEYS";
 /// Property: the client's message id (RocketMQ `UNIQ_KEY`).
 pub const PROP_MSG_ID: &str = "UNIQ_KEY";
+/// Property: message group of a FIFO message (RocketMQ `__SHARDINGKEY`).
+pub const PROP_MESSAGE_GROUP: &str = "__SHARDINGKEY";
 /// Separator of keys in [`PROP_KEYS`] (RocketMQ uses a space).
 pub const KEY_SEPARATOR: char = ' ';
 

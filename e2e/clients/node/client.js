@@ -2,20 +2,20 @@
 // Same command-line contract as ../python/client.py: `send` prints one JSON line per acknowledged
 // message, `receive` one per received message until --count messages or --timeout seconds.
 'use strict';
-const { Producer, SimpleConsumer } = require('rocketmq-client-nodejs');
+const { Producer, SimpleConsumer, PushConsumer, ConsumeResult } = require('rocketmq-client-nodejs');
 
 function args() {
   const [cmd, ...rest] = process.argv.slice(2);
   const a = {
     cmd, tag: 'TagA', keyPrefix: 'key', bodyPrefix: 'body', filter: '*', invisible: 20, poll: 5, timeout: 30, ack: true,
-    action: 'commit', checker: 'commit', hold: 0, untilChecks: 0,
+    action: 'commit', checker: 'commit', hold: 0, untilChecks: 0, linger: 0,
   };
   for (let i = 0; i < rest.length; i++) {
     const k = rest[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
     if (k === 'noAck') { a.ack = false; continue; }
     a[k] = rest[++i];
   }
-  for (const n of [ 'count', 'invisible', 'poll', 'timeout', 'hold', 'untilChecks' ]) a[n] = Number(a[n]);
+  for (const n of [ 'count', 'invisible', 'poll', 'timeout', 'hold', 'untilChecks', 'linger' ]) a[n] = Number(a[n]);
   return a;
 }
 
@@ -51,6 +51,35 @@ async function receive(a) {
         got++;
       }
     }
+  } finally {
+    await shutdown(consumer);
+  }
+}
+
+// A PushConsumer: prints every message it consumes; done after --count distinct messages, then
+// keeps consuming --linger seconds (to show that nothing acked arrives again).
+async function push(a) {
+  const seen = new Set();
+  let finish;
+  const done = new Promise(resolve => { finish = resolve; });
+  const consumer = new PushConsumer({
+    endpoints: a.endpoint, namespace: '', consumerGroup: a.group, requestTimeout: 10000,
+    subscriptions: new Map([[ a.topic, a.filter ]]),
+    messageListener: {
+      consume(m) {
+        console.log(JSON.stringify({ id: m.messageId, tag: m.tag, keys: m.keys, body: m.body.toString(), attempt: m.deliveryAttempt }));
+        seen.add(m.messageId);
+        if (seen.size >= a.count) finish();
+        return ConsumeResult.SUCCESS;
+      },
+    },
+  });
+  await consumer.startup();
+  let timer;
+  try {
+    await Promise.race([ done, new Promise(resolve => { timer = setTimeout(resolve, a.timeout * 1000); }) ]);
+    clearTimeout(timer);
+    if (a.linger) await new Promise(resolve => setTimeout(resolve, a.linger * 1000));
   } finally {
     await shutdown(consumer);
   }
@@ -101,7 +130,7 @@ async function shutdown(client) {
 }
 
 const a = args();
-({ send, receive, txsend }[a.cmd])(a).then(() => process.exit(0), e => {
+({ send, receive, push, txsend }[a.cmd])(a).then(() => process.exit(0), e => {
   console.error(e && e.stack || e);
   process.exit(1);
 });

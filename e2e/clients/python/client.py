@@ -12,6 +12,7 @@ import time
 
 import threading
 
+from rocketmq.grpc_protocol import FilterType
 from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message, MessageListener, Producer,
                       PushConsumer, SimpleConsumer, TransactionChecker, TransactionResolution)
 
@@ -32,23 +33,35 @@ def send(a):
             key = f"{a.key_prefix}-{i}"
             m.keys = key
             m.add_property("origin", "python")
+            m.add_property("i", str(i))
+            m.add_property("color", ("red", "green", "blue")[i % 3])
+            if a.message_groups:
+                m.message_group = f"group-{i % a.message_groups}"
+            if a.delay:
+                m.delivery_timestamp = int(time.time() + a.delay)
             receipt = producer.send(m)
-            print(json.dumps({"id": receipt.message_id, "tag": a.tag, "keys": [key],
-                              "body": m.body.decode()}), flush=True)
+            out = {"id": receipt.message_id, "tag": a.tag, "keys": [key], "body": m.body.decode()}
+            if a.delay:
+                out["due"] = m.delivery_timestamp
+                out["recall_handle"] = receipt.recall_handle
+            if m.message_group:
+                out["group"] = m.message_group
+            print(json.dumps(out), flush=True)
+            if i < a.recall_first:
+                print(json.dumps({"recalled": producer.recall_message(a.topic, receipt.recall_handle)}), flush=True)
     finally:
         producer.shutdown()
 
 
 def receive(a):
-    consumer = SimpleConsumer(config(a), a.group, {a.topic: FilterExpression(a.filter)}, await_duration=a.poll)
+    consumer = SimpleConsumer(config(a), a.group, {a.topic: filter_of(a)}, await_duration=a.poll)
     consumer.startup()
     got = 0
     deadline = time.monotonic() + a.timeout
     try:
         while got < a.count and time.monotonic() < deadline:
             for m in consumer.receive(min(32, a.count - got), a.invisible) or []:
-                print(json.dumps({"id": m.message_id, "tag": m.tag, "keys": sorted(m.keys or []), "body": m.body.decode(),
-                                  "attempt": m.delivery_attempt}), flush=True)
+                print(json.dumps(described(m)), flush=True)
                 if a.ack:
                     consumer.ack(m)
                 got += 1
@@ -56,24 +69,57 @@ def receive(a):
         consumer.shutdown()
 
 
+def filter_of(a):
+    return FilterExpression(a.filter, FilterType.SQL if a.sql else FilterType.TAG)
+
+
+def described(m):
+    """One received message as a JSON-able dict (receive time `t` in seconds since the epoch)."""
+    d = {"id": m.message_id, "tag": m.tag, "keys": sorted(m.keys or []), "body": m.body.decode(),
+         "attempt": m.delivery_attempt, "t": time.time(), "props": dict(m.properties or {})}
+    if m.message_group:
+        d["group"] = m.message_group
+    if m.delivery_timestamp:
+        d["due_ms"] = m.delivery_timestamp
+    return d
+
+
 def push(a):
-    """A PushConsumer: the client asks for assignments and long-polls with auto-renewed invisible time."""
-    lock, done, seen = threading.Lock(), threading.Event(), []
+    """A PushConsumer: the client asks for assignments and long-polls with auto-renewed invisible time.
+    The listener fails messages whose index (the number after the body's last '-') is a multiple of
+    --fail-every, always, and any message with probability --fail-rate; it prints every consume call
+    with its result. Done after --count distinct successes and, with --until-attempts N, once every
+    always-failing message was seen at attempt N."""
+    import random
+    lock, done, ok, failing = threading.Lock(), threading.Event(), set(), {}
+    rng = random.Random(7)
+
+    def finished():
+        return len(ok) >= a.count and all(n >= a.until_attempts for n in failing.values())
 
     class Listener(MessageListener):
         def consume(self, m):
+            i = int(m.body.decode().rsplit("-", 1)[-1])
+            always = a.fail_every and i % a.fail_every == 0
+            fail = always or rng.random() < a.fail_rate
             with lock:
-                print(json.dumps({"id": m.message_id, "tag": m.tag, "keys": sorted(m.keys or []), "body": m.body.decode(),
-                                  "attempt": m.delivery_attempt}), flush=True)
-                seen.append(m.message_id)
-                if len(seen) >= a.count:
+                d = described(m)
+                d["result"] = "failure" if fail else "success"
+                print(json.dumps(d), flush=True)
+                if always:
+                    failing[m.message_id] = max(failing.get(m.message_id, 0), m.delivery_attempt)
+                elif not fail:
+                    ok.add(m.message_id)
+                if finished():
                     done.set()
-            return ConsumeResult.SUCCESS
+            return ConsumeResult.FAILURE if fail else ConsumeResult.SUCCESS
 
-    consumer = PushConsumer(config(a), a.group, Listener(), {a.topic: FilterExpression(a.filter)})
+    consumer = PushConsumer(config(a), a.group, Listener(), {a.topic: filter_of(a)})
     consumer.startup()
     try:
         done.wait(a.timeout)
+        if a.linger:
+            time.sleep(a.linger)  # observe that nothing more arrives (no redelivery after ack)
     finally:
         consumer.shutdown()
 
@@ -127,6 +173,9 @@ def main():
     s.add_argument("--tag", default="TagA")
     s.add_argument("--key-prefix", default="key")
     s.add_argument("--body-prefix", default="body")
+    s.add_argument("--message-groups", type=int, default=0, help="FIFO: spread over this many message groups")
+    s.add_argument("--delay", type=float, default=0, help="DELAY: due this many seconds after sending")
+    s.add_argument("--recall-first", type=int, default=0, help="DELAY: recall the first N messages right after sending")
     r = sub.choices["receive"]
     r.add_argument("--group", required=True)
     r.add_argument("--filter", default="*")
@@ -134,10 +183,16 @@ def main():
     r.add_argument("--poll", type=int, default=5, help="long polling timeout, s")
     r.add_argument("--timeout", type=float, default=30, help="give up after, s")
     r.add_argument("--no-ack", dest="ack", action="store_false")
+    r.add_argument("--sql", action="store_true", help="--filter is a SQL92 expression")
     u = sub.choices["push"]
     u.add_argument("--group", required=True)
     u.add_argument("--filter", default="*")
+    u.add_argument("--sql", action="store_true", help="--filter is a SQL92 expression")
     u.add_argument("--timeout", type=float, default=30, help="give up after, s")
+    u.add_argument("--fail-every", type=int, default=0, help="always fail messages whose index is a multiple")
+    u.add_argument("--fail-rate", type=float, default=0.0, help="fail any message with this probability")
+    u.add_argument("--until-attempts", type=int, default=0)
+    u.add_argument("--linger", type=float, default=0, help="keep consuming this long after done, s")
     t = sub.choices["txsend"]
     t.add_argument("--tag", default="TagA")
     t.add_argument("--body-prefix", default="body")

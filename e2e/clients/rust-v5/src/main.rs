@@ -59,8 +59,14 @@ async fn send(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..a.num("count", 1) {
         let body = format!("{bp}-{i}");
         let key = format!("{kp}-{i}");
-        let msg = MessageBuilder::builder()
-            .set_topic(topic.clone())
+        let delay = a.num("delay", 0);
+        let builder = if delay > 0 {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            MessageBuilder::delay_message_builder(topic.clone(), vec![], (now + delay) as i64)
+        } else {
+            MessageBuilder::builder().set_topic(topic.clone())
+        };
+        let msg = builder
             .set_tag(tag.clone())
             .set_keys(vec![key.clone()])
             .set_properties(HashMap::from([("origin".to_string(), "rust".to_string())]))

@@ -1,0 +1,601 @@
+//! Consumption: receive (pop) with retries, FIFO order and dead letters; ack; invisible time;
+//! pull and offsets; consumer lag.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use super::{Broker, BrokerError, Delivery};
+use crate::consume::filter::Filter;
+use crate::consume::groups::{self, ConsumeType, GroupConfig};
+use crate::consume::handle::ReceiptHandle;
+use crate::consume::state::{AckRecord, ConsumeState, Inflight, QueueState, ACK_LOG_TOPIC};
+use crate::store::consume_queue::{tag_hash, CqEntry};
+use crate::store::record::Record;
+use crate::store::{now_ms, StoreError, PROP_MESSAGE_GROUP, SYS_FLAG_NO_DISPATCH};
+use crate::topics::{MessageType, Permission, TopicConfig};
+
+/// Most ConsumeQueue entries one receive call looks at per queue (bounds lock hold time when a
+/// filter skips many messages).
+const SCAN_LIMIT: usize = 4096;
+/// FIFO groups: most messages per queue held back behind an earlier message of their group.
+const FIFO_MAX_HELD: usize = 4096;
+/// Property of a dead-lettered message: the topic it was consumed from.
+pub const PROP_DLQ_ORIGIN_TOPIC: &str = "__DLQ_ORIGIN_TOPIC";
+/// Property of a dead-lettered message: deliveries it had before it was dead-lettered.
+pub const PROP_DLQ_ATTEMPTS: &str = "__DLQ_ATTEMPTS";
+
+/// Who a receive or ack is for: the consumer group and, for a broadcast group, the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumer<'a> {
+    /// Consumer group.
+    pub group: &'a str,
+    /// The client's id (`x-mq-client-id`); a broadcast group keeps progress per client id.
+    pub client_id: &'a str,
+}
+
+/// A message found by [`Broker::pull`].
+pub type Pulled = (Vec<Record>, u64);
+
+fn group_hash(rec: &Record) -> u64 {
+    rec.properties.get(PROP_MESSAGE_GROUP).map(|g| tag_hash(g).max(1)).unwrap_or(0)
+}
+
+impl Broker {
+    /// The group's configuration, created with the broker's defaults (and persisted) if it is
+    /// unknown and `auto_create_group` is on (RocketMQ `autoCreateSubscriptionGroup`).
+    /// Errors: [`BrokerError::GroupNotFound`], an illegal name, I/O.
+    pub fn group_or_create(&self, name: &str) -> Result<GroupConfig, BrokerError> {
+        if let Some(g) = self.groups.get(name) {
+            return Ok(g);
+        }
+        if !self.cfg.auto_create_group {
+            return Err(BrokerError::GroupNotFound(name.to_string()));
+        }
+        let g = self.cfg.default_group(name);
+        self.groups.upsert(g.clone())?;
+        tracing::info!(group = name, "consumer group auto-created");
+        Ok(g)
+    }
+
+    /// The name progress is kept under: the group, or `group@client` for a broadcast group.
+    fn progress_name(g: &GroupConfig, c: Consumer) -> Result<String, BrokerError> {
+        if !g.broadcast {
+            return Ok(g.name.clone());
+        }
+        if c.client_id.is_empty() {
+            return Err(BrokerError::ClientIdRequired);
+        }
+        Ok(format!("{}@{}", g.name, c.client_id))
+    }
+
+    fn readable_topic(&self, topic: &str) -> Result<TopicConfig, BrokerError> {
+        let cfg = self.topics.get(topic).ok_or_else(|| BrokerError::TopicNotFound(topic.to_string()))?;
+        if !cfg.permission.readable() {
+            return Err(BrokerError::Permission(cfg.name, "readable"));
+        }
+        Ok(cfg)
+    }
+
+    /// Hands out up to `batch` messages of `topic` to a consumer: first messages whose invisible
+    /// time has passed (attempt + 1; after the group's `max_delivery_attempts` they go to its DLQ
+    /// instead), then messages never handed out. In a FIFO group a message is handed out only
+    /// when every earlier message of its message group is acked or dead-lettered. Never blocks;
+    /// long polling is the caller's loop. Errors: unknown or unreadable topic or group, store
+    /// errors.
+    pub fn receive(
+        &self,
+        c: Consumer,
+        topic: &str,
+        filter: &Filter,
+        batch: usize,
+        invisible_ms: u64,
+    ) -> Result<Vec<Delivery>, BrokerError> {
+        let cfg = self.readable_topic(topic)?;
+        let g = self.group_or_create(c.group)?;
+        let name = Self::progress_name(&g, c)?;
+        let fifo = g.consume_type == ConsumeType::Fifo;
+        let now = now_ms();
+        let visible_at_ms = now + invisible_ms;
+        let start = self.rotate.fetch_add(1, Ordering::Relaxed);
+        let mut picked: Vec<(u32, u64, CqEntry, Inflight)> = Vec::new();
+        let mut dead: Vec<(u32, u64, CqEntry, u32)> = Vec::new();
+        {
+            let mut state = self.consume.lock();
+            for i in 0..cfg.queue_count as usize {
+                if picked.len() >= batch {
+                    break;
+                }
+                let q = ((start + i) % cfg.queue_count as usize) as u32;
+                let Some(cq) = self.store.consume_queue(topic, q) else {
+                    // An empty queue: a broadcast client still starts here, before its first message.
+                    state.queues.entry((name.clone(), topic.to_string(), q)).or_default();
+                    continue;
+                };
+                let (min, max) = (cq.min_offset(), cq.max_offset());
+                let st = state.queues.entry((name.clone(), topic.to_string(), q)).or_insert_with(|| {
+                    // A new broadcast client starts at the end, a new group at the oldest message.
+                    QueueState::starting_at(if g.broadcast { max } else { min })
+                });
+                st.clamp(min, max);
+                // Message groups with an earlier message still in flight (FIFO).
+                let mut busy: HashSet<u64> = HashSet::new();
+                let mut due = Vec::new();
+                for (off, f) in &st.inflight {
+                    if fifo && f.group != 0 && !busy.insert(f.group) {
+                        continue;
+                    }
+                    if f.visible_at_ms <= now && due.len() + picked.len() < batch {
+                        due.push(*off);
+                    }
+                }
+                for off in due {
+                    let f = st.inflight.get_mut(&off).expect("listed above");
+                    match cq.get(off) {
+                        Some(e) if !filter.matches_hash(e.tag_hash) => st.mark_acked(off),
+                        None => st.mark_acked(off), // a hole left by a corrupt record
+                        Some(e) if f.attempt >= g.max_delivery_attempts => {
+                            // Kept invisible while it is dead-lettered below.
+                            f.visible_at_ms = visible_at_ms;
+                            dead.push((q, off, e, f.attempt));
+                        }
+                        Some(e) => {
+                            *f = Inflight { pop_id: rand::random(), attempt: f.attempt + 1, visible_at_ms, ..*f };
+                            picked.push((q, off, e, *f));
+                        }
+                    }
+                }
+                let mut scanned = 0;
+                while picked.len() < batch && st.next_offset < max && scanned < SCAN_LIMIT {
+                    if fifo && st.inflight.len() >= FIFO_MAX_HELD {
+                        break;
+                    }
+                    let off = st.next_offset;
+                    st.next_offset += 1;
+                    scanned += 1;
+                    if st.acked.contains(&off) {
+                        continue;
+                    }
+                    let e = match cq.get(off) {
+                        Some(e) if filter.matches_hash(e.tag_hash) => e,
+                        // Filtered out for this group, or a hole left by a corrupt record.
+                        _ => {
+                            st.mark_acked(off);
+                            continue;
+                        }
+                    };
+                    let mut f = Inflight { pop_id: rand::random(), attempt: 1, visible_at_ms, group: 0 };
+                    if fifo {
+                        f.group = self.store.read(&e).map(|r| group_hash(&r)).unwrap_or(0);
+                        if f.group != 0 && !busy.insert(f.group) {
+                            st.inflight.insert(off, Inflight { attempt: 0, visible_at_ms: 0, ..f });
+                            continue;
+                        }
+                    }
+                    st.inflight.insert(off, f);
+                    picked.push((q, off, e, f));
+                }
+            }
+        }
+        for (q, off, e, attempts) in dead {
+            if let Err(err) = self.dead_letter(&g, &name, topic, q, off, &e, attempts) {
+                tracing::error!(group = %g.name, topic, queue = q, offset = off, error = %err, "dead-lettering failed; retried later");
+            }
+        }
+        let mut out = Vec::with_capacity(picked.len());
+        let mut skip = Vec::new();
+        for (q, off, e, f) in picked {
+            match self.store.read(&e) {
+                Ok(record) if filter.matches(&record.properties) => {
+                    let handle = ReceiptHandle {
+                        queue_id: q,
+                        queue_offset: off,
+                        pop_id: f.pop_id,
+                        broker_name: self.cfg.broker_name.clone(),
+                    };
+                    out.push(Delivery { record, receipt_handle: handle.encode(), attempt: f.attempt, invisible_ms });
+                }
+                Ok(_) => skip.push((q, off)), // tag hash collision, or the SQL filter said no
+                Err(e) => {
+                    tracing::error!(topic, queue = q, offset = off, error = %e, "message unreadable; skipped");
+                    skip.push((q, off));
+                }
+            }
+        }
+        if !skip.is_empty() {
+            let mut state = self.consume.lock();
+            for (q, off) in skip {
+                if let Some(st) = state.queues.get_mut(&(name.clone(), topic.to_string(), q)) {
+                    st.mark_acked(off);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dead-letters every in-flight message whose invisible time ran out after its group's last
+    /// delivery attempt, whether or not anyone still receives from its topic (RocketMQ's
+    /// `PopReviveService` role). Returns how many were moved.
+    pub fn revive(&self, now: u64) -> usize {
+        let mut dead = Vec::new();
+        {
+            let mut state = self.consume.lock();
+            for ((progress, topic, q), st) in state.queues.iter_mut() {
+                let base = progress.split('@').next().unwrap_or(progress);
+                let max =
+                    self.groups.get(base).map(|g| g.max_delivery_attempts).unwrap_or(self.cfg.max_delivery_attempts);
+                for (off, f) in st.inflight.iter_mut() {
+                    if f.attempt >= max && f.visible_at_ms <= now {
+                        f.visible_at_ms = now + 60_000; // not handed out while it is moved
+                        dead.push((base.to_string(), progress.clone(), topic.clone(), *q, *off, f.attempt));
+                    }
+                }
+            }
+        }
+        let mut moved = 0;
+        for (group, progress, topic, q, off, attempts) in dead {
+            let g = self.groups.get(&group).unwrap_or_else(|| self.cfg.default_group(&group));
+            let Some(e) = self.store.consume_queue(&topic, q).and_then(|cq| cq.get(off)) else { continue };
+            match self.dead_letter(&g, &progress, &topic, q, off, &e, attempts) {
+                Ok(_) => moved += 1,
+                Err(err) => {
+                    tracing::error!(group, topic, queue = q, offset = off, error = %err, "dead-lettering failed")
+                }
+            }
+        }
+        moved
+    }
+
+    /// Copies a message to the group's DLQ (`%DLQ%<group>`, created on first use with one queue,
+    /// readable and writable) keeping its id, body and properties, then acks it for the group.
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter(
+        &self,
+        g: &GroupConfig,
+        progress: &str,
+        topic: &str,
+        q: u32,
+        off: u64,
+        e: &CqEntry,
+        attempts: u32,
+    ) -> Result<u64, BrokerError> {
+        let dlq = g.dlq_topic();
+        if self.topics.get(&dlq).is_none() {
+            self.topics.upsert_any(TopicConfig {
+                name: dlq.clone(),
+                queue_count: 1,
+                permission: Permission::ReadWrite,
+                message_types: vec![
+                    MessageType::Normal,
+                    MessageType::Fifo,
+                    MessageType::Delay,
+                    MessageType::Transaction,
+                ],
+            })?;
+        }
+        let mut rec = self.store.read(e)?;
+        rec.topic = dlq;
+        rec.queue_id = 0;
+        rec.properties.entry(PROP_DLQ_ORIGIN_TOPIC.into()).or_insert_with(|| topic.to_string());
+        rec.properties.insert(PROP_DLQ_ATTEMPTS.into(), attempts.to_string());
+        self.store.append(&mut rec, true)?;
+        let end = self.persist_acks(&mut self.consume.lock(), progress, topic, vec![(q, off)], vec![])?;
+        tracing::info!(group = %g.name, topic, queue = q, offset = off, attempts, "message dead-lettered");
+        self.metrics.consume.dead_lettered.inc();
+        self.wake_consumers();
+        Ok(end)
+    }
+
+    /// Appends an ack record, then applies it (an ack the log does not hold is never reported as
+    /// done). Returns its end offset to await with [`Broker::wait_durable`].
+    fn persist_acks(
+        &self,
+        state: &mut ConsumeState,
+        group: &str,
+        topic: &str,
+        offsets: Vec<(u32, u64)>,
+        set: Vec<(u32, u64)>,
+    ) -> Result<u64, BrokerError> {
+        let ack = AckRecord { group: group.to_string(), topic: topic.to_string(), offsets, set };
+        let mut rec = Record {
+            topic: ACK_LOG_TOPIC.to_string(),
+            sys_flag: SYS_FLAG_NO_DISPATCH,
+            born_timestamp: now_ms(),
+            body: serde_json::to_vec(&ack).expect("plain data serialises"),
+            ..Default::default()
+        };
+        let r = self.store.append(&mut rec, false)?;
+        state.apply(&ack);
+        Ok(r.end)
+    }
+
+    /// Wakes long polls: an ack or a nack may have released a FIFO message or a redelivery.
+    fn wake_consumers(&self) {
+        self.wakeups.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes on every ack, nack and dead-letter: long polls wait on it besides new messages.
+    pub fn subscribe_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.wakeups.subscribe()
+    }
+
+    /// Checks a receipt handle against the in-flight delivery it names.
+    fn check_handle<'a>(
+        state: &'a mut ConsumeState,
+        progress: &str,
+        topic: &str,
+        handle: &str,
+        now: u64,
+    ) -> Result<(ReceiptHandle, &'a mut Inflight), BrokerError> {
+        let h = ReceiptHandle::decode(handle).ok_or_else(|| BrokerError::InvalidHandle("malformed".into()))?;
+        let st = state.queues.get_mut(&(progress.to_string(), topic.to_string(), h.queue_id)).ok_or_else(|| {
+            BrokerError::InvalidHandle(format!(
+                "group {progress} has received nothing from topic {topic} queue {}",
+                h.queue_id
+            ))
+        })?;
+        let f = st
+            .inflight
+            .get_mut(&h.queue_offset)
+            .ok_or_else(|| BrokerError::InvalidHandle("message already acknowledged, or never delivered".into()))?;
+        if f.pop_id != h.pop_id || f.attempt == 0 {
+            return Err(BrokerError::InvalidHandle(
+                "stale: the message was delivered again or its invisible time changed".into(),
+            ));
+        }
+        if f.visible_at_ms <= now {
+            return Err(BrokerError::InvalidHandle("expired: the invisible time has passed".into()));
+        }
+        Ok((h, f))
+    }
+
+    fn progress_of(&self, c: Consumer) -> Result<String, BrokerError> {
+        let g = self.groups.get(c.group).unwrap_or_else(|| self.cfg.default_group(c.group));
+        Self::progress_name(&g, c)
+    }
+
+    /// Acknowledges deliveries by receipt handle. Returns one result per handle and, if any
+    /// succeeded, the CommitLog offset of the ack record to await with [`Broker::wait_durable`].
+    pub fn ack(&self, c: Consumer, topic: &str, handles: &[&str]) -> (Vec<Result<(), BrokerError>>, Option<u64>) {
+        let progress = match self.progress_of(c) {
+            Ok(p) => p,
+            Err(_) => return (handles.iter().map(|_| Err(BrokerError::ClientIdRequired)).collect(), None),
+        };
+        let now = now_ms();
+        let mut state = self.consume.lock();
+        let mut results = Vec::with_capacity(handles.len());
+        let mut offsets = Vec::new();
+        for h in handles {
+            match Self::check_handle(&mut state, &progress, topic, h, now) {
+                Ok((h, _)) if offsets.contains(&(h.queue_id, h.queue_offset)) => {
+                    results.push(Err(BrokerError::InvalidHandle("acknowledged twice in one request".into())))
+                }
+                Ok((h, _)) => {
+                    offsets.push((h.queue_id, h.queue_offset));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if offsets.is_empty() {
+            return (results, None);
+        }
+        match self.persist_acks(&mut state, &progress, topic, offsets, vec![]) {
+            Ok(end) => {
+                drop(state);
+                self.wake_consumers();
+                (results, Some(end))
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let results = results
+                    .into_iter()
+                    .map(|r| {
+                        r.and_then(|_| Err(BrokerError::Store(StoreError::Io(std::io::Error::other(msg.clone())))))
+                    })
+                    .collect();
+                (results, None)
+            }
+        }
+    }
+
+    /// Gives an in-flight delivery a new invisible time of `invisible_ms` from now and returns its
+    /// new receipt handle (the old one becomes stale). A nack is this with the retry backoff.
+    /// Errors: [`BrokerError::InvalidHandle`].
+    pub fn change_invisible(
+        &self,
+        c: Consumer,
+        topic: &str,
+        handle: &str,
+        invisible_ms: u64,
+    ) -> Result<String, BrokerError> {
+        let progress = self.progress_of(c)?;
+        let now = now_ms();
+        let mut state = self.consume.lock();
+        let (mut h, f) = Self::check_handle(&mut state, &progress, topic, handle, now)?;
+        f.pop_id = rand::random();
+        f.visible_at_ms = now + invisible_ms;
+        h.pop_id = f.pop_id;
+        drop(state);
+        if invisible_ms == 0 {
+            self.wake_consumers();
+        }
+        Ok(h.encode())
+    }
+
+    /// Sends an in-flight delivery to the group's DLQ now (ForwardMessageToDeadLetterQueue, what
+    /// FIFO push consumers do after their local retries). Returns the CommitLog offset to await.
+    /// Errors: [`BrokerError::InvalidHandle`], store errors.
+    pub fn forward_to_dlq(&self, c: Consumer, topic: &str, handle: &str) -> Result<u64, BrokerError> {
+        let g = self.group_or_create(c.group)?;
+        let progress = Self::progress_name(&g, c)?;
+        let (h, attempts) = {
+            let mut state = self.consume.lock();
+            let (h, f) = Self::check_handle(&mut state, &progress, topic, handle, now_ms())?;
+            // Stale for everyone else while it is copied.
+            f.pop_id = rand::random();
+            (h, f.attempt)
+        };
+        let e = self
+            .store
+            .consume_queue(topic, h.queue_id)
+            .and_then(|cq| cq.get(h.queue_offset))
+            .ok_or_else(|| BrokerError::InvalidHandle("the message is no longer stored".into()))?;
+        self.dead_letter(&g, &progress, topic, h.queue_id, h.queue_offset, &e, attempts)
+    }
+
+    /// Reads up to `batch` messages of one queue from `offset` on for a pull consumer, without
+    /// changing any progress. Returns the messages that pass `filter` and the offset to pull from
+    /// next. An offset below the oldest stored message starts there. Errors: unknown or unreadable
+    /// topic, [`BrokerError::IllegalOffset`] for an offset past the queue's end or a queue the
+    /// topic lacks.
+    pub fn pull(&self, topic: &str, q: u32, offset: u64, batch: usize, filter: &Filter) -> Result<Pulled, BrokerError> {
+        let cfg = self.readable_topic(topic)?;
+        if q >= cfg.queue_count {
+            return Err(BrokerError::QueueOutOfRange { topic: cfg.name, queue: q, count: cfg.queue_count });
+        }
+        let (min, max) = (self.store.min_queue_offset(topic, q), self.store.max_queue_offset(topic, q));
+        if offset > max {
+            return Err(BrokerError::IllegalOffset(format!(
+                "offset {offset} is past the end ({max}) of {topic} queue {q}"
+            )));
+        }
+        let Some(cq) = self.store.consume_queue(topic, q) else { return Ok((Vec::new(), offset)) };
+        let mut next = offset.max(min);
+        let mut out = Vec::new();
+        let mut scanned = 0;
+        while out.len() < batch && next < max && scanned < SCAN_LIMIT {
+            let off = next;
+            next += 1;
+            scanned += 1;
+            let Some(e) = cq.get(off).filter(|e| filter.matches_hash(e.tag_hash)) else { continue };
+            match self.store.read(&e) {
+                Ok(r) if filter.matches(&r.properties) => out.push(r),
+                Ok(_) => {}
+                Err(e) => tracing::error!(topic, queue = q, offset = off, error = %e, "message unreadable; skipped"),
+            }
+        }
+        Ok((out, next))
+    }
+
+    /// The group's committed offset on a queue (every message below it is done), if the group
+    /// has progress there.
+    pub fn committed_offset(&self, group: &str, topic: &str, q: u32) -> Option<u64> {
+        self.consume.lock().queues.get(&(group.to_string(), topic.to_string(), q)).map(|s| s.ack_offset)
+    }
+
+    /// Sets the group's position on a queue (UpdateOffset; also a reset for pop consumers): every
+    /// message below `offset` counts as done, nothing is in flight. Persisted like an ack; returns
+    /// the CommitLog offset to await. Errors: unknown topic or queue,
+    /// [`BrokerError::IllegalOffset`] past the queue's end, store errors.
+    pub fn update_offset(&self, group: &str, topic: &str, q: u32, offset: u64) -> Result<u64, BrokerError> {
+        let cfg = self.topics.get(topic).ok_or_else(|| BrokerError::TopicNotFound(topic.to_string()))?;
+        if q >= cfg.queue_count {
+            return Err(BrokerError::QueueOutOfRange { topic: cfg.name, queue: q, count: cfg.queue_count });
+        }
+        let max = self.store.max_queue_offset(topic, q);
+        if offset > max {
+            return Err(BrokerError::IllegalOffset(format!(
+                "offset {offset} is past the end ({max}) of {topic} queue {q}"
+            )));
+        }
+        let end = self.persist_acks(&mut self.consume.lock(), group, topic, vec![], vec![(q, offset)])?;
+        self.wake_consumers();
+        Ok(end)
+    }
+
+    /// The first queue offset whose message was stored at or after `ts_ms` (the queue's end if
+    /// none), by binary search over store timestamps (RocketMQ `getOffsetInQueueByTime`).
+    pub fn offset_for_time(&self, topic: &str, q: u32, ts_ms: u64) -> u64 {
+        let Some(cq) = self.store.consume_queue(topic, q) else { return 0 };
+        let (mut lo, mut hi) = (cq.min_offset(), cq.max_offset());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let stored = cq.get(mid).and_then(|e| self.store.read(&e).ok()).map(|r| r.store_timestamp).unwrap_or(0);
+            if stored < ts_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Per-queue progress of a group on a topic: (queue id, ack offset, max offset, backlog).
+    pub fn group_progress(&self, group: &str, topic: &str) -> Vec<(u32, u64, u64, u64)> {
+        let state = self.consume.lock();
+        let Some(cfg) = self.topics.get(topic) else {
+            return Vec::new();
+        };
+        (0..cfg.queue_count)
+            .map(|q| {
+                let max = self.store.max_queue_offset(topic, q);
+                let st = state.queues.get(&(group.to_string(), topic.to_string(), q));
+                let ack = st.map(|s| s.ack_offset).unwrap_or_else(|| self.store.min_queue_offset(topic, q));
+                (q, ack, max, st.map(|s| s.backlog(max)).unwrap_or(max - ack))
+            })
+            .collect()
+    }
+
+    /// Topics a group (or, for broadcast groups, any of its clients) has progress on.
+    pub fn group_topics(&self, group: &str) -> Vec<String> {
+        let prefix = format!("{group}@");
+        let mut topics: Vec<String> = self
+            .consume
+            .lock()
+            .queues
+            .keys()
+            .filter(|(g, _, _)| g == group || g.starts_with(&prefix))
+            .map(|(_, t, _)| t.clone())
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    /// Client ids with progress of their own in broadcast group `group`, sorted.
+    pub fn broadcast_clients(&self, group: &str) -> Vec<String> {
+        let prefix = format!("{group}@");
+        let mut ids: Vec<String> = self
+            .consume
+            .lock()
+            .queues
+            .keys()
+            .filter_map(|(g, _, _)| g.strip_prefix(&prefix).map(String::from))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Delivery state of the message at (topic, queue, offset) for every group with progress on
+    /// that queue: (group, state) with state `acked`, `in-flight (attempt N)`, `held` or `pending`.
+    pub fn delivery_states(&self, topic: &str, q: u32, off: u64) -> Vec<(String, String)> {
+        let state = self.consume.lock();
+        let mut out: Vec<(String, String)> = state
+            .queues
+            .iter()
+            .filter(|((_, t, qq), _)| t == topic && *qq == q)
+            .map(|((g, _, _), st)| {
+                let s = if off < st.ack_offset || st.acked.contains(&off) {
+                    "acked".to_string()
+                } else if let Some(f) = st.inflight.get(&off) {
+                    if f.attempt == 0 {
+                        "held (FIFO)".to_string()
+                    } else {
+                        format!("in-flight (attempt {})", f.attempt)
+                    }
+                } else {
+                    "pending".to_string()
+                };
+                (g.clone(), s)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The consumer group registry.
+    pub fn groups(&self) -> &groups::GroupManager {
+        &self.groups
+    }
+}

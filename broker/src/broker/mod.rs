@@ -1,0 +1,350 @@
+//! The broker engine's API: send, receive, ack, change invisible time, topics, groups,
+//! transactions, scheduled messages. It ties the store, the registries and consumer progress
+//! together and knows nothing of gRPC.
+
+mod consume;
+mod timer;
+mod transactions;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use thiserror::Error;
+
+pub use consume::{Consumer, Pulled, PROP_DLQ_ATTEMPTS, PROP_DLQ_ORIGIN_TOPIC};
+pub use transactions::{Check, CheckOutcome};
+
+use crate::config::Config;
+use crate::consume::groups::{GroupError, GroupManager};
+use crate::consume::state::{AckRecord, ConsumeState, QueueKey, QueueState, ACK_LOG_TOPIC};
+use crate::metrics::Metrics;
+use crate::store::checkpoint::write_atomic;
+use crate::store::record::Record;
+use crate::store::{Store, StoreConfig, StoreError};
+use crate::timer::TimerState;
+use crate::topics::{self, MessageType, Permission, TopicConfig, TopicError, TopicManager};
+use crate::txn::TxState;
+use transactions::check_timing;
+
+/// Why an engine call was refused. The gRPC layer maps each to a RocketMQ status code.
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    /// The topic does not exist (and auto-creation is off or not allowed for it).
+    #[error("topic {0} does not exist")]
+    TopicNotFound(String),
+    /// The topic request itself is invalid (name, queue count) or could not be persisted.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The topic's permission forbids the operation (topic, missing right).
+    #[error("topic {0} is not {1}")]
+    Permission(String, &'static str),
+    /// The message names a queue the topic does not have.
+    #[error("queue {queue} does not exist in topic {topic} ({count} queues)")]
+    QueueOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The queue id asked for.
+        queue: u32,
+        /// Queues the topic has.
+        count: u32,
+    },
+    /// The topic does not accept this message type.
+    #[error("topic {topic} does not accept {ty:?} messages (accepts {accepts:?})")]
+    TypeNotAccepted {
+        /// The topic.
+        topic: String,
+        /// The message's type.
+        ty: MessageType,
+        /// The types the topic accepts.
+        accepts: Vec<MessageType>,
+    },
+    /// The transaction id or message id names no open transaction (why).
+    #[error("invalid transaction: {0}")]
+    InvalidTransaction(String),
+    /// The transaction already ended the other way (a COMMIT after a ROLLBACK, or the reverse).
+    #[error("{0}")]
+    TransactionConflict(String),
+    /// The receipt handle is malformed, stale, expired or already acknowledged (why).
+    #[error("invalid receipt handle: {0}")]
+    InvalidHandle(String),
+    /// The consumer group does not exist (and auto-creation is off).
+    #[error("consumer group {0} does not exist")]
+    GroupNotFound(String),
+    /// The group request is invalid or could not be persisted.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// A broadcast group needs the client's id (`x-mq-client-id`) to keep its progress.
+    #[error("a broadcast consumer group needs the client id (x-mq-client-id)")]
+    ClientIdRequired,
+    /// A pull or offset update names an offset outside the queue (why).
+    #[error("{0}")]
+    IllegalOffset(String),
+    /// A delivery time or delay level out of range (why).
+    #[error("{0}")]
+    IllegalDeliveryTime(String),
+    /// A recall handle that names no scheduled message of the topic (why).
+    #[error("invalid recall handle: {0}")]
+    InvalidRecallHandle(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a sent message was stored.
+#[derive(Debug, Clone, Copy)]
+pub struct SendOk {
+    /// Queue the message was stored in.
+    pub queue_id: u32,
+    /// Its offset in that queue.
+    pub queue_offset: u64,
+    /// CommitLog offset to await with [`Broker::wait_durable`] before acknowledging.
+    pub end: u64,
+}
+
+/// One message handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The stored message.
+    pub record: Record,
+    /// Handle to ack it or change its invisible time with.
+    pub receipt_handle: String,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    /// How long it stays invisible, ms.
+    pub invisible_ms: u64,
+}
+
+/// Contents of `config/state.json`: consumer progress and open transactions, both as of one
+/// CommitLog offset; the ack, half and op records after it are replayed on start.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct StateFile {
+    commitlog_offset: u64,
+    #[serde(default)]
+    queues: Vec<(QueueKey, QueueState)>,
+    #[serde(default)]
+    transactions: TxState,
+    /// Scheduled messages: (due ms, CommitLog offset, size).
+    #[serde(default)]
+    timers: TimerState,
+}
+
+/// The engine of one broker.
+pub struct Broker {
+    cfg: Config,
+    store: Arc<Store>,
+    topics: TopicManager,
+    consume: Mutex<ConsumeState>,
+    /// Open transactions. Half and op records are appended while holding this lock, so a
+    /// snapshot taken under it splits them cleanly at one CommitLog offset.
+    tx: Mutex<TxState>,
+    /// Scheduled messages; timer records are appended under this lock (as half messages).
+    timer: Mutex<TimerState>,
+    groups: GroupManager,
+    metrics: Metrics,
+    rotate: AtomicUsize,
+    /// Bumped on acks, nacks and dead letters: wakes long polls.
+    wakeups: tokio::sync::watch::Sender<u64>,
+    stopping: AtomicBool,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Broker {
+    /// Opens the store (recovering it), the topic and group registries, consumer progress, open
+    /// transactions and scheduled messages (snapshot plus replayed records), and starts the
+    /// snapshot and timer threads. Errors: anything that makes the data
+    /// directory unusable, naming the file.
+    pub fn open(cfg: Config) -> anyhow::Result<Arc<Broker>> {
+        let store = Store::open(StoreConfig::from(&cfg))?;
+        let config_dir = cfg.data_dir.join("config");
+        std::fs::create_dir_all(&config_dir)?;
+        let topics = TopicManager::load(&config_dir.join("topics.json"))?;
+        let groups = GroupManager::load(&config_dir.join("groups.json"))?;
+        let state_path = config_dir.join("state.json");
+        let snapshot: StateFile = match std::fs::read(&state_path) {
+            // Every ack, half and op record is also in the CommitLog: an unreadable snapshot means
+            // replaying all of them.
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::error!(file = %state_path.display(), error = %e, "unreadable state snapshot; replaying the whole CommitLog");
+                StateFile::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let from = snapshot.commitlog_offset;
+        let mut state = ConsumeState::from_entries(snapshot.queues);
+        let mut tx = snapshot.transactions;
+        tx.reindex();
+        let mut timers = snapshot.timers;
+        let timing = check_timing(&cfg);
+        let mut replayed = 0u64;
+        store.scan(from, |rec, size| {
+            if rec.topic == ACK_LOG_TOPIC {
+                match serde_json::from_slice::<AckRecord>(&rec.body) {
+                    Ok(ack) => {
+                        state.apply(&ack);
+                        replayed += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(offset = rec.physical_offset, error = %e, "unreadable ack record skipped")
+                    }
+                }
+            } else {
+                tx.apply(rec, size, timing);
+                timers.apply(rec, size);
+            }
+        })?;
+        for ((_, topic, q), st) in state.queues.iter_mut() {
+            st.clamp(store.min_queue_offset(topic, *q), store.max_queue_offset(topic, *q));
+        }
+        tracing::info!(
+            queues = state.queues.len(),
+            replayed_acks = replayed,
+            open_transactions = tx.pending.len(),
+            scheduled = timers.len(),
+            "state loaded"
+        );
+        let broker = Arc::new(Broker {
+            cfg,
+            store,
+            topics,
+            consume: Mutex::new(state),
+            tx: Mutex::new(tx),
+            timer: Mutex::new(timers),
+            groups,
+            metrics: Metrics::default(),
+            rotate: AtomicUsize::new(0),
+            wakeups: tokio::sync::watch::channel(0).0,
+            stopping: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        });
+        let b = broker.clone();
+        let snap = std::thread::Builder::new().name("state-snapshot".into()).spawn(move || b.snapshot_loop())?;
+        let b = broker.clone();
+        let timer = std::thread::Builder::new().name("timer".into()).spawn(move || b.timer_loop())?;
+        broker.threads.lock().extend([snap, timer]);
+        Ok(broker)
+    }
+
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The storage engine.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The topic registry.
+    pub fn topics(&self) -> &TopicManager {
+        &self.topics
+    }
+
+    /// The topic, created with the defaults if it is unknown and `auto_create_topic` is on.
+    /// Errors: [`BrokerError::TopicNotFound`], or an illegal/reserved name.
+    pub fn topic_or_create(&self, name: &str) -> Result<TopicConfig, BrokerError> {
+        if let Some(t) = self.topics.get(name) {
+            return Ok(t);
+        }
+        topics::validate_name(name)?;
+        if !self.cfg.auto_create_topic || topics::is_system(name) {
+            return Err(BrokerError::TopicNotFound(name.to_string()));
+        }
+        let cfg = TopicConfig {
+            name: name.to_string(),
+            queue_count: self.cfg.default_queue_count,
+            permission: Permission::ReadWrite,
+            message_types: vec![MessageType::Normal, MessageType::Fifo, MessageType::Delay, MessageType::Transaction],
+        };
+        if self.topics.upsert(cfg.clone())? {
+            tracing::info!(topic = name, queues = cfg.queue_count, "topic auto-created");
+        }
+        Ok(self.topics.get(name).unwrap_or(cfg))
+    }
+
+    /// Stores a message (`rec` with topic, queue id, properties and body set) of type `ty`.
+    /// Errors: unknown topic, topic not writable, queue out of range, type not accepted, store errors.
+    pub fn send(&self, rec: &mut Record, ty: MessageType) -> Result<SendOk, BrokerError> {
+        self.check_send(rec, ty)?;
+        let r = self.store.append(rec, true)?;
+        Ok(SendOk { queue_id: rec.queue_id, queue_offset: r.queue_offset, end: r.end })
+    }
+
+    /// The checks every send makes: topic exists (or is auto-created), writable, queue in range,
+    /// message type accepted.
+    fn check_send(&self, rec: &Record, ty: MessageType) -> Result<(), BrokerError> {
+        let topic = self.topic_or_create(&rec.topic)?;
+        if !topic.permission.writable() {
+            return Err(BrokerError::Permission(topic.name, "writable"));
+        }
+        if rec.queue_id >= topic.queue_count {
+            return Err(BrokerError::QueueOutOfRange {
+                topic: topic.name,
+                queue: rec.queue_id,
+                count: topic.queue_count,
+            });
+        }
+        if !topic.message_types.contains(&ty) {
+            return Err(BrokerError::TypeNotAccepted { topic: topic.name, ty, accepts: topic.message_types });
+        }
+        Ok(())
+    }
+
+    /// The broker's metrics (transaction counters among them).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Waits until CommitLog offset `end` is durable per the flush policy (see [`Store::wait_durable`]).
+    pub async fn wait_durable(&self, end: u64) -> Result<(), BrokerError> {
+        Ok(self.store.wait_durable(end).await?)
+    }
+    /// Errors: I/O.
+    pub fn snapshot(&self) -> std::io::Result<()> {
+        let snap = {
+            let consume = self.consume.lock();
+            let tx = self.tx.lock();
+            let timers = self.timer.lock();
+            // Ack, half and op records are appended under these locks, so every one below this
+            // offset is reflected in the copies.
+            StateFile {
+                commitlog_offset: self.store.commitlog_end(),
+                queues: consume.entries(),
+                transactions: tx.clone(),
+                timers: timers.clone(),
+            }
+        };
+        self.store.flush_all()?;
+        write_atomic(&self.cfg.data_dir.join("config").join("state.json"), &snap)
+    }
+
+    fn snapshot_loop(&self) {
+        let interval = Duration::from_millis(self.cfg.consumer_snapshot_interval_ms.max(100));
+        let tick = Duration::from_millis(100);
+        let mut waited = Duration::ZERO;
+        while !self.stopping.load(Ordering::Acquire) {
+            std::thread::sleep(tick);
+            waited += tick;
+            if waited >= interval {
+                waited = Duration::ZERO;
+                if let Err(e) = self.snapshot() {
+                    tracing::error!(error = %e, "consumer progress snapshot failed");
+                }
+            }
+        }
+    }
+
+    /// Stops the engine: final snapshot, store flush and checkpoint. Idempotent. Errors: I/O.
+    pub fn shutdown(&self) -> std::io::Result<()> {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        for h in self.threads.lock().drain(..) {
+            let _ = h.join();
+        }
+        self.store.shutdown()?;
+        self.snapshot()
+    }
+}

@@ -1,0 +1,147 @@
+//! Scheduled delivery: DELAY messages and delay levels, the timer thread, and recall.
+
+use std::time::Duration;
+
+use super::{Broker, BrokerError, SendOk};
+use crate::store::now_ms;
+use crate::store::record::Record;
+use crate::timer::{self, TimerKey};
+use crate::topics::MessageType;
+
+/// Most due messages the timer thread delivers per pass (bounds lock hold time).
+const DELIVER_BATCH: usize = 2048;
+/// How often the timer thread looks for due messages, ms: lateness is at most this plus the
+/// time to write the due messages.
+const TICK_MS: u64 = 10;
+/// How often in-flight messages past their last attempt are looked for, ms.
+const REVIVE_MS: u64 = 500;
+
+impl Broker {
+    /// Schedules a DELAY message for `deliver_at_ms` (ms since the epoch). A time already past is
+    /// delivered now. Returns where it went (the real queue, offset 0 until delivered) and its
+    /// recall handle (empty if delivered at once). Errors: as [`Broker::send`], and
+    /// [`BrokerError::IllegalDeliveryTime`] beyond `timer_max_delay_ms` from now (RocketMQ
+    /// `timerMaxDelaySec`).
+    pub fn schedule(&self, rec: &mut Record, deliver_at_ms: u64) -> Result<(SendOk, String), BrokerError> {
+        let now = now_ms();
+        if deliver_at_ms > now + self.cfg.timer_max_delay_ms {
+            return Err(BrokerError::IllegalDeliveryTime(format!(
+                "delivery time is {} ms ahead; at most timer_max_delay_ms = {} ms",
+                deliver_at_ms - now,
+                self.cfg.timer_max_delay_ms
+            )));
+        }
+        self.check_send(rec, MessageType::Delay)?;
+        if deliver_at_ms <= now {
+            rec.properties.insert(timer::PROP_DELIVER_MS.into(), deliver_at_ms.to_string());
+            return self.send(rec, MessageType::Delay).map(|s| (s, String::new()));
+        }
+        let queue_id = rec.queue_id;
+        timer::to_timer_record(rec, deliver_at_ms);
+        let mut t = self.timer.lock();
+        let r = self.store.append(rec, false)?;
+        let key = (deliver_at_ms, r.physical_offset);
+        t.add(key, r.size);
+        Ok((SendOk { queue_id, queue_offset: 0, end: r.end }, timer::recall_handle(key)))
+    }
+
+    /// Schedules a message at delay level `level` (1-based, `delay_levels`; RocketMQ's
+    /// `messageDelayLevel`). Errors: a level outside 1..=number of levels
+    /// ([`BrokerError::IllegalDeliveryTime`]), and as [`Broker::schedule`].
+    pub fn schedule_level(&self, rec: &mut Record, level: u32) -> Result<(SendOk, String), BrokerError> {
+        let n = self.cfg.delay_levels.len();
+        let d = level
+            .checked_sub(1)
+            .and_then(|i| self.cfg.delay_levels.get(i as usize))
+            .ok_or_else(|| BrokerError::IllegalDeliveryTime(format!("delay level {level} is not in 1..={n}")))?;
+        self.schedule(rec, now_ms() + d.as_millis() as u64)
+    }
+
+    /// Cancels a scheduled message of `topic` by its recall handle; returns its message id.
+    /// Errors: [`BrokerError::InvalidRecallHandle`] for a malformed handle, a message of another
+    /// topic, or one already delivered or recalled.
+    pub fn recall(&self, topic: &str, handle: &str) -> Result<(String, u64), BrokerError> {
+        let key: TimerKey = timer::parse_recall_handle(handle)
+            .ok_or_else(|| BrokerError::InvalidRecallHandle(format!("malformed recall handle {handle:?}")))?;
+        let mut t = self.timer.lock();
+        let size = t.remove(key).ok_or_else(|| {
+            BrokerError::InvalidRecallHandle("no such scheduled message: already delivered or recalled".into())
+        })?;
+        let stored = match self.store.read_record(key.1, size) {
+            Ok(r) if r.properties.get(crate::txn::PROP_REAL_TOPIC).map(String::as_str) == Some(topic) => r,
+            other => {
+                t.add(key, size);
+                return match other {
+                    Err(e) => Err(e.into()),
+                    Ok(_) => Err(BrokerError::InvalidRecallHandle(format!("the message is not of topic {topic}"))),
+                };
+            }
+        };
+        match self.store.append(&mut timer::recall_record(key, now_ms()), false) {
+            Ok(r) => Ok((timer::message_id(&stored), r.end)),
+            Err(e) => {
+                t.add(key, size);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Number of scheduled messages not yet delivered.
+    pub fn scheduled_count(&self) -> usize {
+        self.timer.lock().len()
+    }
+
+    /// Delivers every message due by `now`: writes the real message to its topic, which also
+    /// marks the timer record done. Returns how many were delivered.
+    pub fn deliver_due(&self, now: u64) -> usize {
+        let mut t = self.timer.lock();
+        let due = t.due(now, DELIVER_BATCH);
+        let mut n = 0;
+        for (key, size) in due {
+            let real = match self.store.read_record(key.1, size) {
+                Ok(stored) => timer::real_message(&stored),
+                Err(e) => {
+                    tracing::error!(offset = key.1, error = %e, "scheduled message unreadable; dropped");
+                    t.remove(key);
+                    continue;
+                }
+            };
+            let mut real = real;
+            if self.topics.get(&real.topic).is_none() {
+                tracing::error!(topic = %real.topic, "scheduled message's topic was deleted; dropped");
+                t.remove(key);
+                continue;
+            }
+            match self.store.append(&mut real, true) {
+                Ok(_) => {
+                    t.remove(key);
+                    n += 1;
+                    self.metrics.timer.delivered.inc();
+                    let late = now.saturating_sub(key.0);
+                    self.metrics.timer.lateness_ms.observe(late as f64);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "delivering a scheduled message failed; retried");
+                    break;
+                }
+            }
+        }
+        n
+    }
+
+    /// The timer thread: delivers due scheduled messages every [`TICK_MS`], and dead-letters
+    /// exhausted deliveries every [`REVIVE_MS`].
+    pub(super) fn timer_loop(&self) {
+        let mut last_revive = 0;
+        while !self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            let now = now_ms();
+            if now >= last_revive + REVIVE_MS {
+                last_revive = now;
+                self.revive(now);
+            }
+            if self.deliver_due(now) < DELIVER_BATCH {
+                std::thread::sleep(Duration::from_millis(TICK_MS));
+            }
+        }
+    }
+}
