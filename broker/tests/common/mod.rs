@@ -62,6 +62,10 @@ pub async fn client(addr: &str) -> MessagingServiceClient<Channel> {
 
 pub use ferrocket_broker::grpc::requests::resource as res;
 
+/// The generated MessagingService client over a plain channel.
+#[allow(dead_code)]
+pub type Client = MessagingServiceClient<Channel>;
+
 pub fn message(topic: &str, id: &str, body: Vec<u8>) -> Message {
     Message {
         topic: res(topic),
