@@ -17,6 +17,17 @@ from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExp
                       PushConsumer, SimpleConsumer, TransactionChecker, TransactionResolution)
 
 
+OUT_LOCK = threading.Lock()
+
+
+def emit(d):
+    """Writes one JSON line atomically: checker and listener threads print concurrently with the
+    main thread, and print() writes the text and its newline separately."""
+    with OUT_LOCK:
+        sys.stdout.write(json.dumps(d) + "\n")
+        sys.stdout.flush()
+
+
 def config(a):
     return ClientConfiguration(a.endpoint, Credentials(), request_timeout=10)
 
@@ -46,9 +57,9 @@ def send(a):
                 out["recall_handle"] = receipt.recall_handle
             if m.message_group:
                 out["group"] = m.message_group
-            print(json.dumps(out), flush=True)
+            emit(out)
             if i < a.recall_first:
-                print(json.dumps({"recalled": producer.recall_message(a.topic, receipt.recall_handle)}), flush=True)
+                emit({"recalled": producer.recall_message(a.topic, receipt.recall_handle)})
     finally:
         producer.shutdown()
 
@@ -61,7 +72,7 @@ def receive(a):
     try:
         while got < a.count and time.monotonic() < deadline:
             for m in consumer.receive(min(32, a.count - got), a.invisible) or []:
-                print(json.dumps(described(m)), flush=True)
+                emit(described(m))
                 if a.ack:
                     consumer.ack(m)
                 got += 1
@@ -105,7 +116,7 @@ def push(a):
             with lock:
                 d = described(m)
                 d["result"] = "failure" if fail else "success"
-                print(json.dumps(d), flush=True)
+                emit(d)
                 if always:
                     failing[m.message_id] = max(failing.get(m.message_id, 0), m.delivery_attempt)
                 elif not fail:
@@ -135,7 +146,7 @@ def txsend(a):
     class Checker(TransactionChecker):
         def check(self, message):
             with lock:
-                print(json.dumps({"check": message.message_id, "answer": a.checker}), flush=True)
+                emit({"check": message.message_id, "answer": a.checker})
                 checks[0] += 1
                 if a.until_checks and checks[0] >= a.until_checks:
                     enough.set()
@@ -151,7 +162,7 @@ def txsend(a):
             m.body = f"{a.body_prefix}-{i}".encode()
             m.tag = a.tag
             receipt = producer.send(m, tx)
-            print(json.dumps({"id": receipt.message_id, "body": m.body.decode()}), flush=True)
+            emit({"id": receipt.message_id, "body": m.body.decode()})
             if a.action == "commit":
                 tx.commit()
             elif a.action == "rollback":
