@@ -157,6 +157,9 @@ async fn txsend(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
             Some(()) = rx_checks.recv() => {
                 seen += 1;
                 if until > 0 && seen >= until {
+                    // The client sends EndTransaction after the checker returns, on its own task;
+                    // give that answer time to leave before shutting down.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
                 }
             }
