@@ -28,6 +28,12 @@ pub enum Permission {
     ReadWrite,
 }
 
+impl MessageType {
+    /// Every type, in order (what auto-created and DLQ topics accept).
+    pub const ALL: [MessageType; 4] =
+        [MessageType::Normal, MessageType::Fifo, MessageType::Delay, MessageType::Transaction];
+}
+
 impl Permission {
     /// True if consumers may read.
     pub fn readable(self) -> bool {

@@ -264,12 +264,7 @@ impl Broker {
                 name: dlq.clone(),
                 queue_count: 1,
                 permission: Permission::ReadWrite,
-                message_types: vec![
-                    MessageType::Normal,
-                    MessageType::Fifo,
-                    MessageType::Delay,
-                    MessageType::Transaction,
-                ],
+                message_types: MessageType::ALL.to_vec(),
             })?;
         }
         let mut rec = self.store.read(e)?;
@@ -449,16 +444,8 @@ impl Broker {
     /// topic, [`BrokerError::IllegalOffset`] for an offset past the queue's end or a queue the
     /// topic lacks.
     pub fn pull(&self, topic: &str, q: u32, offset: u64, batch: usize, filter: &Filter) -> Result<Pulled, BrokerError> {
-        let cfg = self.readable_topic(topic)?;
-        if q >= cfg.queue_count {
-            return Err(BrokerError::QueueOutOfRange { topic: cfg.name, queue: q, count: cfg.queue_count });
-        }
-        let (min, max) = (self.store.min_queue_offset(topic, q), self.store.max_queue_offset(topic, q));
-        if offset > max {
-            return Err(BrokerError::IllegalOffset(format!(
-                "offset {offset} is past the end ({max}) of {topic} queue {q}"
-            )));
-        }
+        let max = self.check_queue_offset(self.readable_topic(topic)?, q, offset)?;
+        let min = self.store.min_queue_offset(topic, q);
         let Some(cq) = self.store.consume_queue(topic, q) else { return Ok((Vec::new(), offset)) };
         let mut next = offset.max(min);
         let mut out = Vec::new();
@@ -477,6 +464,22 @@ impl Broker {
         Ok((out, next))
     }
 
+    /// Checks that the topic has queue `q` and that `offset` is not past its end; returns the
+    /// queue's max offset. Errors: [`BrokerError::QueueOutOfRange`], [`BrokerError::IllegalOffset`].
+    fn check_queue_offset(&self, cfg: TopicConfig, q: u32, offset: u64) -> Result<u64, BrokerError> {
+        if q >= cfg.queue_count {
+            return Err(BrokerError::QueueOutOfRange { topic: cfg.name, queue: q, count: cfg.queue_count });
+        }
+        let max = self.store.max_queue_offset(&cfg.name, q);
+        if offset > max {
+            return Err(BrokerError::IllegalOffset(format!(
+                "offset {offset} is past the end ({max}) of {} queue {q}",
+                cfg.name
+            )));
+        }
+        Ok(max)
+    }
+
     /// The group's committed offset on a queue (every message below it is done), if the group
     /// has progress there.
     pub fn committed_offset(&self, group: &str, topic: &str, q: u32) -> Option<u64> {
@@ -489,15 +492,7 @@ impl Broker {
     /// [`BrokerError::IllegalOffset`] past the queue's end, store errors.
     pub fn update_offset(&self, group: &str, topic: &str, q: u32, offset: u64) -> Result<u64, BrokerError> {
         let cfg = self.topics.get(topic).ok_or_else(|| BrokerError::TopicNotFound(topic.to_string()))?;
-        if q >= cfg.queue_count {
-            return Err(BrokerError::QueueOutOfRange { topic: cfg.name, queue: q, count: cfg.queue_count });
-        }
-        let max = self.store.max_queue_offset(topic, q);
-        if offset > max {
-            return Err(BrokerError::IllegalOffset(format!(
-                "offset {offset} is past the end ({max}) of {topic} queue {q}"
-            )));
-        }
+        self.check_queue_offset(cfg, q, offset)?;
         let end = self.persist_acks(&mut self.consume.lock(), group, topic, vec![], vec![(q, offset)])?;
         self.wake_consumers();
         Ok(end)
@@ -536,17 +531,24 @@ impl Broker {
             .collect()
     }
 
-    /// Topics a group (or, for broadcast groups, any of its clients) has progress on.
-    pub fn group_topics(&self, group: &str) -> Vec<String> {
+    /// (client id, topic) of every progress key of `group`: the client id is empty for the group's
+    /// own progress, and set for a broadcast client's (`group@client`).
+    fn progress_keys(&self, group: &str) -> Vec<(String, String)> {
         let prefix = format!("{group}@");
-        let mut topics: Vec<String> = self
-            .consume
+        self.consume
             .lock()
             .queues
             .keys()
-            .filter(|(g, _, _)| g == group || g.starts_with(&prefix))
-            .map(|(_, t, _)| t.clone())
-            .collect();
+            .filter_map(|(g, t, _)| {
+                let client = if g == group { Some("") } else { g.strip_prefix(&prefix) };
+                client.map(|c| (c.to_string(), t.clone()))
+            })
+            .collect()
+    }
+
+    /// Topics a group (or, for broadcast groups, any of its clients) has progress on, sorted.
+    pub fn group_topics(&self, group: &str) -> Vec<String> {
+        let mut topics: Vec<String> = self.progress_keys(group).into_iter().map(|(_, t)| t).collect();
         topics.sort();
         topics.dedup();
         topics
@@ -554,14 +556,8 @@ impl Broker {
 
     /// Client ids with progress of their own in broadcast group `group`, sorted.
     pub fn broadcast_clients(&self, group: &str) -> Vec<String> {
-        let prefix = format!("{group}@");
-        let mut ids: Vec<String> = self
-            .consume
-            .lock()
-            .queues
-            .keys()
-            .filter_map(|(g, _, _)| g.strip_prefix(&prefix).map(String::from))
-            .collect();
+        let mut ids: Vec<String> =
+            self.progress_keys(group).into_iter().map(|(c, _)| c).filter(|c| !c.is_empty()).collect();
         ids.sort();
         ids.dedup();
         ids

@@ -256,7 +256,7 @@ impl Broker {
             name: name.to_string(),
             queue_count: self.cfg.default_queue_count,
             permission: Permission::ReadWrite,
-            message_types: vec![MessageType::Normal, MessageType::Fifo, MessageType::Delay, MessageType::Transaction],
+            message_types: MessageType::ALL.to_vec(),
         };
         if self.topics.upsert(cfg.clone())? {
             tracing::info!(topic = name, queues = cfg.queue_count, "topic auto-created");
