@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::checkpoint::write_atomic;
 
 /// An entry of a [`Registry`]: plain data with a unique name.
-pub trait Named: Clone + Serialize + DeserializeOwned {
+pub trait Named: Clone + PartialEq + Serialize + DeserializeOwned {
     /// The entry's key.
     fn name(&self) -> &str;
 }
@@ -55,8 +55,8 @@ impl<T: Named> Registry<T> {
         self.entries.read().values().cloned().collect()
     }
 
-    /// Applies `change` to a copy of the entries and, if it returns `Ok`, persists the copy and
-    /// makes it current. `change` sees the current entries and may refuse with its own error.
+    /// Applies `change` to a copy of the entries and, if it returns `Ok` and changed something,
+    /// persists the copy and makes it current (an identical re-apply writes nothing). `change` sees the current entries and may refuse with its own error.
     /// Errors: `change`'s, or I/O writing the file (mapped by `io_err` with the file's path).
     pub fn update<R, E>(
         &self,
@@ -66,6 +66,9 @@ impl<T: Named> Registry<T> {
         let mut entries = self.entries.write();
         let mut next = entries.clone();
         let r = change(&mut next)?;
+        if next == *entries {
+            return Ok(r);
+        }
         let file = File { entries: next.values().cloned().collect() };
         write_atomic(&self.path, &file).map_err(|e| io_err(self.path.clone(), e))?;
         *entries = next;
