@@ -303,12 +303,14 @@ impl Broker {
         Ok(r.end)
     }
 
-    /// Wakes long polls: an ack or a nack may have released a FIFO message or a redelivery.
+    /// Wakes long polls: a FIFO ack, a nack to 0, a dead letter or an offset reset may have made a
+    /// message available.
     fn wake_consumers(&self) {
         self.wakeups.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Changes on every ack, nack and dead-letter: long polls wait on it besides new messages.
+    /// Changes when a message may have become available other than by a new message (see
+    /// `wake_consumers`): long polls wait on it besides the dispatcher.
     pub fn subscribe_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
         self.wakeups.subscribe()
     }
@@ -343,15 +345,17 @@ impl Broker {
         Ok((h, f))
     }
 
-    fn progress_of(&self, c: Consumer) -> Result<String, BrokerError> {
+    /// The consumer's group config (the defaults if unknown) and its progress name.
+    fn progress_of(&self, c: Consumer) -> Result<(GroupConfig, String), BrokerError> {
         let g = self.groups.get(c.group).unwrap_or_else(|| self.cfg.default_group(c.group));
-        Self::progress_name(&g, c)
+        let name = Self::progress_name(&g, c)?;
+        Ok((g, name))
     }
 
     /// Acknowledges deliveries by receipt handle. Returns one result per handle and, if any
     /// succeeded, the CommitLog offset of the ack record to await with [`Broker::wait_durable`].
     pub fn ack(&self, c: Consumer, topic: &str, handles: &[&str]) -> (Vec<Result<(), BrokerError>>, Option<u64>) {
-        let progress = match self.progress_of(c) {
+        let (g, progress) = match self.progress_of(c) {
             Ok(p) => p,
             Err(_) => return (handles.iter().map(|_| Err(BrokerError::ClientIdRequired)).collect(), None),
         };
@@ -377,7 +381,10 @@ impl Broker {
         match self.persist_acks(&mut state, &progress, topic, offsets, vec![]) {
             Ok(end) => {
                 drop(state);
-                self.wake_consumers();
+                // Only in a FIFO group can an ack release a message (the next of its group).
+                if g.consume_type == ConsumeType::Fifo {
+                    self.wake_consumers();
+                }
                 (results, Some(end))
             }
             Err(e) => {
@@ -403,7 +410,7 @@ impl Broker {
         handle: &str,
         invisible_ms: u64,
     ) -> Result<String, BrokerError> {
-        let progress = self.progress_of(c)?;
+        let (_, progress) = self.progress_of(c)?;
         let now = now_ms();
         let mut state = self.consume.lock();
         let (mut h, f) = Self::check_handle(&mut state, &progress, topic, handle, now)?;

@@ -144,7 +144,8 @@ pub struct Broker {
     groups: GroupManager,
     metrics: Metrics,
     rotate: AtomicUsize,
-    /// Bumped on acks, nacks and dead letters: wakes long polls.
+    /// Bumped when a message may have become available without a new one (FIFO acks, nacks to 0,
+    /// dead letters, offset resets): wakes long polls.
     wakeups: tokio::sync::watch::Sender<u64>,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
