@@ -80,6 +80,11 @@ pub struct Config {
     pub file_reserved_hours: u64,
     /// Disk usage above which the oldest segments are deleted early (0.75).
     pub disk_max_used_ratio: f64,
+    /// Disk usage above which new messages are refused while reads and acks go on (0.90,
+    /// RocketMQ `diskSpaceWarningLevelRatio`).
+    pub disk_refuse_write_ratio: f64,
+    /// Period of the retention pass (age and disk checks), ms (10 s, RocketMQ `cleanResourceInterval`).
+    pub clean_interval_ms: u64,
     /// Nameserver addresses (`host:port`); empty in standalone mode.
     pub namesrv_addrs: Vec<String>,
     /// Broker group name (RocketMQ `brokerName`).
@@ -151,6 +156,8 @@ impl Default for Config {
             timer_max_delay_ms: 3 * 24 * 3_600_000,
             file_reserved_hours: 72,
             disk_max_used_ratio: 0.75,
+            disk_refuse_write_ratio: 0.90,
+            clean_interval_ms: 10_000,
             namesrv_addrs: Vec::new(),
             broker_name: "broker-a".into(),
             broker_id: 0,
@@ -247,6 +254,11 @@ impl Config {
         ensure!(self.default_invisible_ms <= self.max_invisible_ms, "default_invisible_ms must be <= max_invisible_ms");
         ensure!(self.flush_interval_ms > 0, "flush_interval_ms must be > 0");
         ensure!(self.long_polling_max_ms > 0, "long_polling_max_ms must be > 0");
+        ensure!(
+            (0.0..=1.0).contains(&self.disk_max_used_ratio) && (0.0..=1.0).contains(&self.disk_refuse_write_ratio),
+            "disk_max_used_ratio and disk_refuse_write_ratio must be in 0.0..=1.0"
+        );
+        ensure!(self.clean_interval_ms > 0, "clean_interval_ms must be > 0");
         Ok(())
     }
 

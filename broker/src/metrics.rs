@@ -46,6 +46,15 @@ pub struct TimerMetrics {
     pub scheduled: Gauge,
 }
 
+/// Retention and disk metrics.
+#[derive(Debug, Default)]
+pub struct RetentionMetrics {
+    /// CommitLog segments deleted by retention.
+    pub segments_deleted: Counter,
+    /// Used share of the data disk at the last retention pass, 0.0..=1.0.
+    pub disk_used_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
 /// The broker's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -58,6 +67,8 @@ pub struct Metrics {
     pub consume: ConsumeCounters,
     /// Scheduled delivery.
     pub timer: TimerMetrics,
+    /// Retention and disk.
+    pub retention: RetentionMetrics,
 }
 
 impl Default for Metrics {
@@ -97,7 +108,18 @@ impl Default for Metrics {
             timer.lateness_ms.clone(),
         );
         registry.register("timer_scheduled", "Messages scheduled and not yet delivered", timer.scheduled.clone());
-        Metrics { registry, tx, open_transactions, consume, timer }
+        let retention = RetentionMetrics::default();
+        registry.register(
+            "commitlog_segments_deleted",
+            "CommitLog segments deleted by retention",
+            retention.segments_deleted.clone(),
+        );
+        registry.register(
+            "disk_used_ratio",
+            "Used share of the data disk at the last retention pass",
+            retention.disk_used_ratio.clone(),
+        );
+        Metrics { registry, tx, open_transactions, consume, timer, retention }
     }
 }
 

@@ -3,10 +3,11 @@
 //! together and knows nothing of gRPC.
 
 mod consume;
+mod retention;
 mod timer;
 mod transactions;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use parking_lot::Mutex;
 use thiserror::Error;
 
 pub use consume::{Consumer, Pulled, PROP_DLQ_ATTEMPTS, PROP_DLQ_ORIGIN_TOPIC};
+pub use retention::CleanReport;
 pub use transactions::{Check, CheckOutcome};
 
 use crate::config::Config;
@@ -87,6 +89,15 @@ pub enum BrokerError {
     /// A recall handle that names no scheduled message of the topic (why).
     #[error("invalid recall handle: {0}")]
     InvalidRecallHandle(String),
+    /// The data disk is above `disk_refuse_write_ratio`: new messages are refused until
+    /// retention frees space (RocketMQ's "disk full" SERVICE_NOT_AVAILABLE).
+    #[error("disk full: the data disk is {:.1}% used, above disk_refuse_write_ratio {:.1}%; new messages are refused until retention frees space", used * 100.0, limit * 100.0)]
+    DiskFull {
+        /// Used share of the data disk, 0.0..=1.0.
+        used: f64,
+        /// `disk_refuse_write_ratio`.
+        limit: f64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -147,6 +158,9 @@ pub struct Broker {
     /// Bumped when a message may have become available without a new one (FIFO acks, nacks to 0,
     /// dead letters, offset resets): wakes long polls.
     wakeups: tokio::sync::watch::Sender<u64>,
+    /// CommitLog offset of the last state snapshot (replay starts there): retention keeps it.
+    snapshot_offset: AtomicU64,
+    disk: retention::DiskGuard,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -217,6 +231,8 @@ impl Broker {
             metrics: Metrics::default(),
             rotate: AtomicUsize::new(0),
             wakeups: tokio::sync::watch::channel(0).0,
+            snapshot_offset: AtomicU64::new(from),
+            disk: retention::DiskGuard::default(),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         });
@@ -224,7 +240,9 @@ impl Broker {
         let snap = std::thread::Builder::new().name("state-snapshot".into()).spawn(move || b.snapshot_loop())?;
         let b = broker.clone();
         let timer = std::thread::Builder::new().name("timer".into()).spawn(move || b.timer_loop())?;
-        broker.threads.lock().extend([snap, timer]);
+        let b = broker.clone();
+        let clean = std::thread::Builder::new().name("retention".into()).spawn(move || b.clean_loop())?;
+        broker.threads.lock().extend([snap, timer, clean]);
         Ok(broker)
     }
 
@@ -276,6 +294,7 @@ impl Broker {
     /// The checks every send makes: topic exists (or is auto-created), writable, queue in range,
     /// message type accepted.
     fn check_send(&self, rec: &Record, ty: MessageType) -> Result<(), BrokerError> {
+        self.check_disk()?;
         let topic = self.topic_or_create(&rec.topic)?;
         if !topic.permission.writable() {
             return Err(BrokerError::Permission(topic.name, "writable"));
@@ -318,22 +337,31 @@ impl Broker {
             }
         };
         self.store.flush_all()?;
-        write_atomic(&self.cfg.data_dir.join("config").join("state.json"), &snap)
+        write_atomic(&self.cfg.data_dir.join("config").join("state.json"), &snap)?;
+        self.snapshot_offset.fetch_max(snap.commitlog_offset, Ordering::AcqRel);
+        Ok(())
     }
 
     fn snapshot_loop(&self) {
-        let interval = Duration::from_millis(self.cfg.consumer_snapshot_interval_ms.max(100));
-        let tick = Duration::from_millis(100);
-        let mut waited = Duration::ZERO;
+        self.every(Duration::from_millis(self.cfg.consumer_snapshot_interval_ms.max(100)), false, || {
+            if let Err(e) = self.snapshot() {
+                tracing::error!(error = %e, "consumer progress snapshot failed");
+            }
+        });
+    }
+
+    /// Runs `f` every `interval` (and once first if `at_start`) until the broker stops; checks
+    /// for the stop every 50 ms at most, so shutdown never waits a whole interval.
+    fn every(&self, interval: Duration, at_start: bool, mut f: impl FnMut()) {
+        let tick = Duration::from_millis(50).min(interval);
+        let mut waited = if at_start { interval } else { Duration::ZERO };
         while !self.stopping.load(Ordering::Acquire) {
-            std::thread::sleep(tick);
-            waited += tick;
             if waited >= interval {
                 waited = Duration::ZERO;
-                if let Err(e) = self.snapshot() {
-                    tracing::error!(error = %e, "consumer progress snapshot failed");
-                }
+                f();
             }
+            std::thread::sleep(tick);
+            waited += tick;
         }
     }
 

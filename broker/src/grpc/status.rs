@@ -37,6 +37,7 @@ pub fn from_broker(e: &BrokerError) -> Status {
         BrokerError::IllegalDeliveryTime(_) => Code::IllegalDeliveryTime,
         BrokerError::InvalidRecallHandle(_) => Code::InvalidReceiptHandle,
         BrokerError::Store(StoreError::ShutDown) => Code::InternalServerError,
+        BrokerError::DiskFull { .. } => Code::InternalServerError,
         BrokerError::Store(_) => Code::InternalError,
     };
     status(code, e.to_string())

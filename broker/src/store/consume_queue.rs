@@ -41,14 +41,19 @@ pub struct ConsumeQueue {
     files: MappedFileQueue,
     /// One past the last entry written (the queue's max offset).
     max: AtomicU64,
+    /// Lowest queue offset whose message is still in the CommitLog (RocketMQ `minLogicOffset`):
+    /// retention deletes whole ConsumeQueue files, so the first kept file can start with
+    /// entries that point at deleted CommitLog segments.
+    min: AtomicU64,
 }
 
 impl ConsumeQueue {
     /// Loads (or starts) the queue in `dir`. Errors: I/O or a malformed segment (named).
     pub fn load(dir: &Path, entries_per_file: u64) -> io::Result<ConsumeQueue> {
         let files = MappedFileQueue::load(dir, entries_per_file * ENTRY_BYTES)?;
-        let cq = ConsumeQueue { files, max: AtomicU64::new(0) };
-        let mut max = cq.files.min_offset().unwrap_or(0) / ENTRY_BYTES;
+        let first = files.min_offset().unwrap_or(0) / ENTRY_BYTES;
+        let cq = ConsumeQueue { files, max: AtomicU64::new(0), min: AtomicU64::new(first) };
+        let mut max = first;
         if let Some(last) = cq.files.segments().last() {
             // The last segment's entries end at the first never-written (size 0) slot.
             let n = last.size() / ENTRY_BYTES;
@@ -73,14 +78,22 @@ impl ConsumeQueue {
         self.max.load(Ordering::Acquire)
     }
 
-    /// Lowest queue offset still stored.
+    /// Lowest queue offset still stored (its message is in the CommitLog).
     pub fn min_offset(&self) -> u64 {
-        self.files.min_offset().unwrap_or(0) / ENTRY_BYTES
+        self.min.load(Ordering::Acquire).min(self.max_offset())
     }
 
     /// The entry at queue `offset`, or `None` if not written (or deleted, or a hole left by a
     /// corrupt CommitLog record).
     pub fn get(&self, offset: u64) -> Option<CqEntry> {
+        if offset < self.min.load(Ordering::Acquire) {
+            return None;
+        }
+        self.get_raw(offset)
+    }
+
+    /// The entry at `offset` if its file still exists, ignoring the corrected minimum.
+    fn get_raw(&self, offset: u64) -> Option<CqEntry> {
         if offset >= self.max_offset() {
             return None;
         }
@@ -122,6 +135,32 @@ impl ConsumeQueue {
         }
         self.max.store(max, Ordering::Release);
         self.files.remove_from((max * ENTRY_BYTES).div_ceil(self.files.segment_bytes()) * self.files.segment_bytes())
+    }
+
+    /// Forgets what points below CommitLog offset `min_physical` (retention deleted it): deletes
+    /// every file but the last whose entries all point below it, then moves the queue's minimum
+    /// to the first entry at or above it (RocketMQ `deleteExpiredFile` + `correctMinOffset`).
+    /// Returns the number of files deleted. Errors: I/O unlinking a file (named).
+    pub fn delete_below_physical(&self, min_physical: u64) -> io::Result<usize> {
+        let per_file = self.files.segment_bytes() / ENTRY_BYTES;
+        let segs = self.files.segments();
+        let expired = segs
+            .iter()
+            .take(segs.len().saturating_sub(1))
+            .take_while(|f| {
+                // A full file's newest entry (holes left by corrupt records have size 0).
+                let last = (0..per_file).rev().map(|i| self.entry_in(f, i)).find(|e| e.size != 0);
+                last.is_none_or(|e| e.physical_offset < min_physical)
+            })
+            .count();
+        let deleted = self.files.delete_first(expired)?.len();
+        let mut min = self.min.load(Ordering::Acquire).max(self.files.min_offset().unwrap_or(0) / ENTRY_BYTES);
+        let max = self.max_offset();
+        while min < max && self.get_raw(min).is_none_or(|e| e.physical_offset < min_physical) {
+            min += 1;
+        }
+        self.min.fetch_max(min, Ordering::AcqRel);
+        Ok(deleted)
     }
 
     /// Flushes every entry to disk.
@@ -211,5 +250,24 @@ mod tests {
         assert!(cq.get(5).is_none());
         drop(cq);
         assert_eq!(ConsumeQueue::load(dir.path(), 4).unwrap().max_offset(), 5);
+    }
+
+    #[test]
+    fn delete_below_physical_drops_whole_files_and_moves_the_minimum() {
+        let dir = tempfile::tempdir().unwrap();
+        let cq = ConsumeQueue::load(dir.path(), 4).unwrap();
+        for i in 0..10u64 {
+            cq.put(i, CqEntry { physical_offset: i * 100, size: 50, tag_hash: 0 }).unwrap();
+        }
+        // Entries 0..=5 point below 550: file 0 (entries 0..4) goes, file 1 stays with its minimum at 6.
+        assert_eq!(cq.delete_below_physical(550).unwrap(), 1);
+        assert_eq!(cq.min_offset(), 6);
+        assert!(cq.get(5).is_none());
+        assert_eq!(cq.get(6).unwrap().physical_offset, 600);
+        // Everything expired: the last file stays (writes go there), the queue reads as empty.
+        assert_eq!(cq.delete_below_physical(10_000).unwrap(), 1);
+        assert_eq!((cq.min_offset(), cq.max_offset()), (10, 10));
+        cq.put(10, CqEntry { physical_offset: 10_000, size: 50, tag_hash: 0 }).unwrap();
+        assert_eq!(cq.get(10).unwrap().physical_offset, 10_000);
     }
 }

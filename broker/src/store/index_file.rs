@@ -18,6 +18,8 @@ const ENTRY: u64 = 20;
 
 /// One IndexFile.
 struct IndexFile {
+    /// Sequence number, the file's name (files are created in order and deleted oldest first).
+    seq: u64,
     file: MappedFile,
     slots: u32,
     max_entries: u32,
@@ -33,10 +35,11 @@ fn java_hash(key: &str) -> i32 {
 }
 
 impl IndexFile {
-    fn open(path: &Path, slots: u32, max_entries: u32) -> io::Result<IndexFile> {
+    fn open(dir: &Path, seq: u64, slots: u32, max_entries: u32) -> io::Result<IndexFile> {
         let size = HEADER + slots as u64 * SLOT + max_entries as u64 * ENTRY;
-        let file = MappedFile::open(path, 0, size)?;
-        let f = IndexFile { file, slots, max_entries };
+        let path = dir.join(format!("{seq:020}"));
+        let file = MappedFile::open(&path, 0, size)?;
+        let f = IndexFile { seq, file, slots, max_entries };
         if f.count() == 0 {
             f.put_i32(36, 1);
             f.put_i32(32, slots as i32);
@@ -66,6 +69,10 @@ impl IndexFile {
     }
     fn is_full(&self) -> bool {
         self.count() >= self.max_entries
+    }
+    /// CommitLog offset of the newest entry (header `endPhyOffset`); 0 when empty.
+    fn end_physical(&self) -> u64 {
+        self.get_i64(24) as u64
     }
     fn slot_at(&self, hash: i32) -> u64 {
         HEADER + (hash as u32 % self.slots) as u64 * SLOT
@@ -128,20 +135,32 @@ pub struct IndexService {
 }
 
 impl IndexService {
-    /// Loads every IndexFile in `dir`. Errors: I/O or a malformed file (named).
+    /// Loads every IndexFile in `dir` (files named by a 20-digit sequence number). Errors: I/O,
+    /// an unexpected file name or a malformed file (named).
     pub fn load(dir: &Path, slots: u32, max_entries: u32) -> io::Result<IndexService> {
         std::fs::create_dir_all(dir)?;
-        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-        names.sort();
-        let files = names.iter().map(|p| IndexFile::open(p, slots, max_entries)).collect::<Result<_, _>>()?;
+        let mut seqs = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let seq: u64 = name.parse().ok().filter(|_| name.len() == 20).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected file {} in index directory", entry.path().display()),
+                )
+            })?;
+            seqs.push(seq);
+        }
+        seqs.sort();
+        let files = seqs.into_iter().map(|s| IndexFile::open(dir, s, slots, max_entries)).collect::<Result<_, _>>()?;
         Ok(IndexService { dir: dir.to_path_buf(), slots, max_entries, files })
     }
 
     /// Adds `key` -> `physical` (CommitLog offset) stored at `store_ms`. Errors: I/O creating a file.
     pub fn put(&mut self, key: &str, physical: u64, store_ms: u64) -> io::Result<()> {
         if self.files.last().is_none_or(|f| f.is_full()) {
-            let path = self.dir.join(format!("{:020}", self.files.len()));
-            self.files.push(IndexFile::open(&path, self.slots, self.max_entries)?);
+            let seq = self.files.last().map_or(0, |f| f.seq + 1);
+            self.files.push(IndexFile::open(&self.dir, seq, self.slots, self.max_entries)?);
         }
         self.files.last().expect("just ensured").put(key, physical, store_ms);
         Ok(())
@@ -157,6 +176,23 @@ impl IndexService {
         out.retain(|o| seen.insert(*o));
         out.truncate(max);
         out
+    }
+
+    /// Deletes every IndexFile but the newest whose entries all point below CommitLog offset
+    /// `min_physical` (retention deleted them; RocketMQ `IndexService.deleteExpiredFile`).
+    /// Returns how many were deleted. Errors: I/O unlinking a file (named).
+    pub fn delete_below_physical(&mut self, min_physical: u64) -> io::Result<usize> {
+        let expired = self
+            .files
+            .iter()
+            .take(self.files.len().saturating_sub(1))
+            .take_while(|f| f.end_physical() < min_physical)
+            .count();
+        for f in self.files.drain(..expired) {
+            std::fs::remove_file(f.file.path())
+                .map_err(|e| io::Error::new(e.kind(), format!("deleting {}: {e}", f.file.path().display())))?;
+        }
+        Ok(expired)
     }
 
     /// Flushes every file. Errors: I/O.
@@ -182,7 +218,15 @@ mod tests {
         let hits = idx.query("t#k1", 100);
         assert_eq!(hits, vec![190, 160, 130, 100, 70, 40, 10]);
         drop(idx);
-        let idx = IndexService::load(dir.path(), 8, 5).unwrap();
+        let mut idx = IndexService::load(dir.path(), 8, 5).unwrap();
         assert_eq!(idx.query("t#k1", 2), vec![190, 160]);
+        // 4 entries per file: files end at offsets 30, 70, 110, 150, 190.
+        assert_eq!(idx.delete_below_physical(100).unwrap(), 2);
+        assert_eq!(idx.query("t#k1", 100), vec![190, 160, 130, 100]);
+        idx.put("t#k1", 200, 2_000).unwrap();
+        idx.put("t#k1", 210, 2_001).unwrap();
+        drop(idx);
+        let idx = IndexService::load(dir.path(), 8, 5).unwrap();
+        assert_eq!(idx.query("t#k1", 2), vec![210, 200]);
     }
 }

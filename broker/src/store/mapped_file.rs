@@ -203,6 +203,22 @@ impl MappedFileQueue {
         Ok(())
     }
 
+    /// Deletes the `count` oldest segments (retention). The last segment, where writes go, is never
+    /// deleted: `count` is capped below the number of segments. Readers holding a segment keep
+    /// its mapping until they drop it. Returns the paths deleted. Errors: I/O unlinking a file
+    /// (the segments before it are gone, it and the rest stay, so the queue has no gap).
+    pub fn delete_first(&self, count: usize) -> io::Result<Vec<PathBuf>> {
+        let mut deleted = Vec::new();
+        let mut files = self.files.write();
+        let count = count.min(files.len().saturating_sub(1));
+        for _ in 0..count {
+            std::fs::remove_file(files[0].path())
+                .map_err(|e| io::Error::new(e.kind(), format!("deleting {}: {e}", files[0].path().display())))?;
+            deleted.push(files.remove(0).path().to_path_buf());
+        }
+        Ok(deleted)
+    }
+
     /// Deletes every segment that starts at or after `offset` (used when recovery cuts a tail).
     pub fn remove_from(&self, offset: u64) -> io::Result<()> {
         let mut files = self.files.write();
@@ -230,6 +246,22 @@ mod tests {
         let q = MappedFileQueue::load(dir.path(), 4096).unwrap();
         assert_eq!(q.find(4096 + 10).unwrap().slice(10, 3), b"abc");
         assert!(q.find(0).is_none());
+    }
+
+    #[test]
+    fn delete_first_keeps_the_last_segment_and_finds_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = MappedFileQueue::load(dir.path(), 4096).unwrap();
+        for i in 0..3 {
+            q.find_or_create(i * 4096).unwrap().write(0, &[i as u8 + 1]);
+        }
+        assert_eq!(q.delete_first(10).unwrap().len(), 2);
+        assert_eq!(q.min_offset(), Some(8192));
+        assert!(q.find(100).is_none());
+        assert_eq!(q.find(8192).unwrap().slice(0, 1), [3]);
+        assert!(!dir.path().join(format!("{:020}", 0)).exists());
+        drop(q);
+        assert_eq!(MappedFileQueue::load(dir.path(), 4096).unwrap().min_offset(), Some(8192));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The storage engine: CommitLog, ConsumeQueues, IndexFiles, checkpoint, flush and recovery.
 //! It knows nothing of gRPC or of consumers; it stores records and finds them again.
 //!
+//! Retention ([`retention`]) deletes old segments when the broker asks.
+//!
 //! Threads: the dispatcher turns new CommitLog records into ConsumeQueue and IndexFile entries
 //! (RocketMQ `ReputMessageService`); the flush thread fsyncs the CommitLog (every
 //! `flush_interval_ms` for ASYNC_FLUSH, as soon as a writer waits for SYNC_FLUSH: group commit)
@@ -13,6 +15,7 @@ pub mod index_file;
 pub mod mapped_file;
 pub mod record;
 mod recovery;
+pub mod retention;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -177,9 +177,12 @@ pub(crate) fn recover(
     let from = cp.dispatched.clamp(min, max);
     let cqs = ConsumeQueueTable::load(&cfg.data_dir.join("consumequeue"), cfg.consume_queue_entries_per_file)?;
     for (_, q) in cqs.all() {
+        // Retention may have deleted segments and stopped before the ConsumeQueue files.
+        q.delete_below_physical(min)?;
         q.truncate_from_physical(from)?;
     }
     let mut index = IndexService::load(&cfg.data_dir.join("index"), cfg.index_slots, cfg.index_max_entries)?;
+    index.delete_below_physical(min)?;
     let mut report = RecoveryReport { from, ..Default::default() };
     // Let reads see every byte while scanning; the real end is set below.
     log.set_end(max);

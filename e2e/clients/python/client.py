@@ -39,7 +39,7 @@ def send(a):
         for i in range(a.count):
             m = Message()
             m.topic = a.topic
-            m.body = f"{a.body_prefix}-{i}".encode()
+            m.body = (f"{a.body_prefix}-{i}" + "." * a.pad).encode()
             m.tag = a.tag
             key = f"{a.key_prefix}-{i}"
             m.keys = key
@@ -184,6 +184,7 @@ def main():
     s.add_argument("--tag", default="TagA")
     s.add_argument("--key-prefix", default="key")
     s.add_argument("--body-prefix", default="body")
+    s.add_argument("--pad", type=int, default=0, help="bytes of padding after the body text")
     s.add_argument("--message-groups", type=int, default=0, help="FIFO: spread over this many message groups")
     s.add_argument("--delay", type=float, default=0, help="DELAY: due this many seconds after sending")
     s.add_argument("--recall-first", type=int, default=0, help="DELAY: recall the first N messages right after sending")
