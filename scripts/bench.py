@@ -3,6 +3,7 @@
 messages under ASYNC_FLUSH and SYNC_FLUSH, each the median of --runs runs on a fresh broker.
 
 Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fio on the PATH)
+       scripts/bench.py --delivery-only [--runs 3]   (needs the e2e client drivers: run ./scripts/test once)
 Prints a Markdown table. Standard library only.
 """
 import argparse
@@ -15,6 +16,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = ROOT / "target" / "release" / "ferrocket"
@@ -92,9 +94,126 @@ def open_transactions_memory(n=100_000, watch_seconds=20):
                                            capture_output=True, text=True, check=True).stdout)
         return idle, after_send, rss_mib(broker.pid), listed
 
+CLIENTS = ROOT / "e2e" / "clients"
+DRIVERS = {"python": [str(CLIENTS / "python" / ".venv" / "bin" / "python"), str(CLIENTS / "python" / "client.py")],
+           "node": ["node", str(CLIENTS / "node" / "client.js")]}
+
+
+def bench_cli(addr, *args):
+    out = subprocess.run([str(BIN), "bench", "--server", addr, "--json", *args], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out)
+
+
+def push_consumer_once(kind, n):
+    """One official-client PushConsumer (the e2e driver: the listener prints each message and
+    returns SUCCESS) draining a backlog of `n` messages; msgs/s between its first and last message.
+    The peer in the same run: `ferrocket bench` receive+ack (raw gRPC, 32 receivers) on an equal backlog."""
+    with fresh_broker() as (broker, addr):
+        subprocess.run([*DRIVERS["python"], "send", "--endpoint", addr, "--topic", "push", "--count", str(n),
+                        "--pad", "1000"], capture_output=True, check=True)
+        before = cpu_seconds(broker.pid)
+        out = subprocess.run([*DRIVERS[kind], "push", "--endpoint", addr, "--topic", "push", "--group", "g",
+                              "--count", str(n), "--timeout", "300"], capture_output=True, text=True, check=True).stdout
+        times = sorted(json.loads(line)["t"] for line in out.splitlines() if line.startswith("{"))
+        assert len(times) >= n, f"{kind} push consumer got {len(times)} of {n}"
+        cpu = (cpu_seconds(broker.pid) - before) * 1e6 / n
+        bench_cli(addr, "--mode", "produce", "--topic", "peer", "--messages", str(n), "--batch", "16", "--duration", "120s")
+        peer = bench_cli(addr, "--mode", "consume", "--topic", "peer", "--messages", str(n), "--duration", "120s")
+        return (n - 1) / (times[-1] - times[0]), cpu, peer["consume"]["msgs_per_sec"]
+
+
+def metric_buckets(text, name):
+    """Cumulative histogram buckets [(le, count)] of `name` from Prometheus text."""
+    out = []
+    for m in re.finditer(rf'^{name}_bucket\{{le="([^"]+)"\}} (\d+)', text, re.M):
+        out.append((float(m.group(1)), int(m.group(2))))
+    return out
+
+
+def bucket_quantile(buckets, q):
+    """The upper bound of the bucket holding quantile `q` (what a Prometheus histogram can say)."""
+    total = buckets[-1][1]
+    return next(le for le, c in buckets if c >= q * total)
+
+
+def delay_lateness_once(rate, seconds, lead=30):
+    """`rate * seconds` DELAY messages due evenly over `seconds`, starting `lead` s after they are
+    sent (all are stored before the first is due); 32 receivers measure receive time minus due time.
+    Also the broker's own lateness histogram (timer write minus due)."""
+    metrics_port = free_port()
+    with fresh_broker(f'metrics_listen = "127.0.0.1:{metrics_port}"\n') as (broker, addr):
+        n = rate * seconds
+        sent = bench_cli(addr, "--mode", "produce", "--topic", "delay", "--messages", str(n), "--batch", "16",
+                         "--delay-after", f"{lead}s", "--delay-spread", f"{seconds}s", "--duration", f"{lead}s")
+        assert sent["produce"]["messages"] >= n and sent["seconds"] < lead - 2, f"scheduling took too long: {sent}"
+        got = bench_cli(addr, "--mode", "consume", "--topic", "delay", "--messages", str(n),
+                        "--duration", f"{lead + seconds + 30}s")["consume"]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        buckets = metric_buckets(text, "ferrocket_timer_lateness_ms")
+        return got, (bucket_quantile(buckets, 0.5), bucket_quantile(buckets, 0.99))
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scheduled_memory(n=1_000_000):
+    """Broker memory with `n` messages scheduled an hour ahead (128-byte bodies), after a few state
+    snapshots, and the restart time with all of them pending."""
+    with fresh_broker('consumer_snapshot_interval_ms = 5000\n') as (broker, addr):
+        idle = rss_mib(broker.pid)
+        bench_cli(addr, "--mode", "produce", "--topic", "sched", "--messages", str(n), "--batch", "16", "--size", "128",
+                  "--delay-after", "1h", "--delay-spread", "10m", "--duration", "300s")
+        after = rss_mib(broker.pid)
+        time.sleep(12)  # a measurement window, not synchronisation: two snapshot periods pass
+        later = rss_mib(broker.pid)
+        data = pathlib.Path(broker.args[broker.args.index("--data-dir") + 1])
+        state_mib = (data / "config" / "state.json").stat().st_size / 2**20
+        # Restart on the same data: time until `ready`, and memory once loaded.
+        broker.terminate()
+        broker.wait(timeout=60)
+        t0 = time.monotonic()
+        again = subprocess.Popen([str(BIN), "standalone", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            again.stdout.readline()
+            restart_s = time.monotonic() - t0
+            again_rss = rss_mib(again.pid)
+        finally:
+            again.terminate()
+            again.wait(timeout=60)
+        return idle, after, later, state_mib, restart_s, again_rss
+
+
+def print_delivery(runs):
+    print("| client | push consumer msgs/s (median) | runs | broker CPU µs/msg | peer: ferrocket bench receive+ack msgs/s |")
+    print("|---|---|---|---|---|")
+    for kind, n in (("node", 20_000), ("python", 10_000)):
+        rs = sorted((push_consumer_once(kind, n) for _ in range(runs)), key=lambda r: r[0])
+        med = rs[len(rs) // 2]
+        print(f"| {kind} | {med[0]:.0f} | {', '.join(f'{r[0]:.0f}' for r in rs)} | {med[1]:.1f} | {med[2]:.0f} |", flush=True)
+    print("\n| due rate | received | lateness p50 ms | p99 ms | p999 ms | max ms | broker timer p50 / p99 (bucket bound, ms) |")
+    print("|---|---|---|---|---|---|---|")
+    rs = sorted((delay_lateness_once(10_000, 10) for _ in range(runs)), key=lambda r: r[0]["lateness_ms"][1])
+    for got, (b50, b99) in rs:
+        l = got["lateness_ms"]
+        print(f"| 10,000/s for 10 s | {got['messages']} | {l[0]:.0f} | {l[1]:.0f} | {l[2]:.0f} | {l[3]:.0f} | ≤ {b50:g} / ≤ {b99:g} |",
+              flush=True)
+    idle, after, later, state_mib, restart_s, again = scheduled_memory()
+    print(f"\nbroker memory, MiB (anonymous / total resident / peak total resident): idle {idle[0]:.0f} / {idle[1]:.0f} / {idle[2]:.0f}; "
+          f"1,000,000 scheduled {after[0]:.0f} / {after[1]:.0f} / {after[2]:.0f}; 12 s later {later[0]:.0f} / {later[1]:.0f} / {later[2]:.0f}; "
+          f"state.json {state_mib:.0f} MiB; restart to ready {restart_s:.1f} s, then {again[0]:.0f} / {again[1]:.0f} / {again[2]:.0f}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--memory-only", action="store_true", help="only the 100,000 open transactions measurement")
+    p.add_argument("--delivery-only", action="store_true",
+                   help="only push consumers, delay lateness at 10,000 due/s and memory with 1,000,000 scheduled")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--concurrency", type=int, default=32)
@@ -102,6 +221,8 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ferrocket"], cwd=ROOT, check=True)
     if a.memory_only:
         return print_memory()
+    if a.delivery_only:
+        return print_delivery(a.runs)
     tmp = tempfile.mkdtemp(prefix="ferrocket-fio-", dir="/var/tmp")
     try:
         seq_mib, fsync_iops = fio(tmp)

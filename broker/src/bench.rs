@@ -67,9 +67,17 @@ pub struct BenchOpts {
     /// Which sides to run.
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     pub mode: Mode,
-    /// Stop sending after this many messages (0: no limit; the run still ends at --duration).
+    /// Stop sending after this many messages, or, for `--mode consume`, stop once this many were
+    /// received (0: no limit; the run still ends at --duration).
     #[arg(long, default_value_t = 0)]
     pub messages: u64,
+    /// Send DELAY messages due this long after the run starts, e.g. `30s` (needs --messages).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay_after: Option<Duration>,
+    /// Spread the due times of the --messages DELAY messages evenly over this long after
+    /// --delay-after, e.g. `10s`: messages / spread is the due rate.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub delay_spread: Duration,
 }
 
 /// Results of one side.
@@ -89,6 +97,10 @@ pub struct SideReport {
     pub p999_ms: f64,
     /// Calls that failed or returned a non-OK status.
     pub errors: u64,
+    /// Receive side, DELAY messages only: how long after its delivery time each message was
+    /// received, ms (p50, p99, p999, max).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lateness_ms: Option<[f64; 4]>,
 }
 
 /// Results of a run.
@@ -112,6 +124,8 @@ struct Side {
     count: AtomicU64,
     errors: AtomicU64,
     hist: Mutex<Histogram<u64>>,
+    /// Receive time minus delivery time of DELAY messages, µs.
+    late: Mutex<Histogram<u64>>,
 }
 
 impl Side {
@@ -120,6 +134,7 @@ impl Side {
             count: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             hist: Mutex::new(Histogram::new(3).expect("3 sig figs")),
+            late: Mutex::new(Histogram::new(3).expect("3 sig figs")),
         })
     }
     fn report(&self, secs: f64, size: usize) -> SideReport {
@@ -134,8 +149,22 @@ impl Side {
             p99_ms: q(0.99),
             p999_ms: q(0.999),
             errors: self.errors.load(Ordering::Relaxed),
+            lateness_ms: {
+                let l = self.late.lock();
+                let q = |p| l.value_at_quantile(p) as f64 / 1000.0;
+                (!l.is_empty()).then(|| [q(0.5), q(0.99), q(0.999), l.max() as f64 / 1000.0])
+            },
         }
     }
+}
+
+/// Delivery time of the `k`-th of `n` DELAY messages: `start_ms + after`, plus `k / n` of `spread`.
+fn due_ms(start_ms: u64, after: Duration, spread: Duration, k: u64, n: u64) -> u64 {
+    start_ms + after.as_millis() as u64 + (spread.as_millis() as u64 * k) / n.max(1)
+}
+
+fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 
 /// Runs the benchmark. Errors: the broker cannot be reached or the topic has no route.
@@ -150,6 +179,8 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     let route = client.query_route(QueryRouteRequest { topic: res(&o.topic), endpoints: None }).await?.into_inner();
     let queues = route.message_queues.len().max(1) as i32;
     anyhow::ensure!(requests::ok(&route.status), "no route for {}: {:?}", o.topic, route.status);
+    anyhow::ensure!(o.delay_after.is_none() || o.messages > 0, "--delay-after needs --messages");
+    let start_ms = crate::store::now_ms();
     let stop = Arc::new(AtomicBool::new(false));
     let claimed = Arc::new(AtomicU64::new(0)); // messages senders have started on (for --messages)
     let (prod, cons) = (Side::new(), Side::new());
@@ -162,17 +193,24 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
             let batch = o.batch.max(1);
             let mode = o.mode;
             let (limit, claimed) = (o.messages, claimed.clone());
-            let ty = if mode.transactional() { MessageType::Transaction } else { MessageType::Normal };
+            let ty = match (mode.transactional(), o.delay_after) {
+                (true, _) => MessageType::Transaction,
+                (false, Some(_)) => MessageType::Delay,
+                (false, None) => MessageType::Normal,
+            };
+            let (delay_after, spread) = (o.delay_after, o.delay_spread);
             senders.push(tokio::spawn(async move {
                 let mut c = MessagingServiceClient::new(ch);
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if limit > 0 && claimed.fetch_add(batch as u64, Ordering::Relaxed) >= limit {
+                    let first = claimed.fetch_add(batch as u64, Ordering::Relaxed);
+                    if limit > 0 && first >= limit {
                         break;
                     }
                     let mut messages = Vec::with_capacity(batch);
-                    for _ in 0..batch {
+                    for k in first..first + batch as u64 {
                         i += 1;
+                        let delivery_timestamp = delay_after.map(|d| timestamp(due_ms(start_ms, d, spread, k, limit)));
                         messages.push(Message {
                             topic: res(&topic),
                             user_properties: Default::default(),
@@ -181,6 +219,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                                 tag: Some("bench".into()),
                                 message_type: ty as i32,
                                 queue_id: ((t as u64 + i) % queues as u64) as i32,
+                                delivery_timestamp,
                                 ..Default::default()
                             }),
                             body: body.clone(),
@@ -224,6 +263,11 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                     while let Ok(Some(item)) = stream.message().await {
                         if let Some(receive_message_response::Content::Message(m)) = item.content {
                             let sp = m.system_properties.unwrap_or_default();
+                            if let Some(due) = &sp.delivery_timestamp {
+                                let due_us = due.seconds * 1_000_000 + due.nanos as i64 / 1000;
+                                let now_us = crate::store::now_ms() as i64 * 1000;
+                                let _ = side.late.lock().record((now_us - due_us).max(0) as u64);
+                            }
                             entries.push(AckMessageEntry {
                                 message_id: sp.message_id,
                                 receipt_handle: sp.receipt_handle.unwrap_or_default(),
@@ -247,10 +291,15 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     }
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + o.duration;
-    if o.messages > 0 {
+    if o.messages > 0 && o.mode.sends() {
         // A --messages run ends when its senders are done (or at the deadline).
         for t in senders.drain(..) {
             let _ = tokio::time::timeout_at(deadline, t).await;
+        }
+    } else if o.messages > 0 {
+        // A consume-only --messages run ends when that many were received (or at the deadline).
+        while cons.count.load(Ordering::Relaxed) < o.messages && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     } else {
         tokio::time::sleep_until(deadline).await;

@@ -64,7 +64,7 @@ const END_RESERVE: u64 = 8;
 impl CommitLog {
     /// Opens the segments in `dir`. The write position starts at `end` (found by recovery).
     pub fn open(dir: &Path, segment_bytes: u64, end: u64) -> io::Result<CommitLog> {
-        let files = MappedFileQueue::load(dir, segment_bytes)?;
+        let files = MappedFileQueue::load(dir, segment_bytes)?.preallocated();
         Ok(CommitLog {
             files,
             writer: Mutex::new(Writer { wrote: end, queue_offsets: HashMap::new() }),

@@ -67,7 +67,8 @@ async function push(a) {
     subscriptions: new Map([[ a.topic, a.filter ]]),
     messageListener: {
       consume(m) {
-        console.log(JSON.stringify({ id: m.messageId, tag: m.tag, keys: m.keys, body: m.body.toString(), attempt: m.deliveryAttempt }));
+        console.log(JSON.stringify({ id: m.messageId, tag: m.tag, keys: m.keys, body: m.body.toString(), attempt: m.deliveryAttempt,
+          t: Date.now() / 1000 }));
         seen.add(m.messageId);
         if (seen.size >= a.count) finish();
         return ConsumeResult.SUCCESS;
