@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::consume::groups::{GroupError, GroupManager};
 use crate::consume::state::{AckRecord, ConsumeState, QueueKey, QueueState, ACK_LOG_TOPIC};
 use crate::metrics::Metrics;
-use crate::store::checkpoint::write_atomic;
+use crate::store::checkpoint::write_atomic_compact;
 use crate::store::record::Record;
 use crate::store::{Store, StoreConfig, StoreError};
 use crate::timer::TimerState;
@@ -337,7 +337,7 @@ impl Broker {
             }
         };
         self.store.flush_all()?;
-        write_atomic(&self.cfg.data_dir.join("config").join("state.json"), &snap)?;
+        write_atomic_compact(&self.cfg.data_dir.join("config").join("state.json"), &snap)?;
         self.snapshot_offset.fetch_max(snap.commitlog_offset, Ordering::AcqRel);
         Ok(())
     }

@@ -27,13 +27,29 @@ pub fn load(path: &Path) -> io::Result<Option<Checkpoint>> {
     }
 }
 
-/// Writes `value` as JSON to `path` atomically (temp file, fsync, rename, fsync of the directory),
-/// so a crash leaves either the old or the new contents. Errors: I/O.
+/// Writes `value` as indented JSON to `path` atomically (temp file, fsync, rename, fsync of the
+/// directory), so a crash leaves either the old or the new contents. For small files people read
+/// (topics, groups, the checkpoint). Errors: I/O.
 pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_atomic_with(path, |w| serde_json::to_writer_pretty(w, value))
+}
+
+/// [`write_atomic`] without indentation, streamed to the file: for large snapshots (the consumer,
+/// transaction and timer state), where indentation would double the size and a whole in-memory
+/// copy of the text would double the memory. Errors: I/O.
+pub fn write_atomic_compact<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_atomic_with(path, |w| serde_json::to_writer(w, value))
+}
+
+fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> serde_json::Result<()>,
+) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
-    f.sync_all()?;
+    let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
+    write(&mut w).map_err(io::Error::other)?;
+    w.flush()?;
+    w.get_ref().sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;

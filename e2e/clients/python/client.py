@@ -110,7 +110,7 @@ def push(a):
 
     class Listener(MessageListener):
         def consume(self, m):
-            i = int(m.body.decode().rsplit("-", 1)[-1])
+            i = int(m.body.decode().rsplit("-", 1)[-1].rstrip("."))  # --pad appends dots
             always = a.fail_every and i % a.fail_every == 0
             fail = always or rng.random() < a.fail_rate
             with lock:
