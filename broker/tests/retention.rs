@@ -238,3 +238,59 @@ fn disk_pressure_deletes_early_and_above_the_refuse_ratio_sends_fail_while_reads
     assert!(b.metrics().encode().contains("ferrocket_commitlog_segments_deleted_total"));
     b.shutdown().unwrap();
 }
+
+#[test]
+fn deleting_under_live_traffic_loses_no_kept_message_and_serves_no_deleted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let b: Arc<Broker> = Broker::open(broker_cfg(dir.path(), 72)).unwrap();
+    const N: u32 = 3000;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The cleaner deletes as early as it may (disk "80 % used"), snapshotting so it may go far.
+    let cleaner = {
+        let (b, done) = (b.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut deleted = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                b.snapshot().unwrap();
+                deleted += b.clean(now_ms(), || Ok(0.8)).unwrap().deleted.segments.len();
+            }
+            deleted
+        })
+    };
+    // The consumer takes 8 messages for every 20 sent, so deletion overtakes it.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let c = Consumer { group: "live", client_id: "c1" };
+    let mut sent = 0;
+    loop {
+        if sent < N {
+            send_n(&b, sent, 20);
+            sent += 20;
+        }
+        let batch = b.receive(c, "T", &Filter::ALL, 8, 60_000).unwrap();
+        for d in &batch {
+            assert_eq!(d.record.body.len(), 2000, "a delivered message must be whole");
+            got.push(d.record.properties[PROP_MSG_ID][2..].parse::<u32>().unwrap());
+        }
+        let handles: Vec<&str> = batch.iter().map(|d| d.receipt_handle.as_str()).collect();
+        assert!(b.ack(c, "T", &handles).0.iter().all(|r| r.is_ok()));
+        if sent >= N && batch.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "consumer did not drain the topic");
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    assert!(cleaner.join().unwrap() > 10, "the cleaner should have deleted while traffic ran");
+    let min = b.store().min_queue_offset("T", 0) as u32;
+    let mut seen = std::collections::HashSet::new();
+    assert!(got.iter().all(|i| seen.insert(*i)), "a message was delivered twice");
+    // Message i sits at queue offset i: whatever was not received must have been deleted.
+    let missing: Vec<u32> = (0..N).filter(|i| !seen.contains(i)).collect();
+    assert!(
+        missing.iter().all(|i| *i < min),
+        "kept messages never delivered: {:?}",
+        &missing[missing.len().saturating_sub(5)..]
+    );
+    assert!(got.len() < N as usize, "some messages should have been deleted before they were consumed");
+    b.shutdown().unwrap();
+}

@@ -26,6 +26,8 @@ pub(super) struct DiskGuard {
     above_max: AtomicBool,
     /// Set while sends are refused.
     refusing: AtomicBool,
+    /// One pass at a time: two passes would both try to delete the same oldest files.
+    pass: parking_lot::Mutex<()>,
 }
 
 /// What one retention pass did.
@@ -59,8 +61,9 @@ impl Broker {
     /// ago, then, while `used_ratio()` is above `disk_max_used_ratio`, the oldest segment one at a
     /// time (at most 10 of each), never past [`Broker::retention_floor`]; then refuses sends if
     /// the disk is still above `disk_refuse_write_ratio`. `used_ratio` measures the data disk
-    /// (0.0..=1.0); tests pass their own. Errors: I/O deleting a file or measuring the disk.
+    /// (0.0..=1.0); tests pass their own. Concurrent calls run one after the other. Errors: I/O deleting a file or measuring the disk.
     pub fn clean(&self, now_ms: u64, mut used_ratio: impl FnMut() -> io::Result<f64>) -> io::Result<CleanReport> {
+        let _one_pass = self.disk.pass.lock();
         let floor = self.retention_floor();
         let reserved_ms = self.cfg.file_reserved_hours.saturating_mul(3_600_000);
         let mut pass = RetentionPass {
