@@ -85,8 +85,15 @@ pub struct Config {
     pub disk_refuse_write_ratio: f64,
     /// Period of the retention pass (age and disk checks), ms (10 s, RocketMQ `cleanResourceInterval`).
     pub clean_interval_ms: u64,
-    /// Nameserver addresses (`host:port`); empty in standalone mode.
+    /// Nameserver addresses (`host:port`; a DNS name stands for all its addresses, looked up
+    /// again at each registration); empty in standalone mode.
     pub namesrv_addrs: Vec<String>,
+    /// How often a broker re-registers with the nameservers, ms (30 s, RocketMQ
+    /// `registerNameServerPeriod`); topic changes are registered within a second.
+    pub heartbeat_interval_ms: u64,
+    /// Nameserver: a broker not heard from for this long is dropped from routes, ms (120 s,
+    /// RocketMQ `BROKER_CHANNEL_EXPIRED_TIME`).
+    pub broker_expiry_ms: u64,
     /// Broker group name (RocketMQ `brokerName`).
     pub broker_name: String,
     /// 0 for the master, > 0 for slaves.
@@ -159,6 +166,8 @@ impl Default for Config {
             disk_refuse_write_ratio: 0.90,
             clean_interval_ms: 10_000,
             namesrv_addrs: Vec::new(),
+            heartbeat_interval_ms: 30_000,
+            broker_expiry_ms: 120_000,
             broker_name: "broker-a".into(),
             broker_id: 0,
             broker_role: "master".into(),
@@ -259,6 +268,10 @@ impl Config {
             "disk_max_used_ratio and disk_refuse_write_ratio must be in 0.0..=1.0"
         );
         ensure!(self.clean_interval_ms > 0, "clean_interval_ms must be > 0");
+        ensure!(
+            self.heartbeat_interval_ms > 0 && self.broker_expiry_ms > 0,
+            "heartbeat_interval_ms and broker_expiry_ms must be > 0"
+        );
         Ok(())
     }
 

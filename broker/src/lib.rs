@@ -11,6 +11,7 @@ pub mod config;
 pub mod consume;
 pub mod grpc;
 pub mod metrics;
+pub mod namesrv;
 pub mod registry;
 pub mod server;
 pub mod store;
@@ -38,4 +39,6 @@ pub mod proto {
     pub use apache::rocketmq::v2;
     /// Ferrocket's own Admin service (`ferrocket.v1`).
     pub use ferrocket::v1 as admin;
+    /// Ferrocket's nameserver service (`ferrocket.v1`, the same package as Admin).
+    pub use ferrocket::v1 as namesrv;
 }

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::grpc::admin::AdminService;
 use crate::grpc::clients::Clients;
 use crate::grpc::messaging::Messaging;
+use crate::namesrv::registration::{self, Nameservers};
 use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::v2::messaging_service_server::MessagingServiceServer;
 use tonic::transport::server::TcpIncoming;
@@ -34,7 +35,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     if let Some(addr) = cfg.metrics_listen {
         crate::metrics::serve(addr, broker.clone(), stop_rx.clone()).await?;
     }
-    let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx);
+    let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone()));
+    if let Some(ns) = &nameservers {
+        registration::spawn(broker.clone(), ns.clone(), stop_rx.clone());
+    }
+    let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx, nameservers);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
     let server = tonic::transport::Server::builder()
         .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))
@@ -45,9 +50,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             let _ = stop_tx.send(true);
             clients.clear();
         });
-    tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), flush = ?cfg.flush_disk_type, "ready");
-    println!("ready {}", cfg.listen);
-    std::io::stdout().flush()?;
+    tracing::info!(data_dir = %cfg.data_dir.display(), flush = ?cfg.flush_disk_type, namesrv = ?cfg.namesrv_addrs, "broker opened");
+    announce_ready(&cfg, "broker")?;
     let mut server = std::pin::pin!(server);
     tokio::select! {
         r = &mut server => r?,
@@ -60,7 +64,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Logs and prints `ready <listen address>` (the line scripts and tests wait for). Errors: stdout.
+pub(crate) fn announce_ready(cfg: &Config, role: &str) -> std::io::Result<()> {
+    tracing::info!(listen = %cfg.listen, role, "ready");
+    println!("ready {}", cfg.listen);
+    std::io::stdout().flush()
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

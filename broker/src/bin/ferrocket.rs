@@ -36,8 +36,19 @@ struct ServeArgs {
 enum Cmd {
     /// Nameserver role and broker in one process, topics auto-created, data in ./ferrocket-data.
     Standalone(ServeArgs),
-    /// A broker process (topics must be created first).
+    /// A broker process (topics must be created first); with `namesrv_addrs` it registers with
+    /// the nameservers and routes clients to every broker group.
     Broker(ServeArgs),
+    /// A nameserver: the route table brokers register with (default listen 127.0.0.1:9876).
+    Namesrv(ServeArgs),
+    /// What the nameservers know: broker groups, brokers, roles, endpoints, last registration.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+        /// Nameserver addresses, comma-separated `host:port`.
+        #[arg(long, global = true, default_value = "127.0.0.1:9876")]
+        namesrv: String,
+    },
     /// Create, list and describe topics through the Admin service.
     Topic {
         #[command(subcommand)]
@@ -186,6 +197,13 @@ enum TopicCmd {
         /// Accepted message types.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "normal")]
         types: Vec<Ty>,
+        /// Create it on the masters of a cluster's broker groups, found through these
+        /// nameservers (comma-separated `host:port`), instead of on --server.
+        #[arg(long)]
+        namesrv: Option<String>,
+        /// With --namesrv: only these broker groups (comma-separated); default all of them.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
     },
     List,
     Describe {
@@ -220,6 +238,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             ferrocket_broker::server::run(load(a, base)?).await
         }
         Cmd::Broker(a) => ferrocket_broker::server::run(load(a, Config::default())?).await,
+        Cmd::Namesrv(a) => {
+            let base = Config { listen: "127.0.0.1:9876".parse()?, ..Config::default() };
+            ferrocket_broker::namesrv::service::run(load(a, base)?).await
+        }
+        Cmd::Cluster { cmd: ClusterCmd::Status { json }, namesrv } => cluster_status(&namesrv, json).await,
         Cmd::Topic { cmd, server } => topic(cmd, &server).await,
         Cmd::Tx { cmd: TxCmd::List { topic, limit, json }, server } => tx_list(&server, topic, limit, json).await,
         Cmd::Group { cmd, server } => group(cmd, &server).await,
@@ -295,10 +318,48 @@ async fn admin(server: &str) -> anyhow::Result<AdminClient<tonic::transport::Cha
     AdminClient::connect(format!("http://{server}")).await.map_err(|e| anyhow::anyhow!("cannot reach {server}: {e}"))
 }
 
+/// The gRPC endpoints of the masters of `groups` (all groups if empty), from the nameservers.
+/// Errors: no nameserver answered, or a named group has no registered master.
+async fn masters(namesrv: &str, groups: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    use ferrocket_broker::namesrv::registration::Nameservers;
+    let ns = Nameservers::new(namesrv.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+    let masters: Vec<(String, String)> = ns
+        .cluster_info()
+        .await?
+        .into_iter()
+        .filter_map(|r| r.broker)
+        .filter(|b| b.broker_id == 0 && (groups.is_empty() || groups.contains(&b.broker_name)))
+        .map(|b| (b.broker_name, b.endpoint))
+        .collect();
+    for g in groups {
+        anyhow::ensure!(
+            masters.iter().any(|(n, _)| n == g),
+            "broker group {g} has no master registered with the nameservers"
+        );
+    }
+    anyhow::ensure!(!masters.is_empty(), "no broker group is registered with the nameservers");
+    Ok(masters)
+}
+
 async fn topic(cmd: TopicCmd, server: &str) -> anyhow::Result<()> {
+    if let TopicCmd::Create { namesrv: Some(ns), groups, name, queues, perm, types } = cmd {
+        for (group, endpoint) in masters(&ns, &groups).await? {
+            print!("{group}: ");
+            let create = TopicCmd::Create {
+                name: name.clone(),
+                queues,
+                perm,
+                types: types.clone(),
+                namesrv: None,
+                groups: vec![],
+            };
+            Box::pin(topic(create, &endpoint)).await?;
+        }
+        return Ok(());
+    }
     let mut c = admin(server).await?;
     match cmd {
-        TopicCmd::Create { name, queues, perm, types } => {
+        TopicCmd::Create { name, queues, perm, types, .. } => {
             let permission = match perm {
                 Perm::Rw => Permission::ReadWrite,
                 Perm::R => Permission::Read,
@@ -453,6 +514,53 @@ async fn message(cmd: MessageCmd, server: &str) -> anyhow::Result<()> {
         } else {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Every registered broker: group, id, role, endpoint, topics, seconds since it registered.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn cluster_status(namesrv: &str, json: bool) -> anyhow::Result<()> {
+    use ferrocket_broker::namesrv::registration::Nameservers;
+    let ns = Nameservers::new(namesrv.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+    let brokers = ns.cluster_info().await?;
+    let now = ferrocket_broker::store::now_ms();
+    if json {
+        let list: Vec<serde_json::Value> = brokers
+            .iter()
+            .map(|r| {
+                let b = r.broker.clone().unwrap_or_default();
+                serde_json::json!({"broker_name": b.broker_name, "broker_id": b.broker_id, "endpoint": b.endpoint,
+                    "role": if b.broker_id == 0 { "master" } else { "slave" },
+                    "last_heartbeat_ms": b.last_heartbeat_ms,
+                    "topics": r.topics.iter().map(|t| serde_json::json!({"name": t.name, "queues": t.queue_count})).collect::<Vec<_>>()})
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "brokers": list }));
+        return Ok(());
+    }
+    println!("{:<20} {:>3} {:<7} {:<24} {:>7} {:>10}", "group", "id", "role", "endpoint", "topics", "last seen");
+    for r in &brokers {
+        let b = r.broker.clone().unwrap_or_default();
+        let role = if b.broker_id == 0 { "master" } else { "slave" };
+        let ago = now.saturating_sub(b.last_heartbeat_ms) as f64 / 1000.0;
+        println!(
+            "{:<20} {:>3} {:<7} {:<24} {:>7} {:>9.1}s",
+            b.broker_name,
+            b.broker_id,
+            role,
+            b.endpoint,
+            r.topics.len(),
+            ago
+        );
     }
     Ok(())
 }

@@ -19,7 +19,10 @@ use crate::proto::v2::{self, messaging_service_server::MessagingService, telemet
 
 use super::clients::{merged_settings, Clients, Session};
 use super::convert::{check_group, check_topic, duration_to_ms, ms_to_ts, to_record, to_wire};
+use super::routes;
 use super::status::{from_broker, is_ok, ok, status};
+use crate::namesrv::registration::{topic_route, Nameservers};
+use crate::proto::namesrv::{BrokerInfo, GroupRoute};
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
 type GrpcResult<T> = Result<Response<T>, tonic::Status>;
@@ -38,57 +41,49 @@ pub struct Messaging {
     /// Turns true when the server stops: long polls and Telemetry streams end.
     stopping: watch::Receiver<bool>,
     epochs: Arc<AtomicU64>,
+    /// Where routes come from in a cluster; `None` in standalone mode.
+    nameservers: Option<Arc<Nameservers>>,
 }
 
 impl Messaging {
     /// The service over `broker`; `stopping` turning true ends long polls and Telemetry streams.
-    pub fn new(broker: Arc<Broker>, clients: Arc<Clients>, stopping: watch::Receiver<bool>) -> Messaging {
-        Messaging { broker, clients, stopping, epochs: Arc::new(AtomicU64::new(0)) }
+    /// With `nameservers`, QueryRoute and QueryAssignment answer with every broker group serving
+    /// the topic.
+    pub fn new(
+        broker: Arc<Broker>,
+        clients: Arc<Clients>,
+        stopping: watch::Receiver<bool>,
+        nameservers: Option<Arc<Nameservers>>,
+    ) -> Messaging {
+        Messaging { broker, clients, stopping, epochs: Arc::new(AtomicU64::new(0)), nameservers }
     }
 
-    /// The broker's endpoint as clients should dial it.
-    fn endpoints(&self) -> Endpoints {
-        let adv = self.broker.config().advertised();
-        let (host, port) = adv.rsplit_once(':').unwrap_or((adv.as_str(), "8081"));
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let scheme = match host.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(_)) => AddressScheme::IPv4,
-            Ok(std::net::IpAddr::V6(_)) => AddressScheme::IPv6,
-            Err(_) => AddressScheme::DomainName,
-        };
-        Endpoints {
-            scheme: scheme as i32,
-            addresses: vec![Address { host: host.to_string(), port: port.parse().unwrap_or(8081) }],
+    /// The broker groups serving `topic`: the nameservers' routes when this broker has
+    /// nameservers and some group serves the topic; otherwise this broker alone (creating the
+    /// topic if `auto_create_topic` allows). Unreachable nameservers are logged, and this broker
+    /// answers for itself. Errors: the topic is unknown here too (or its name is illegal).
+    async fn groups(&self, topic: &str) -> Result<Vec<GroupRoute>, v2::Status> {
+        if let Some(ns) = &self.nameservers {
+            match ns.route(topic).await {
+                Ok(groups) if groups.iter().any(|g| g.brokers.iter().any(|b| b.broker_id == 0)) => return Ok(groups),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(topic, error = %e, "nameservers unreachable; answering with this broker's queues only")
+                }
+            }
         }
-    }
-
-    fn broker_pb(&self) -> v2::Broker {
-        v2::Broker { name: self.broker.config().broker_name.clone(), id: 0, endpoints: Some(self.endpoints()) }
-    }
-
-    fn queue_pb(&self, topic: &Resource, id: i32, cfg: &crate::topics::TopicConfig) -> MessageQueue {
-        let permission = match cfg.permission {
-            crate::topics::Permission::None => Permission::None,
-            crate::topics::Permission::Read => Permission::Read,
-            crate::topics::Permission::Write => Permission::Write,
-            crate::topics::Permission::ReadWrite => Permission::ReadWrite,
-        };
-        MessageQueue {
-            topic: Some(topic.clone()),
-            id,
-            permission: permission as i32,
-            broker: Some(self.broker_pb()),
-            accept_message_types: cfg.message_types.iter().map(|t| pb_type(*t) as i32).collect(),
-        }
-    }
-}
-
-fn pb_type(t: crate::topics::MessageType) -> MessageType {
-    match t {
-        crate::topics::MessageType::Normal => MessageType::Normal,
-        crate::topics::MessageType::Fifo => MessageType::Fifo,
-        crate::topics::MessageType::Delay => MessageType::Delay,
-        crate::topics::MessageType::Transaction => MessageType::Transaction,
+        let cfg = self.broker.topic_or_create(topic).map_err(|e| from_broker(&e))?;
+        let me = self.broker.config();
+        Ok(vec![GroupRoute {
+            broker_name: me.broker_name.clone(),
+            brokers: vec![BrokerInfo {
+                broker_name: me.broker_name.clone(),
+                broker_id: me.broker_id,
+                endpoint: me.advertised(),
+                last_heartbeat_ms: 0,
+            }],
+            topic: Some(topic_route(&cfg)),
+        }])
     }
 }
 
@@ -164,13 +159,9 @@ impl MessagingService for Messaging {
             Ok(n) => n,
             Err(s) => return reply(s, vec![]),
         };
-        match self.broker.topic_or_create(&name) {
-            Ok(cfg) => {
-                let topic = r.topic.clone().unwrap_or_default();
-                let queues = (0..cfg.queue_count as i32).map(|id| self.queue_pb(&topic, id, &cfg)).collect();
-                reply(ok(), queues)
-            }
-            Err(e) => reply(from_broker(&e), vec![]),
+        match self.groups(&name).await {
+            Ok(groups) => reply(ok(), routes::message_queues(&r.topic.unwrap_or_default(), &groups)),
+            Err(s) => reply(s, vec![]),
         }
     }
 
@@ -251,14 +242,9 @@ impl MessagingService for Messaging {
             Ok(n) => n,
             Err(s) => return reply(s, vec![]),
         };
-        match self.broker.topic_or_create(&name) {
-            // Pop consumption is per broker, not per queue: one assignment for this broker
-            // (RocketMQ proxy `QueryAssignmentActivity` in pop mode).
-            Ok(cfg) => {
-                let q = self.queue_pb(&r.topic.unwrap_or_default(), -1, &cfg);
-                reply(ok(), vec![Assignment { message_queue: Some(q) }])
-            }
-            Err(e) => reply(from_broker(&e), vec![]),
+        match self.groups(&name).await {
+            Ok(groups) => reply(ok(), routes::assignments(&r.topic.unwrap_or_default(), &groups)),
+            Err(s) => reply(s, vec![]),
         }
     }
 

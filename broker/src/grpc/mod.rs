@@ -7,4 +7,5 @@ pub mod clients;
 pub mod convert;
 pub mod messaging;
 pub mod requests;
+pub mod routes;
 pub mod status;

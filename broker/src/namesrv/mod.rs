@@ -1,0 +1,7 @@
+//! The nameserver role: the route table brokers register with ([`routes`], [`service`]) and the
+//! broker's side of it ([`registration`]). Several nameservers share no state; every broker
+//! registers with all of them, so any one answers (RocketMQ's design).
+
+pub mod registration;
+pub mod routes;
+pub mod service;

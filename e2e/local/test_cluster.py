@@ -1,0 +1,102 @@
+"""A cluster of separate processes on 127.0.0.1, configured as the operator will configure pods:
+two nameservers and two broker groups that register with both, and the official Python client
+connected to one broker's endpoint. (Each group is a master alone: replication and failover
+come with their own tests.)"""
+import collections
+import json
+import subprocess
+
+import pytest
+
+from conftest import BIN, cli, run_client, wait_for
+
+
+def cluster_status(*nameservers):
+    out = subprocess.run([str(BIN), "cluster", "status", "--json", "--namesrv", ",".join(n.endpoint for n in nameservers)],
+                         capture_output=True, text=True, timeout=30)
+    return json.loads(out.stdout)["brokers"] if out.returncode == 0 else []
+
+
+def max_offsets(broker, topic):
+    """Messages stored per queue of `topic` on `broker`; None if the broker does not have it."""
+    out = subprocess.run([str(BIN), "topic", "describe", topic, "--server", broker.endpoint], capture_output=True,
+                         text=True, timeout=30)
+    if out.returncode != 0:
+        return None
+    rows = [line.split() for line in out.stdout.splitlines()]
+    return [int(r[2]) for r in rows if len(r) == 3 and r[0].isdigit()]
+
+
+@pytest.fixture
+def cluster(broker_factory):
+    ns = [broker_factory("namesrv", broker_expiry_ms=3000) for _ in range(2)]
+    addrs = [n.endpoint for n in ns]
+    brokers = [broker_factory("broker", broker_name=name, namesrv_addrs=addrs, heartbeat_interval_ms=500)
+               for name in ("broker-a", "broker-b")]
+    for n in ns:
+        wait_for(lambda: len(cluster_status(n)) == 2, 30, f"both brokers to register with {n.endpoint}")
+    return ns, brokers
+
+
+def create_topic(ns, name, *extra):
+    cli(ns[0], "topic", "create", name, "--queues", "4", "--namesrv", ",".join(n.endpoint for n in ns), *extra)
+
+
+def serving(ns, topic):
+    """Broker groups the nameserver routes `topic` to."""
+    return sorted(b["broker_name"] for b in cluster_status(ns) if any(t["name"] == topic for t in b["topics"]))
+
+
+def test_messages_sent_through_one_broker_spread_over_both_groups_and_all_arrive(cluster):
+    ns, (a, b) = cluster
+    create_topic(ns, "spread")
+    for n in ns:
+        wait_for(lambda: serving(n, "spread") == ["broker-a", "broker-b"], 30, "both groups to serve the topic")
+    sent = run_client("python", "send", a, topic="spread", count=200)
+    stored = {x.endpoint: sum(max_offsets(x, "spread")) for x in (a, b)}
+    assert sum(stored.values()) == 200 and all(v > 0 for v in stored.values()), stored
+    # A consumer connected to the other broker receives from both groups.
+    got = run_client("python", "receive", b, topic="spread", group="g", count=200, timeout=60)
+    assert collections.Counter(m["id"] for m in got) == collections.Counter(m["id"] for m in sent)
+
+
+def test_a_topic_on_one_group_is_routed_only_there(cluster):
+    ns, (a, b) = cluster
+    create_topic(ns, "only-a", "--groups", "broker-a")
+    wait_for(lambda: serving(ns[0], "only-a") == ["broker-a"], 30, "broker-a to serve the topic")
+    # Sent through broker-b's endpoint, which does not have the topic: every message lands on broker-a.
+    sent = run_client("python", "send", b, topic="only-a", count=50)
+    assert sum(max_offsets(a, "only-a")) == 50
+    assert max_offsets(b, "only-a") is None
+    got = run_client("python", "receive", b, topic="only-a", group="g", count=50, timeout=60)
+    assert {m["id"] for m in got} == {m["id"] for m in sent}
+
+
+def test_clients_and_brokers_go_on_through_the_other_nameserver(cluster):
+    ns, (a, b) = cluster
+    create_topic(ns, "ha-ns")
+    wait_for(lambda: serving(ns[1], "ha-ns") == ["broker-a", "broker-b"], 30, "both groups to serve the topic")
+    ns[0].kill9()
+    sent = run_client("python", "send", a, topic="ha-ns", count=100)
+    assert all(sum(max_offsets(x, "ha-ns")) > 0 for x in (a, b)), "routes still span both groups"
+    got = run_client("python", "receive", b, topic="ha-ns", group="g", count=100, timeout=60)
+    assert {m["id"] for m in got} == {m["id"] for m in sent}
+    # A topic created now reaches the routes through the surviving nameserver.
+    cli(ns[1], "topic", "create", "late", "--queues", "2", "--namesrv", ns[1].endpoint)
+    wait_for(lambda: serving(ns[1], "late") == ["broker-a", "broker-b"], 30, "the new topic to be registered")
+
+
+def test_a_silent_broker_is_dropped_from_routes(cluster):
+    ns, (a, b) = cluster
+    create_topic(ns, "expiry")
+    wait_for(lambda: serving(ns[0], "expiry") == ["broker-a", "broker-b"], 30, "both groups to serve the topic")
+    b.kill9()
+    # broker_expiry_ms is 3 s here (120 s by default).
+    for n in ns:
+        wait_for(lambda: [x["broker_name"] for x in cluster_status(n)] == ["broker-a"], 30, "broker-b to expire")
+    before = sum(max_offsets(a, "expiry"))
+    run_client("python", "send", a, topic="expiry", count=40)
+    assert sum(max_offsets(a, "expiry")) == before + 40, "every message goes to the live group"
+    # Restarted, it registers again and serves again.
+    b.start()
+    wait_for(lambda: serving(ns[0], "expiry") == ["broker-a", "broker-b"], 30, "broker-b to register again")
