@@ -1,17 +1,60 @@
 //! Prometheus metrics: one registry per broker, served as text on `GET /metrics` at
-//! `metrics_listen` when that is set. Transactions, dead letters and scheduled delivery.
-
-use std::net::SocketAddr;
-use std::sync::Arc;
+//! `metrics_listen` when that is set ([`crate::http`]). Traffic per topic, consumer lag,
+//! transactions, dead letters, scheduled delivery, retention and CommitLog flush latency.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 
 use crate::broker::Broker;
+
+/// Label of per-topic metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    /// The topic.
+    pub topic: String,
+}
+
+/// Labels of per-group metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    /// The consumer group (`group@clientid` for a broadcast group's client).
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+}
+
+/// Messages and body bytes through the protocol, per topic.
+#[derive(Debug, Default)]
+pub struct TrafficMetrics {
+    /// Messages stored by SendMessage.
+    pub messages_in: Family<TopicLabel, Counter>,
+    /// Body bytes stored by SendMessage.
+    pub bytes_in: Family<TopicLabel, Counter>,
+    /// Messages handed to consumers (ReceiveMessage, PullMessage), redeliveries included.
+    pub messages_out: Family<TopicLabel, Counter>,
+    /// Body bytes handed to consumers.
+    pub bytes_out: Family<TopicLabel, Counter>,
+}
+
+impl TrafficMetrics {
+    /// Counts one message of `bytes` body bytes stored in `topic`.
+    pub fn sent(&self, topic: &str, bytes: usize) {
+        let l = TopicLabel { topic: topic.to_string() };
+        self.messages_in.get_or_create(&l).inc();
+        self.bytes_in.get_or_create(&l).inc_by(bytes as u64);
+    }
+    /// Counts one message of `bytes` body bytes handed out from `topic`.
+    pub fn delivered(&self, topic: &str, bytes: usize) {
+        let l = TopicLabel { topic: topic.to_string() };
+        self.messages_out.get_or_create(&l).inc();
+        self.bytes_out.get_or_create(&l).inc_by(bytes as u64);
+    }
+}
 
 /// Counters of the transaction service since start.
 #[derive(Debug, Default)]
@@ -69,6 +112,10 @@ pub struct Metrics {
     pub timer: TimerMetrics,
     /// Retention and disk.
     pub retention: RetentionMetrics,
+    /// Traffic per topic.
+    pub traffic: TrafficMetrics,
+    /// Messages not yet acked per group and topic; set when scraped.
+    pub consumer_lag: Family<GroupLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -119,11 +166,23 @@ impl Default for Metrics {
             "Used share of the data disk at the last retention pass",
             retention.disk_used_ratio.clone(),
         );
-        Metrics { registry, tx, open_transactions, consume, timer, retention }
+        let traffic = TrafficMetrics::default();
+        registry.register("messages_in", "Messages stored by SendMessage, per topic", traffic.messages_in.clone());
+        registry.register("bytes_in", "Body bytes stored by SendMessage, per topic", traffic.bytes_in.clone());
+        registry.register("messages_out", "Messages handed to consumers, per topic", traffic.messages_out.clone());
+        registry.register("bytes_out", "Body bytes handed to consumers, per topic", traffic.bytes_out.clone());
+        let consumer_lag = Family::<GroupLabel, Gauge>::default();
+        registry.register("consumer_lag", "Messages not yet acked, per consumer group and topic", consumer_lag.clone());
+        Metrics { registry, tx, open_transactions, consume, timer, retention, traffic, consumer_lag }
     }
 }
 
 impl Metrics {
+    /// Registers the store's CommitLog flush latency histogram (ms per flush that wrote something).
+    pub fn register_flush_latency(&mut self, h: Histogram) {
+        self.registry.register("commitlog_flush_ms", "Time to flush the CommitLog to disk, ms", h);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -132,31 +191,15 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until `stopping` turns true. Errors: the address cannot be bound.
-pub async fn serve(addr: SocketAddr, broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
-    tracing::info!(listen = %listener.local_addr()?, "serving /metrics");
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let broker = broker.clone();
-            async move {
-                let m = broker.metrics();
-                m.open_transactions.set(broker.open_transaction_count() as i64);
-                m.timer.scheduled.set(broker.scheduled_count() as i64);
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.encode())
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "metrics server failed");
-        }
-    });
-    Ok(())
+/// The broker's metrics as Prometheus text, with the gauges that are computed on demand (open
+/// transactions, scheduled messages, consumer lag) brought up to date first.
+pub fn render(broker: &Broker) -> String {
+    let m = broker.metrics();
+    m.open_transactions.set(broker.open_transaction_count() as i64);
+    m.timer.scheduled.set(broker.scheduled_count() as i64);
+    m.consumer_lag.clear();
+    for (group, topic, lag) in broker.consumer_lags() {
+        m.consumer_lag.get_or_create(&GroupLabel { group, topic }).set(lag as i64);
+    }
+    m.encode()
 }

@@ -2,7 +2,8 @@
 //! SIGINT stop long polls and Telemetry streams, drain, flush and exit 0 (DESIGN.md §7).
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -27,17 +28,29 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
     cfg.listen = listener.local_addr()?; // port 0 -> the port the OS chose
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Probes answer during recovery too: alive, not ready.
+    let opened: Arc<OnceLock<Arc<Broker>>> = Arc::default();
+    let registered = Arc::new(AtomicBool::new(cfg.namesrv_addrs.is_empty()));
+    if let Some(addr) = cfg.metrics_listen {
+        let (o, r) = (opened.clone(), registered.clone());
+        let metrics = Arc::new(move || o.get().map(|b| crate::metrics::render(b)).unwrap_or_default());
+        let o = opened.clone();
+        let ready = Arc::new(move || match (o.get(), r.load(Ordering::Acquire)) {
+            (None, _) => Err("recovering the store".to_string()),
+            (Some(_), false) => Err("not registered with any nameserver".to_string()),
+            (Some(_), true) => Ok(()),
+        });
+        crate::http::serve(addr, metrics, ready, stop_rx.clone()).await?;
+    }
     let open_cfg = cfg.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(open_cfg)).await??;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let _ = opened.set(broker.clone());
     let clients = Arc::new(Clients::default());
     crate::grpc::checker::spawn(broker.clone(), clients.clone(), stop_rx.clone());
-    if let Some(addr) = cfg.metrics_listen {
-        crate::metrics::serve(addr, broker.clone(), stop_rx.clone()).await?;
-    }
     let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone()));
     if let Some(ns) = &nameservers {
-        registration::spawn(broker.clone(), ns.clone(), stop_rx.clone());
+        registration::spawn(broker.clone(), ns.clone(), registered, stop_rx.clone());
     }
     let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx, nameservers);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);

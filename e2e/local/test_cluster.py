@@ -5,10 +5,12 @@ come with their own tests.)"""
 import collections
 import json
 import subprocess
+import urllib.error
+import urllib.request
 
 import pytest
 
-from conftest import BIN, cli, run_client, wait_for
+from conftest import BIN, cli, free_port, run_client, wait_for
 
 
 def cluster_status(*nameservers):
@@ -100,3 +102,41 @@ def test_a_silent_broker_is_dropped_from_routes(cluster):
     # Restarted, it registers again and serves again.
     b.start()
     wait_for(lambda: serving(ns[0], "expiry") == ["broker-a", "broker-b"], 30, "broker-b to register again")
+
+
+def http_get(port, path):
+    """(status, body) of GET http://127.0.0.1:<port><path>."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_probes_and_metrics_of_every_process(broker_factory):
+    ns_port, a_port = free_port(), free_port()
+    ns = broker_factory("namesrv", metrics_listen=f"127.0.0.1:{ns_port}")
+    a = broker_factory("broker", broker_name="broker-a", namesrv_addrs=[ns.endpoint], heartbeat_interval_ms=500,
+                       metrics_listen=f"127.0.0.1:{a_port}")
+    assert http_get(ns_port, "/healthz") == (200, "ok\n")
+    assert http_get(ns_port, "/readyz")[0] == 200
+    wait_for(lambda: http_get(a_port, "/readyz")[0] == 200, 30, "the broker to be ready (registered)")
+    cli(ns, "topic", "create", "observed", "--queues", "2", "--namesrv", ns.endpoint)
+    wait_for(lambda: "ferrocket_namesrv_topics 1" in http_get(ns_port, "/metrics")[1], 30, "the topic to be routed")
+    assert "ferrocket_namesrv_brokers 1" in http_get(ns_port, "/metrics")[1]
+
+    run_client("python", "send", a, topic="observed", count=7)
+    run_client("python", "receive", a, topic="observed", group="half", count=3, timeout=30)
+    text = http_get(a_port, "/metrics")[1]
+    assert 'ferrocket_messages_in_total{topic="observed"} 7' in text
+    assert 'ferrocket_messages_out_total{topic="observed"} 3' in text
+    assert 'ferrocket_consumer_lag{group="half",topic="observed"} 4' in text
+    assert "ferrocket_commitlog_flush_ms_count" in text
+
+    # A broker none of whose nameservers answers is alive but not ready.
+    b_port = free_port()
+    broker_factory("broker", broker_name="broker-b", namesrv_addrs=[f"127.0.0.1:{free_port()}"],
+                   metrics_listen=f"127.0.0.1:{b_port}")
+    assert http_get(b_port, "/healthz")[0] == 200
+    status, body = http_get(b_port, "/readyz")
+    assert status == 503 and "not registered with any nameserver" in body, body

@@ -522,6 +522,18 @@ impl Broker {
         lo
     }
 
+    /// Messages not yet acked, summed over queues, for every (progress name, topic) with
+    /// progress: the name is the group, or `group@clientid` for a broadcast group's client.
+    pub fn consumer_lags(&self) -> Vec<(String, String, u64)> {
+        let state = self.consume.lock();
+        let mut lags: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for ((name, topic, q), st) in state.queues.iter() {
+            *lags.entry((name.clone(), topic.clone())).or_default() +=
+                st.backlog(self.store.max_queue_offset(topic, *q));
+        }
+        lags.into_iter().map(|((g, t), lag)| (g, t, lag)).collect()
+    }
+
     /// Per-queue progress of a group on a topic: (queue id, ack offset, max offset, backlog).
     pub fn group_progress(&self, group: &str, topic: &str) -> Vec<(u32, u64, u64, u64)> {
         let state = self.consume.lock();

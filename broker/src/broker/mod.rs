@@ -220,6 +220,8 @@ impl Broker {
             scheduled = timers.len(),
             "state loaded"
         );
+        let mut metrics = Metrics::default();
+        metrics.register_flush_latency(store.flush_latency());
         let broker = Arc::new(Broker {
             cfg,
             store,
@@ -228,7 +230,7 @@ impl Broker {
             tx: Mutex::new(tx),
             timer: Mutex::new(timers),
             groups,
-            metrics: Metrics::default(),
+            metrics,
             rotate: AtomicUsize::new(0),
             wakeups: tokio::sync::watch::channel(0).0,
             snapshot_offset: AtomicU64::new(from),

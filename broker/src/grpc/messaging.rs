@@ -202,6 +202,8 @@ impl MessagingService for Messaging {
                     match sent {
                         Ok((sent, transaction_id)) => {
                             durable = durable.max(sent.end);
+                            let topic = m.topic.as_ref().map_or("", |t| t.name.as_str());
+                            self.broker.metrics().traffic.sent(topic, m.body.len());
                             let offset = sent.queue_offset as i64;
                             SendResultEntry {
                                 status: Some(ok()),
@@ -323,6 +325,9 @@ impl MessagingService for Messaging {
                 };
                 if !got.is_empty() {
                     let mut items = vec![Content::Status(ok())];
+                    for d in &got {
+                        broker.metrics().traffic.delivered(&d.record.topic, d.record.body.len());
+                    }
                     items.extend(got.iter().map(|d| Content::Message(to_wire(d, &namespace))));
                     finish(&tx, items).await;
                     return;
@@ -449,7 +454,10 @@ impl MessagingService for Messaging {
             if !msgs.is_empty() || now >= deadline || *stopping.borrow() {
                 let head = if msgs.is_empty() { status(Code::MessageNotFound, "no new message") } else { ok() };
                 let items: Vec<Result<PullMessageResponse, tonic::Status>> = std::iter::once(Content::Status(head))
-                    .chain(msgs.iter().map(|m| Content::Message(super::convert::record_to_wire(m, None, &namespace))))
+                    .chain(msgs.iter().map(|m| {
+                        self.broker.metrics().traffic.delivered(&m.topic, m.body.len());
+                        Content::Message(super::convert::record_to_wire(m, None, &namespace))
+                    }))
                     .chain([Content::NextOffset(next as i64)])
                     .map(|c| Ok(PullMessageResponse { content: Some(c) }))
                     .collect();

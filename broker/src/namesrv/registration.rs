@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -101,20 +102,22 @@ impl Nameservers {
             .await
     }
 
-    /// Sends `reg` to every nameserver; returns the addresses that refused or did not answer.
-    async fn register_all(&self, reg: &BrokerRegistration) -> Vec<(SocketAddr, String)> {
-        let mut failed = Vec::new();
+    /// Sends `reg` to every nameserver; returns how many took it and the addresses that refused
+    /// or did not answer.
+    async fn register_all(&self, reg: &BrokerRegistration) -> (usize, Vec<(SocketAddr, String)>) {
+        let (mut accepted, mut failed) = (0, Vec::new());
         for addr in self.resolve().await {
             let req = RegisterBrokerRequest { registration: Some(reg.clone()) };
             let sent = match self.client(addr) {
                 Ok(mut c) => c.register_broker(req).await.map(|_| ()).map_err(|e| e.message().to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            if let Err(e) = sent {
-                failed.push((addr, e));
+            match sent {
+                Ok(()) => accepted += 1,
+                Err(e) => failed.push((addr, e)),
             }
         }
-        failed
+        (accepted, failed)
     }
 }
 
@@ -154,8 +157,14 @@ fn registration(broker: &Broker) -> BrokerRegistration {
 /// Registers `broker` with its nameservers until `stopping` turns true, then unregisters it.
 /// Checks for topic changes every second; registers when they changed or
 /// `heartbeat_interval_ms` has passed. A nameserver that cannot be reached is logged once per
-/// outage and retried the next round.
-pub fn spawn(broker: Arc<Broker>, nameservers: Arc<Nameservers>, mut stopping: watch::Receiver<bool>) {
+/// outage and retried the next round. `registered` tells after each round whether at least one
+/// nameserver took the registration (the broker's readiness).
+pub fn spawn(
+    broker: Arc<Broker>,
+    nameservers: Arc<Nameservers>,
+    registered: Arc<AtomicBool>,
+    mut stopping: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let heartbeat = Duration::from_millis(broker.config().heartbeat_interval_ms);
         let mut last: Option<(BrokerRegistration, Instant)> = None;
@@ -164,7 +173,8 @@ pub fn spawn(broker: Arc<Broker>, nameservers: Arc<Nameservers>, mut stopping: w
             let reg = registration(&broker);
             let due = last.as_ref().is_none_or(|(prev, at)| *prev != reg || at.elapsed() >= heartbeat);
             if due {
-                let failed = nameservers.register_all(&reg).await;
+                let (accepted, failed) = nameservers.register_all(&reg).await;
+                registered.store(accepted > 0, Ordering::Release);
                 for (addr, e) in &failed {
                     if !down.contains(addr) {
                         tracing::warn!(namesrv = %addr, error = %e, "cannot register with nameserver; retrying");

@@ -58,9 +58,34 @@ impl Namesrv for NamesrvService {
     }
 }
 
+/// The nameserver's metrics: brokers and broker groups registered, topics routed.
+fn render_metrics(table: &RouteTable) -> String {
+    use prometheus_client::metrics::gauge::Gauge;
+    let brokers = table.brokers();
+    let mut groups: Vec<&str> =
+        brokers.iter().filter_map(|b| b.broker.as_ref()).map(|b| b.broker_name.as_str()).collect();
+    groups.dedup();
+    let mut topics: Vec<&str> = brokers.iter().flat_map(|b| b.topics.iter().map(|t| t.name.as_str())).collect();
+    topics.sort();
+    topics.dedup();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("ferrocket_namesrv");
+    for (name, help, n) in [
+        ("brokers", "Brokers registered", brokers.len()),
+        ("broker_groups", "Broker groups with a registered broker", groups.len()),
+        ("topics", "Topics routed", topics.len()),
+    ] {
+        let g = Gauge::<i64>::default();
+        g.set(n as i64);
+        registry.register(name, help, g);
+    }
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
 /// Runs a nameserver on `cfg.listen` until SIGTERM or SIGINT: prints `ready <addr>` once it
-/// serves, and drops brokers not heard from for `broker_expiry_ms`. Errors: the address cannot
-/// be bound.
+/// serves, drops brokers not heard from for `broker_expiry_ms`, and with `metrics_listen` serves
+/// `/metrics`, `/healthz` and `/readyz`. Errors: an address cannot be bound.
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -68,6 +93,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     cfg.listen = listener.local_addr()?;
     let service = NamesrvService::default();
     let table = service.table.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = cfg.metrics_listen {
+        let t = table.clone();
+        let metrics = Arc::new(move || render_metrics(&t.lock()));
+        crate::http::serve(addr, metrics, Arc::new(|| Ok(())), stop_rx).await?;
+    }
     let expiry = cfg.broker_expiry_ms;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis((expiry / 10).clamp(100, 5_000)));
@@ -81,7 +112,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let server =
         tonic::transport::Server::builder().add_service(NamesrvServer::new(service)).serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            crate::server::shutdown_signal(),
+            async move {
+                crate::server::shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            },
         );
     crate::server::announce_ready(&cfg, "nameserver")?;
     server.await?;

@@ -162,6 +162,8 @@ pub struct Store {
     /// Serialises checkpoint writes: the flush thread and the consumer snapshot both flush, and
     /// two writers of `checkpoint.tmp` could rename a half-written file into place.
     checkpoint_lock: Mutex<()>,
+    /// Duration of each flush thread CommitLog flush that wrote something, ms.
+    flush_ms: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Store {
@@ -188,6 +190,9 @@ impl Store {
             threads: Mutex::new(Vec::new()),
             recovery,
             checkpoint_lock: Mutex::new(()),
+            flush_ms: prometheus_client::metrics::histogram::Histogram::new([
+                0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+            ]),
         });
         let s = store.clone();
         let dispatcher = std::thread::Builder::new().name("dispatcher".into()).spawn(move || s.dispatch_loop())?;
@@ -228,6 +233,11 @@ impl Store {
         let mut rx = self.flushed_tx.subscribe();
         self.flush_signal.notify();
         rx.wait_for(|f| *f >= end).await.map(|_| ()).map_err(|_| StoreError::ShutDown)
+    }
+
+    /// Latency of the flush thread's CommitLog flushes, ms (a handle to register with metrics).
+    pub fn flush_latency(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.flush_ms.clone()
     }
 
     /// How many times the CommitLog has been fsynced since the store was opened.
@@ -377,8 +387,13 @@ impl Store {
         let mut last_checkpoint = Instant::now();
         while !self.stopping.load(Ordering::Acquire) {
             self.flush_signal.wait(interval);
+            let started = Instant::now();
+            let before = self.commitlog.flushed();
             match self.commitlog.flush() {
                 Ok(f) => {
+                    if f > before {
+                        self.flush_ms.observe(started.elapsed().as_secs_f64() * 1000.0);
+                    }
                     self.flushed_tx.send_replace(f);
                 }
                 Err(e) => tracing::error!(error = %e, "CommitLog flush failed"),
