@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/apache/rocketmq/v2/service.proto",
         "proto/ferrocket/v1/admin.proto",
         "proto/ferrocket/v1/namesrv.proto",
+        "proto/ferrocket/v1/ha.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;

@@ -102,8 +102,21 @@ pub struct Config {
     pub broker_role: String,
     /// `async` or `sync` master/slave replication.
     pub replication: String,
-    /// Replicas (master included) that must hold a message before a SYNC replication send is acknowledged.
+    /// Replicas (master included) that must hold a message before a SYNC replication send is
+    /// acknowledged (2: a SYNC send really waits for a slave; RocketMQ 5's default of 1 silently
+    /// makes SYNC_MASTER asynchronous).
     pub min_in_sync_replicas: u32,
+    /// How long a SYNC replication send waits for `min_in_sync_replicas`, ms (3 s, RocketMQ
+    /// `slaveTimeout`); then it gets SLAVE_PERSISTENCE_TIMEOUT.
+    pub ha_sync_timeout_ms: u64,
+    /// A slave out of sync lags more than this many bytes (256 MiB, RocketMQ `haMaxGapNotInSync`).
+    pub ha_max_lag_bytes: u64,
+    /// A slave out of sync has not reported for this long, ms (15 s, RocketMQ
+    /// `haMaxTimeSlaveNotCatchup`).
+    pub ha_max_lag_ms: u64,
+    /// A slave's master (`host:port` of its gRPC); unset, the nameservers say (the group's
+    /// broker id 0).
+    pub ha_master_addr: Option<String>,
     /// Address of the Prometheus `/metrics` endpoint; none by default.
     pub metrics_listen: Option<SocketAddr>,
     /// How often consumer progress is snapshotted to `config/consumer_offsets.json`, ms.
@@ -172,7 +185,11 @@ impl Default for Config {
             broker_id: 0,
             broker_role: "master".into(),
             replication: "async".into(),
-            min_in_sync_replicas: 1,
+            min_in_sync_replicas: 2,
+            ha_sync_timeout_ms: 3_000,
+            ha_max_lag_bytes: 256 << 20,
+            ha_max_lag_ms: 15_000,
+            ha_master_addr: None,
             metrics_listen: None,
             consumer_snapshot_interval_ms: 5_000,
         }

@@ -28,6 +28,13 @@ pub struct GroupLabel {
     pub topic: String,
 }
 
+/// Label of per-slave metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlaveLabel {
+    /// The slave's broker id.
+    pub slave: String,
+}
+
 /// Messages and body bytes through the protocol, per topic.
 #[derive(Debug, Default)]
 pub struct TrafficMetrics {
@@ -116,6 +123,10 @@ pub struct Metrics {
     pub traffic: TrafficMetrics,
     /// Messages not yet acked per group and topic; set when scraped.
     pub consumer_lag: Family<GroupLabel, Gauge>,
+    /// A master's connected slaves: CommitLog bytes each lacks; set when scraped.
+    pub replication_lag: Family<SlaveLabel, Gauge>,
+    /// A master's slaves in sync (`ha_max_lag_bytes`, `ha_max_lag_ms`); set when scraped.
+    pub slaves_in_sync: Gauge,
 }
 
 impl Default for Metrics {
@@ -173,7 +184,22 @@ impl Default for Metrics {
         registry.register("bytes_out", "Body bytes handed to consumers, per topic", traffic.bytes_out.clone());
         let consumer_lag = Family::<GroupLabel, Gauge>::default();
         registry.register("consumer_lag", "Messages not yet acked, per consumer group and topic", consumer_lag.clone());
-        Metrics { registry, tx, open_transactions, consume, timer, retention, traffic, consumer_lag }
+        let replication_lag = Family::<SlaveLabel, Gauge>::default();
+        registry.register("replication_lag_bytes", "CommitLog bytes a connected slave lacks", replication_lag.clone());
+        let slaves_in_sync = Gauge::default();
+        registry.register("slaves_in_sync", "Slaves in sync with this master", slaves_in_sync.clone());
+        Metrics {
+            registry,
+            tx,
+            open_transactions,
+            consume,
+            timer,
+            retention,
+            traffic,
+            consumer_lag,
+            replication_lag,
+            slaves_in_sync,
+        }
     }
 }
 
@@ -201,5 +227,12 @@ pub fn render(broker: &Broker) -> String {
     for (group, topic, lag) in broker.consumer_lags() {
         m.consumer_lag.get_or_create(&GroupLabel { group, topic }).set(lag as i64);
     }
+    let (cfg, end) = (broker.config(), broker.store().commitlog_end());
+    m.replication_lag.clear();
+    for (id, s) in broker.replicas().slaves() {
+        m.replication_lag.get_or_create(&SlaveLabel { slave: id.to_string() }).set(end.saturating_sub(s.offset) as i64);
+    }
+    let lag = std::time::Duration::from_millis(cfg.ha_max_lag_ms);
+    m.slaves_in_sync.set(broker.replicas().in_sync(end, cfg.ha_max_lag_bytes, lag).len() as i64);
     m.encode()
 }

@@ -16,6 +16,7 @@ use crate::grpc::clients::Clients;
 use crate::grpc::messaging::Messaging;
 use crate::namesrv::registration::{self, Nameservers};
 use crate::proto::admin::admin_server::AdminServer;
+use crate::proto::namesrv::ha_server::HaServer;
 use crate::proto::v2::messaging_service_server::MessagingServiceServer;
 use tonic::transport::server::TcpIncoming;
 
@@ -47,16 +48,22 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let broker = tokio::task::spawn_blocking(move || Broker::open(open_cfg)).await??;
     let _ = opened.set(broker.clone());
     let clients = Arc::new(Clients::default());
-    crate::grpc::checker::spawn(broker.clone(), clients.clone(), stop_rx.clone());
     let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone()));
+    if broker.is_slave() {
+        crate::grpc::ha::spawn_slave(broker.clone(), nameservers.clone(), stop_rx.clone());
+    } else {
+        crate::grpc::checker::spawn(broker.clone(), clients.clone(), stop_rx.clone());
+    }
     if let Some(ns) = &nameservers {
         registration::spawn(broker.clone(), ns.clone(), registered, stop_rx.clone());
     }
+    let ha = HaServer::new(crate::grpc::ha::HaService::new(broker.clone(), stop_rx.clone()));
     let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx, nameservers);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
     let server = tonic::transport::Server::builder()
         .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))
         .add_service(AdminServer::new(AdminService::new(broker.clone())))
+        .add_service(ha)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             shutdown_signal().await;
             tracing::info!("shutting down");

@@ -150,3 +150,14 @@ def start_client(kind, cmd, broker, **opts):
     """Starts a client driver in the background (stdout piped)."""
     return subprocess.Popen(client_args(kind, cmd, broker, **opts), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+
+
+def queue_offsets(broker, topic):
+    """Max offset of each queue of `topic` on `broker` (`ferrocket topic describe`); None if the
+    broker does not have the topic."""
+    out = subprocess.run([str(BIN), "topic", "describe", topic, "--server", broker.endpoint], capture_output=True,
+                         text=True, timeout=30)
+    if out.returncode != 0:
+        return None
+    rows = [line.split() for line in out.stdout.splitlines()]
+    return [int(r[2]) for r in rows if len(r) == 3 and r[0].isdigit()]

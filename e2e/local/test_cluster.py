@@ -10,23 +10,13 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, cli, free_port, run_client, wait_for
+from conftest import BIN, cli, free_port, queue_offsets, run_client, wait_for
 
 
 def cluster_status(*nameservers):
     out = subprocess.run([str(BIN), "cluster", "status", "--json", "--namesrv", ",".join(n.endpoint for n in nameservers)],
                          capture_output=True, text=True, timeout=30)
     return json.loads(out.stdout)["brokers"] if out.returncode == 0 else []
-
-
-def max_offsets(broker, topic):
-    """Messages stored per queue of `topic` on `broker`; None if the broker does not have it."""
-    out = subprocess.run([str(BIN), "topic", "describe", topic, "--server", broker.endpoint], capture_output=True,
-                         text=True, timeout=30)
-    if out.returncode != 0:
-        return None
-    rows = [line.split() for line in out.stdout.splitlines()]
-    return [int(r[2]) for r in rows if len(r) == 3 and r[0].isdigit()]
 
 
 @pytest.fixture
@@ -55,7 +45,7 @@ def test_messages_sent_through_one_broker_spread_over_both_groups_and_all_arrive
     for n in ns:
         wait_for(lambda: serving(n, "spread") == ["broker-a", "broker-b"], 30, "both groups to serve the topic")
     sent = run_client("python", "send", a, topic="spread", count=200)
-    stored = {x.endpoint: sum(max_offsets(x, "spread")) for x in (a, b)}
+    stored = {x.endpoint: sum(queue_offsets(x, "spread")) for x in (a, b)}
     assert sum(stored.values()) == 200 and all(v > 0 for v in stored.values()), stored
     # A consumer connected to the other broker receives from both groups.
     got = run_client("python", "receive", b, topic="spread", group="g", count=200, timeout=60)
@@ -68,8 +58,8 @@ def test_a_topic_on_one_group_is_routed_only_there(cluster):
     wait_for(lambda: serving(ns[0], "only-a") == ["broker-a"], 30, "broker-a to serve the topic")
     # Sent through broker-b's endpoint, which does not have the topic: every message lands on broker-a.
     sent = run_client("python", "send", b, topic="only-a", count=50)
-    assert sum(max_offsets(a, "only-a")) == 50
-    assert max_offsets(b, "only-a") is None
+    assert sum(queue_offsets(a, "only-a")) == 50
+    assert queue_offsets(b, "only-a") is None
     got = run_client("python", "receive", b, topic="only-a", group="g", count=50, timeout=60)
     assert {m["id"] for m in got} == {m["id"] for m in sent}
 
@@ -80,7 +70,7 @@ def test_clients_and_brokers_go_on_through_the_other_nameserver(cluster):
     wait_for(lambda: serving(ns[1], "ha-ns") == ["broker-a", "broker-b"], 30, "both groups to serve the topic")
     ns[0].kill9()
     sent = run_client("python", "send", a, topic="ha-ns", count=100)
-    assert all(sum(max_offsets(x, "ha-ns")) > 0 for x in (a, b)), "routes still span both groups"
+    assert all(sum(queue_offsets(x, "ha-ns")) > 0 for x in (a, b)), "routes still span both groups"
     got = run_client("python", "receive", b, topic="ha-ns", group="g", count=100, timeout=60)
     assert {m["id"] for m in got} == {m["id"] for m in sent}
     # A topic created now reaches the routes through the surviving nameserver.
@@ -96,9 +86,9 @@ def test_a_silent_broker_is_dropped_from_routes(cluster):
     # broker_expiry_ms is 3 s here (120 s by default).
     for n in ns:
         wait_for(lambda: [x["broker_name"] for x in cluster_status(n)] == ["broker-a"], 30, "broker-b to expire")
-    before = sum(max_offsets(a, "expiry"))
+    before = sum(queue_offsets(a, "expiry"))
     run_client("python", "send", a, topic="expiry", count=40)
-    assert sum(max_offsets(a, "expiry")) == before + 40, "every message goes to the live group"
+    assert sum(queue_offsets(a, "expiry")) == before + 40, "every message goes to the live group"
     # Restarted, it registers again and serves again.
     b.start()
     wait_for(lambda: serving(ns[0], "expiry") == ["broker-a", "broker-b"], 30, "broker-b to register again")

@@ -90,6 +90,9 @@ impl Broker {
         batch: usize,
         invisible_ms: u64,
     ) -> Result<Vec<Delivery>, BrokerError> {
+        if self.is_slave() {
+            return Err(StoreError::ReadOnly.into());
+        }
         let cfg = self.readable_topic(topic)?;
         let g = self.group_or_create(c.group)?;
         let name = Self::progress_name(&g, c)?;

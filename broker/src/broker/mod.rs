@@ -141,6 +141,30 @@ struct StateFile {
     timers: TimerState,
 }
 
+/// Applies one CommitLog record to the state it belongs to: an ack record to consumer progress,
+/// half, op and timer records to open transactions and scheduled messages. Used when replaying
+/// after the snapshot on start, and on a slave for every record its master sends. Returns true
+/// for an ack record.
+fn replay(
+    rec: &Record,
+    size: u32,
+    state: &mut ConsumeState,
+    tx: &mut TxState,
+    timers: &mut TimerState,
+    timing: crate::txn::CheckTiming,
+) -> bool {
+    if rec.topic != ACK_LOG_TOPIC {
+        tx.apply(rec, size, timing);
+        timers.apply(rec, size);
+        return false;
+    }
+    match serde_json::from_slice::<AckRecord>(&rec.body) {
+        Ok(ack) => state.apply(&ack),
+        Err(e) => tracing::error!(offset = rec.physical_offset, error = %e, "unreadable ack record skipped"),
+    }
+    true
+}
+
 /// The engine of one broker.
 pub struct Broker {
     cfg: Config,
@@ -161,6 +185,8 @@ pub struct Broker {
     /// CommitLog offset of the last state snapshot (replay starts there): retention keeps it.
     snapshot_offset: AtomicU64,
     disk: retention::DiskGuard,
+    /// What this master's slaves have confirmed.
+    replicas: Arc<crate::ha::Replicas>,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -195,20 +221,7 @@ impl Broker {
         let timing = check_timing(&cfg);
         let mut replayed = 0u64;
         store.scan(from, |rec, size| {
-            if rec.topic == ACK_LOG_TOPIC {
-                match serde_json::from_slice::<AckRecord>(&rec.body) {
-                    Ok(ack) => {
-                        state.apply(&ack);
-                        replayed += 1;
-                    }
-                    Err(e) => {
-                        tracing::error!(offset = rec.physical_offset, error = %e, "unreadable ack record skipped")
-                    }
-                }
-            } else {
-                tx.apply(rec, size, timing);
-                timers.apply(rec, size);
-            }
+            replayed += replay(rec, size, &mut state, &mut tx, &mut timers, timing) as u64;
         })?;
         for ((_, topic, q), st) in state.queues.iter_mut() {
             st.clamp(store.min_queue_offset(topic, *q), store.max_queue_offset(topic, *q));
@@ -235,16 +248,23 @@ impl Broker {
             wakeups: tokio::sync::watch::channel(0).0,
             snapshot_offset: AtomicU64::new(from),
             disk: retention::DiskGuard::default(),
+            replicas: Arc::default(),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         });
         let b = broker.clone();
         let snap = std::thread::Builder::new().name("state-snapshot".into()).spawn(move || b.snapshot_loop())?;
         let b = broker.clone();
-        let timer = std::thread::Builder::new().name("timer".into()).spawn(move || b.timer_loop())?;
-        let b = broker.clone();
         let clean = std::thread::Builder::new().name("retention".into()).spawn(move || b.clean_loop())?;
-        broker.threads.lock().extend([snap, timer, clean]);
+        broker.threads.lock().extend([snap, clean]);
+        if broker.is_slave() {
+            // A slave writes only its master's bytes: deliveries and dead letters happen there.
+            broker.store.set_replica(true);
+        } else {
+            let b = broker.clone();
+            let timer = std::thread::Builder::new().name("timer".into()).spawn(move || b.timer_loop())?;
+            broker.threads.lock().push(timer);
+        }
         Ok(broker)
     }
 
@@ -256,6 +276,30 @@ impl Broker {
     /// The storage engine.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// True for a slave (`broker_role = "slave"`): it only replicates its master.
+    pub fn is_slave(&self) -> bool {
+        self.cfg.broker_role == "slave"
+    }
+
+    /// What this master's slaves have confirmed (SYNC replication waits on it).
+    pub fn replicas(&self) -> &Arc<crate::ha::Replicas> {
+        &self.replicas
+    }
+
+    /// On a slave: writes CommitLog bytes its master sent at `offset` (whole records) and applies
+    /// the acks, transaction ops and timer records among them, so the slave's state is the
+    /// master's and it can take over. Returns the new CommitLog end.
+    /// Errors: bytes that do not continue the log, I/O.
+    pub fn apply_replicated(&self, offset: u64, data: &[u8]) -> Result<u64, BrokerError> {
+        let end = self.store.append_raw(offset, data)?;
+        let timing = check_timing(&self.cfg);
+        self.store.scan(offset, |rec, size| {
+            let (mut state, mut tx, mut timers) = (self.consume.lock(), self.tx.lock(), self.timer.lock());
+            replay(rec, size, &mut state, &mut tx, &mut timers, timing);
+        })?;
+        Ok(end)
     }
 
     /// The topic registry.
@@ -296,6 +340,9 @@ impl Broker {
     /// The checks every send makes: topic exists (or is auto-created), writable, queue in range,
     /// message type accepted.
     fn check_send(&self, rec: &Record, ty: MessageType) -> Result<(), BrokerError> {
+        if self.is_slave() {
+            return Err(StoreError::ReadOnly.into());
+        }
         self.check_disk()?;
         let topic = self.topic_or_create(&rec.topic)?;
         if !topic.permission.writable() {

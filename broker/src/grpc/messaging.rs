@@ -59,8 +59,9 @@ impl Messaging {
     }
 
     /// The broker groups serving `topic`: the nameservers' routes when this broker has
-    /// nameservers and some group serves the topic; otherwise this broker alone (creating the
-    /// topic if `auto_create_topic` allows). Unreachable nameservers are logged, and this broker
+    /// nameservers and some group serves the topic; otherwise this broker's group alone
+    /// (creating the topic if `auto_create_topic` allows; a slave names its `ha_master_addr` as
+    /// the master, so clients that reach a slave write to its master). Unreachable nameservers are logged, and this broker
     /// answers for itself. Errors: the topic is unknown here too (or its name is illegal).
     async fn groups(&self, topic: &str) -> Result<Vec<GroupRoute>, v2::Status> {
         if let Some(ns) = &self.nameservers {
@@ -74,16 +75,17 @@ impl Messaging {
         }
         let cfg = self.broker.topic_or_create(topic).map_err(|e| from_broker(&e))?;
         let me = self.broker.config();
-        Ok(vec![GroupRoute {
+        let info = |broker_id, endpoint| BrokerInfo {
             broker_name: me.broker_name.clone(),
-            brokers: vec![BrokerInfo {
-                broker_name: me.broker_name.clone(),
-                broker_id: me.broker_id,
-                endpoint: me.advertised(),
-                last_heartbeat_ms: 0,
-            }],
-            topic: Some(topic_route(&cfg)),
-        }])
+            broker_id,
+            endpoint,
+            last_heartbeat_ms: 0,
+        };
+        let mut brokers = vec![info(me.broker_id, me.advertised())];
+        if let (true, Some(master)) = (self.broker.is_slave(), &me.ha_master_addr) {
+            brokers.insert(0, info(0, master.clone()));
+        }
+        Ok(vec![GroupRoute { broker_name: me.broker_name.clone(), brokers, topic: Some(topic_route(&cfg)) }])
     }
 }
 
@@ -226,6 +228,13 @@ impl MessagingService for Messaging {
                 // Not durable as promised: report no message as sent.
                 for e_ in entries.iter_mut().filter(|e| e.status.as_ref().is_some_and(is_ok)) {
                     e_.status = Some(from_broker(&e));
+                }
+            } else if cfg.replication == "sync" {
+                let timeout = Duration::from_millis(cfg.ha_sync_timeout_ms);
+                if let Err(e) = self.broker.replicas().wait(durable, cfg.min_in_sync_replicas, timeout).await {
+                    for e_ in entries.iter_mut().filter(|e| e.status.as_ref().is_some_and(is_ok)) {
+                        e_.status = Some(status(Code::SlavePersistenceTimeout, e.to_string()));
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod checker;
 pub mod clients;
 pub mod convert;
+pub mod ha;
 pub mod messaging;
 pub mod requests;
 pub mod routes;

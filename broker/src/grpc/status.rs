@@ -38,6 +38,7 @@ pub fn from_broker(e: &BrokerError) -> Status {
         BrokerError::InvalidRecallHandle(_) => Code::InvalidReceiptHandle,
         BrokerError::Store(StoreError::ShutDown) => Code::InternalServerError,
         BrokerError::DiskFull { .. } => Code::InternalServerError,
+        BrokerError::Store(StoreError::ReadOnly) => Code::Forbidden,
         BrokerError::Store(_) => Code::InternalError,
     };
     status(code, e.to_string())

@@ -148,6 +148,56 @@ impl CommitLog {
         Ok(result)
     }
 
+    /// The log's bytes from `from` (a record boundary), ending at a record boundary: whole
+    /// records totalling at most `max` bytes (at least one), never past the committed end or
+    /// the segment holding `from`. Replication sends these, so a slave never holds half a
+    /// record. `None` if nothing is committed at `from` yet or it was deleted.
+    pub fn read_raw(&self, from: u64, max: usize) -> Option<Vec<u8>> {
+        let limit = self.committed();
+        let file = self.files.find(from).filter(|_| from < limit)?;
+        let hard_end = limit.min(file.end());
+        let mut end = hard_end;
+        if hard_end - from > max as u64 {
+            // Walk record headers (size only) to the last boundary within `max`.
+            end = from;
+            while end < hard_end {
+                let size = match record::peek(file.slice(end - file.start(), 8.min((file.end() - end) as usize))) {
+                    Ok(Peek::Message(size)) => size as u64,
+                    Ok(Peek::Blank(_)) => file.end() - end,
+                    _ => break,
+                };
+                if end > from && end + size - from > max as u64 {
+                    break;
+                }
+                end = (end + size).min(hard_end);
+            }
+        }
+        (end > from).then(|| file.slice(from - file.start(), (end - from) as usize).to_vec())
+    }
+
+    /// Writes bytes a master sent at `offset`, which must be this log's end (or, for an empty
+    /// log, any segment boundary: a new slave starts at its master's oldest segment). Returns the
+    /// new end. Errors: [`StoreError::OutOfSequence`] for any other offset,
+    /// [`StoreError::TooLarge`] if the bytes span two segments, I/O creating a segment.
+    pub fn append_raw(&self, offset: u64, data: &[u8]) -> Result<u64, StoreError> {
+        let mut w = self.writer.lock();
+        let seg = self.files.segment_bytes();
+        if offset != w.wrote {
+            if !(self.files.segments().is_empty() && offset.is_multiple_of(seg)) {
+                return Err(StoreError::OutOfSequence { expected: w.wrote, got: offset });
+            }
+            w.wrote = offset;
+        }
+        let file = self.files.find_or_create(offset)?;
+        if offset + data.len() as u64 > file.end() {
+            return Err(StoreError::TooLarge { size: data.len() as u64, segment: seg });
+        }
+        file.write(offset - file.start(), data);
+        w.wrote += data.len() as u64;
+        self.committed.store(w.wrote, Ordering::Release);
+        Ok(w.wrote)
+    }
+
     /// Reads what is at `offset`, which must be a record boundary below [`Self::committed`].
     /// Errors: [`StoreError::Corrupt`] naming the segment file and offset if the bytes there are
     /// not a valid record.

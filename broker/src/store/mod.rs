@@ -83,6 +83,17 @@ pub enum StoreError {
     /// The store is stopping or stopped.
     #[error("store is shut down")]
     ShutDown,
+    /// This store is a slave's copy: only its master's bytes are written to it.
+    #[error("this broker is a slave: writes go to the master of its broker group")]
+    ReadOnly,
+    /// Replicated bytes that do not continue the log.
+    #[error("replicated bytes at CommitLog offset {got}, but the log ends at {expected}")]
+    OutOfSequence {
+        /// This log's end.
+        expected: u64,
+        /// Where the bytes were meant to go.
+        got: u64,
+    },
 }
 
 /// What the store needs from the broker config.
@@ -157,6 +168,8 @@ pub struct Store {
     dispatch_signal: Signal,
     flush_signal: Signal,
     stopping: AtomicBool,
+    /// Set on a slave: [`Store::append`] refuses, [`Store::append_raw`] writes.
+    replica: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
     /// Serialises checkpoint writes: the flush thread and the consumer snapshot both flush, and
@@ -187,6 +200,7 @@ impl Store {
             dispatch_signal: Signal::default(),
             flush_signal: Signal::default(),
             stopping: AtomicBool::new(false),
+            replica: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             recovery,
             checkpoint_lock: Mutex::new(()),
@@ -218,9 +232,41 @@ impl Store {
         if self.stopping.load(Ordering::Acquire) {
             return Err(StoreError::ShutDown);
         }
+        if self.replica.load(Ordering::Acquire) {
+            return Err(StoreError::ReadOnly);
+        }
         let r = self.commitlog.append(rec, with_queue_offset)?;
         self.dispatch_signal.notify();
         Ok(r)
+    }
+
+    /// Makes this store a slave's copy (`true`): appends are refused and only
+    /// [`Store::append_raw`] writes.
+    pub fn set_replica(&self, replica: bool) {
+        self.replica.store(replica, Ordering::Release);
+    }
+
+    /// Writes CommitLog bytes replicated from the master (see [`CommitLog::append_raw`]) and
+    /// wakes the dispatcher; returns the new end. Errors: as [`CommitLog::append_raw`],
+    /// [`StoreError::ShutDown`].
+    pub fn append_raw(&self, offset: u64, data: &[u8]) -> Result<u64, StoreError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(StoreError::ShutDown);
+        }
+        let end = self.commitlog.append_raw(offset, data)?;
+        self.dispatch_signal.notify();
+        Ok(end)
+    }
+
+    /// Up to `max` committed CommitLog bytes from `from`, within one segment (see
+    /// [`CommitLog::read_raw`]).
+    pub fn read_raw(&self, from: u64, max: usize) -> Option<Vec<u8>> {
+        self.commitlog.read_raw(from, max)
+    }
+
+    /// Offset of the oldest CommitLog byte kept.
+    pub fn commitlog_min_offset(&self) -> u64 {
+        self.commitlog.min_offset()
     }
 
     /// Waits until CommitLog offset `end` is as durable as the flush policy promises: on disk for

@@ -1,0 +1,74 @@
+"""Master/slave replication: a master and a slave of one broker group as separate processes, the
+official Python client sending to the master. SYNC replication acknowledges a send only once the
+slave holds it, and says so clearly when it cannot; ASYNC acknowledges without the slave. A slave
+catches up from where it was, and holds the master's consumer progress."""
+import json
+import subprocess
+import urllib.request
+
+from conftest import BIN, admin, cli, client_args, free_port, queue_offsets, run_client, wait_for
+
+
+def pair(broker_factory, replication):
+    master = broker_factory("broker", broker_name="g", replication=replication, ha_sync_timeout_ms=1000,
+                            metrics_listen=f"127.0.0.1:{free_port()}")
+    slave = broker_factory("broker", broker_name="g", broker_id=1, broker_role="slave",
+                           ha_master_addr=master.endpoint)
+    cli(master, "topic", "create", "rep", "--queues", "2")
+    wait_for(lambda: queue_offsets(slave, "rep") is not None, 30, "the slave to copy the topic")
+    return master, slave
+
+
+def caught_up(master, slave, topic="rep"):
+    return queue_offsets(slave, topic) == queue_offsets(master, topic)
+
+
+def message_body(broker, message_id):
+    out = subprocess.run([str(BIN), "message", "get", "--id", message_id, "--server", broker.endpoint, "--json"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    return json.loads(out)["body"]
+
+
+def test_sync_replication_waits_for_the_slave_and_never_gives_a_false_ok(broker_factory):
+    master, slave = pair(broker_factory, "sync")
+    sent = run_client("python", "send", master, topic="rep", count=100)
+    assert len(sent) == 100
+    wait_for(lambda: caught_up(master, slave), 10, "the slave's ConsumeQueues to match")
+    assert message_body(slave, sent[57]["id"]) == sent[57]["body"]
+    metrics = urllib.request.urlopen(f"http://{master.config['metrics_listen']}/metrics", timeout=10).read().decode()
+    assert "ferrocket_slaves_in_sync 1" in metrics and 'ferrocket_replication_lag_bytes{slave="1"} 0' in metrics
+
+    # Consumer progress replicates too: the slave could take over without redelivering.
+    run_client("python", "receive", master, topic="rep", group="g1", count=30, timeout=30)
+    wait_for(lambda: admin(slave, "group", "lag", "g1")["total_lag"] == 70, 10, "the slave to hold the acks")
+
+    # Without its slave a SYNC master refuses to acknowledge.
+    slave.kill9()
+    failed = subprocess.run(client_args("python", "send", master, topic="rep", count=1), capture_output=True,
+                            text=True, timeout=120)
+    assert failed.returncode != 0 and "replicas required (min_in_sync_replicas)" in failed.stderr, failed.stderr[-2000:]
+
+    # Restarted, the slave catches up from where it was, and sends are acknowledged again.
+    slave.start()
+    wait_for(lambda: caught_up(master, slave), 30, "the slave to catch up")
+    assert len(run_client("python", "send", master, topic="rep", count=10)) == 10
+    wait_for(lambda: caught_up(master, slave), 10, "the slave to hold the new messages")
+
+
+def test_async_replication_acknowledges_without_the_slave_which_catches_up_later(broker_factory):
+    master, slave = pair(broker_factory, "async")
+    slave.kill9()
+    sent = run_client("python", "send", master, topic="rep", count=50)
+    assert len(sent) == 50
+    slave.start()
+    wait_for(lambda: caught_up(master, slave), 30, "the slave to catch up")
+    assert message_body(slave, sent[-1]["id"]) == sent[-1]["body"]
+
+
+def test_a_client_connected_to_a_slave_writes_to_its_master(broker_factory):
+    master, slave = pair(broker_factory, "async")
+    sent = run_client("python", "send", slave, topic="rep", count=5)
+    assert sum(queue_offsets(master, "rep")) == 5
+    wait_for(lambda: caught_up(master, slave), 10, "the slave to hold them")
+    got = run_client("python", "receive", slave, topic="rep", group="g", count=5, timeout=30)
+    assert {m["id"] for m in got} == {m["id"] for m in sent}
