@@ -4,6 +4,7 @@ messages under ASYNC_FLUSH and SYNC_FLUSH, each the median of --runs runs on a f
 
 Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fio on the PATH)
        scripts/bench.py --delivery-only [--runs 3]   (needs the e2e client drivers: run ./scripts/test once)
+       scripts/bench.py --replication-only [--runs 3] [--seconds 10]
 Prints a Markdown table. Standard library only.
 """
 import argparse
@@ -15,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -40,12 +42,12 @@ def cpu_seconds(pid):
 
 
 @contextlib.contextmanager
-def fresh_broker(config=""):
-    """A `ferrocket standalone` on a new data directory with `config` (TOML); yields (process,
-    address) and removes everything afterwards."""
+def fresh_broker(config="", mode="standalone"):
+    """A `ferrocket <mode>` (standalone by default) on a new data directory with `config` (TOML);
+    yields (process, address) and removes everything afterwards."""
     data = pathlib.Path(tempfile.mkdtemp(prefix="ferrocket-bench-", dir="/var/tmp"))
     (data / "bench.toml").write_text(config)
-    broker = subprocess.Popen([str(BIN), "standalone", "--config", str(data / "bench.toml"), "--listen", "127.0.0.1:0",
+    broker = subprocess.Popen([str(BIN), mode, "--config", str(data / "bench.toml"), "--listen", "127.0.0.1:0",
                                "--data-dir", str(data / "d")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         yield broker, broker.stdout.readline().split()[1]
@@ -189,6 +191,51 @@ def scheduled_memory(n=1_000_000):
         return idle, after, later, state_mib, restart_s, again_rss
 
 
+def replication_once(replication, batch, seconds):
+    """Sends for `seconds` (32 senders, `batch` messages per call, 1 KiB) to a master with one
+    slave; samples the slave's lag (master's `ferrocket_replication_lag_bytes`) every 100 ms."""
+    port = free_port()
+    master_cfg = f'replication = "{replication}"\nmetrics_listen = "127.0.0.1:{port}"\n'
+    with fresh_broker(master_cfg) as (_, maddr):
+        slave_cfg = f'broker_id = 1\nbroker_role = "slave"\nha_master_addr = "{maddr}"\n'
+        with fresh_broker(slave_cfg, mode="broker"):
+            def metrics():
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            deadline = time.monotonic() + 30
+            while "ferrocket_slaves_in_sync 1" not in metrics():
+                assert time.monotonic() < deadline, "the slave did not connect"
+                time.sleep(0.1)
+            lags, done = [], []
+
+            def sample():
+                while not done:
+                    m = re.search(r'^ferrocket_replication_lag_bytes\{slave="1"\} (\d+)', metrics(), re.M)
+                    if m:
+                        lags.append(int(m.group(1)))
+                    time.sleep(0.1)
+            t = threading.Thread(target=sample)
+            t.start()
+            try:
+                r = bench_cli(maddr, "--mode", "produce", "--batch", str(batch), "--duration", f"{seconds}s")["produce"]
+            finally:
+                done.append(True)
+                t.join()
+            return r, lags
+
+
+def print_replication(runs, seconds):
+    print("| replication | batch | msgs/s (median) | p50 ms | p99 ms | runs (msgs/s) | slave lag KiB: median / max of samples |")
+    print("|---|---|---|---|---|---|---|")
+    for replication in ("async", "sync"):
+        for batch in (1, 16):
+            rs = sorted((replication_once(replication, batch, seconds) for _ in range(runs)),
+                        key=lambda r: r[0]["msgs_per_sec"])
+            med, lags = rs[len(rs) // 2]
+            rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r, _ in rs)
+            print(f"| {replication} | {batch} | {med['msgs_per_sec']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} | "
+                  f"{rates} | {statistics.median(lags) / 1024:.0f} / {max(lags) / 1024:.0f} |", flush=True)
+
+
 def print_delivery(runs):
     print("| client | push consumer msgs/s (median) | runs | broker CPU µs/msg | peer: ferrocket bench receive+ack msgs/s |")
     print("|---|---|---|---|---|")
@@ -212,6 +259,8 @@ def print_delivery(runs):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--memory-only", action="store_true", help="only the 100,000 open transactions measurement")
+    p.add_argument("--replication-only", action="store_true",
+                   help="only SYNC versus ASYNC replication with one slave")
     p.add_argument("--delivery-only", action="store_true",
                    help="only push consumers, delay lateness at 10,000 due/s and memory with 1,000,000 scheduled")
     p.add_argument("--runs", type=int, default=3)
@@ -223,6 +272,8 @@ def main():
         return print_memory()
     if a.delivery_only:
         return print_delivery(a.runs)
+    if a.replication_only:
+        return print_replication(a.runs, a.seconds)
     tmp = tempfile.mkdtemp(prefix="ferrocket-fio-", dir="/var/tmp")
     try:
         seq_mib, fsync_iops = fio(tmp)
