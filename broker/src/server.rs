@@ -40,6 +40,13 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         let ready = Arc::new(move || match (o.get(), r.load(Ordering::Acquire)) {
             (None, _) => Err("recovering the store".to_string()),
             (Some(_), false) => Err("not registered with any nameserver".to_string()),
+            (Some(b), true) if b.is_slave() => match b.replication_lag() {
+                None => Err("not replicating from the master".to_string()),
+                Some(lag) if lag > b.config().ha_max_lag_bytes => {
+                    Err(format!("{lag} bytes behind the master (ha_max_lag_bytes {})", b.config().ha_max_lag_bytes))
+                }
+                Some(_) => Ok(()),
+            },
             (Some(_), true) => Ok(()),
         });
         crate::http::serve(addr, metrics, ready, stop_rx.clone()).await?;

@@ -11,6 +11,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -161,3 +163,12 @@ def queue_offsets(broker, topic):
         return None
     rows = [line.split() for line in out.stdout.splitlines()]
     return [int(r[2]) for r in rows if len(r) == 3 and r[0].isdigit()]
+
+
+def http_get(port, path):
+    """(status, body) of GET http://127.0.0.1:<port><path>, error statuses included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()

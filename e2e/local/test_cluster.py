@@ -5,12 +5,10 @@ come with their own tests.)"""
 import collections
 import json
 import subprocess
-import urllib.error
-import urllib.request
 
 import pytest
 
-from conftest import BIN, cli, free_port, queue_offsets, run_client, wait_for
+from conftest import BIN, cli, free_port, http_get, queue_offsets, run_client, wait_for
 
 
 def cluster_status(*nameservers):
@@ -92,15 +90,6 @@ def test_a_silent_broker_is_dropped_from_routes(cluster):
     # Restarted, it registers again and serves again.
     b.start()
     wait_for(lambda: serving(ns[0], "expiry") == ["broker-a", "broker-b"], 30, "broker-b to register again")
-
-
-def http_get(port, path):
-    """(status, body) of GET http://127.0.0.1:<port><path>."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def test_probes_and_metrics_of_every_process(broker_factory):

@@ -4,9 +4,8 @@ slave holds it, and says so clearly when it cannot; ASYNC acknowledges without t
 catches up from where it was, and holds the master's consumer progress."""
 import json
 import subprocess
-import urllib.request
 
-from conftest import BIN, admin, cli, client_args, free_port, queue_offsets, run_client, wait_for
+from conftest import BIN, admin, cli, client_args, free_port, http_get, queue_offsets, run_client, wait_for
 
 
 def pair(broker_factory, replication):
@@ -35,7 +34,7 @@ def test_sync_replication_waits_for_the_slave_and_never_gives_a_false_ok(broker_
     assert len(sent) == 100
     wait_for(lambda: caught_up(master, slave), 10, "the slave's ConsumeQueues to match")
     assert message_body(slave, sent[57]["id"]) == sent[57]["body"]
-    metrics = urllib.request.urlopen(f"http://{master.config['metrics_listen']}/metrics", timeout=10).read().decode()
+    metrics = http_get(master.config["metrics_listen"].rsplit(":", 1)[1], "/metrics")[1]
     assert "ferrocket_slaves_in_sync 1" in metrics and 'ferrocket_replication_lag_bytes{slave="1"} 0' in metrics
 
     # Consumer progress replicates too: the slave could take over without redelivering.
@@ -72,3 +71,19 @@ def test_a_client_connected_to_a_slave_writes_to_its_master(broker_factory):
     wait_for(lambda: caught_up(master, slave), 10, "the slave to hold them")
     got = run_client("python", "receive", slave, topic="rep", group="g", count=5, timeout=30)
     assert {m["id"] for m in got} == {m["id"] for m in sent}
+
+
+def test_a_slave_is_ready_only_while_it_replicates(broker_factory):
+    port = free_port()
+    dead = f"127.0.0.1:{free_port()}"
+    slave = broker_factory("broker", broker_name="g", broker_id=1, broker_role="slave", ha_master_addr=dead,
+                           metrics_listen=f"127.0.0.1:{port}")
+    status, body = http_get(port, "/readyz")
+    assert status == 503 and "not replicating from the master" in body, body
+    master = broker_factory("broker", broker_name="g")
+    slave.stop()
+    slave.config["ha_master_addr"] = master.endpoint
+    slave.start()
+    wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30, "the slave to be ready once it replicates")
+    master.kill9()
+    wait_for(lambda: http_get(port, "/readyz")[0] == 503, 30, "the slave to be unready without its master")

@@ -187,6 +187,8 @@ pub struct Broker {
     disk: retention::DiskGuard,
     /// What this master's slaves have confirmed.
     replicas: Arc<crate::ha::Replicas>,
+    /// On a slave: bytes behind the master at the last chunk; `u64::MAX` while not replicating.
+    replication_lag: AtomicU64,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -249,6 +251,7 @@ impl Broker {
             snapshot_offset: AtomicU64::new(from),
             disk: retention::DiskGuard::default(),
             replicas: Arc::default(),
+            replication_lag: AtomicU64::new(u64::MAX),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         });
@@ -281,6 +284,17 @@ impl Broker {
     /// True for a slave (`broker_role = "slave"`): it only replicates its master.
     pub fn is_slave(&self) -> bool {
         self.cfg.broker_role == "slave"
+    }
+
+    /// On a slave: CommitLog bytes it lacks behind its master, as of the last chunk received;
+    /// `None` while it is not replicating (not connected yet, or the stream broke).
+    pub fn replication_lag(&self) -> Option<u64> {
+        Some(self.replication_lag.load(Ordering::Acquire)).filter(|l| *l != u64::MAX)
+    }
+
+    /// Records the slave's lag (see [`Broker::replication_lag`]).
+    pub fn set_replication_lag(&self, lag: Option<u64>) {
+        self.replication_lag.store(lag.map_or(u64::MAX, |l| l.min(u64::MAX - 1)), Ordering::Release);
     }
 
     /// What this master's slaves have confirmed (SYNC replication waits on it).

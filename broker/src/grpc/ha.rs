@@ -73,6 +73,11 @@ impl Ha for HaService {
         tokio::spawn(async move {
             let mut pos = from;
             let mut dispatched = store.subscribe_dispatched();
+            // An empty first chunk tells the slave the master's end, even with nothing to send.
+            let hello = CommitLogChunk { offset: pos, master_end: store.commitlog_end(), data: Vec::new() };
+            if tx.send(Ok(hello)).await.is_err() {
+                return;
+            }
             loop {
                 if let Some(data) = store.read_raw(pos, CHUNK_BYTES) {
                     let chunk = CommitLogChunk { offset: pos, master_end: store.commitlog_end(), data };
@@ -146,9 +151,16 @@ async fn session(
             _ = stopping.wait_for(|s| *s) => return Ok(()),
         };
         let Some(c) = next else { anyhow::bail!("the master ended the stream") };
-        let b = broker.clone();
-        let end = tokio::task::spawn_blocking(move || b.apply_replicated(c.offset, &c.data)).await??;
-        report_tx.send(report(end)).await?;
+        let master_end = c.master_end;
+        let end = if c.data.is_empty() {
+            broker.store().commitlog_end()
+        } else {
+            let b = broker.clone();
+            let end = tokio::task::spawn_blocking(move || b.apply_replicated(c.offset, &c.data)).await??;
+            report_tx.send(report(end)).await?;
+            end
+        };
+        broker.set_replication_lag(Some(master_end.saturating_sub(end)));
     }
 }
 
@@ -174,6 +186,7 @@ pub fn spawn_slave(broker: Arc<Broker>, nameservers: Option<Arc<Nameservers>>, m
                 Ok(m) => session(&broker, &m, &mut stopping, &mut failing).await,
                 Err(e) => Err(e),
             };
+            broker.set_replication_lag(None);
             match result {
                 Ok(()) => return,
                 Err(e) if !failing => {
