@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, cli, free_port, http_get, queue_offsets, run_client, wait_for
+from conftest import BIN, admin, cli, free_port, http_get, queue_offsets, run_client, wait_for
 
 
 def cluster_status(*nameservers):
@@ -48,6 +48,12 @@ def test_messages_sent_through_one_broker_spread_over_both_groups_and_all_arrive
     # A consumer connected to the other broker receives from both groups.
     got = run_client("python", "receive", b, topic="spread", group="g", count=200, timeout=60)
     assert collections.Counter(m["id"] for m in got) == collections.Counter(m["id"] for m in sent)
+    # A consumer group configured once reaches every group's master.
+    cli(a, "group", "create", "everywhere", "--fifo", "--max-delivery-attempts", "5",
+        "--namesrv", ",".join(n.endpoint for n in ns))
+    for x in (a, b):
+        g = admin(x, "group", "describe", "everywhere")["group"]
+        assert g["fifo"] and g["max_delivery_attempts"] == 5
 
 
 def test_a_topic_on_one_group_is_routed_only_there(cluster):

@@ -56,6 +56,8 @@ enum Cmd {
         /// Broker address.
         #[arg(long, global = true, default_value = "127.0.0.1:8081")]
         server: String,
+        #[command(flatten)]
+        cluster: ClusterTarget,
     },
     /// Inspect transactional messages through the Admin service.
     Tx {
@@ -72,6 +74,8 @@ enum Cmd {
         /// Broker address.
         #[arg(long, global = true, default_value = "127.0.0.1:8081")]
         server: String,
+        #[command(flatten)]
+        cluster: ClusterTarget,
     },
     /// Look up stored messages through the IndexFile.
     Message {
@@ -122,7 +126,19 @@ enum TxCmd {
     },
 }
 
-#[derive(Subcommand)]
+/// Where a configuration change goes in a cluster: the masters of its broker groups.
+#[derive(clap::Args, Clone)]
+struct ClusterTarget {
+    /// Apply creates and deletes to the masters of a cluster's broker groups, found through these
+    /// nameservers (comma-separated `host:port`), instead of to --server.
+    #[arg(long, global = true)]
+    namesrv: Option<String>,
+    /// With --namesrv: only these broker groups (comma-separated); default all of them.
+    #[arg(long, global = true, value_delimiter = ',')]
+    groups: Vec<String>,
+}
+
+#[derive(Subcommand, Clone)]
 enum GroupCmd {
     /// Create or replace a consumer group.
     Create {
@@ -185,7 +201,7 @@ enum MessageCmd {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum TopicCmd {
     /// Create a topic, or update it (queues may grow, never shrink).
     Create {
@@ -197,13 +213,6 @@ enum TopicCmd {
         /// Accepted message types.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "normal")]
         types: Vec<Ty>,
-        /// Create it on the masters of a cluster's broker groups, found through these
-        /// nameservers (comma-separated `host:port`), instead of on --server.
-        #[arg(long)]
-        namesrv: Option<String>,
-        /// With --namesrv: only these broker groups (comma-separated); default all of them.
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<String>,
     },
     List,
     Describe {
@@ -243,9 +252,27 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             ferrocket_broker::namesrv::service::run(load(a, base)?).await
         }
         Cmd::Cluster { cmd: ClusterCmd::Status { json }, namesrv } => cluster_status(&namesrv, json).await,
-        Cmd::Topic { cmd, server } => topic(cmd, &server).await,
+        Cmd::Topic { cmd, server, cluster } => match cluster.namesrv {
+            Some(ns) if matches!(cmd, TopicCmd::Create { .. }) => {
+                for (group, endpoint) in masters(&ns, &cluster.groups).await? {
+                    print!("{group}: ");
+                    topic(cmd.clone(), &endpoint).await?;
+                }
+                Ok(())
+            }
+            _ => topic(cmd, &server).await,
+        },
         Cmd::Tx { cmd: TxCmd::List { topic, limit, json }, server } => tx_list(&server, topic, limit, json).await,
-        Cmd::Group { cmd, server } => group(cmd, &server).await,
+        Cmd::Group { cmd, server, cluster } => match cluster.namesrv {
+            Some(ns) if matches!(cmd, GroupCmd::Create { .. } | GroupCmd::Delete { .. }) => {
+                for (g, endpoint) in masters(&ns, &cluster.groups).await? {
+                    print!("{g}: ");
+                    group(cmd.clone(), &endpoint).await?;
+                }
+                Ok(())
+            }
+            _ => group(cmd, &server).await,
+        },
         Cmd::Message { cmd, server } => message(cmd, &server).await,
         Cmd::Bench { opts, json } => {
             let r = ferrocket_broker::bench::run(opts).await?;
@@ -342,24 +369,9 @@ async fn masters(namesrv: &str, groups: &[String]) -> anyhow::Result<Vec<(String
 }
 
 async fn topic(cmd: TopicCmd, server: &str) -> anyhow::Result<()> {
-    if let TopicCmd::Create { namesrv: Some(ns), groups, name, queues, perm, types } = cmd {
-        for (group, endpoint) in masters(&ns, &groups).await? {
-            print!("{group}: ");
-            let create = TopicCmd::Create {
-                name: name.clone(),
-                queues,
-                perm,
-                types: types.clone(),
-                namesrv: None,
-                groups: vec![],
-            };
-            Box::pin(topic(create, &endpoint)).await?;
-        }
-        return Ok(());
-    }
     let mut c = admin(server).await?;
     match cmd {
-        TopicCmd::Create { name, queues, perm, types, .. } => {
+        TopicCmd::Create { name, queues, perm, types } => {
             let permission = match perm {
                 Perm::Rw => Permission::ReadWrite,
                 Perm::R => Permission::Read,
