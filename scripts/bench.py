@@ -13,6 +13,7 @@ import json
 import pathlib
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -151,13 +152,17 @@ def delay_lateness_once(rate, seconds, lead=30):
         assert sent["produce"]["messages"] >= n and sent["seconds"] < lead - 2, f"scheduling took too long: {sent}"
         got = bench_cli(addr, "--mode", "consume", "--topic", "delay", "--messages", str(n),
                         "--duration", f"{lead + seconds + 30}s")["consume"]
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        text = scrape(metrics_port)
         buckets = metric_buckets(text, "ferrocket_timer_lateness_ms")
         return got, (bucket_quantile(buckets, 0.5), bucket_quantile(buckets, 0.99))
 
 
+def scrape(port):
+    """The Prometheus text a broker serves on 127.0.0.1:`port`."""
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+
 def free_port():
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -199,17 +204,15 @@ def replication_once(replication, batch, seconds):
     with fresh_broker(master_cfg) as (_, maddr):
         slave_cfg = f'broker_id = 1\nbroker_role = "slave"\nha_master_addr = "{maddr}"\n'
         with fresh_broker(slave_cfg, mode="broker"):
-            def metrics():
-                return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
             deadline = time.monotonic() + 30
-            while "ferrocket_slaves_in_sync 1" not in metrics():
+            while "ferrocket_slaves_in_sync 1" not in scrape(port):
                 assert time.monotonic() < deadline, "the slave did not connect"
                 time.sleep(0.1)
             lags, done = [], []
 
             def sample():
                 while not done:
-                    m = re.search(r'^ferrocket_replication_lag_bytes\{slave="1"\} (\d+)', metrics(), re.M)
+                    m = re.search(r'^ferrocket_replication_lag_bytes\{slave="1"\} (\d+)', scrape(port), re.M)
                     if m:
                         lags.append(int(m.group(1)))
                     time.sleep(0.1)

@@ -154,15 +154,21 @@ def start_client(kind, cmd, broker, **opts):
                             text=True)
 
 
-def queue_offsets(broker, topic):
-    """Max offset of each queue of `topic` on `broker` (`ferrocket topic describe`); None if the
-    broker does not have the topic."""
+def queue_ranges(broker, topic):
+    """(min offset, max offset) of each queue of `topic` on `broker` (`ferrocket topic describe`);
+    None if the broker does not have the topic."""
     out = subprocess.run([str(BIN), "topic", "describe", topic, "--server", broker.endpoint], capture_output=True,
                          text=True, timeout=30)
     if out.returncode != 0:
         return None
     rows = [line.split() for line in out.stdout.splitlines()]
-    return [int(r[2]) for r in rows if len(r) == 3 and r[0].isdigit()]
+    return [(int(r[1]), int(r[2])) for r in rows if len(r) == 3 and r[0].isdigit()]
+
+
+def queue_offsets(broker, topic):
+    """Max offset of each queue of `topic` on `broker`; None if the broker does not have it."""
+    ranges = queue_ranges(broker, topic)
+    return None if ranges is None else [high for _, high in ranges]
 
 
 def http_get(port, path):

@@ -2,7 +2,7 @@
 disk-usage thresholds forced low, so the broker's real disk measurement (statvfs) decides."""
 import subprocess
 
-from conftest import cli, client_args, run_client, wait_for
+from conftest import cli, client_args, queue_ranges, run_client, wait_for
 
 SMALL = {"commitlog_segment_bytes": 131072, "max_body_bytes": 65536, "clean_interval_ms": 200,
          "consumer_snapshot_interval_ms": 200}
@@ -10,13 +10,6 @@ SMALL = {"commitlog_segment_bytes": 131072, "max_body_bytes": 65536, "clean_inte
 
 def segment_files(b):
     return sorted(p.name for p in (b.data_dir / "commitlog").iterdir())
-
-
-def queue_range(b, topic):
-    """(min_offset, max_offset) of queue 0, from `ferrocket topic describe`."""
-    lines = cli(b, "topic", "describe", topic).splitlines()
-    row = next(line.split() for line in lines if line.split()[:1] == ["0"])
-    return int(row[1]), int(row[2])
 
 
 def restart(b, **config):
@@ -37,7 +30,7 @@ def test_disk_pressure_deletes_oldest_segments_and_consumers_continue_from_the_o
     # The disk counts as full above 0.01 %: the broker deletes all it can, early, oldest first.
     restart(b, disk_max_used_ratio=0.0001)
     wait_for(lambda: len(segment_files(b)) == 1, 30, "all but the segment being written to be deleted")
-    low, high = queue_range(b, "ret")
+    low, high = queue_ranges(b, "ret")[0]
     assert 10 < low < high == len(sent)
 
     # The slow group continues from the oldest kept message and gets every later one once.
@@ -51,7 +44,7 @@ def test_disk_pressure_deletes_oldest_segments_and_consumers_continue_from_the_o
     new = run_client("python", "send", b, topic="ret", count=5)
     b.kill9()
     b.start()
-    assert queue_range(b, "ret")[1] == high + 5
+    assert queue_ranges(b, "ret")[0][1] == high + 5
     got = run_client("python", "receive", b, topic="ret", group="slow", count=5, timeout=30)
     assert [m["id"] for m in got] == [m["id"] for m in new]
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrocket_broker::config::{Config, Overrides};
+use ferrocket_broker::namesrv::registration::Nameservers;
 use ferrocket_broker::proto::admin::admin_client::AdminClient;
 use ferrocket_broker::proto::admin::{
     CreateTopicRequest, DeleteGroupRequest, DescribeGroupRequest, DescribeTopicRequest, ExponentialBackoff,
@@ -348,16 +349,8 @@ async fn admin(server: &str) -> anyhow::Result<AdminClient<tonic::transport::Cha
 /// The gRPC endpoints of the masters of `groups` (all groups if empty), from the nameservers.
 /// Errors: no nameserver answered, or a named group has no registered master.
 async fn masters(namesrv: &str, groups: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    use ferrocket_broker::namesrv::registration::Nameservers;
-    let ns = Nameservers::new(namesrv.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
-    let masters: Vec<(String, String)> = ns
-        .cluster_info()
-        .await?
-        .into_iter()
-        .filter_map(|r| r.broker)
-        .filter(|b| b.broker_id == 0 && (groups.is_empty() || groups.contains(&b.broker_name)))
-        .map(|b| (b.broker_name, b.endpoint))
-        .collect();
+    let mut masters = Nameservers::from_list(namesrv).masters().await?;
+    masters.retain(|(name, _)| groups.is_empty() || groups.contains(name));
     for g in groups {
         anyhow::ensure!(
             masters.iter().any(|(n, _)| n == g),
@@ -541,9 +534,7 @@ enum ClusterCmd {
 }
 
 async fn cluster_status(namesrv: &str, json: bool) -> anyhow::Result<()> {
-    use ferrocket_broker::namesrv::registration::Nameservers;
-    let ns = Nameservers::new(namesrv.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
-    let brokers = ns.cluster_info().await?;
+    let brokers = Nameservers::from_list(namesrv).cluster_info().await?;
     let now = ferrocket_broker::store::now_ms();
     if json {
         let list: Vec<serde_json::Value> = brokers

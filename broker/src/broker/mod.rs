@@ -309,8 +309,9 @@ impl Broker {
     pub fn apply_replicated(&self, offset: u64, data: &[u8]) -> Result<u64, BrokerError> {
         let end = self.store.append_raw(offset, data)?;
         let timing = check_timing(&self.cfg);
+        // One lock of each for the whole chunk (the snapshot's order), not per record.
+        let (mut state, mut tx, mut timers) = (self.consume.lock(), self.tx.lock(), self.timer.lock());
         self.store.scan(offset, |rec, size| {
-            let (mut state, mut tx, mut timers) = (self.consume.lock(), self.tx.lock(), self.timer.lock());
             replay(rec, size, &mut state, &mut tx, &mut timers, timing);
         })?;
         Ok(end)

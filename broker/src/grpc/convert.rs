@@ -342,16 +342,6 @@ pub fn record_to_wire(r: &Record, delivery: Option<&Delivery>, namespace: &str) 
     }
 }
 
-/// A topic's accepted message type as the wire names it.
-pub(crate) fn message_type_pb(t: MessageType) -> v2::MessageType {
-    match t {
-        MessageType::Normal => v2::MessageType::Normal,
-        MessageType::Fifo => v2::MessageType::Fifo,
-        MessageType::Delay => v2::MessageType::Delay,
-        MessageType::Transaction => v2::MessageType::Transaction,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

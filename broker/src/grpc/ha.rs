@@ -113,12 +113,11 @@ async fn master_endpoint(broker: &Broker, nameservers: Option<&Nameservers>) -> 
         return Ok(a.clone());
     }
     let ns = nameservers.ok_or_else(|| anyhow::anyhow!("a slave needs ha_master_addr or namesrv_addrs"))?;
-    ns.cluster_info()
+    ns.masters()
         .await?
         .into_iter()
-        .filter_map(|r| r.broker)
-        .find(|b| b.broker_name == cfg.broker_name && b.broker_id == 0)
-        .map(|b| b.endpoint)
+        .find(|(group, _)| *group == cfg.broker_name)
+        .map(|(_, endpoint)| endpoint)
         .ok_or_else(|| anyhow::anyhow!("no master of broker group {} is registered", cfg.broker_name))
 }
 

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use crate::broker::Broker;
 use crate::proto::namesrv::namesrv_client::NamesrvClient;
 use crate::proto::namesrv::*;
-use crate::topics::{Permission, TopicConfig};
+use crate::topics::TopicConfig;
 
 /// Longest one call to a nameserver may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -96,6 +96,24 @@ impl Nameservers {
         .await
     }
 
+    /// Nameservers from a comma-separated `host:port` list (the CLI's `--namesrv`).
+    pub fn from_list(list: &str) -> Arc<Nameservers> {
+        Nameservers::new(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    }
+
+    /// The master (broker id 0) of every registered broker group: (group, endpoint), by group.
+    /// Errors: see [`Self::ask`].
+    pub async fn masters(&self) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(self
+            .cluster_info()
+            .await?
+            .into_iter()
+            .filter_map(|r| r.broker)
+            .filter(|b| b.broker_id == 0)
+            .map(|b| (b.broker_name, b.endpoint))
+            .collect())
+    }
+
     /// Every broker registered, from the first nameserver that answers. Errors: see [`Self::ask`].
     pub async fn cluster_info(&self) -> anyhow::Result<Vec<BrokerRegistration>> {
         self.ask(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await.map(|r| r.into_inner().brokers) })
@@ -121,20 +139,14 @@ impl Nameservers {
     }
 }
 
-/// A topic as the nameserver carries it.
+/// A topic as the nameserver carries it (the Admin service's wire form, renamed).
 pub fn topic_route(t: &TopicConfig) -> TopicRoute {
-    use crate::proto::v2::Permission as P;
-    let permission = match t.permission {
-        Permission::None => P::None,
-        Permission::Read => P::Read,
-        Permission::Write => P::Write,
-        Permission::ReadWrite => P::ReadWrite,
-    };
+    let pb = crate::grpc::admin::to_pb(t);
     TopicRoute {
-        name: t.name.clone(),
-        queue_count: t.queue_count,
-        permission: permission as i32,
-        message_types: t.message_types.iter().map(|m| crate::grpc::convert::message_type_pb(*m) as i32).collect(),
+        name: pb.name,
+        queue_count: pb.queue_count,
+        permission: pb.permission,
+        message_types: pb.accept_message_types,
     }
 }
 
