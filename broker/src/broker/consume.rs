@@ -76,6 +76,17 @@ impl Broker {
         Ok(cfg)
     }
 
+    /// What every receive checks first (the gRPC layer too, before it starts a long poll): this
+    /// broker is not a slave, and the topic exists and is readable. Errors:
+    /// [`StoreError::ReadOnly`] on a slave, [`BrokerError::TopicNotFound`],
+    /// [`BrokerError::Permission`].
+    pub fn check_receivable(&self, topic: &str) -> Result<TopicConfig, BrokerError> {
+        if self.is_slave() {
+            return Err(StoreError::ReadOnly.into());
+        }
+        self.readable_topic(topic)
+    }
+
     /// Hands out up to `batch` messages of `topic` to a consumer: first messages whose invisible
     /// time has passed (attempt + 1; after the group's `max_delivery_attempts` they go to its DLQ
     /// instead), then messages never handed out. In a FIFO group a message is handed out only
@@ -90,10 +101,7 @@ impl Broker {
         batch: usize,
         invisible_ms: u64,
     ) -> Result<Vec<Delivery>, BrokerError> {
-        if self.is_slave() {
-            return Err(StoreError::ReadOnly.into());
-        }
-        let cfg = self.readable_topic(topic)?;
+        let cfg = self.check_receivable(topic)?;
         let g = self.group_or_create(c.group)?;
         let name = Self::progress_name(&g, c)?;
         let fifo = g.consume_type == ConsumeType::Fifo;

@@ -310,8 +310,8 @@ impl MessagingService for Messaging {
         if crate::topics::is_system(&topic) {
             return fail(status(Code::IllegalTopic, format!("topic {topic} is reserved for the broker")));
         }
-        if self.broker.topics().get(&topic).is_none() {
-            return fail(from_broker(&crate::broker::BrokerError::TopicNotFound(topic)));
+        if let Err(e) = self.broker.check_receivable(&topic) {
+            return fail(from_broker(&e));
         }
         let namespace = topic_res.map(|t| t.resource_namespace).unwrap_or_default();
         let batch = r.batch_size.min(1024) as usize;
