@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ferrocket/v1/admin.proto",
         "proto/ferrocket/v1/namesrv.proto",
         "proto/ferrocket/v1/ha.proto",
+        "proto/ferrocket/v1/controller.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;

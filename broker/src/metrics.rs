@@ -227,12 +227,12 @@ pub fn render(broker: &Broker) -> String {
     for (group, topic, lag) in broker.consumer_lags() {
         m.consumer_lag.get_or_create(&GroupLabel { group, topic }).set(lag as i64);
     }
-    let (cfg, end) = (broker.config(), broker.store().commitlog_end());
+    let end = broker.store().commitlog_end();
     m.replication_lag.clear();
-    for (id, s) in broker.replicas().slaves() {
-        m.replication_lag.get_or_create(&SlaveLabel { slave: id.to_string() }).set(end.saturating_sub(s.offset) as i64);
+    for (endpoint, s) in broker.replicas().slaves() {
+        m.replication_lag.get_or_create(&SlaveLabel { slave: endpoint }).set(end.saturating_sub(s.offset) as i64);
     }
-    let lag = std::time::Duration::from_millis(cfg.ha_max_lag_ms);
-    m.slaves_in_sync.set(broker.replicas().in_sync(end, cfg.ha_max_lag_bytes, lag).len() as i64);
+    let in_sync = broker.replicas().confirmed().unwrap_or_else(|| broker.replicas().in_sync(end));
+    m.slaves_in_sync.set(in_sync.len() as i64);
     m.encode()
 }

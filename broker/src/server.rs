@@ -56,20 +56,22 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let _ = opened.set(broker.clone());
     let clients = Arc::new(Clients::default());
     let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone()));
-    if broker.is_slave() {
-        crate::grpc::ha::spawn_slave(broker.clone(), nameservers.clone(), stop_rx.clone());
-    } else {
-        crate::grpc::checker::spawn(broker.clone(), clients.clone(), stop_rx.clone());
+    // Both idle while the role does not need them (a promotion or demotion switches them over).
+    crate::grpc::ha::spawn_slave(broker.clone(), nameservers.clone(), stop_rx.clone());
+    crate::grpc::checker::spawn(broker.clone(), clients.clone(), stop_rx.clone());
+    if let Some(addr) = &cfg.controller_addr {
+        crate::ha::role::spawn(broker.clone(), addr.clone(), stop_rx.clone());
     }
     if let Some(ns) = &nameservers {
         registration::spawn(broker.clone(), ns.clone(), registered, stop_rx.clone());
     }
     let ha = HaServer::new(crate::grpc::ha::HaService::new(broker.clone(), stop_rx.clone()));
+    let admin = AdminService::new(broker.clone(), nameservers.clone());
     let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx, nameservers);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
     let server = tonic::transport::Server::builder()
         .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))
-        .add_service(AdminServer::new(AdminService::new(broker.clone())))
+        .add_service(AdminServer::new(admin))
         .add_service(ha)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             shutdown_signal().await;

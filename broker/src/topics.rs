@@ -84,6 +84,9 @@ pub enum TopicError {
     /// The queue count is out of range.
     #[error("queue count {0} out of range 1..=1024")]
     QueueCount(u32),
+    /// No topic of that name exists.
+    #[error("topic {0} does not exist")]
+    NotFound(String),
     /// The update would remove queues.
     #[error("topic {name} has {current} queues; shrinking to {requested} is refused because the removed queues may hold messages")]
     Shrink {
@@ -191,6 +194,17 @@ impl TopicManager {
                 topics.insert(cfg.name.clone(), cfg);
                 Ok(created)
             },
+            |path, err| TopicError::Io { path, err },
+        )
+    }
+}
+
+impl TopicManager {
+    /// Deletes a topic's configuration (any topic: the caller refuses system topics where it
+    /// must). Persisted before returning. Errors: [`TopicError::NotFound`], I/O.
+    pub fn delete(&self, name: &str) -> Result<(), TopicError> {
+        self.topics.update(
+            |topics| topics.remove(name).map(|_| ()).ok_or_else(|| TopicError::NotFound(name.to_string())),
             |path, err| TopicError::Io { path, err },
         )
     }

@@ -7,9 +7,9 @@ use ferrocket_broker::config::{Config, Overrides};
 use ferrocket_broker::namesrv::registration::Nameservers;
 use ferrocket_broker::proto::admin::admin_client::AdminClient;
 use ferrocket_broker::proto::admin::{
-    CreateTopicRequest, DeleteGroupRequest, DescribeGroupRequest, DescribeTopicRequest, ExponentialBackoff,
-    GroupConfig, ListGroupsRequest, ListTopicsRequest, ListTransactionsRequest, QueryMessageRequest, TopicConfig,
-    UpsertGroupRequest,
+    CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest, DescribeGroupRequest, DescribeTopicRequest,
+    ExponentialBackoff, GroupConfig, ListGroupsRequest, ListTopicsRequest, ListTransactionsRequest,
+    QueryMessageRequest, TopicConfig, UpsertGroupRequest,
 };
 use ferrocket_broker::proto::v2::{MessageType, Permission};
 
@@ -219,6 +219,10 @@ enum TopicCmd {
     Describe {
         name: String,
     },
+    /// Delete a topic: its configuration, ConsumeQueues and consumer progress.
+    Delete {
+        name: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -254,7 +258,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Cluster { cmd: ClusterCmd::Status { json }, namesrv } => cluster_status(&namesrv, json).await,
         Cmd::Topic { cmd, server, cluster } => match cluster.namesrv {
-            Some(ns) if matches!(cmd, TopicCmd::Create { .. }) => {
+            Some(ns) if matches!(cmd, TopicCmd::Create { .. } | TopicCmd::Delete { .. }) => {
                 for (group, endpoint) in masters(&ns, &cluster.groups).await? {
                     print!("{group}: ");
                     topic(cmd.clone(), &endpoint).await?;
@@ -388,6 +392,12 @@ async fn topic(cmd: TopicCmd, server: &str) -> anyhow::Result<()> {
                 .into_inner();
             print!("{} ", if r.created { "created" } else { "updated" });
             print_topic(&r.topic.unwrap_or_default());
+        }
+        TopicCmd::Delete { name } => {
+            c.delete_topic(DeleteTopicRequest { name: name.clone() })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            println!("deleted {name}");
         }
         TopicCmd::List => {
             for t in c.list_topics(ListTopicsRequest {}).await?.into_inner().topics {
@@ -534,36 +544,84 @@ enum ClusterCmd {
 }
 
 async fn cluster_status(namesrv: &str, json: bool) -> anyhow::Result<()> {
-    let brokers = Nameservers::from_list(namesrv).cluster_info().await?;
+    let status = ferrocket_broker::grpc::cluster::cluster_status(&Nameservers::from_list(namesrv)).await?;
     let now = ferrocket_broker::store::now_ms();
     if json {
-        let list: Vec<serde_json::Value> = brokers
+        let brokers: Vec<serde_json::Value> = status
+            .brokers
             .iter()
-            .map(|r| {
-                let b = r.broker.clone().unwrap_or_default();
+            .map(|s| {
+                let b = s.broker.clone().unwrap_or_default();
+                let r = s.replica.clone();
                 serde_json::json!({"broker_name": b.broker_name, "broker_id": b.broker_id, "endpoint": b.endpoint,
-                    "role": if b.broker_id == 0 { "master" } else { "slave" },
-                    "last_heartbeat_ms": b.last_heartbeat_ms,
-                    "topics": r.topics.iter().map(|t| serde_json::json!({"name": t.name, "queues": t.queue_count})).collect::<Vec<_>>()})
+                    "role": r.as_ref().map(|r| r.role.clone()), "registered_role": if b.broker_id == 0 { "master" } else { "slave" },
+                    "epoch": r.as_ref().map_or(b.epoch, |r| r.epoch), "last_heartbeat_ms": b.last_heartbeat_ms,
+                    "max_offset": r.as_ref().map(|r| r.max_offset), "min_offset": r.as_ref().map(|r| r.min_offset),
+                    "master": r.as_ref().map(|r| r.master.clone()), "in_sync": r.as_ref().map(|r| r.in_sync.clone()),
+                    "replication_lag_bytes": r.as_ref().and_then(|r| r.replication_lag_bytes),
+                    "slaves": r.as_ref().map(|r| r.slaves.iter().map(|x| serde_json::json!({"endpoint": x.endpoint,
+                        "offset": x.offset, "lag_bytes": x.lag_bytes, "in_sync": x.in_sync})).collect::<Vec<_>>()),
+                    "error": (!s.error.is_empty()).then(|| s.error.clone()),
+                    "topics": s.topics.iter().map(|t| serde_json::json!({"name": t.name, "queues": t.queue_count})).collect::<Vec<_>>()})
             })
             .collect();
-        println!("{}", serde_json::json!({ "brokers": list }));
+        let controller: Vec<serde_json::Value> = status
+            .controller
+            .iter()
+            .map(|g| {
+                let v = g.view.clone().unwrap_or_default();
+                serde_json::json!({"broker_name": v.broker_name, "epoch": v.epoch, "master": v.master,
+                    "sync_state_set": v.sync_state_set,
+                    "members": g.members.iter().map(|m| serde_json::json!({"endpoint": m.endpoint, "epoch": m.epoch,
+                        "max_offset": m.max_offset, "silent_ms": m.silent_ms})).collect::<Vec<_>>()})
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "brokers": brokers, "controller": controller }));
         return Ok(());
     }
-    println!("{:<20} {:>3} {:<7} {:<24} {:>7} {:>10}", "group", "id", "role", "endpoint", "topics", "last seen");
-    for r in &brokers {
-        let b = r.broker.clone().unwrap_or_default();
-        let role = if b.broker_id == 0 { "master" } else { "slave" };
+    println!(
+        "{:<16} {:>3} {:<7} {:>5} {:<22} {:>12} {:>10} {:>7} {:>9}",
+        "group", "id", "role", "epoch", "endpoint", "max offset", "lag", "topics", "last seen"
+    );
+    for s in &status.brokers {
+        let b = s.broker.clone().unwrap_or_default();
         let ago = now.saturating_sub(b.last_heartbeat_ms) as f64 / 1000.0;
+        let (role, epoch, end, lag) = match &s.replica {
+            Some(r) => {
+                let lag = match (r.role.as_str(), r.replication_lag_bytes) {
+                    ("master", _) => r.slaves.iter().map(|x| x.lag_bytes).max().map_or("-".into(), |l| l.to_string()),
+                    (_, Some(l)) => l.to_string(),
+                    (_, None) => "not repl.".into(),
+                };
+                (r.role.clone(), r.epoch, r.max_offset.to_string(), lag)
+            }
+            None => ("down".into(), b.epoch, "-".into(), "-".into()),
+        };
         println!(
-            "{:<20} {:>3} {:<7} {:<24} {:>7} {:>9.1}s",
+            "{:<16} {:>3} {:<7} {:>5} {:<22} {:>12} {:>10} {:>7} {:>8.1}s",
             b.broker_name,
             b.broker_id,
             role,
+            epoch,
             b.endpoint,
-            r.topics.len(),
+            end,
+            lag,
+            s.topics.len(),
             ago
         );
+    }
+    if !status.controller.is_empty() {
+        println!("\ncontroller: {:<16} {:>5} {:<22} in-sync set", "group", "epoch", "master");
+        for g in &status.controller {
+            let v = g.view.clone().unwrap_or_default();
+            println!(
+                "            {:<16} {:>5} {:<22} {}",
+                v.broker_name,
+                v.epoch,
+                v.master,
+                v.sync_state_set.join(", ")
+            );
+        }
     }
     Ok(())
 }

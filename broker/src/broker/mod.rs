@@ -3,6 +3,7 @@
 //! together and knows nothing of gRPC.
 
 mod consume;
+mod failover;
 mod retention;
 mod timer;
 mod transactions;
@@ -165,6 +166,19 @@ fn replay(
     true
 }
 
+/// The role a broker starts in: with a controller, a slave of no one yet (read-only until the
+/// controller answers); otherwise `broker_role`, a slave following `ha_master_addr` if set.
+fn initial_role(cfg: &Config, epoch: u64) -> crate::ha::role::Role {
+    use crate::ha::role::{Role, RoleKind};
+    if cfg.controller_addr.is_some() {
+        Role { kind: RoleKind::Slave { master: None }, epoch }
+    } else if cfg.broker_role == "slave" {
+        Role { kind: RoleKind::Slave { master: cfg.ha_master_addr.clone() }, epoch: 0 }
+    } else {
+        Role { kind: RoleKind::Master, epoch: 0 }
+    }
+}
+
 /// The engine of one broker.
 pub struct Broker {
     cfg: Config,
@@ -187,6 +201,10 @@ pub struct Broker {
     disk: retention::DiskGuard,
     /// What this master's slaves have confirmed.
     replicas: Arc<crate::ha::Replicas>,
+    /// Master or slave, and the controller epoch.
+    role: tokio::sync::watch::Sender<crate::ha::role::Role>,
+    /// Where each epoch of this broker's log began (`config/epochs.json`).
+    epochs: Mutex<crate::ha::epochs::EpochHistory>,
     /// On a slave: bytes behind the master at the last chunk; `u64::MAX` while not replicating.
     replication_lag: AtomicU64,
     stopping: AtomicBool,
@@ -237,6 +255,10 @@ impl Broker {
         );
         let mut metrics = Metrics::default();
         metrics.register_flush_latency(store.flush_latency());
+        let epochs = crate::ha::epochs::EpochHistory::load(&config_dir.join("epochs.json"))?;
+        let role = initial_role(&cfg, epochs.last_epoch());
+        let bounds =
+            crate::ha::LagBounds { bytes: cfg.ha_max_lag_bytes, time: Duration::from_millis(cfg.ha_max_lag_ms) };
         let broker = Arc::new(Broker {
             cfg,
             store,
@@ -250,7 +272,9 @@ impl Broker {
             wakeups: tokio::sync::watch::channel(0).0,
             snapshot_offset: AtomicU64::new(from),
             disk: retention::DiskGuard::default(),
-            replicas: Arc::default(),
+            replicas: Arc::new(crate::ha::Replicas::new(bounds)),
+            role: tokio::sync::watch::channel(role).0,
+            epochs: Mutex::new(epochs),
             replication_lag: AtomicU64::new(u64::MAX),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
@@ -259,15 +283,12 @@ impl Broker {
         let snap = std::thread::Builder::new().name("state-snapshot".into()).spawn(move || b.snapshot_loop())?;
         let b = broker.clone();
         let clean = std::thread::Builder::new().name("retention".into()).spawn(move || b.clean_loop())?;
-        broker.threads.lock().extend([snap, clean]);
-        if broker.is_slave() {
-            // A slave writes only its master's bytes: deliveries and dead letters happen there.
-            broker.store.set_replica(true);
-        } else {
-            let b = broker.clone();
-            let timer = std::thread::Builder::new().name("timer".into()).spawn(move || b.timer_loop())?;
-            broker.threads.lock().push(timer);
-        }
+        // A slave writes only its master's bytes: deliveries and dead letters happen there, and
+        // the timer thread idles until a promotion.
+        broker.store.set_replica(broker.is_slave());
+        let b = broker.clone();
+        let timer = std::thread::Builder::new().name("timer".into()).spawn(move || b.timer_loop())?;
+        broker.threads.lock().extend([snap, clean, timer]);
         Ok(broker)
     }
 
@@ -279,11 +300,6 @@ impl Broker {
     /// The storage engine.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
-    }
-
-    /// True for a slave (`broker_role = "slave"`): it only replicates its master.
-    pub fn is_slave(&self) -> bool {
-        self.cfg.broker_role == "slave"
     }
 
     /// On a slave: CommitLog bytes it lacks behind its master, as of the last chunk received;
@@ -320,6 +336,21 @@ impl Broker {
     /// The topic registry.
     pub fn topics(&self) -> &TopicManager {
         &self.topics
+    }
+
+    /// Deletes a topic: its configuration, ConsumeQueues and every group's progress on it
+    /// (RocketMQ `deleteTopic`). `allow_system`: a slave mirroring its master may delete the
+    /// broker's own topics too. Errors: [`TopicError::NotFound`], [`TopicError::Reserved`] for a
+    /// system topic, I/O.
+    pub fn delete_topic(&self, name: &str, allow_system: bool) -> Result<(), BrokerError> {
+        if !allow_system && topics::is_system(name) {
+            return Err(TopicError::Reserved(name.to_string()).into());
+        }
+        self.topics.delete(name)?;
+        self.consume.lock().queues.retain(|(_, topic, _), _| topic != name);
+        self.store.delete_topic(name)?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
     }
 
     /// The topic, created with the defaults if it is unknown and `auto_create_topic` is on.

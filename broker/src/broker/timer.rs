@@ -134,6 +134,10 @@ impl Broker {
     pub(super) fn timer_loop(&self) {
         let mut last_revive = 0;
         while !self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            if self.is_slave() {
+                std::thread::sleep(Duration::from_millis(TICK_MS));
+                continue;
+            }
             let now = now_ms();
             if now >= last_revive + REVIVE_MS {
                 last_revive = now;

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::consume::groups::{self, Backoff, ConsumeType, GroupError};
+use crate::namesrv::registration::Nameservers;
 use crate::proto::admin::{admin_server::Admin, *};
 use crate::proto::v2::{MessageType as PbType, Permission as PbPerm};
 use crate::topics::{MessageType, Permission, TopicError};
@@ -14,12 +15,25 @@ use crate::topics::{MessageType, Permission, TopicError};
 /// The service.
 pub struct AdminService {
     broker: Arc<Broker>,
+    nameservers: Option<Arc<Nameservers>>,
 }
 
 impl AdminService {
-    /// The Admin service over `broker`.
-    pub fn new(broker: Arc<Broker>) -> AdminService {
-        AdminService { broker }
+    /// The Admin service over `broker`; `nameservers` serve ClusterStatus.
+    pub fn new(broker: Arc<Broker>, nameservers: Option<Arc<Nameservers>>) -> AdminService {
+        AdminService { broker, nameservers }
+    }
+
+    /// Configuration changes go to the master; a slave copies them. Errors: FAILED_PRECONDITION
+    /// on a slave, naming its master.
+    fn require_master(&self) -> Result<(), Status> {
+        if !self.broker.is_slave() {
+            return Ok(());
+        }
+        let master = self.broker.role().master().unwrap_or("unknown yet").to_string();
+        Err(Status::failed_precondition(format!(
+            "this broker is a slave: it copies its master's topics and groups; change them on the master ({master})"
+        )))
     }
 }
 
@@ -116,6 +130,7 @@ fn group_status(e: GroupError) -> Status {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn upsert_group(&self, req: Request<UpsertGroupRequest>) -> Result<Response<UpsertGroupResponse>, Status> {
+        self.require_master()?;
         let g = req.into_inner().group.ok_or_else(|| Status::invalid_argument("group missing"))?;
         let cfg = group_from_pb(&g, self.broker.config());
         let created = self.broker.groups().upsert(cfg.clone()).map_err(group_status)?;
@@ -124,6 +139,7 @@ impl Admin for AdminService {
     }
 
     async fn delete_group(&self, req: Request<DeleteGroupRequest>) -> Result<Response<DeleteGroupResponse>, Status> {
+        self.require_master()?;
         self.broker.groups().delete(&req.into_inner().name).map_err(group_status)?;
         Ok(Response::new(DeleteGroupResponse {}))
     }
@@ -194,6 +210,7 @@ impl Admin for AdminService {
     }
 
     async fn create_topic(&self, req: Request<CreateTopicRequest>) -> Result<Response<CreateTopicResponse>, Status> {
+        self.require_master()?;
         let t = req.into_inner().topic.ok_or_else(|| Status::invalid_argument("topic missing"))?;
         let cfg = from_pb(&t)?;
         let created = self.broker.topics().upsert(cfg).map_err(|e| match e {
@@ -206,6 +223,37 @@ impl Admin for AdminService {
             tracing::info!(topic = %t.name, queues = stored.queue_count, "topic created");
         }
         Ok(Response::new(CreateTopicResponse { topic: Some(to_pb(&stored)), created }))
+    }
+
+    async fn delete_topic(&self, req: Request<DeleteTopicRequest>) -> Result<Response<DeleteTopicResponse>, Status> {
+        self.require_master()?;
+        let name = req.into_inner().name;
+        let b = self.broker.clone();
+        let deleted = tokio::task::spawn_blocking(move || b.delete_topic(&name, false))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        deleted.map_err(|e| match e {
+            crate::broker::BrokerError::Topic(TopicError::NotFound(_)) => Status::not_found(e.to_string()),
+            crate::broker::BrokerError::Topic(TopicError::Reserved(_)) => Status::invalid_argument(e.to_string()),
+            _ => Status::internal(e.to_string()),
+        })?;
+        Ok(Response::new(DeleteTopicResponse {}))
+    }
+
+    async fn replica_status(&self, _req: Request<ReplicaStatusRequest>) -> Result<Response<ReplicaStatus>, Status> {
+        Ok(Response::new(super::cluster::replica_status(&self.broker)))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let ns = self
+            .nameservers
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("this broker has no nameservers (namesrv_addrs is empty)"))?;
+        let status = super::cluster::cluster_status(ns).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(status))
     }
 
     async fn list_topics(&self, _req: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {

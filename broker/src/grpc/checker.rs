@@ -33,6 +33,9 @@ pub fn spawn(broker: Arc<Broker>, clients: Arc<Clients>, mut stopping: watch::Re
                 _ = tokio::time::sleep(Duration::from_millis(tick)) => {}
                 _ = stopping.changed() => return,
             }
+            if broker.is_slave() {
+                continue;
+            }
             let (b, clients) = (broker.clone(), clients.clone());
             let _ = tokio::task::spawn_blocking(move || {
                 let mut sent: HashMap<String, usize> = HashMap::new();

@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::broker::Broker;
+use crate::ha::epochs;
 use crate::namesrv::registration::Nameservers;
 use crate::proto::admin::admin_client::AdminClient;
 use crate::proto::admin::{ListGroupsRequest, ListTopicsRequest};
@@ -48,39 +49,68 @@ impl Ha for HaService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("a replication stream starts with a report"))?;
+        if self.broker.is_slave() {
+            return Err(Status::failed_precondition(format!(
+                "{} is not a master (slaves do not relay replication)",
+                self.broker.config().advertised()
+            )));
+        }
         let store = self.broker.store().clone();
         let (min, end) = (store.commitlog_min_offset(), store.commitlog_end());
-        if first.offset > end {
-            return Err(Status::failed_precondition(format!(
-                "slave {}/{} has CommitLog bytes up to {}, past this master's end {end}",
-                first.broker_name, first.broker_id, first.offset
-            )));
-        }
-        // A new slave (empty log) starts at the oldest byte kept; a slave behind that cannot catch up.
-        let from = if first.offset == 0 { min } else { first.offset };
+        let who = if first.endpoint.is_empty() {
+            format!("{}/{}", first.broker_name, first.broker_id)
+        } else {
+            first.endpoint.clone()
+        };
+        let mine = self.broker.epoch_history();
+        let from = if first.epochs.is_empty() || first.offset == 0 {
+            if first.offset > end {
+                return Err(Status::failed_precondition(format!(
+                    "slave {who} has CommitLog bytes up to {}, past this master's end {end}",
+                    first.offset
+                )));
+            }
+            // A new slave (empty log) starts at the oldest byte kept.
+            if first.offset == 0 {
+                min
+            } else {
+                first.offset
+            }
+        } else {
+            // The slave was written in some epoch: keep only what this master's log agrees with.
+            epochs::consistent_point(&epochs::from_pb(&first.epochs), first.offset, &mine, end).ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "slave {who} shares no epoch with this master: give it an empty data directory"
+                ))
+            })?
+        };
         if from < min {
             return Err(Status::failed_precondition(format!(
-                "slave {}/{} ends at {from}, but retention deleted everything below {min}: give it an empty data directory",
-                first.broker_name, first.broker_id
+                "slave {who} ends at {from}, but retention deleted everything below {min}: give it an empty data directory"
             )));
         }
-        let id = first.broker_id;
+        let id = who;
         let replicas = self.broker.replicas().clone();
-        replicas.report(id, first.offset);
-        tracing::info!(slave = id, from, master_end = end, "slave connected");
+        replicas.report(&id, from, end);
+        tracing::info!(slave = %id, from, master_end = end, truncates = first.offset.saturating_sub(from), "slave connected");
         let (tx, rx) = mpsc::channel(4);
         let mut stopping = self.stopping.clone();
+        let mut role = self.broker.subscribe_role();
+        let epochs_pb = epochs::to_pb(&mine);
+        let report_store = store.clone();
         tokio::spawn(async move {
             let mut pos = from;
             let mut dispatched = store.subscribe_dispatched();
             // An empty first chunk tells the slave the master's end, even with nothing to send.
-            let hello = CommitLogChunk { offset: pos, master_end: store.commitlog_end(), data: Vec::new() };
+            let hello =
+                CommitLogChunk { offset: pos, master_end: store.commitlog_end(), data: Vec::new(), epochs: epochs_pb };
             if tx.send(Ok(hello)).await.is_err() {
                 return;
             }
             loop {
                 if let Some(data) = store.read_raw(pos, CHUNK_BYTES) {
-                    let chunk = CommitLogChunk { offset: pos, master_end: store.commitlog_end(), data };
+                    let chunk =
+                        CommitLogChunk { offset: pos, master_end: store.commitlog_end(), data, epochs: Vec::new() };
                     pos += chunk.data.len() as u64;
                     if tx.send(Ok(chunk)).await.is_err() {
                         return;
@@ -92,36 +122,49 @@ impl Ha for HaService {
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                     _ = tx.closed() => return,
                     _ = stopping.wait_for(|s| *s) => return,
+                    // A deposed master ends its streams: its slaves go to the new master.
+                    _ = role.wait_for(|r| !r.is_master()) => return,
                 }
             }
         });
         tokio::spawn(async move {
             while let Ok(Some(r)) = reports.message().await {
-                replicas.report(id, r.offset);
+                replicas.report(&id, r.offset, report_store.commitlog_end());
             }
-            replicas.disconnected(id);
-            tracing::warn!(slave = id, "slave disconnected");
+            replicas.disconnected(&id);
+            tracing::warn!(slave = %id, "slave disconnected");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// The master's endpoint: `ha_master_addr`, or the group's broker id 0 as the nameservers have it.
-async fn master_endpoint(broker: &Broker, nameservers: Option<&Nameservers>) -> anyhow::Result<String> {
-    let cfg = broker.config();
-    if let Some(a) = &cfg.ha_master_addr {
-        return Ok(a.clone());
+/// The master to replicate from: the one the role names (the controller's choice, or
+/// `ha_master_addr`), else the group's broker id 0 as the nameservers have it. `None` while this
+/// broker is master, or has a controller that has not named a master yet.
+async fn master_endpoint(broker: &Broker, nameservers: Option<&Nameservers>) -> anyhow::Result<Option<String>> {
+    let role = broker.role();
+    if role.is_master() {
+        return Ok(None);
     }
-    let ns = nameservers.ok_or_else(|| anyhow::anyhow!("a slave needs ha_master_addr or namesrv_addrs"))?;
+    if let Some(m) = role.master() {
+        return Ok(Some(m.to_string()));
+    }
+    let cfg = broker.config();
+    if cfg.controller_addr.is_some() {
+        return Ok(None);
+    }
+    let ns =
+        nameservers.ok_or_else(|| anyhow::anyhow!("a slave needs ha_master_addr, controller_addr or namesrv_addrs"))?;
     ns.masters()
         .await?
         .into_iter()
         .find(|(group, _)| *group == cfg.broker_name)
-        .map(|(_, endpoint)| endpoint)
+        .map(|(_, endpoint)| Some(endpoint))
         .ok_or_else(|| anyhow::anyhow!("no master of broker group {} is registered", cfg.broker_name))
 }
 
-/// One replication session: connect, stream, write, report, until an error or the stop.
+/// One replication session: connect, truncate to the point shared with the master if it says
+/// so, then stream, write, report, until an error, a role change or the stop.
 async fn session(
     broker: &Arc<Broker>,
     master: &str,
@@ -132,13 +175,33 @@ async fn session(
         Channel::from_shared(format!("http://{master}"))?.connect_timeout(Duration::from_secs(3)).connect().await?;
     let (report_tx, report_rx) = mpsc::channel(16);
     let cfg = broker.config();
-    let report = |offset| SlaveReport { broker_name: cfg.broker_name.clone(), broker_id: cfg.broker_id, offset };
-    report_tx.send(report(broker.store().commitlog_end())).await?;
+    let report = |offset| SlaveReport {
+        broker_name: cfg.broker_name.clone(),
+        broker_id: cfg.broker_id,
+        offset,
+        endpoint: cfg.advertised(),
+        epochs: Vec::new(),
+    };
+    let first =
+        SlaveReport { epochs: epochs::to_pb(&broker.epoch_history()), ..report(broker.store().commitlog_end()) };
+    report_tx.send(first).await?;
     let mut chunks = HaClient::new(ch.clone()).replicate(ReceiverStream::new(report_rx)).await?.into_inner();
+    let hello = chunks.message().await?.ok_or_else(|| anyhow::anyhow!("the master ended the stream at once"))?;
+    if hello.offset < broker.store().commitlog_end() {
+        let (b, to) = (broker.clone(), hello.offset);
+        tokio::task::spawn_blocking(move || b.truncate_to(to)).await??;
+        report_tx.send(report(to)).await?;
+    }
+    if !hello.epochs.is_empty() {
+        broker.adopt_epochs(epochs::from_pb(&hello.epochs))?;
+    }
+    broker.set_replication_lag(Some(hello.master_end.saturating_sub(broker.store().commitlog_end())));
     tracing::info!(master, from = broker.store().commitlog_end(), "replicating from master");
     *failing = false;
     let mut admin = AdminClient::new(ch);
     let mut last_sync = tokio::time::Instant::now() - CONFIG_SYNC;
+    let role = broker.role();
+    let mut role_rx = broker.subscribe_role();
     loop {
         if last_sync.elapsed() >= CONFIG_SYNC {
             sync_config(broker, &mut admin).await?;
@@ -148,6 +211,7 @@ async fn session(
             c = chunks.message() => c?,
             _ = tokio::time::sleep(CONFIG_SYNC) => continue,
             _ = stopping.wait_for(|s| *s) => return Ok(()),
+            _ = role_rx.wait_for(|r| *r != role) => return Ok(()),
         };
         let Some(c) = next else { anyhow::bail!("the master ended the stream") };
         let master_end = c.master_end;
@@ -163,31 +227,54 @@ async fn session(
     }
 }
 
-/// Copies the master's topics and consumer groups (the slave must be able to take over).
-async fn sync_config(broker: &Broker, admin: &mut AdminClient<Channel>) -> anyhow::Result<()> {
-    for t in admin.list_topics(ListTopicsRequest {}).await?.into_inner().topics {
-        let t = super::admin::from_pb(&t).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+/// Makes the slave's topics and consumer groups the master's (the slave must be able to take
+/// over): creates and updates what the master has, deletes what it no longer has.
+async fn sync_config(broker: &Arc<Broker>, admin: &mut AdminClient<Channel>) -> anyhow::Result<()> {
+    let topics = admin.list_topics(ListTopicsRequest {}).await?.into_inner().topics;
+    let keep: std::collections::HashSet<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+    for t in &topics {
+        let t = super::admin::from_pb(t).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         broker.topics().upsert_any(t)?;
     }
-    for g in admin.list_groups(ListGroupsRequest {}).await?.into_inner().groups {
-        broker.groups().upsert(super::admin::group_from_pb(&g, broker.config()))?;
+    for gone in broker.topics().list().into_iter().filter(|t| !keep.contains(t.name.as_str())) {
+        let b = broker.clone();
+        tokio::task::spawn_blocking(move || b.delete_topic(&gone.name, true)).await??;
+    }
+    let groups = admin.list_groups(ListGroupsRequest {}).await?.into_inner().groups;
+    let keep: std::collections::HashSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    for g in &groups {
+        broker.groups().upsert(super::admin::group_from_pb(g, broker.config()))?;
+    }
+    for gone in broker.groups().list().into_iter().filter(|g| !keep.contains(g.name.as_str())) {
+        broker.groups().delete(&gone.name)?;
     }
     Ok(())
 }
 
-/// Runs a slave's replication until `stopping` turns true, reconnecting a second after any
-/// failure (logged once per outage).
+/// Runs replication whenever the broker is a slave, until `stopping` turns true: a session per
+/// master, reconnecting a second after any failure (logged once per outage), and starting over
+/// when the role changes (a promotion ends it; a new master restarts it).
 pub fn spawn_slave(broker: Arc<Broker>, nameservers: Option<Arc<Nameservers>>, mut stopping: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut failing = false;
+        let mut role_rx = broker.subscribe_role();
         while !*stopping.borrow() {
+            role_rx.borrow_and_update();
             let result = match master_endpoint(&broker, nameservers.as_deref()).await {
-                Ok(m) => session(&broker, &m, &mut stopping, &mut failing).await,
+                Ok(Some(m)) => session(&broker, &m, &mut stopping, &mut failing).await,
+                Ok(None) => {
+                    // Master, or no master named yet: wait for a role change.
+                    tokio::select! {
+                        _ = role_rx.changed() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    continue;
+                }
                 Err(e) => Err(e),
             };
             broker.set_replication_lag(None);
             match result {
-                Ok(()) => return,
+                Ok(()) => continue,
                 Err(e) if !failing => {
                     tracing::warn!(error = %e, "replication from the master failed; retrying every second");
                     failing = true;

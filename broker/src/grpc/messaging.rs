@@ -80,10 +80,11 @@ impl Messaging {
             broker_id,
             endpoint,
             last_heartbeat_ms: 0,
+            epoch: self.broker.role().epoch,
         };
-        let mut brokers = vec![info(me.broker_id, me.advertised())];
-        if let (true, Some(master)) = (self.broker.is_slave(), &me.ha_master_addr) {
-            brokers.insert(0, info(0, master.clone()));
+        let mut brokers = vec![info(self.broker.route_id(), me.advertised())];
+        if let Some(master) = self.broker.role().master() {
+            brokers.insert(0, info(0, master.to_string()));
         }
         Ok(vec![GroupRoute { broker_name: me.broker_name.clone(), brokers, topic: Some(topic_route(&cfg)) }])
     }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod checker;
 pub mod clients;
+pub mod cluster;
 pub mod convert;
 pub mod ha;
 pub mod messaging;

@@ -1,12 +1,19 @@
 //! Master/slave replication, the engine's side (RocketMQ `HAService`): what each slave has
 //! confirmed, which slaves are in sync, and the wait a SYNC replication send makes. The byte
-//! stream itself is in [`crate::grpc::ha`].
+//! stream itself is in [`crate::grpc::ha`]; a broker's role and failover in [`role`].
 //!
-//! A slave is in sync while it lags the master by at most `ha_max_lag_bytes` and has reported
-//! within `ha_max_lag_ms`. A SYNC send is acknowledged once `min_in_sync_replicas` replicas,
-//! the master included, hold it; a slave that holds it is in sync by definition.
+//! A slave is in sync while it holds the master's whole log, or lags by at most
+//! `ha_max_lag_bytes` and held the whole log within the last `ha_max_lag_ms` (Kafka's
+//! last-caught-up time, RocketMQ `haMaxTimeSlaveNotCatchup`). A SYNC send is acknowledged once
+//! every slave of the in-sync set holds it and the set, master included, has at least
+//! `min_in_sync_replicas` members (RocketMQ `allAckInSyncStateSet`, Kafka `acks=all`). With a
+//! controller the set waited on is the one the controller confirmed, so a slave leaves it (and
+//! stops being waited for) only once the controller knows it may not be elected.
 
-use std::collections::BTreeMap;
+pub mod epochs;
+pub mod role;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -19,77 +26,169 @@ pub struct SlaveState {
     pub offset: u64,
     /// When it last reported.
     pub reported: Instant,
+    /// When it last held every byte the master had (`None`: not since it connected).
+    pub caught_up: Option<Instant>,
 }
 
-/// The slaves of a master, by broker id.
+/// How far a slave may fall behind and stay in sync.
+#[derive(Debug, Clone, Copy)]
+pub struct LagBounds {
+    /// `ha_max_lag_bytes`.
+    pub bytes: u64,
+    /// `ha_max_lag_ms`.
+    pub time: Duration,
+}
+
+impl SlaveState {
+    fn in_sync(&self, master_end: u64, bounds: LagBounds) -> bool {
+        self.offset >= master_end
+            || (master_end - self.offset <= bounds.bytes && self.caught_up.is_some_and(|t| t.elapsed() <= bounds.time))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    slaves: BTreeMap<String, SlaveState>,
+    /// The in-sync slaves as the controller confirmed them; `None` without a controller (the
+    /// set is then computed from the slaves' reports at each wait).
+    confirmed: Option<BTreeSet<String>>,
+    /// Set when this broker stopped being master: no send can be confirmed any more.
+    fenced: bool,
+}
+
+/// The slaves of a master, by endpoint.
 #[derive(Debug)]
 pub struct Replicas {
-    slaves: Mutex<BTreeMap<u32, SlaveState>>,
-    /// Bumped on every report, so waiters re-check.
+    inner: Mutex<Inner>,
+    bounds: LagBounds,
+    /// Bumped on every change, so waiters re-check.
     changed: watch::Sender<u64>,
-}
-
-impl Default for Replicas {
-    fn default() -> Self {
-        Replicas { slaves: Mutex::new(BTreeMap::new()), changed: watch::channel(0).0 }
-    }
 }
 
 /// Why a SYNC send could not be confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("stored on the master, but only {held} of the {needed} replicas required (min_in_sync_replicas) hold it after {waited_ms} ms")]
+#[error("{}", self.describe())]
 pub struct NotReplicated {
-    /// Replicas (master included) that hold the message.
+    /// Replicas (master included) of the in-sync set that hold the message.
     pub held: u32,
-    /// `min_in_sync_replicas`.
+    /// Replicas that had to hold it: the in-sync set, and at least `min_in_sync_replicas`.
     pub needed: u32,
+    /// `min_in_sync_replicas`.
+    pub min: u32,
+    /// The in-sync slaves waited on.
+    pub in_sync: Vec<String>,
     /// How long the send waited, ms.
     pub waited_ms: u64,
+    /// The broker lost its master role while the send waited.
+    pub fenced: bool,
+}
+
+impl NotReplicated {
+    fn describe(&self) -> String {
+        if self.fenced {
+            return "this broker is no longer the master (a new master was elected): the message may be lost".into();
+        }
+        format!(
+            "stored on the master, but only {} of the {} replicas required hold it after {} ms (min_in_sync_replicas {}, in-sync set {:?})",
+            self.held, self.needed, self.waited_ms, self.min, self.in_sync
+        )
+    }
 }
 
 impl Replicas {
-    /// Records that slave `id` holds every CommitLog byte below `offset`.
-    pub fn report(&self, id: u32, offset: u64) {
-        self.slaves.lock().insert(id, SlaveState { offset, reported: Instant::now() });
+    /// No slaves yet; `bounds` decides who is in sync.
+    pub fn new(bounds: LagBounds) -> Replicas {
+        Replicas { inner: Mutex::default(), bounds, changed: watch::channel(0).0 }
+    }
+
+    fn bump(&self) {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// Forgets slave `id` (its stream ended).
-    pub fn disconnected(&self, id: u32) {
-        self.slaves.lock().remove(&id);
-        self.changed.send_modify(|n| *n += 1);
+    /// Records that slave `endpoint` holds every CommitLog byte below `offset`, when the
+    /// master's log ended at `master_end`.
+    pub fn report(&self, endpoint: &str, offset: u64, master_end: u64) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        let caught_up =
+            if offset >= master_end { Some(now) } else { inner.slaves.get(endpoint).and_then(|s| s.caught_up) };
+        inner.slaves.insert(endpoint.to_string(), SlaveState { offset, reported: now, caught_up });
+        drop(inner);
+        self.bump();
     }
 
-    /// Every connected slave, by id.
-    pub fn slaves(&self) -> BTreeMap<u32, SlaveState> {
-        self.slaves.lock().clone()
+    /// Forgets slave `endpoint` (its stream ended).
+    pub fn disconnected(&self, endpoint: &str) {
+        self.inner.lock().slaves.remove(endpoint);
+        self.bump();
     }
 
-    /// Ids of the slaves in sync with a master whose CommitLog ends at `master_end`.
-    pub fn in_sync(&self, master_end: u64, max_lag_bytes: u64, max_lag: Duration) -> Vec<u32> {
-        self.slaves
-            .lock()
-            .iter()
-            .filter(|(_, s)| master_end.saturating_sub(s.offset) <= max_lag_bytes && s.reported.elapsed() <= max_lag)
-            .map(|(id, _)| *id)
-            .collect()
+    /// Forgets every slave and the fence; `confirmed` starts the confirmed set (a new master).
+    pub fn reset(&self, confirmed: Option<BTreeSet<String>>) {
+        *self.inner.lock() = Inner { slaves: BTreeMap::new(), confirmed, fenced: false };
+        self.bump();
     }
 
-    fn holding(&self, end: u64) -> u32 {
-        1 + self.slaves.lock().values().filter(|s| s.offset >= end).count() as u32
+    /// Fails every waiting and later SYNC send until the next [`Replicas::reset`] (the broker
+    /// stopped being master: what it stores now is not what the group keeps).
+    pub fn fence(&self) {
+        self.inner.lock().fenced = true;
+        self.bump();
     }
 
-    /// Waits until `needed` replicas (the master, which holds it, and slaves that confirmed
-    /// it) hold CommitLog offset `end`, at most `timeout`. Errors: [`NotReplicated`].
-    pub async fn wait(&self, end: u64, needed: u32, timeout: Duration) -> Result<(), NotReplicated> {
+    /// Every connected slave, by endpoint.
+    pub fn slaves(&self) -> BTreeMap<String, SlaveState> {
+        self.inner.lock().slaves.clone()
+    }
+
+    /// Endpoints of the connected slaves in sync with a master whose log ends at `master_end`.
+    pub fn in_sync(&self, master_end: u64) -> BTreeSet<String> {
+        let inner = self.inner.lock();
+        inner.slaves.iter().filter(|(_, s)| s.in_sync(master_end, self.bounds)).map(|(e, _)| e.clone()).collect()
+    }
+
+    /// The in-sync slaves the controller confirmed (`None` without a controller).
+    pub fn confirmed(&self) -> Option<BTreeSet<String>> {
+        self.inner.lock().confirmed.clone()
+    }
+
+    /// Sets the in-sync slaves the controller confirmed; waiting sends re-check against them.
+    pub fn set_confirmed(&self, set: BTreeSet<String>) {
+        self.inner.lock().confirmed = Some(set);
+        self.bump();
+    }
+
+    /// (in-sync slaves waited on, how many of them hold `end`, fenced).
+    fn holding(&self, end: u64) -> (BTreeSet<String>, u32, bool) {
+        let inner = self.inner.lock();
+        let members = inner.confirmed.clone().unwrap_or_else(|| {
+            inner.slaves.iter().filter(|(_, s)| s.in_sync(end, self.bounds)).map(|(e, _)| e.clone()).collect()
+        });
+        let held = members.iter().filter(|m| inner.slaves.get(*m).is_some_and(|s| s.offset >= end)).count() as u32;
+        (members, held, inner.fenced)
+    }
+
+    /// Waits until every in-sync slave holds CommitLog offset `end` and the in-sync set, master
+    /// included, has at least `min` members, at most `timeout`. Errors: [`NotReplicated`].
+    pub async fn wait(&self, end: u64, min: u32, timeout: Duration) -> Result<(), NotReplicated> {
         let started = Instant::now();
         let mut rx = self.changed.subscribe();
-        let done = tokio::time::timeout(timeout, rx.wait_for(|_| self.holding(end) >= needed)).await;
-        match done {
-            Ok(Ok(_)) => Ok(()),
-            _ => {
-                Err(NotReplicated { held: self.holding(end), needed, waited_ms: started.elapsed().as_millis() as u64 })
-            }
+        let enough = |_: &u64| {
+            let (members, held, fenced) = self.holding(end);
+            fenced || (held == members.len() as u32 && 1 + held >= min)
+        };
+        let waited = tokio::time::timeout(timeout, rx.wait_for(enough)).await;
+        let (members, held, fenced) = self.holding(end);
+        match waited {
+            Ok(Ok(_)) if !fenced => Ok(()),
+            _ => Err(NotReplicated {
+                held: 1 + held,
+                needed: (1 + members.len() as u32).max(min),
+                min,
+                in_sync: members.into_iter().collect(),
+                waited_ms: started.elapsed().as_millis() as u64,
+                fenced,
+            }),
         }
     }
 }
@@ -98,24 +197,56 @@ impl Replicas {
 mod tests {
     use super::*;
 
+    const BOUNDS: LagBounds = LagBounds { bytes: 64, time: Duration::from_secs(5) };
+
     #[tokio::test]
-    async fn a_sync_send_waits_for_enough_replicas_and_times_out_clearly() {
-        let r = Replicas::default();
+    async fn a_sync_send_waits_for_every_in_sync_slave_and_times_out_clearly() {
+        let r = Replicas::new(BOUNDS);
         assert!(r.wait(100, 1, Duration::from_millis(10)).await.is_ok(), "the master alone is enough for 1");
         let err = r.wait(100, 2, Duration::from_millis(50)).await.unwrap_err();
         assert_eq!((err.held, err.needed), (1, 2));
-        assert!(err.to_string().contains("only 1 of the 2 replicas"), "{err}");
-        r.report(1, 50);
-        let waiter = r.wait(100, 2, Duration::from_secs(5));
+        assert!(err.to_string().contains("only 1 of the 2 replicas required"), "{err}");
+        // A new slave far behind is not in sync, so a min-1 send does not wait for it ...
+        r.report("s:1", 0, 1_000);
+        assert!(r.in_sync(1_000).is_empty());
+        assert!(r.wait(1_000, 1, Duration::from_millis(10)).await.is_ok());
+        // ... but once caught up it is, and sends wait for it.
+        r.report("s:1", 1_000, 1_000);
+        assert_eq!(r.in_sync(1_010), BTreeSet::from(["s:1".to_string()]));
+        let waiter = r.wait(1_010, 1, Duration::from_secs(5));
         let reporter = async {
             tokio::task::yield_now().await;
-            r.report(1, 120);
+            r.report("s:1", 1_010, 1_010);
         };
         let (done, _) = tokio::join!(waiter, reporter);
         assert!(done.is_ok());
-        assert_eq!(r.in_sync(130, 64, Duration::from_secs(1)), vec![1]);
-        assert!(r.in_sync(1_000, 64, Duration::from_secs(1)).is_empty(), "lagging 880 bytes is out of sync");
-        r.disconnected(1);
+        assert!(r.in_sync(2_000).is_empty(), "lagging 990 bytes is out of sync");
+        r.disconnected("s:1");
         assert!(r.slaves().is_empty());
+    }
+
+    #[tokio::test]
+    async fn with_a_controller_the_confirmed_set_is_waited_on_even_after_a_slave_disconnects() {
+        let r = Replicas::new(BOUNDS);
+        r.report("s:1", 500, 500);
+        r.set_confirmed(BTreeSet::from(["s:1".to_string()]));
+        r.disconnected("s:1");
+        // Until the controller confirms the shrink, a send waits for the lost slave.
+        let err = r.wait(600, 1, Duration::from_millis(50)).await.unwrap_err();
+        assert_eq!(err.in_sync, ["s:1"]);
+        let waiter = r.wait(600, 1, Duration::from_secs(5));
+        let shrink = async {
+            tokio::task::yield_now().await;
+            r.set_confirmed(BTreeSet::new());
+        };
+        let (done, _) = tokio::join!(waiter, shrink);
+        assert!(done.is_ok(), "the shrunk set releases the waiting send");
+
+        // A deposed master confirms nothing, even with no slave to wait for.
+        r.fence();
+        let err = r.wait(700, 1, Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.fenced && err.to_string().contains("no longer the master"), "{err}");
+        r.reset(None);
+        assert!(r.wait(700, 1, Duration::from_millis(10)).await.is_ok());
     }
 }

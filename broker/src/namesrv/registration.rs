@@ -51,6 +51,10 @@ impl Nameservers {
     }
 
     fn client(&self, addr: SocketAddr) -> anyhow::Result<NamesrvClient<Channel>> {
+        Ok(NamesrvClient::new(self.channel(addr)?))
+    }
+
+    fn channel(&self, addr: SocketAddr) -> anyhow::Result<Channel> {
         let mut channels = self.channels.lock();
         let ch = match channels.get(&addr) {
             Some(c) => c.clone(),
@@ -63,7 +67,7 @@ impl Nameservers {
                 c
             }
         };
-        Ok(NamesrvClient::new(ch))
+        Ok(ch)
     }
 
     /// Asks the nameservers in turn until one answers `call`. Errors: none answered (the message
@@ -101,17 +105,33 @@ impl Nameservers {
         Nameservers::new(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
     }
 
-    /// The master (broker id 0) of every registered broker group: (group, endpoint), by group.
-    /// Errors: see [`Self::ask`].
+    /// The master (broker id 0, of the highest epoch) of every registered broker group:
+    /// (group, endpoint), by group. Errors: see [`Self::ask`].
     pub async fn masters(&self) -> anyhow::Result<Vec<(String, String)>> {
-        Ok(self
-            .cluster_info()
-            .await?
-            .into_iter()
-            .filter_map(|r| r.broker)
+        let mut groups: std::collections::BTreeMap<String, Vec<BrokerInfo>> = Default::default();
+        for b in self.cluster_info().await?.into_iter().filter_map(|r| r.broker) {
+            groups.entry(b.broker_name.clone()).or_default().push(b);
+        }
+        Ok(groups
+            .into_values()
+            .filter_map(|members| super::routes::current(members, |b| b).into_iter().next())
             .filter(|b| b.broker_id == 0)
             .map(|b| (b.broker_name, b.endpoint))
             .collect())
+    }
+
+    /// The controller's broker groups, from the first nameserver that runs it. Errors: none
+    /// does (or none answered).
+    pub async fn controller_groups(&self) -> anyhow::Result<Vec<ControllerGroup>> {
+        let mut errors = Vec::new();
+        for addr in self.resolve().await {
+            let mut c = crate::proto::namesrv::controller_client::ControllerClient::new(self.channel(addr)?);
+            match c.list_groups(ListControllerGroupsRequest {}).await {
+                Ok(r) => return Ok(r.into_inner().groups),
+                Err(e) => errors.push(format!("{addr}: {}", e.message())),
+            }
+        }
+        anyhow::bail!("no nameserver runs the controller ({})", errors.join("; "))
     }
 
     /// Every broker registered, from the first nameserver that answers. Errors: see [`Self::ask`].
@@ -155,12 +175,14 @@ fn registration(broker: &Broker) -> BrokerRegistration {
     let cfg = broker.config();
     let mut topics: Vec<TopicRoute> = broker.topics().list().iter().map(topic_route).collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let role = broker.role();
     BrokerRegistration {
         broker: Some(BrokerInfo {
             broker_name: cfg.broker_name.clone(),
-            broker_id: cfg.broker_id,
+            broker_id: broker.route_id(),
             endpoint: cfg.advertised(),
             last_heartbeat_ms: 0,
+            epoch: role.epoch,
         }),
         topics,
     }
@@ -206,7 +228,11 @@ pub fn spawn(
             }
         }
         let cfg = broker.config();
-        let req = UnregisterBrokerRequest { broker_name: cfg.broker_name.clone(), broker_id: cfg.broker_id };
+        let req = UnregisterBrokerRequest {
+            broker_name: cfg.broker_name.clone(),
+            broker_id: broker.route_id(),
+            endpoint: cfg.advertised(),
+        };
         for addr in nameservers.resolve().await {
             if let Ok(mut c) = nameservers.client(addr) {
                 let _ = tokio::time::timeout(Duration::from_secs(1), c.unregister_broker(req.clone())).await;

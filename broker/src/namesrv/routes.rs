@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::proto::namesrv::{BrokerInfo, BrokerRegistration, GroupRoute};
+use crate::proto::namesrv::{BrokerInfo, BrokerRegistration, GroupRoute, TopicRoute};
 
 /// A registered broker: its last registration and when it was received.
 #[derive(Debug, Clone)]
@@ -13,10 +13,11 @@ struct Entry {
     last_heartbeat_ms: u64,
 }
 
-/// Every broker registered with this nameserver, by (broker group, broker id).
+/// Every broker registered with this nameserver, by (broker group, endpoint): with failover a
+/// broker's id (0 = master) changes, its endpoint does not.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    brokers: BTreeMap<(String, u32), Entry>,
+    brokers: BTreeMap<(String, String), Entry>,
 }
 
 impl RouteTable {
@@ -25,19 +26,19 @@ impl RouteTable {
     pub fn register(&mut self, mut reg: BrokerRegistration, now_ms: u64) -> bool {
         let info = reg.broker.get_or_insert_with(BrokerInfo::default);
         info.last_heartbeat_ms = now_ms;
-        let key = (info.broker_name.clone(), info.broker_id);
+        let key = (info.broker_name.clone(), info.endpoint.clone());
         self.brokers.insert(key, Entry { registration: reg, last_heartbeat_ms: now_ms }).is_none()
     }
 
     /// Removes a broker (it shut down cleanly). Returns true if it was registered.
-    pub fn unregister(&mut self, broker_name: &str, broker_id: u32) -> bool {
-        self.brokers.remove(&(broker_name.to_string(), broker_id)).is_some()
+    pub fn unregister(&mut self, broker_name: &str, endpoint: &str) -> bool {
+        self.brokers.remove(&(broker_name.to_string(), endpoint.to_string())).is_some()
     }
 
     /// Drops every broker not heard from for more than `expiry_ms` before `now_ms` (RocketMQ
-    /// `scanNotActiveBroker`, 120 s); returns the dropped brokers' (group, id).
-    pub fn expire(&mut self, now_ms: u64, expiry_ms: u64) -> Vec<(String, u32)> {
-        let dead: Vec<(String, u32)> = self
+    /// `scanNotActiveBroker`, 120 s); returns the dropped brokers' (group, endpoint).
+    pub fn expire(&mut self, now_ms: u64, expiry_ms: u64) -> Vec<(String, String)> {
+        let dead: Vec<(String, String)> = self
             .brokers
             .iter()
             .filter(|(_, e)| now_ms.saturating_sub(e.last_heartbeat_ms) > expiry_ms)
@@ -49,34 +50,58 @@ impl RouteTable {
         dead
     }
 
-    /// The broker groups serving `topic`, by group name: each with its registered brokers (master
-    /// first) and the topic's configuration as the group's master registered it (or, with no
-    /// master registered, the broker with the lowest id). Empty if no group serves it.
+    /// The broker groups serving `topic`, by group name: each with its live brokers, master
+    /// first, then slaves by id, and the topic's configuration as the group's master registered
+    /// it (or, with no master registered, the broker with the lowest id). Of several brokers of
+    /// a group claiming id 0 (an old master not yet expired after a failover), the one with the
+    /// highest epoch is the master and the others are left out. Empty if no group serves it.
     pub fn route(&self, topic: &str) -> Vec<GroupRoute> {
-        let mut groups: BTreeMap<&str, GroupRoute> = BTreeMap::new();
+        let mut groups: BTreeMap<&str, Vec<(&BrokerInfo, &TopicRoute)>> = BTreeMap::new();
         for ((name, _), e) in &self.brokers {
-            let Some(t) = e.registration.topics.iter().find(|t| t.name == topic) else { continue };
-            let g = groups.entry(name).or_insert_with(|| GroupRoute {
-                broker_name: name.clone(),
-                brokers: Vec::new(),
-                topic: Some(t.clone()),
-            });
-            // Brokers iterate in id order, so the first topic config seen is the master's.
-            g.brokers.push(e.registration.broker.clone().unwrap_or_default());
+            let (Some(info), Some(t)) =
+                (e.registration.broker.as_ref(), e.registration.topics.iter().find(|t| t.name == topic))
+            else {
+                continue;
+            };
+            groups.entry(name).or_default().push((info, t));
         }
-        groups.into_values().collect()
+        groups
+            .into_iter()
+            .map(|(name, members)| {
+                let members = current(members, |(b, _)| b);
+                GroupRoute {
+                    broker_name: name.to_string(),
+                    topic: members.first().map(|(_, t)| (*t).clone()),
+                    brokers: members.into_iter().map(|(b, _)| b.clone()).collect(),
+                }
+            })
+            .collect()
     }
 
-    /// Every registered broker with its topics, by group then id.
+    /// Every registered broker with its topics, by group then endpoint (stale masters included:
+    /// this is the registry, not a route).
     pub fn brokers(&self) -> Vec<BrokerRegistration> {
         self.brokers.values().map(|e| e.registration.clone()).collect()
     }
 }
 
+/// One broker group's members as routes show them: the master (id 0 with the highest epoch)
+/// first, then the slaves by id; other brokers claiming id 0 are stale masters and left out.
+pub fn current<T>(mut members: Vec<T>, info: impl Fn(&T) -> &BrokerInfo) -> Vec<T> {
+    let master_epoch = members.iter().map(&info).filter(|b| b.broker_id == 0).map(|b| b.epoch).max();
+    members.retain(|m| info(m).broker_id != 0 || Some(info(m).epoch) == master_epoch);
+    members.sort_by_key(|m| (info(m).broker_id, info(m).endpoint.clone()));
+    if master_epoch.is_some() {
+        // Equal epochs (no controller): keep one master, the first by endpoint.
+        let masters = members.iter().take_while(|m| info(m).broker_id == 0).count();
+        members.drain(1..masters);
+    }
+    members
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::namesrv::TopicRoute;
 
     fn reg(name: &str, id: u32, endpoint: &str, topics: &[(&str, u32)]) -> BrokerRegistration {
         BrokerRegistration {
@@ -85,6 +110,7 @@ mod tests {
                 broker_id: id,
                 endpoint: endpoint.into(),
                 last_heartbeat_ms: 0,
+                epoch: 0,
             }),
             topics: topics
                 .iter()
@@ -110,10 +136,36 @@ mod tests {
         // A new registration replaces the topic set; a refresh keeps a broker alive.
         assert!(!t.register(reg("broker-a", 0, "a:1", &[("orders", 4)]), 100_000));
         assert!(t.route("only-a").is_empty());
-        assert_eq!(t.expire(125_000, 120_000), vec![("broker-b".to_string(), 0)]);
+        assert_eq!(t.expire(125_000, 120_000), vec![("broker-b".to_string(), "b:1".to_string())]);
         assert_eq!(t.route("orders").len(), 1);
         assert_eq!(t.brokers()[0].broker.as_ref().unwrap().last_heartbeat_ms, 100_000);
-        assert!(t.unregister("broker-a", 0));
+        assert!(t.unregister("broker-a", "a:1"));
         assert!(t.brokers().is_empty());
+    }
+
+    #[test]
+    fn after_a_failover_the_master_of_the_highest_epoch_is_routed() {
+        let mut t = RouteTable::default();
+        let with_epoch = |mut r: BrokerRegistration, epoch| {
+            r.broker.as_mut().unwrap().epoch = epoch;
+            r
+        };
+        t.register(with_epoch(reg("g", 0, "old:1", &[("orders", 4)]), 1), 1_000);
+        t.register(with_epoch(reg("g", 1, "s:1", &[("orders", 4)]), 1), 1_000);
+        assert_eq!(
+            t.route("orders")[0].brokers.iter().map(|b| b.endpoint.as_str()).collect::<Vec<_>>(),
+            ["old:1", "s:1"]
+        );
+        // The slave is elected in epoch 2; the old master's registration has not expired yet.
+        t.register(with_epoch(reg("g", 0, "s:1", &[("orders", 4)]), 2), 2_000);
+        let r = t.route("orders");
+        assert_eq!(r[0].brokers.iter().map(|b| b.endpoint.as_str()).collect::<Vec<_>>(), ["s:1"]);
+        // The old master comes back as a slave.
+        t.register(with_epoch(reg("g", 1, "old:1", &[("orders", 4)]), 2), 3_000);
+        let r = t.route("orders");
+        assert_eq!(
+            r[0].brokers.iter().map(|b| (b.endpoint.as_str(), b.broker_id)).collect::<Vec<_>>(),
+            [("s:1", 0), ("old:1", 1)]
+        );
     }
 }

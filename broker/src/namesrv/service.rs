@@ -42,8 +42,8 @@ impl Namesrv for NamesrvService {
         req: Request<UnregisterBrokerRequest>,
     ) -> Result<Response<UnregisterBrokerResponse>, Status> {
         let r = req.into_inner();
-        if self.table.lock().unregister(&r.broker_name, r.broker_id) {
-            tracing::info!(broker = %r.broker_name, id = r.broker_id, "broker unregistered");
+        if self.table.lock().unregister(&r.broker_name, &r.endpoint) {
+            tracing::info!(broker = %r.broker_name, endpoint = %r.endpoint, "broker unregistered");
         }
         Ok(Response::new(UnregisterBrokerResponse {}))
     }
@@ -85,7 +85,8 @@ fn render_metrics(table: &RouteTable) -> String {
 
 /// Runs a nameserver on `cfg.listen` until SIGTERM or SIGINT: prints `ready <addr>` once it
 /// serves, drops brokers not heard from for `broker_expiry_ms`, and with `metrics_listen` serves
-/// `/metrics`, `/healthz` and `/readyz`. Errors: an address cannot be bound.
+/// `/metrics`, `/healthz` and `/readyz`, and with `enable_controller` also serves the master
+/// election controller. Errors: an address cannot be bound, the controller state is unreadable.
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -104,13 +105,17 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis((expiry / 10).clamp(100, 5_000)));
         loop {
             tick.tick().await;
-            for (name, id) in table.lock().expire(now_ms(), expiry) {
-                tracing::warn!(broker = %name, id, expiry_ms = expiry, "broker expired: no registration within broker_expiry_ms");
+            for (name, endpoint) in table.lock().expire(now_ms(), expiry) {
+                tracing::warn!(broker = %name, %endpoint, expiry_ms = expiry, "broker expired: no registration within broker_expiry_ms");
             }
         }
     });
-    let server =
-        tonic::transport::Server::builder().add_service(NamesrvServer::new(service)).serve_with_incoming_shutdown(
+    let controller =
+        if cfg.enable_controller { Some(super::controller_service::ControllerService::start(&cfg)?) } else { None };
+    let server = tonic::transport::Server::builder()
+        .add_service(NamesrvServer::new(service))
+        .add_optional_service(controller)
+        .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 crate::server::shutdown_signal().await;

@@ -106,6 +106,12 @@ impl CommitLog {
         self.writer.lock().queue_offsets = table;
     }
 
+    /// Forgets the next queue offsets of `topic` (deleted: a topic created again under its name
+    /// starts at offset 0, RocketMQ `removeQueueFromTopicQueueTable`).
+    pub fn forget_topic(&self, topic: &str) {
+        self.writer.lock().queue_offsets.retain(|(t, _), _| t != topic);
+    }
+
     /// Appends `rec`, filling in its physical offset, store timestamp and (if `with_queue_offset`)
     /// its queue offset. Errors: [`StoreError::Encode`] for a record that cannot be encoded or does
     /// not fit in one segment; [`StoreError::Io`] creating a segment.
@@ -196,6 +202,29 @@ impl CommitLog {
         w.wrote += data.len() as u64;
         self.committed.store(w.wrote, Ordering::Release);
         Ok(w.wrote)
+    }
+
+    /// Cuts the log back to `offset` (a record boundary below the end): zeroes the bytes after
+    /// it in its segment (so recovery never finds them again), deletes the segments after it and
+    /// forgets the next queue offsets (a promotion rebuilds them). A slave only. Errors:
+    /// [`StoreError::OutOfSequence`] for an offset below the oldest byte kept, I/O.
+    pub(crate) fn truncate(&self, offset: u64) -> Result<(), StoreError> {
+        let mut w = self.writer.lock();
+        if offset >= w.wrote {
+            return Ok(());
+        }
+        if offset < self.min_offset() {
+            return Err(StoreError::OutOfSequence { expected: self.min_offset(), got: offset });
+        }
+        self.committed.store(offset, Ordering::Release);
+        self.files.remove_from(offset + 1)?;
+        if let Some(f) = self.files.find(offset) {
+            f.zero_from(offset - f.start())?;
+        }
+        w.wrote = offset;
+        w.queue_offsets.clear();
+        self.flushed.fetch_min(offset, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Reads what is at `offset`, which must be a record boundary below [`Self::committed`].

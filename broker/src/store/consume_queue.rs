@@ -215,6 +215,19 @@ impl ConsumeQueueTable {
         Ok(q)
     }
 
+    /// Forgets every queue of `topic` and deletes its directory (the topic was deleted).
+    /// Errors: I/O removing the directory (named).
+    pub fn remove_topic(&self, topic: &str) -> io::Result<()> {
+        self.queues.write().retain(|(t, _), _| t != topic);
+        let dir = self.root.join(topic);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io::Error::new(e.kind(), format!("deleting {}: {e}", dir.display())))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Every queue with its key.
     pub fn all(&self) -> Vec<((String, u32), Arc<ConsumeQueue>)> {
         self.queues.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect()

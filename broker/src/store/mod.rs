@@ -17,6 +17,7 @@ pub mod record;
 mod recovery;
 pub mod retention;
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -256,6 +257,68 @@ impl Store {
         let end = self.commitlog.append_raw(offset, data)?;
         self.dispatch_signal.notify();
         Ok(end)
+    }
+
+    /// Waits (at most 30 s) until every committed record is dispatched. Errors: the dispatcher
+    /// did not catch up in time.
+    fn wait_dispatched(&self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.dispatched() < self.commitlog.committed() {
+            if Instant::now() > deadline {
+                return Err(StoreError::Io(io::Error::other(format!(
+                    "the dispatcher is stuck at CommitLog offset {} (end {})",
+                    self.dispatched(),
+                    self.commitlog.committed()
+                ))));
+            }
+            self.dispatch_signal.notify();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// On a slave: cuts the CommitLog back to `offset` (a record boundary: where its log and its
+    /// new master's last agree), with the ConsumeQueue entries that point past it, and writes
+    /// the checkpoint. IndexFile entries past it stay: lookups verify each hit against the log.
+    /// Errors: called on a master (only a slave's log may be cut), [`StoreError::OutOfSequence`]
+    /// for an offset below the oldest byte kept, I/O.
+    pub fn truncate(&self, offset: u64) -> Result<(), StoreError> {
+        if !self.replica.load(Ordering::Acquire) {
+            return Err(StoreError::Io(io::Error::other("only a slave's CommitLog may be truncated")));
+        }
+        self.wait_dispatched()?;
+        let before = self.commitlog.committed();
+        self.commitlog.truncate(offset)?;
+        for (_, q) in self.cqs.all() {
+            q.truncate_from_physical(offset)?;
+        }
+        self.dispatched.store(offset.min(before), Ordering::Release);
+        self.dispatched_tx.send_replace(offset.min(before));
+        self.flush_all()?;
+        tracing::warn!(
+            from = offset,
+            cut = before.saturating_sub(offset),
+            "CommitLog truncated to the point shared with the master"
+        );
+        Ok(())
+    }
+
+    /// Deletes the ConsumeQueues of `topic` and its queue offsets (RocketMQ `deleteTopics`); its
+    /// CommitLog records stay until retention deletes their segments. Errors: I/O.
+    pub fn delete_topic(&self, topic: &str) -> Result<(), StoreError> {
+        self.commitlog.forget_topic(topic);
+        Ok(self.cqs.remove_topic(topic)?)
+    }
+
+    /// Turns a slave's store into a master's: waits until every replicated record is
+    /// dispatched, takes each queue's next offset from its ConsumeQueue (replicated bytes did not
+    /// advance them) and accepts appends again. Errors: the dispatcher did not catch up.
+    pub fn promote(&self) -> Result<(), StoreError> {
+        self.wait_dispatched()?;
+        let table: HashMap<(String, u32), u64> = self.cqs.all().into_iter().map(|(k, q)| (k, q.max_offset())).collect();
+        self.commitlog.set_queue_offsets(table);
+        self.replica.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Up to `max` committed CommitLog bytes from `from`, within one segment (see

@@ -82,6 +82,12 @@ impl TimerState {
         self.pending.is_empty()
     }
 
+    /// Forgets the scheduled messages stored at CommitLog offset `physical` or later (a slave's
+    /// log was cut back there).
+    pub fn retain_below(&mut self, physical: u64) {
+        self.pending.retain(|(_, phys), _| *phys < physical);
+    }
+
     /// Lowest CommitLog offset a scheduled message is stored at (retention keeps it).
     pub fn min_physical_offset(&self) -> Option<u64> {
         self.pending.keys().map(|k| k.1).min()

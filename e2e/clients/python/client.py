@@ -33,10 +33,17 @@ def config(a):
 
 
 def send(a):
+    """With --keep-going a failed send prints {"error", "i"} and the stream goes on; --stop-file
+    ends it early once that file exists; --interval paces it."""
+    import os
     producer = Producer(config(a), (a.topic,))
     producer.startup()
     try:
         for i in range(a.count):
+            if a.stop_file and os.path.exists(a.stop_file):
+                break
+            if a.interval:
+                time.sleep(a.interval)
             m = Message()
             m.topic = a.topic
             m.body = (f"{a.body_prefix}-{i}" + "." * a.pad).encode()
@@ -50,8 +57,15 @@ def send(a):
                 m.message_group = f"group-{i % a.message_groups}"
             if a.delay:
                 m.delivery_timestamp = int(time.time() + a.delay)
-            receipt = producer.send(m)
-            out = {"id": receipt.message_id, "tag": a.tag, "keys": [key], "body": m.body.decode()}
+            try:
+                receipt = producer.send(m)
+            except Exception as e:
+                if not a.keep_going:
+                    raise
+                emit({"error": str(e)[:300], "i": i, "t": time.time()})
+                continue
+            out = {"id": receipt.message_id, "tag": a.tag, "keys": [key], "body": m.body.decode(),
+                   "queue": str(receipt.message_queue), "t": time.time()}
             if a.delay:
                 out["due"] = m.delivery_timestamp
                 out["recall_handle"] = receipt.recall_handle
@@ -65,17 +79,22 @@ def send(a):
 
 
 def receive(a):
+    """With --until-ids FILE (one message id per line) it also stops once every one of them
+    arrived."""
     consumer = SimpleConsumer(config(a), a.group, {a.topic: filter_of(a)}, await_duration=a.poll)
     consumer.startup()
     got = 0
+    wanted = set(open(a.until_ids).read().split()) if a.until_ids else None
     deadline = time.monotonic() + a.timeout
     try:
-        while got < a.count and time.monotonic() < deadline:
+        while got < a.count and time.monotonic() < deadline and wanted != set():
             for m in consumer.receive(min(32, a.count - got), a.invisible) or []:
                 emit(described(m))
                 if a.ack:
                     consumer.ack(m)
                 got += 1
+                if wanted is not None:
+                    wanted.discard(m.message_id)
     finally:
         consumer.shutdown()
 
@@ -188,6 +207,9 @@ def main():
     s.add_argument("--message-groups", type=int, default=0, help="FIFO: spread over this many message groups")
     s.add_argument("--delay", type=float, default=0, help="DELAY: due this many seconds after sending")
     s.add_argument("--recall-first", type=int, default=0, help="DELAY: recall the first N messages right after sending")
+    s.add_argument("--keep-going", action="store_true", help="print failed sends and go on")
+    s.add_argument("--stop-file", default="", help="stop sending once this file exists")
+    s.add_argument("--interval", type=float, default=0, help="pause before each send, s")
     r = sub.choices["receive"]
     r.add_argument("--group", required=True)
     r.add_argument("--filter", default="*")
@@ -196,6 +218,7 @@ def main():
     r.add_argument("--timeout", type=float, default=30, help="give up after, s")
     r.add_argument("--no-ack", dest="ack", action="store_false")
     r.add_argument("--sql", action="store_true", help="--filter is a SQL92 expression")
+    r.add_argument("--until-ids", default="", help="stop once every message id in this file arrived")
     u = sub.choices["push"]
     u.add_argument("--group", required=True)
     u.add_argument("--filter", default="*")

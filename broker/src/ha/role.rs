@@ -1,0 +1,168 @@
+//! A broker's role (master, or slave of which master, in which epoch) and, with a controller,
+//! the loop that keeps it (RocketMQ 5 `ReplicasManager`): it heartbeats the controller every
+//! `controller_heartbeat_interval_ms`, becomes master or slave as the controller's view says,
+//! and, as master, proposes in-sync set changes to the controller before relying on them.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::broker::Broker;
+use crate::proto::namesrv::controller_client::ControllerClient;
+use crate::proto::namesrv::{AlterSyncStateSetRequest, ControllerHeartbeat, GroupView};
+
+/// What a broker is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleKind {
+    /// Accepts writes; slaves replicate from it.
+    Master,
+    /// Read-only; replicates from `master` (its endpoint) when known.
+    Slave {
+        /// The master's endpoint; `None` until the controller (or the nameservers) say.
+        master: Option<String>,
+    },
+}
+
+/// A broker's role and the controller epoch it holds it in (0 without a controller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// Master or slave.
+    pub kind: RoleKind,
+    /// Controller epoch.
+    pub epoch: u64,
+}
+
+impl Role {
+    /// True for a master.
+    pub fn is_master(&self) -> bool {
+        self.kind == RoleKind::Master
+    }
+
+    /// A slave's master endpoint, when known.
+    pub fn master(&self) -> Option<&str> {
+        match &self.kind {
+            RoleKind::Slave { master } => master.as_deref(),
+            RoleKind::Master => None,
+        }
+    }
+}
+
+/// How often the loop looks at the in-sync set (heartbeats go at their own interval).
+const SYNC_SET_CHECK: Duration = Duration::from_millis(200);
+/// Longest one controller call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `broker`'s controller loop until `stopping` turns true. Errors are logged once per
+/// outage; while the controller cannot be reached the broker keeps its role (a master goes on
+/// serving: a controller outage must not stop writes, and no one else can be elected meanwhile).
+pub fn spawn(broker: Arc<Broker>, controller_addr: String, mut stopping: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let channel = match Channel::from_shared(format!("http://{controller_addr}")) {
+            Ok(c) => c.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect_lazy(),
+            Err(e) => {
+                tracing::error!(controller = %controller_addr, error = %e, "invalid controller_addr; the broker stays read-only");
+                return;
+            }
+        };
+        let mut client = ControllerClient::new(channel);
+        let interval = Duration::from_millis(broker.config().controller_heartbeat_interval_ms);
+        let mut last_heartbeat: Option<tokio::time::Instant> = None;
+        let mut failing = false;
+        loop {
+            if last_heartbeat.is_none_or(|t| t.elapsed() >= interval) {
+                last_heartbeat = Some(tokio::time::Instant::now());
+                match heartbeat(&broker, &mut client).await {
+                    Ok(view) => {
+                        if failing {
+                            tracing::info!(controller = %controller_addr, "controller reachable again");
+                            failing = false;
+                        }
+                        apply(&broker, view).await;
+                    }
+                    Err(e) if !failing => {
+                        tracing::warn!(controller = %controller_addr, error = %e, "controller heartbeat failed; keeping the current role");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+            if broker.role().is_master() {
+                if let Err(e) = maintain_sync_set(&broker, &mut client).await {
+                    tracing::warn!(error = %e, "in-sync set change refused; asking the controller again");
+                    last_heartbeat = None;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SYNC_SET_CHECK) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}
+
+async fn heartbeat(broker: &Broker, client: &mut ControllerClient<Channel>) -> Result<GroupView, tonic::Status> {
+    let cfg = broker.config();
+    let hb = ControllerHeartbeat {
+        broker_name: cfg.broker_name.clone(),
+        endpoint: cfg.advertised(),
+        epoch: broker.role().epoch,
+        max_offset: broker.store().commitlog_end(),
+        preferred_master: cfg.broker_id == 0,
+    };
+    Ok(client.heartbeat(hb).await?.into_inner())
+}
+
+/// Takes the role the controller's view gives this broker.
+async fn apply(broker: &Arc<Broker>, view: GroupView) {
+    let me = broker.config().advertised();
+    let role = broker.role();
+    if view.master.is_empty() || view.epoch < role.epoch {
+        return;
+    }
+    if view.master == me {
+        if !role.is_master() || role.epoch < view.epoch {
+            let (b, epoch) = (broker.clone(), view.epoch);
+            match tokio::task::spawn_blocking(move || b.promote(epoch, true)).await {
+                Ok(Ok(())) => tracing::warn!(epoch, "this broker is now the master"),
+                Ok(Err(e)) => tracing::error!(epoch, error = %e, "cannot become master; staying read-only"),
+                Err(e) => tracing::error!(error = %e, "promotion task failed"),
+            }
+        }
+        if broker.role().is_master() && broker.role().epoch == view.epoch {
+            broker.replicas().set_confirmed(view.sync_state_set.into_iter().filter(|e| *e != me).collect());
+        }
+    } else if role.is_master() || role.epoch < view.epoch || role.master() != Some(view.master.as_str()) {
+        tracing::warn!(master = %view.master, epoch = view.epoch, was_master = role.is_master(), "replicating from the elected master");
+        broker.demote(view.master, view.epoch);
+    }
+}
+
+/// As master: if the slaves in sync now differ from the set the controller confirmed, proposes
+/// the new set and, once accepted, waits on it. Errors: the controller refused (this broker was
+/// fenced) or could not be reached (the confirmed set stays: sends keep waiting on it).
+async fn maintain_sync_set(broker: &Broker, client: &mut ControllerClient<Channel>) -> Result<(), tonic::Status> {
+    let replicas = broker.replicas();
+    let live = replicas.in_sync(broker.store().commitlog_end());
+    if replicas.confirmed().as_ref() == Some(&live) {
+        return Ok(());
+    }
+    let me = broker.config().advertised();
+    let role = broker.role();
+    let mut set: BTreeSet<String> = live;
+    set.insert(me.clone());
+    let req = AlterSyncStateSetRequest {
+        broker_name: broker.config().broker_name.clone(),
+        master: me.clone(),
+        epoch: role.epoch,
+        sync_state_set: set.iter().cloned().collect(),
+    };
+    let view = client.alter_sync_state_set(req).await?.into_inner();
+    if broker.role() == role {
+        tracing::info!(in_sync = ?view.sync_state_set, epoch = view.epoch, "in-sync set changed");
+        replicas.set_confirmed(view.sync_state_set.into_iter().filter(|e| *e != me).collect());
+    }
+    Ok(())
+}

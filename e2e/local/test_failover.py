@@ -1,0 +1,184 @@
+"""Failover: two nameservers (the first runs the controller) and two broker groups, each a master
+and a slave, as separate processes on 127.0.0.1, with the official Python client sending a steady
+stream through all of them. A master is killed with SIGKILL mid-stream: its slave must be master
+within 10 s, sends must resume on it, and the old master, restarted, must rejoin as a slave
+(truncating any tail the new master never had) and catch up. With SYNC replication no
+acknowledged message may be lost; with ASYNC the loss window is measured and reported in
+target/e2e-reports/."""
+import json
+import pathlib
+import re
+import subprocess
+import threading
+import time
+
+from conftest import BIN, ROOT, cli, queue_offsets, run_client, start_client, wait_for
+
+REPORTS = ROOT / "target" / "e2e-reports"
+
+
+def status(ns):
+    out = subprocess.run([str(BIN), "cluster", "status", "--json", "--namesrv", ",".join(n.endpoint for n in ns)],
+                         capture_output=True, text=True, timeout=30)
+    return json.loads(out.stdout) if out.returncode == 0 else {"brokers": [], "controller": []}
+
+
+def view(ns, group):
+    """The controller's view of `group`: epoch, master, sync_state_set."""
+    return next((g for g in status(ns)["controller"] if g["broker_name"] == group), None)
+
+
+def in_sync(ns, group, *brokers):
+    """True once the controller has brokers[0] as master of `group` with exactly `brokers` in
+    sync, and the nameservers route to it as the group's master."""
+    st = status(ns)
+    v = next((g for g in st["controller"] if g["broker_name"] == group), None)
+    routed = any(b["endpoint"] == brokers[0].endpoint and b["registered_role"] == "master" for b in st["brokers"])
+    return routed and v is not None and v["master"] == brokers[0].endpoint and sorted(v["sync_state_set"]) == sorted(
+        b.endpoint for b in brokers)
+
+
+def failover_cluster(broker_factory, replication):
+    controller = broker_factory("namesrv", enable_controller=True)
+    ns = [controller, broker_factory("namesrv")]
+    common = dict(namesrv_addrs=[n.endpoint for n in ns], controller_addr=controller.endpoint,
+                  replication=replication, min_in_sync_replicas=1, ha_sync_timeout_ms=3000,
+                  heartbeat_interval_ms=1000)
+    groups = {}
+    for name in ("g-a", "g-b"):
+        master = broker_factory("broker", broker_name=name, broker_id=0, **common)
+        slave = broker_factory("broker", broker_name=name, broker_id=1, **common)
+        groups[name] = (master, slave)
+    for name, (master, slave) in groups.items():
+        wait_for(lambda: in_sync(ns, name, master, slave), 60, f"{name}: master elected and its slave in sync")
+    cli(ns[0], "topic", "create", "fo", "--queues", "4", "--namesrv", ",".join(n.endpoint for n in ns))
+    for _, slave in groups.values():
+        wait_for(lambda: queue_offsets(slave, "fo") is not None, 30, "the slaves to copy the topic")
+    return ns, groups
+
+
+class Stream:
+    """A Python producer sending one message every 5 ms until stopped, printing every
+    acknowledged send (with its queue, `<group>.<topic>.<queue id>`, and time) and every failure.
+    It is connected to `broker`'s endpoint and learns the rest from routes."""
+
+    def __init__(self, broker, topic, stop_file):
+        self.stop_file = pathlib.Path(stop_file)
+        self.proc = start_client("python", "send", broker, topic=topic, count=10_000_000,
+                                 keep_going=True, stop_file=self.stop_file, interval=0.005)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.lines.append(json.loads(line))
+
+    def oks(self, group=None, after=0.0):
+        return [m for m in list(self.lines)
+                if "id" in m and (group is None or m["queue"].startswith(group + ".")) and m["t"] > after]
+
+    def errors(self):
+        return [m for m in list(self.lines) if "error" in m]
+
+    def stop(self):
+        self.stop_file.write_text("stop")
+        self.proc.wait(timeout=120)
+        self.reader.join(timeout=30)
+        assert self.proc.returncode == 0, self.proc.stderr.read()[-3000:]
+
+
+def received_ids(masters, group):
+    """Ids of every message stored in topic `fo`, received by a new consumer group through the
+    last master's endpoint: as many as the masters' ConsumeQueues hold."""
+    stored = sum(sum(queue_offsets(m, "fo")) for m in masters)
+    got = run_client("python", "receive", masters[-1], topic="fo", group=group, count=stored, timeout=180, poll=1)
+    phase(f"received {len(got)} of the {stored} messages stored")
+    assert len(got) == stored
+    return {m["id"] for m in got}
+
+
+START = time.monotonic()
+
+
+def phase(what):
+    """Prints a timestamped step (pytest shows them when a test fails)."""
+    print(f"{time.monotonic() - START:7.1f}s {what}", flush=True)
+
+
+def kill_master_mid_stream(ns, groups, tmp_path):
+    """Kills g-a's master mid-stream and follows the failover; returns (stream, timings)."""
+    (old, new), (mb, sb) = groups["g-a"], groups["g-b"]
+    # Clients connect to g-b's master, which stays up (one endpoint: the Python client's
+    # `a;b` endpoint lists get RST_STREAM from this server, see the closing note of issue 5).
+    stream = Stream(mb, "fo", tmp_path / "stop")
+    wait_for(lambda: len(stream.oks("g-a")) >= 150, 90, "150 acknowledged sends to g-a")
+    phase("killing g-a's master")
+    old.kill9()
+    killed = time.time()
+    wait_for(lambda: (v := view(ns, "g-a")) and v["master"] == new.endpoint and v["epoch"] == 2, 30,
+             "g-a's slave to be elected master")
+    phase("g-a's slave elected")
+    elected = time.time()
+    # Sends resume on the new master (the client learns the new route on its next refresh, <= 30 s).
+    wait_for(lambda: stream.oks("g-a", after=elected), 60, "acknowledged sends on the new master")
+    phase("sends resumed on the new master")
+    resumed = time.time()
+    # The old master returns: it becomes a slave of the new one, truncates, and catches up.
+    phase("restarting the old master")
+    old.start()
+    wait_for(lambda: in_sync(ns, "g-a", new, old), 60, "the old master to rejoin g-a's in-sync set")
+    wait_for(lambda: len(stream.oks("g-a", after=time.time() - 1)) > 0, 30, "sends with both replicas in sync")
+    phase("old master in sync; stopping the stream")
+    stream.stop()
+    wait_for(lambda: queue_offsets(old, "fo") == queue_offsets(new, "fo"), 30, "the old master to catch up")
+    phase("old master caught up")
+    role = {b["endpoint"]: b for b in status(ns)["brokers"]}[old.endpoint]
+    assert (role["role"], role["epoch"], role["master"]) == ("slave", 2, new.endpoint), role
+    return stream, {"killed": killed, "elected_s": elected - killed, "resumed_s": resumed - killed}
+
+
+def truncated_bytes(broker):
+    """Bytes the broker cut from its CommitLog when it rejoined (from its log)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", broker.log.read_text())  # the log is coloured
+    return sum(int(n) for n in re.findall(r"CommitLog truncated.*?cut=(\d+)", text))
+
+
+def test_sync_failover_loses_no_acknowledged_message(broker_factory, tmp_path):
+    ns, groups = failover_cluster(broker_factory, "sync")
+    stream, t = kill_master_mid_stream(ns, groups, tmp_path)
+    assert t["elected_s"] <= 10, f"election took {t['elected_s']:.1f} s"
+    ok = stream.oks()
+    masters = [groups["g-a"][1], groups["g-b"][0]]
+    missing = {m["id"] for m in ok} - received_ids(masters, "check-sync")
+    assert not missing, f"{len(missing)} of {len(ok)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    (REPORTS / "failover-sync.json").write_text(json.dumps({
+        "acknowledged": len(ok), "lost": 0, "failed_sends": len(stream.errors()),
+        "elected_after_s": round(t["elected_s"], 2), "sends_resumed_after_s": round(t["resumed_s"], 2),
+        "old_master_truncated_bytes": truncated_bytes(groups["g-a"][0])}, indent=1))
+
+
+def test_async_failover_loses_at_most_a_short_measured_tail(broker_factory, tmp_path):
+    ns, groups = failover_cluster(broker_factory, "async")
+    stream, t = kill_master_mid_stream(ns, groups, tmp_path)
+    assert t["elected_s"] <= 10, f"election took {t['elected_s']:.1f} s"
+    ok = stream.oks()
+    got = received_ids([groups["g-a"][1], groups["g-b"][0]], "check-async")
+    lost = [m for m in ok if m["id"] not in got]
+    # ASYNC may lose what the slave had not copied when the master died, and nothing else: only
+    # messages acknowledged by g-a's old master just before the kill.
+    assert all(m["queue"].startswith("g-a.") and m["t"] <= t["killed"] + 0.5 for m in lost), lost[:5]
+    window = t["killed"] - min((m["t"] for m in lost), default=t["killed"])
+    cut = truncated_bytes(groups["g-a"][0])
+    assert not lost or cut > 0, "the old master held the lost messages, so it must have cut them on rejoining"
+    assert window <= 5.0, f"lost the last {window:.2f} s of acknowledged sends"
+    report = {"acknowledged": len(ok), "lost": len(lost), "loss_window_ms": round(window * 1000),
+              "failed_sends": len(stream.errors()), "elected_after_s": round(t["elected_s"], 2),
+              "sends_resumed_after_s": round(t["resumed_s"], 2),
+              "old_master_truncated_bytes": cut}
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    (REPORTS / "failover-async.json").write_text(json.dumps(report, indent=1))
+    print("ASYNC failover:", report)
+
