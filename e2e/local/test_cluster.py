@@ -56,6 +56,15 @@ def test_messages_sent_through_one_broker_spread_over_both_groups_and_all_arrive
         assert g["fifo"] and g["max_delivery_attempts"] == 5
 
 
+def test_any_broker_reports_the_whole_cluster(cluster):
+    ns, (a, b) = cluster
+    out = subprocess.run([str(BIN), "cluster", "status", "--json", "--server", b.endpoint], capture_output=True,
+                         text=True, timeout=30, check=True)
+    brokers = {x["endpoint"]: x for x in json.loads(out.stdout)["brokers"]}
+    assert set(brokers) == {a.endpoint, b.endpoint}
+    assert all(x["role"] == "master" and x["error"] is None and x["max_offset"] is not None for x in brokers.values())
+
+
 def test_a_topic_on_one_group_is_routed_only_there(cluster):
     ns, (a, b) = cluster
     create_topic(ns, "only-a", "--groups", "broker-a")
@@ -125,3 +134,19 @@ def test_probes_and_metrics_of_every_process(broker_factory):
     assert http_get(b_port, "/healthz")[0] == 200
     status, body = http_get(b_port, "/readyz")
     assert status == 503 and "not registered with any nameserver" in body, body
+
+
+def test_queue_counts_per_group_and_a_topic_deleted_from_every_group(cluster):
+    ns, (a, b) = cluster
+    create_topic(ns, "sized", "--groups", "broker-a:2,broker-b:6")
+    wait_for(lambda: serving(ns[0], "sized") == ["broker-a", "broker-b"], 30, "both groups to serve the topic")
+    assert (len(queue_offsets(a, "sized")), len(queue_offsets(b, "sized"))) == (2, 6)
+    run_client("python", "send", a, topic="sized", count=40)
+    assert all(sum(queue_offsets(x, "sized")) > 0 for x in (a, b))
+
+    cli(ns[0], "topic", "delete", "sized", "--namesrv", ",".join(n.endpoint for n in ns))
+    wait_for(lambda: serving(ns[0], "sized") == [], 30, "the routes to drop the topic")
+    assert queue_offsets(a, "sized") is None and queue_offsets(b, "sized") is None
+    failed = subprocess.run([str(BIN), "topic", "delete", "sized", "--server", a.endpoint], capture_output=True,
+                            text=True, timeout=30)
+    assert failed.returncode != 0 and "does not exist" in failed.stderr, failed.stderr

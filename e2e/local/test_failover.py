@@ -147,6 +147,14 @@ def truncated_bytes(broker):
 
 def test_sync_failover_loses_no_acknowledged_message(broker_factory, tmp_path):
     ns, groups = failover_cluster(broker_factory, "sync")
+    # The controller's state survives its own kill -9: same epoch and master, no new election.
+    before = view(ns, "g-a")
+    ns[0].kill9()
+    ns[0].start()
+    wait_for(lambda: (v := view(ns, "g-a")) and len(v["members"]) == 2, 30, "brokers to heartbeat the controller again")
+    after = view(ns, "g-a")
+    assert (after["epoch"], after["master"], after["sync_state_set"]) == (
+        before["epoch"], before["master"], before["sync_state_set"]), (before, after)
     stream, t = kill_master_mid_stream(ns, groups, tmp_path)
     assert t["elected_s"] <= 10, f"election took {t['elected_s']:.1f} s"
     ok = stream.oks()

@@ -89,3 +89,16 @@ def test_a_slave_is_ready_only_while_it_replicates(broker_factory):
     wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30, "the slave to be ready once it replicates")
     master.kill9()
     wait_for(lambda: http_get(port, "/readyz")[0] == 503, 30, "the slave to be unready without its master")
+
+
+def test_topic_and_group_changes_reach_the_slave_and_a_slave_refuses_them(broker_factory):
+    master, slave = pair(broker_factory, "async")
+    cli(master, "group", "create", "gone-soon")
+    wait_for(lambda: "gone-soon" in cli(slave, "group", "list"), 10, "the slave to copy the group")
+    refused = subprocess.run([str(BIN), "topic", "create", "on-slave", "--server", slave.endpoint],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "this broker is a slave" in refused.stderr, refused.stderr
+    cli(master, "topic", "delete", "rep")
+    cli(master, "group", "delete", "gone-soon")
+    wait_for(lambda: queue_offsets(slave, "rep") is None, 10, "the slave to delete the topic")
+    wait_for(lambda: "gone-soon" not in cli(slave, "group", "list"), 10, "the slave to delete the group")

@@ -7,9 +7,9 @@ use ferrocket_broker::config::{Config, Overrides};
 use ferrocket_broker::namesrv::registration::Nameservers;
 use ferrocket_broker::proto::admin::admin_client::AdminClient;
 use ferrocket_broker::proto::admin::{
-    CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest, DescribeGroupRequest, DescribeTopicRequest,
-    ExponentialBackoff, GroupConfig, ListGroupsRequest, ListTopicsRequest, ListTransactionsRequest,
-    QueryMessageRequest, TopicConfig, UpsertGroupRequest,
+    ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest,
+    DescribeGroupRequest, DescribeTopicRequest, ExponentialBackoff, GroupConfig, ListGroupsRequest, ListTopicsRequest,
+    ListTransactionsRequest, QueryMessageRequest, TopicConfig, UpsertGroupRequest,
 };
 use ferrocket_broker::proto::v2::{MessageType, Permission};
 
@@ -49,6 +49,9 @@ enum Cmd {
         /// Nameserver addresses, comma-separated `host:port`.
         #[arg(long, global = true, default_value = "127.0.0.1:9876")]
         namesrv: String,
+        /// Ask this broker instead (its Admin ClusterStatus, through its own nameservers).
+        #[arg(long, global = true)]
+        server: Option<String>,
     },
     /// Create, list and describe topics through the Admin service.
     Topic {
@@ -134,9 +137,28 @@ struct ClusterTarget {
     /// nameservers (comma-separated `host:port`), instead of to --server.
     #[arg(long, global = true)]
     namesrv: Option<String>,
-    /// With --namesrv: only these broker groups (comma-separated); default all of them.
+    /// With --namesrv: only these broker groups (comma-separated); default all of them. For
+    /// `topic create`, `group:queues` gives that group its own queue count.
     #[arg(long, global = true, value_delimiter = ',')]
     groups: Vec<String>,
+}
+
+impl ClusterTarget {
+    /// The named broker groups, each with its queue count if one was given (`group:queues`).
+    /// Errors: a queue count that is not a number.
+    fn targets(&self) -> anyhow::Result<Vec<(String, Option<u32>)>> {
+        self.groups
+            .iter()
+            .map(|g| match g.split_once(':') {
+                Some((name, q)) => {
+                    let q =
+                        q.parse().map_err(|_| anyhow::anyhow!("--groups {g}: queue count {q:?} is not a number"))?;
+                    Ok((name.to_string(), Some(q)))
+                }
+                None => Ok((g.clone(), None)),
+            })
+            .collect()
+    }
 }
 
 #[derive(Subcommand, Clone)]
@@ -256,12 +278,31 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let base = Config { listen: "127.0.0.1:9876".parse()?, ..Config::default() };
             ferrocket_broker::namesrv::service::run(load(a, base)?).await
         }
-        Cmd::Cluster { cmd: ClusterCmd::Status { json }, namesrv } => cluster_status(&namesrv, json).await,
-        Cmd::Topic { cmd, server, cluster } => match cluster.namesrv {
+        Cmd::Cluster { cmd: ClusterCmd::Status { json }, namesrv, server } => {
+            let status = match server {
+                Some(server) => admin(&server)
+                    .await?
+                    .cluster_status(ClusterStatusRequest {})
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .into_inner(),
+                None => ferrocket_broker::grpc::cluster::cluster_status(&Nameservers::from_list(&namesrv)).await?,
+            };
+            print_cluster_status(&status, json)
+        }
+        Cmd::Topic { cmd, server, cluster } => match cluster.namesrv.clone() {
             Some(ns) if matches!(cmd, TopicCmd::Create { .. } | TopicCmd::Delete { .. }) => {
-                for (group, endpoint) in masters(&ns, &cluster.groups).await? {
+                let targets = cluster.targets()?;
+                let names: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
+                for (group, endpoint) in masters(&ns, &names).await? {
+                    let mut cmd = cmd.clone();
+                    if let (TopicCmd::Create { queues, .. }, Some((_, Some(q)))) =
+                        (&mut cmd, targets.iter().find(|(n, _)| *n == group))
+                    {
+                        *queues = *q;
+                    }
                     print!("{group}: ");
-                    topic(cmd.clone(), &endpoint).await?;
+                    topic(cmd, &endpoint).await?;
                 }
                 Ok(())
             }
@@ -535,7 +576,9 @@ async fn message(cmd: MessageCmd, server: &str) -> anyhow::Result<()> {
 
 #[derive(Subcommand)]
 enum ClusterCmd {
-    /// Every registered broker: group, id, role, endpoint, topics, seconds since it registered.
+    /// Every registered broker with the state it reports (role, epoch, CommitLog offsets, its
+    /// slaves' lag) and, if a nameserver runs the controller, each group's epoch, master and
+    /// in-sync set.
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -543,8 +586,7 @@ enum ClusterCmd {
     },
 }
 
-async fn cluster_status(namesrv: &str, json: bool) -> anyhow::Result<()> {
-    let status = ferrocket_broker::grpc::cluster::cluster_status(&Nameservers::from_list(namesrv)).await?;
+fn print_cluster_status(status: &ClusterStatusResponse, json: bool) -> anyhow::Result<()> {
     let now = ferrocket_broker::store::now_ms();
     if json {
         let brokers: Vec<serde_json::Value> = status
