@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::namesrv::EpochEntry;
-use crate::store::checkpoint::write_atomic;
+use crate::store::checkpoint::{load_json, write_atomic};
 
 /// One epoch: from `start` (a CommitLog offset, bytes) on, the log was written by the master
 /// elected in `epoch`.
@@ -33,14 +33,7 @@ impl EpochHistory {
     /// Loads the history at `path` (empty if absent). Errors: unreadable or malformed file,
     /// naming it.
     pub fn load(path: &Path) -> io::Result<EpochHistory> {
-        let entries = match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("epoch history {}: {e}", path.display()))
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("epoch history {}: {e}", path.display()))),
-        };
-        Ok(EpochHistory { path: path.to_path_buf(), entries })
+        Ok(EpochHistory { path: path.to_path_buf(), entries: load_json(path)?.unwrap_or_default() })
     }
 
     /// Every entry, oldest first.

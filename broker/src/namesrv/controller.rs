@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::namesrv::{ControllerGroup, ControllerHeartbeat, ControllerMember, GroupView};
-use crate::store::checkpoint::write_atomic;
+use crate::store::checkpoint::{load_json, write_atomic};
 
 /// The durable part of one broker group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,16 +84,9 @@ impl Controller {
     /// cannot be read or parsed (the message names it; a controller never starts from a blank
     /// state over a damaged one, which could elect a second master).
     pub fn open(path: &Path, timeout: Duration) -> io::Result<Controller> {
-        let groups = match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("controller state {}: {e}", path.display()))
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("controller state {}: {e}", path.display()))),
-        };
         Ok(Controller {
             path: path.to_path_buf(),
-            groups,
+            groups: load_json(path)?.unwrap_or_default(),
             members: BTreeMap::new(),
             first_seen: BTreeMap::new(),
             started: Instant::now(),

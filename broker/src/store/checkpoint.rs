@@ -18,12 +18,17 @@ pub struct Checkpoint {
 /// Reads the checkpoint at `path`; `None` if it does not exist.
 /// Errors: I/O, or malformed contents (the message names the file).
 pub fn load(path: &Path) -> io::Result<Option<Checkpoint>> {
+    load_json(path)
+}
+
+/// Reads the JSON file at `path` (one written by [`write_atomic`]); `None` if it does not exist.
+/// Errors: I/O or malformed contents, the message naming the file.
+pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    let named = |kind, e: &dyn std::fmt::Display| io::Error::new(kind, format!("{}: {e}", path.display()));
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| named(io::ErrorKind::InvalidData, &e)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        Err(e) => Err(named(e.kind(), &e)),
     }
 }
 
