@@ -1,0 +1,7 @@
+//! The Ferrocket operator: its custom resources ([`crd`]), the CRD files generated from them
+//! ([`crdgen`]), and the Kubernetes objects a BrokerSet runs as ([`render`]).
+#![warn(missing_docs)]
+
+pub mod crd;
+pub mod crdgen;
+pub mod render;

@@ -1,0 +1,51 @@
+//! The CRDs: the checked-in files are what `crdgen` writes, and the schema's rules (bounds,
+//! enums, patterns, CEL) accept the examples and refuse what the API server would refuse.
+
+use ferrocket_operator::crd::{Backoff, BrokerSetSpec, StorageSpec, TopicSpec};
+use serde_json::json;
+
+#[test]
+fn checked_in_crds_are_what_crdgen_writes() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    let files = ferrocket_operator::crdgen::files().unwrap();
+    assert_eq!(files.len(), 3);
+    for (name, yaml) in files {
+        let checked_in = std::fs::read_to_string(dir.join(&name))
+            .unwrap_or_else(|e| panic!("crds/{name}: {e}; run `cargo run --bin crdgen`"));
+        assert!(checked_in == yaml, "crds/{name} is stale; run `cargo run --bin crdgen`");
+    }
+}
+
+fn brokerset(extra: serde_json::Value) -> serde_json::Value {
+    let mut v = json!({"brokerGroups": 2, "slavesPerGroup": 1, "image": "ferrocket:1", "storage": {"size": "10Gi"}});
+    v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    v
+}
+
+#[test]
+fn cel_rules_refuse_owned_keys_impossible_quorums_and_changes_to_immutable_fields() {
+    assert!(BrokerSetSpec::validate_cel(&brokerset(json!({})), None).is_ok());
+    let owned = brokerset(json!({"config": {"broker_name": "x"}}));
+    let err = BrokerSetSpec::validate_cel(&owned, None).unwrap_err();
+    assert!(format!("{err:?}").contains("keys the operator owns"), "{err:?}");
+    let quorum = brokerset(json!({"minInSyncReplicas": 3}));
+    assert!(BrokerSetSpec::validate_cel(&quorum, None).is_err(), "3 replicas cannot be in sync in a group of 2");
+
+    let old = json!({"size": "10Gi", "storageClassName": "fast"});
+    assert!(StorageSpec::validate_cel(&json!({"size": "20Gi", "storageClassName": "fast"}), Some(&old)).is_ok());
+    assert!(StorageSpec::validate_cel(&json!({"size": "10Gi", "storageClassName": "slow"}), Some(&old)).is_err());
+    assert!(StorageSpec::validate_cel(&json!({"size": "10Gi"}), Some(&old)).is_err());
+
+    let topic = json!({"brokerSet": "demo", "topicName": "orders"});
+    assert!(TopicSpec::validate_cel(&topic, None).is_ok());
+    assert!(TopicSpec::validate_cel(&json!({"brokerSet": "demo", "topicName": "other"}), Some(&topic)).is_err());
+    assert!(TopicSpec::validate_cel(&json!({"brokerSet": "other", "topicName": "orders"}), Some(&topic)).is_err());
+
+    assert!(Backoff::validate_cel(&json!({"customizedMs": [1000]}), None).is_ok());
+    assert!(Backoff::validate_cel(&json!({}), None).is_err());
+    assert!(Backoff::validate_cel(
+        &json!({"customizedMs": [1], "exponential": {"initialMs": 1, "maxMs": 2, "multiplier": 2.0}}),
+        None
+    )
+    .is_err());
+}
