@@ -4,4 +4,5 @@
 
 pub mod crd;
 pub mod crdgen;
+pub mod reconcile;
 pub mod render;

@@ -1,0 +1,177 @@
+//! Reconciling a BrokerSet: render it, refuse what must not happen (an invalid spec, removing
+//! broker groups without the annotation that allows it), server-side apply every object with one
+//! field manager (so a spec change reaches the cluster and drift is reverted), and report
+//! readiness in the status. Nothing here sleeps: waiting is a requeue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::conditions::{condition, merge, DEGRADED, READY, RECONCILING};
+use super::{Context, Error, ALLOW_SCALE_DOWN};
+use crate::crd::{BrokerSet, BrokerSetStatus, GroupStatus};
+use crate::render::{self, group_name, selector, Manifests, FIELD_MANAGER};
+
+/// Requeue while pods are coming up.
+const SOON: Duration = Duration::from_secs(15);
+/// Requeue once everything is ready (drift the watches miss).
+const LATER: Duration = Duration::from_secs(300);
+
+/// One reconcile of `bs`. Errors: API calls that failed (the controller retries with backoff).
+pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if super::skipped(bs.as_ref()) {
+        return Ok(Action::await_change());
+    }
+    let ns = bs.namespace().ok_or(Error::Render(render::RenderError::Missing("metadata.namespace")))?;
+    let name = bs.name_any();
+    let generation = bs.metadata.generation;
+    let manifests = match render::render(&bs) {
+        Ok(m) => m,
+        Err(e) => {
+            ctx.warn(bs.as_ref(), "InvalidSpec", &e.to_string()).await;
+            let conditions = vec![
+                condition(READY, false, "InvalidSpec", e.to_string(), generation),
+                condition(DEGRADED, true, "InvalidSpec", e.to_string(), generation),
+                condition(RECONCILING, false, "InvalidSpec", "fix the spec", generation),
+            ];
+            patch_status(&ctx, &bs, conditions, Vec::new()).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    // Removing a broker group deletes the only copy of the messages and queues it holds.
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let brokers = selector(&name, "broker", None);
+    let selector_text = brokers.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let existing = sts_api.list(&ListParams::default().labels(&selector_text)).await?;
+    let wanted: Vec<String> = (0..bs.spec.broker_groups).map(|g| group_name(&name, g)).collect();
+    let extra: Vec<String> = existing.items.iter().map(|s| s.name_any()).filter(|n| !wanted.contains(n)).collect();
+    let allowed = bs.annotations().get(ALLOW_SCALE_DOWN).is_some_and(|v| v == "true");
+    if !extra.is_empty() && !allowed {
+        let msg = format!(
+            "refusing to remove broker groups {extra:?}: they may hold queues and unconsumed messages; annotate the BrokerSet with {ALLOW_SCALE_DOWN}=\"true\" to allow it"
+        );
+        ctx.warn(bs.as_ref(), "ScaleDownRefused", &msg).await;
+        let conditions = vec![
+            condition(DEGRADED, true, "ScaleDownRefused", msg.clone(), generation),
+            condition(RECONCILING, false, "ScaleDownRefused", msg, generation),
+        ];
+        patch_status(&ctx, &bs, conditions, groups(&name, &existing.items)).await?;
+        return Ok(Action::await_change());
+    }
+
+    apply_all(&ctx, &ns, &manifests).await?;
+    for gone in &extra {
+        // Allowed by the annotation; the claims follow storage.deleteClaim (retention policy).
+        sts_api.delete(gone, &Default::default()).await?;
+    }
+
+    let current = sts_api.list(&ListParams::default().labels(&selector_text)).await?;
+    let status = groups(&name, &current.items);
+    let ready = status.len() as i32 == bs.spec.broker_groups
+        && status.iter().all(|g| g.ready_replicas == 1 + bs.spec.slaves_per_group);
+    let not_ready: Vec<&str> =
+        status.iter().filter(|g| g.ready_replicas < 1 + bs.spec.slaves_per_group).map(|g| g.name.as_str()).collect();
+    let conditions = if ready {
+        vec![
+            condition(READY, true, "AllGroupsReady", "every broker group has all its pods ready", generation),
+            condition(RECONCILING, false, "Applied", "the spec is applied", generation),
+            condition(DEGRADED, false, "AsExpected", "", generation),
+        ]
+    } else {
+        let msg = format!("waiting for the pods of {not_ready:?} to be ready");
+        vec![
+            condition(READY, false, "PodsNotReady", msg.clone(), generation),
+            condition(RECONCILING, true, "PodsNotReady", msg, generation),
+            condition(DEGRADED, false, "AsExpected", "", generation),
+        ]
+    };
+    patch_status(&ctx, &bs, conditions, status).await?;
+    Ok(Action::requeue(if ready { LATER } else { SOON }))
+}
+
+/// Server-side applies every object (forced: the operator owns these fields; another manager's
+/// change to them is drift and is reverted).
+async fn apply_all(ctx: &Context, ns: &str, m: &Manifests) -> Result<(), Error> {
+    apply::<ConfigMap>(ctx, ns, &m.config_maps).await?;
+    apply::<Service>(ctx, ns, &m.services).await?;
+    apply::<PodDisruptionBudget>(ctx, ns, &m.pod_disruption_budgets).await?;
+    apply::<Deployment>(ctx, ns, &m.deployments).await?;
+    apply::<StatefulSet>(ctx, ns, &m.stateful_sets).await?;
+    Ok(())
+}
+
+async fn apply<K>(ctx: &Context, ns: &str, objects: &[K]) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for o in objects {
+        api.patch(&o.name_any(), &params, &Patch::Apply(&with_type_meta::<K>(o)?)).await?;
+    }
+    Ok(())
+}
+
+/// `o` as JSON with `apiVersion` and `kind` set, as server-side apply requires.
+fn with_type_meta<K: Resource + Serialize>(o: &K) -> Result<serde_json::Value, Error>
+where
+    K::DynamicType: Default,
+{
+    let mut v = serde_json::to_value(o).map_err(Error::Serialize)?;
+    let dt = K::DynamicType::default();
+    v["apiVersion"] = K::api_version(&dt).into();
+    v["kind"] = K::kind(&dt).into();
+    Ok(v)
+}
+
+/// Each broker group's StatefulSet as a status entry: its name and ready pods (roles, epochs
+/// and in-sync sets come from the brokers, not from Kubernetes).
+fn groups(instance: &str, sets: &[StatefulSet]) -> Vec<GroupStatus> {
+    let mut out: Vec<GroupStatus> = sets
+        .iter()
+        .filter(|s| s.name_any().starts_with(&format!("{instance}-")))
+        .map(|s| GroupStatus {
+            name: s.name_any(),
+            ready_replicas: s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0),
+            ..Default::default()
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Writes `conditions` (merged into the current ones), the groups and `observedGeneration` to
+/// the status subresource.
+async fn patch_status(
+    ctx: &Context,
+    bs: &BrokerSet,
+    conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    groups: Vec<GroupStatus>,
+) -> Result<(), Error> {
+    let current = bs.status.clone().unwrap_or_default();
+    let ns = bs.namespace().unwrap_or_default();
+    let status = BrokerSetStatus {
+        observed_generation: bs.metadata.generation,
+        conditions: merge(&current.conditions, conditions),
+        groups,
+        nameserver_address: Some(format!("{}-namesrv.{ns}.svc:{}", bs.name_any(), render::NAMESRV_PORT)),
+    };
+    let api: Api<BrokerSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": "ferrocket.io/v1alpha1",
+        "kind": "BrokerSet",
+        "status": status,
+    });
+    api.patch_status(&bs.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
