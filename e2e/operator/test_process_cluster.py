@@ -12,6 +12,7 @@ import json
 import pathlib
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def cluster():
             if p.proc and p.proc.poll() is None:
                 p.proc.kill()
                 p.proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)  # 1 GiB of preallocated CommitLog per broker
 
 
 def status(namesrv):
