@@ -232,7 +232,6 @@ pub fn render(broker: &Broker) -> String {
     for (endpoint, s) in broker.replicas().slaves() {
         m.replication_lag.get_or_create(&SlaveLabel { slave: endpoint }).set(end.saturating_sub(s.offset) as i64);
     }
-    let in_sync = broker.replicas().confirmed().unwrap_or_else(|| broker.replicas().in_sync(end));
-    m.slaves_in_sync.set(in_sync.len() as i64);
+    m.slaves_in_sync.set(broker.replicas().waited_on(end).len() as i64);
     m.encode()
 }

@@ -171,6 +171,15 @@ def queue_offsets(broker, topic):
     return None if ranges is None else [high for _, high in ranges]
 
 
+def cluster_status(*nameservers):
+    """`ferrocket cluster status --json` through `nameservers` (processes or `host:port` strings):
+    {"brokers": [...], "controller": [...]}, both empty while no nameserver answers."""
+    addrs = ",".join(n if isinstance(n, str) else n.endpoint for n in nameservers)
+    out = subprocess.run([str(BIN), "cluster", "status", "--json", "--namesrv", addrs], capture_output=True, text=True,
+                         timeout=30)
+    return json.loads(out.stdout) if out.returncode == 0 else {"brokers": [], "controller": []}
+
+
 def http_get(port, path):
     """(status, body) of GET http://127.0.0.1:<port><path>, error statuses included."""
     try:

@@ -8,30 +8,29 @@ target/e2e-reports/."""
 import json
 import pathlib
 import re
-import subprocess
 import threading
 import time
 
-from conftest import BIN, ROOT, cli, queue_offsets, run_client, start_client, wait_for
+from conftest import ROOT, cli, cluster_status, queue_offsets, run_client, start_client, wait_for
 
 REPORTS = ROOT / "target" / "e2e-reports"
+START = time.monotonic()
 
 
-def status(ns):
-    out = subprocess.run([str(BIN), "cluster", "status", "--json", "--namesrv", ",".join(n.endpoint for n in ns)],
-                         capture_output=True, text=True, timeout=30)
-    return json.loads(out.stdout) if out.returncode == 0 else {"brokers": [], "controller": []}
+def phase(what):
+    """Prints a timestamped step (pytest shows them when a test fails)."""
+    print(f"{time.monotonic() - START:7.1f}s {what}", flush=True)
 
 
 def view(ns, group):
     """The controller's view of `group`: epoch, master, sync_state_set."""
-    return next((g for g in status(ns)["controller"] if g["broker_name"] == group), None)
+    return next((g for g in cluster_status(*ns)["controller"] if g["broker_name"] == group), None)
 
 
 def in_sync(ns, group, *brokers):
     """True once the controller has brokers[0] as master of `group` with exactly `brokers` in
     sync, and the nameservers route to it as the group's master."""
-    st = status(ns)
+    st = cluster_status(*ns)
     v = next((g for g in st["controller"] if g["broker_name"] == group), None)
     routed = any(b["endpoint"] == brokers[0].endpoint and b["registered_role"] == "master" for b in st["brokers"])
     return routed and v is not None and v["master"] == brokers[0].endpoint and sorted(v["sync_state_set"]) == sorted(
@@ -99,17 +98,9 @@ def received_ids(masters, group):
     return {m["id"] for m in got}
 
 
-START = time.monotonic()
-
-
-def phase(what):
-    """Prints a timestamped step (pytest shows them when a test fails)."""
-    print(f"{time.monotonic() - START:7.1f}s {what}", flush=True)
-
-
 def kill_master_mid_stream(ns, groups, tmp_path):
     """Kills g-a's master mid-stream and follows the failover; returns (stream, timings)."""
-    (old, new), (mb, sb) = groups["g-a"], groups["g-b"]
+    (old, new), (mb, _) = groups["g-a"], groups["g-b"]
     # Clients connect to g-b's master, which stays up (one endpoint: the Python client's
     # `a;b` endpoint lists get RST_STREAM from this server, see the closing note of issue 5).
     stream = Stream(mb, "fo", tmp_path / "stop")
@@ -134,7 +125,7 @@ def kill_master_mid_stream(ns, groups, tmp_path):
     stream.stop()
     wait_for(lambda: queue_offsets(old, "fo") == queue_offsets(new, "fo"), 30, "the old master to catch up")
     phase("old master caught up")
-    role = {b["endpoint"]: b for b in status(ns)["brokers"]}[old.endpoint]
+    role = {b["endpoint"]: b for b in cluster_status(*ns)["brokers"]}[old.endpoint]
     assert (role["role"], role["epoch"], role["master"]) == ("slave", 2, new.endpoint), role
     return stream, {"killed": killed, "elected_s": elected - killed, "resumed_s": resumed - killed}
 

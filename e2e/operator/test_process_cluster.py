@@ -23,7 +23,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "e2e" / "local"))
-from conftest import BIN, run_client, wait_for  # noqa: E402
+from conftest import BIN, cluster_status, run_client, wait_for  # noqa: E402
 
 OPERATOR = ROOT / "target" / "release" / "ferrocket-operator"
 NAMESPACE = "default"
@@ -131,12 +131,6 @@ def cluster():
         shutil.rmtree(root, ignore_errors=True)  # 1 GiB of preallocated CommitLog per broker
 
 
-def status(namesrv):
-    out = subprocess.run([str(BIN), "cluster", "status", "--json", "--namesrv", namesrv], capture_output=True,
-                         text=True, timeout=30)
-    return json.loads(out.stdout) if out.returncode == 0 else {"brokers": [], "controller": []}
-
-
 def test_the_rendered_pods_form_a_cluster_the_python_client_uses(cluster):
     pods, dns = cluster
     # The nameserver Service's addresses, as its DNS name would give them (the controller's too).
@@ -145,13 +139,13 @@ def test_the_rendered_pods_form_a_cluster_the_python_client_uses(cluster):
     assert len(brokers) == 4
 
     def formed():
-        st = status(namesrv)
+        st = cluster_status(namesrv)
         groups = {g["broker_name"]: g for g in st["controller"]}
         routed_masters = sum(b["registered_role"] == "master" for b in st["brokers"])
         return (len(st["brokers"]) == 4 and routed_masters == 2 and set(groups) == {"demo-0", "demo-1"}
                 and all(len(g["sync_state_set"]) == 2 for g in groups.values()))
     wait_for(formed, 60, "both broker groups to elect a master (pod 0) and get their slave in sync")
-    st = status(namesrv)
+    st = cluster_status(namesrv)
     masters = {g["broker_name"]: g["master"] for g in st["controller"]}
     assert masters == {"demo-0": f"{brokers[0].ip}:8081", "demo-1": f"{brokers[2].ip}:8081"}, masters
     roles = {b["endpoint"]: (b["role"], b["epoch"]) for b in st["brokers"]}
@@ -161,7 +155,7 @@ def test_the_rendered_pods_form_a_cluster_the_python_client_uses(cluster):
                    capture_output=True, timeout=30)
 
     wait_for(lambda: sum(any(t["name"] == "orders" for t in b["topics"]) and b["registered_role"] == "master"
-                         for b in status(namesrv)["brokers"]) == 2, 30, "both groups' masters to route the topic")
+                         for b in cluster_status(namesrv)["brokers"]) == 2, 30, "both groups' masters to route the topic")
 
     class Endpoint:
         endpoint = f"{brokers[0].ip}:8081"

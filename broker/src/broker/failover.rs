@@ -83,9 +83,7 @@ impl Broker {
         {
             let (mut state, mut tx, mut timers) = (self.consume.lock(), self.tx.lock(), self.timer.lock());
             self.store.truncate(offset)?;
-            for ((_, topic, q), st) in state.queues.iter_mut() {
-                st.clamp(self.store.min_queue_offset(topic, *q), self.store.max_queue_offset(topic, *q));
-            }
+            super::clamp_to_store(&mut state, &self.store);
             let halves = self.store.max_queue_offset(HALF_TOPIC, 0);
             tx.pending.retain(|_, p| p.physical_offset < offset);
             tx.resolved.retain(|half, _| *half < halves);

@@ -166,6 +166,14 @@ fn replay(
     true
 }
 
+/// Moves every group's progress into the range its queue holds now (after retention or a cut
+/// of the log removed entries; see [`QueueState::clamp`]).
+fn clamp_to_store(state: &mut ConsumeState, store: &Store) {
+    for ((_, topic, q), st) in state.queues.iter_mut() {
+        st.clamp(store.min_queue_offset(topic, *q), store.max_queue_offset(topic, *q));
+    }
+}
+
 /// The role a broker starts in: with a controller, a slave of no one yet (read-only until the
 /// controller answers); otherwise `broker_role`, a slave following `ha_master_addr` if set.
 fn initial_role(cfg: &Config, epoch: u64) -> crate::ha::role::Role {
@@ -243,9 +251,7 @@ impl Broker {
         store.scan(from, |rec, size| {
             replayed += replay(rec, size, &mut state, &mut tx, &mut timers, timing) as u64;
         })?;
-        for ((_, topic, q), st) in state.queues.iter_mut() {
-            st.clamp(store.min_queue_offset(topic, *q), store.max_queue_offset(topic, *q));
-        }
+        clamp_to_store(&mut state, &store);
         tracing::info!(
             queues = state.queues.len(),
             replayed_acks = replayed,

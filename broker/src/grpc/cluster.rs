@@ -20,11 +20,7 @@ pub fn replica_status(broker: &Broker) -> ReplicaStatus {
     let (cfg, store, role) = (broker.config(), broker.store(), broker.role());
     let end = store.commitlog_end();
     let replicas = broker.replicas();
-    let in_sync = if role.is_master() {
-        replicas.confirmed().unwrap_or_else(|| replicas.in_sync(end))
-    } else {
-        Default::default()
-    };
+    let in_sync = if role.is_master() { replicas.waited_on(end) } else { Default::default() };
     let slaves = if role.is_master() { replicas.slaves() } else { Default::default() };
     ReplicaStatus {
         broker_name: cfg.broker_name.clone(),

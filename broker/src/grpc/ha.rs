@@ -89,10 +89,9 @@ impl Ha for HaService {
                 "slave {who} ends at {from}, but retention deleted everything below {min}: give it an empty data directory"
             )));
         }
-        let id = who;
         let replicas = self.broker.replicas().clone();
-        replicas.report(&id, from, end);
-        tracing::info!(slave = %id, from, master_end = end, truncates = first.offset.saturating_sub(from), "slave connected");
+        replicas.report(&who, from, end);
+        tracing::info!(slave = %who, from, master_end = end, truncates = first.offset.saturating_sub(from), "slave connected");
         let (tx, rx) = mpsc::channel(4);
         let mut stopping = self.stopping.clone();
         let mut role = self.broker.subscribe_role();
@@ -129,10 +128,10 @@ impl Ha for HaService {
         });
         tokio::spawn(async move {
             while let Ok(Some(r)) = reports.message().await {
-                replicas.report(&id, r.offset, report_store.commitlog_end());
+                replicas.report(&who, r.offset, report_store.commitlog_end());
             }
-            replicas.disconnected(&id);
-            tracing::warn!(slave = %id, "slave disconnected");
+            replicas.disconnected(&who);
+            tracing::warn!(slave = %who, "slave disconnected");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -215,14 +214,9 @@ async fn session(
         };
         let Some(c) = next else { anyhow::bail!("the master ended the stream") };
         let master_end = c.master_end;
-        let end = if c.data.is_empty() {
-            broker.store().commitlog_end()
-        } else {
-            let b = broker.clone();
-            let end = tokio::task::spawn_blocking(move || b.apply_replicated(c.offset, &c.data)).await??;
-            report_tx.send(report(end)).await?;
-            end
-        };
+        let b = broker.clone();
+        let end = tokio::task::spawn_blocking(move || b.apply_replicated(c.offset, &c.data)).await??;
+        report_tx.send(report(end)).await?;
         broker.set_replication_lag(Some(master_end.saturating_sub(end)));
     }
 }

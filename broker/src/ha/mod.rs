@@ -24,8 +24,6 @@ use tokio::sync::watch;
 pub struct SlaveState {
     /// CommitLog end the slave last confirmed, bytes.
     pub offset: u64,
-    /// When it last reported.
-    pub reported: Instant,
     /// When it last held every byte the master had (`None`: not since it connected).
     pub caught_up: Option<Instant>,
 }
@@ -54,6 +52,16 @@ struct Inner {
     confirmed: Option<BTreeSet<String>>,
     /// Set when this broker stopped being master: no send can be confirmed any more.
     fenced: bool,
+}
+
+impl Inner {
+    fn live(&self, master_end: u64, bounds: LagBounds) -> BTreeSet<String> {
+        self.slaves.iter().filter(|(_, s)| s.in_sync(master_end, bounds)).map(|(e, _)| e.clone()).collect()
+    }
+
+    fn waited_on(&self, master_end: u64, bounds: LagBounds) -> BTreeSet<String> {
+        self.confirmed.clone().unwrap_or_else(|| self.live(master_end, bounds))
+    }
 }
 
 /// The slaves of a master, by endpoint.
@@ -112,7 +120,7 @@ impl Replicas {
         let mut inner = self.inner.lock();
         let caught_up =
             if offset >= master_end { Some(now) } else { inner.slaves.get(endpoint).and_then(|s| s.caught_up) };
-        inner.slaves.insert(endpoint.to_string(), SlaveState { offset, reported: now, caught_up });
+        inner.slaves.insert(endpoint.to_string(), SlaveState { offset, caught_up });
         drop(inner);
         self.bump();
     }
@@ -143,8 +151,13 @@ impl Replicas {
 
     /// Endpoints of the connected slaves in sync with a master whose log ends at `master_end`.
     pub fn in_sync(&self, master_end: u64) -> BTreeSet<String> {
-        let inner = self.inner.lock();
-        inner.slaves.iter().filter(|(_, s)| s.in_sync(master_end, self.bounds)).map(|(e, _)| e.clone()).collect()
+        self.inner.lock().live(master_end, self.bounds)
+    }
+
+    /// The in-sync slaves SYNC sends wait on: the controller's confirmed set, or without a
+    /// controller [`Replicas::in_sync`] at `master_end`.
+    pub fn waited_on(&self, master_end: u64) -> BTreeSet<String> {
+        self.inner.lock().waited_on(master_end, self.bounds)
     }
 
     /// The in-sync slaves the controller confirmed (`None` without a controller).
@@ -161,9 +174,7 @@ impl Replicas {
     /// (in-sync slaves waited on, how many of them hold `end`, fenced).
     fn holding(&self, end: u64) -> (BTreeSet<String>, u32, bool) {
         let inner = self.inner.lock();
-        let members = inner.confirmed.clone().unwrap_or_else(|| {
-            inner.slaves.iter().filter(|(_, s)| s.in_sync(end, self.bounds)).map(|(e, _)| e.clone()).collect()
-        });
+        let members = inner.waited_on(end, self.bounds);
         let held = members.iter().filter(|m| inner.slaves.get(*m).is_some_and(|s| s.offset >= end)).count() as u32;
         (members, held, inner.fenced)
     }

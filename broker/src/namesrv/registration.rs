@@ -70,15 +70,15 @@ impl Nameservers {
         Ok(ch)
     }
 
-    /// Asks the nameservers in turn until one answers `call`. Errors: none answered (the message
-    /// says why each failed).
-    async fn ask<T, Fut>(&self, call: impl Fn(NamesrvClient<Channel>) -> Fut) -> anyhow::Result<T>
+    /// Asks the nameservers in turn, `call` getting the channel to each, until one answers.
+    /// Errors: none answered (the message says why each failed).
+    async fn ask<T, Fut>(&self, call: impl Fn(Channel) -> Fut) -> anyhow::Result<T>
     where
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut errors = Vec::new();
         for addr in self.resolve().await {
-            match call(self.client(addr)?).await {
+            match call(self.channel(addr)?).await {
                 Ok(v) => return Ok(v),
                 Err(e) => errors.push(format!("{addr}: {}", e.message())),
             }
@@ -93,9 +93,9 @@ impl Nameservers {
     /// same routes once brokers have registered with all of them). Errors: see [`Self::ask`].
     pub async fn route(&self, topic: &str) -> anyhow::Result<Vec<GroupRoute>> {
         let req = NamesrvRouteRequest { topic: topic.to_string() };
-        self.ask(|mut c| {
+        self.ask(|ch| {
             let req = req.clone();
-            async move { c.query_route(req).await.map(|r| r.into_inner().groups) }
+            async move { NamesrvClient::new(ch).query_route(req).await.map(|r| r.into_inner().groups) }
         })
         .await
     }
@@ -120,24 +120,22 @@ impl Nameservers {
             .collect())
     }
 
-    /// The controller's broker groups, from the first nameserver that runs it. Errors: none
-    /// does (or none answered).
+    /// The controller's broker groups, from the first nameserver that runs it (the others
+    /// answer UNIMPLEMENTED). Errors: see [`Self::ask`].
     pub async fn controller_groups(&self) -> anyhow::Result<Vec<ControllerGroup>> {
-        let mut errors = Vec::new();
-        for addr in self.resolve().await {
-            let mut c = crate::proto::namesrv::controller_client::ControllerClient::new(self.channel(addr)?);
-            match c.list_groups(ListControllerGroupsRequest {}).await {
-                Ok(r) => return Ok(r.into_inner().groups),
-                Err(e) => errors.push(format!("{addr}: {}", e.message())),
-            }
-        }
-        anyhow::bail!("no nameserver runs the controller ({})", errors.join("; "))
+        use crate::proto::namesrv::controller_client::ControllerClient;
+        self.ask(|ch| async move {
+            ControllerClient::new(ch).list_groups(ListControllerGroupsRequest {}).await.map(|r| r.into_inner().groups)
+        })
+        .await
     }
 
     /// Every broker registered, from the first nameserver that answers. Errors: see [`Self::ask`].
     pub async fn cluster_info(&self) -> anyhow::Result<Vec<BrokerRegistration>> {
-        self.ask(|mut c| async move { c.cluster_info(ClusterInfoRequest {}).await.map(|r| r.into_inner().brokers) })
-            .await
+        self.ask(|ch| async move {
+            NamesrvClient::new(ch).cluster_info(ClusterInfoRequest {}).await.map(|r| r.into_inner().brokers)
+        })
+        .await
     }
 
     /// Sends `reg` to every nameserver; returns how many took it and the addresses that refused

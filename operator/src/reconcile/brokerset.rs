@@ -64,7 +64,9 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
             condition(DEGRADED, true, "ScaleDownRefused", msg.clone(), generation),
             condition(RECONCILING, false, "ScaleDownRefused", msg, generation),
         ];
-        patch_status(&ctx, &bs, conditions, groups(&name, &existing.items)).await?;
+        let mut status: Vec<GroupStatus> = existing.items.iter().map(group_status).collect();
+        status.sort_by(|a, b| a.name.cmp(&b.name));
+        patch_status(&ctx, &bs, conditions, status).await?;
         return Ok(Action::await_change());
     }
 
@@ -74,10 +76,19 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
         sts_api.delete(gone, &Default::default()).await?;
     }
 
-    let current = sts_api.list(&ListParams::default().labels(&selector_text)).await?;
-    let status = groups(&name, &current.items);
-    let ready = status.len() as i32 == bs.spec.broker_groups
-        && status.iter().all(|g| g.ready_replicas == 1 + bs.spec.slaves_per_group);
+    // Applying changes no pod's readiness: the list read before it still tells it (a group
+    // created just now has no ready pod yet).
+    let status: Vec<GroupStatus> = wanted
+        .iter()
+        .map(|w| {
+            existing
+                .items
+                .iter()
+                .find(|s| s.name_any() == *w)
+                .map_or_else(|| GroupStatus { name: w.clone(), ..Default::default() }, group_status)
+        })
+        .collect();
+    let ready = status.iter().all(|g| g.ready_replicas == 1 + bs.spec.slaves_per_group);
     let not_ready: Vec<&str> =
         status.iter().filter(|g| g.ready_replicas < 1 + bs.spec.slaves_per_group).map(|g| g.name.as_str()).collect();
     let conditions = if ready {
@@ -134,20 +145,14 @@ where
     Ok(v)
 }
 
-/// Each broker group's StatefulSet as a status entry: its name and ready pods (roles, epochs
-/// and in-sync sets come from the brokers, not from Kubernetes).
-fn groups(instance: &str, sets: &[StatefulSet]) -> Vec<GroupStatus> {
-    let mut out: Vec<GroupStatus> = sets
-        .iter()
-        .filter(|s| s.name_any().starts_with(&format!("{instance}-")))
-        .map(|s| GroupStatus {
-            name: s.name_any(),
-            ready_replicas: s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0),
-            ..Default::default()
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+/// A broker group's StatefulSet as a status entry: its name and ready pods (roles, epochs and
+/// in-sync sets come from the brokers, not from Kubernetes).
+fn group_status(s: &StatefulSet) -> GroupStatus {
+    GroupStatus {
+        name: s.name_any(),
+        ready_replicas: s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0),
+        ..Default::default()
+    }
 }
 
 /// Writes `conditions` (merged into the current ones), the groups and `observedGeneration` to
