@@ -2,7 +2,10 @@
 //! ([`crdgen`]), and the Kubernetes objects a BrokerSet runs as ([`render`]).
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod crd;
 pub mod crdgen;
+pub mod metrics;
 pub mod reconcile;
 pub mod render;
+pub mod run;

@@ -2,50 +2,28 @@
 //! makes (server-side applies with one forced field manager, the status patch, Events) for a new
 //! BrokerSet, a paused one, a refused scale-down and an invalid spec.
 
+mod support;
+
 use std::sync::Arc;
 
 use ferrocket_operator::crd::BrokerSet;
-use ferrocket_operator::reconcile::{brokerset, Context};
-use http::{Method, Request, Response};
-use kube::client::Body;
-use kube::Client;
+use ferrocket_operator::reconcile::brokerset;
+use http::Method;
 use serde_json::{json, Value};
+use support::{condition, echo, events, list, Seen};
 
-/// One request the reconciler made: method, path with query, JSON body (null if none).
-type Seen = (Method, String, Value);
+/// No broker answers here (port 1 refuses at once): roles stay unknown.
+const NO_BROKERS: &str = "127.0.0.1:1";
 
-/// Runs `reconcile` against a fake API server that answers with `answer(method, path, body)`,
-/// and returns every request in order.
+/// Runs the BrokerSet reconciler on `bs` against the fake API server; panics if it fails.
 async fn run(bs: BrokerSet, answer: impl Fn(&Method, &str, &Value) -> Value + Send + 'static) -> Vec<Seen> {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        while let Some((req, send)) = handle.next_request().await {
-            let (parts, body) = req.into_parts();
-            let bytes = body.collect_bytes().await.unwrap();
-            let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-            let path = parts.uri.path_and_query().unwrap().to_string();
-            let reply = answer(&parts.method, &path, &body);
-            seen.push((parts.method, path, body));
-            send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap());
-        }
-        seen
-    });
-    let ctx = Arc::new(Context::new(Client::new(service, "default")));
-    let result = brokerset::reconcile(Arc::new(bs), ctx.clone()).await;
-    drop(ctx);
-    let seen = server.await.unwrap();
+    let (result, seen) = support::against(NO_BROKERS, answer, |ctx| brokerset::reconcile(Arc::new(bs), ctx)).await;
     result.unwrap_or_else(|e| panic!("reconcile failed: {e}; requests: {seen:#?}"));
     seen
 }
 
 fn example() -> BrokerSet {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/kubernetes/brokerset.yaml")).unwrap();
-    let mut bs: BrokerSet = serde_yaml_ng::from_str(&text).unwrap();
-    bs.metadata.uid = Some("uid-1".into());
-    bs.metadata.generation = Some(3);
-    bs
+    support::example("brokerset.yaml")
 }
 
 fn sts(name: &str, ready: i32) -> Value {
@@ -53,22 +31,55 @@ fn sts(name: &str, ready: i32) -> Value {
            "status": {"replicas": 2, "readyReplicas": ready}})
 }
 
+/// A StatefulSet of `ready` pods whose pods run revision `current` while `update` is wanted.
+fn sts_rolling(name: &str, replicas: i32, ready: i32, current: &str, update: &str) -> Value {
+    let mut s = sts(name, ready);
+    s["metadata"]["generation"] = json!(2);
+    s["status"] = json!({"replicas": replicas, "readyReplicas": ready, "observedGeneration": 2,
+        "currentRevision": current, "updateRevision": update, "updatedReplicas": 0});
+    s
+}
+
+/// Pod `<group>-<ordinal>` at `revision`.
+fn pod(group: &str, ordinal: i32, revision: &str, ready: bool) -> Value {
+    json!({"metadata": {"name": format!("{group}-{ordinal}"), "namespace": "default",
+            "labels": {"ferrocket.io/broker-group": group, "controller-revision-hash": revision}},
+           "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
+}
+
+fn deleted_pods(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .filter(|(m, p, _)| m == Method::DELETE && p.contains("/pods/"))
+        .map(|(_, p, _)| p.rsplit_once("/pods/").unwrap().1.split('?').next().unwrap().to_string())
+        .collect()
+}
+
 /// The fake API server's answers: lists of StatefulSets from `sets`, the BrokerSet with the
 /// patched status for a status patch, everything else echoed.
 fn answers(sets: Vec<Value>) -> impl Fn(&Method, &str, &Value) -> Value {
+    answers_with_pods(sets, Vec::new())
+}
+
+/// [`answers`], and lists of Pods from `pods`.
+fn answers_with_pods(sets: Vec<Value>, pods: Vec<Value>) -> impl Fn(&Method, &str, &Value) -> Value {
     move |method, path, body| {
         if method == Method::GET && path.contains("/statefulsets") {
-            json!({"apiVersion": "apps/v1", "kind": "StatefulSetList", "metadata": {}, "items": sets})
+            list("StatefulSet", sets.clone())
+        } else if method == Method::GET && path.contains("/pods") {
+            // The selector names one broker group: that group's pods.
+            let of_group = |p: &&Value| {
+                path.contains(&format!(
+                    "broker-group%3D{}",
+                    p["metadata"]["labels"]["ferrocket.io/broker-group"].as_str().unwrap()
+                ))
+            };
+            list("Pod", pods.iter().filter(of_group).cloned().collect())
         } else if path.contains("/brokersets/") {
             let mut bs = serde_json::to_value(example()).unwrap();
             bs["status"] = body["status"].clone();
             bs
         } else {
-            let mut echo = body.clone();
-            if echo.get("metadata").is_none() {
-                echo["metadata"] = json!({});
-            }
-            echo
+            echo(body)
         }
     }
 }
@@ -81,15 +92,7 @@ fn applies(seen: &[Seen]) -> Vec<String> {
 }
 
 fn status_patch(seen: &[Seen]) -> &Value {
-    &seen
-        .iter()
-        .find(|(m, p, _)| m == Method::PATCH && p.contains("/brokersets/demo/status"))
-        .expect("a status patch")
-        .2
-}
-
-fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
-    status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap()
+    support::status_patch(seen, "/brokersets/demo")
 }
 
 #[tokio::test]
@@ -151,8 +154,7 @@ async fn a_paused_or_unmanaged_brokerset_is_left_alone() {
 async fn removing_a_broker_group_is_refused_with_a_condition_and_an_event() {
     let seen = run(example(), answers(vec![sts("demo-0", 2), sts("demo-1", 2), sts("demo-2", 2)])).await;
     assert!(applies(&seen).is_empty(), "nothing is applied: {:?}", applies(&seen));
-    let event = seen.iter().find(|(m, p, _)| m == Method::POST && p.contains("/events")).expect("an Event");
-    assert_eq!((event.2["type"].as_str(), event.2["reason"].as_str()), (Some("Warning"), Some("ScaleDownRefused")));
+    assert_eq!(events(&seen), ["ScaleDownRefused"]);
     let degraded = condition(status_patch(&seen), "Degraded");
     assert_eq!((degraded["status"].as_str(), degraded["reason"].as_str()), (Some("True"), Some("ScaleDownRefused")));
     assert!(degraded["message"].as_str().unwrap().contains("demo-2"));
@@ -171,7 +173,39 @@ async fn an_invalid_spec_gets_a_condition_and_an_event_and_nothing_is_applied() 
     bs.spec.config.insert("broker_name".into(), "x".into());
     let seen = run(bs, answers(vec![])).await;
     assert!(applies(&seen).is_empty());
-    assert!(seen.iter().any(|(m, p, b)| m == Method::POST && p.contains("/events") && b["reason"] == "InvalidSpec"));
+    assert_eq!(events(&seen), ["InvalidSpec"]);
     let ready = condition(status_patch(&seen), "Ready");
     assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("InvalidSpec")));
+}
+
+#[tokio::test]
+async fn a_new_revision_rolls_one_pod_per_group_and_only_ready_groups() {
+    let mut bs = example();
+    bs.spec.slaves_per_group = 0;
+    bs.spec.broker_groups = 3;
+    let sets = vec![
+        sts_rolling("demo-0", 1, 1, "r1", "r2"),
+        sts_rolling("demo-1", 1, 1, "r1", "r2"),
+        sts_rolling("demo-2", 1, 0, "r1", "r2"),
+    ];
+    let pods = vec![pod("demo-0", 0, "r1", true), pod("demo-1", 0, "r1", true), pod("demo-2", 0, "r1", false)];
+    let seen = run(bs, answers_with_pods(sets, pods)).await;
+    // One pod per group at a time; a group whose pod is not ready waits.
+    assert_eq!(deleted_pods(&seen), ["demo-0-0", "demo-1-0"]);
+    // kube's Recorder folds the second into the first Event's series (a PATCH).
+    assert_eq!(events(&seen), ["RollingPod"]);
+    let ready = condition(status_patch(&seen), "Ready");
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("RollingUpdate")));
+    assert!(ready["message"].as_str().unwrap().contains("demo-2: waiting for pods to be ready"), "{ready}");
+}
+
+#[tokio::test]
+async fn no_pod_of_a_replicated_group_rolls_while_its_in_sync_state_is_unknown() {
+    let sets = vec![sts_rolling("demo-0", 2, 2, "r1", "r2"), sts_rolling("demo-1", 2, 2, "r2", "r2")];
+    let pods = vec![pod("demo-0", 0, "r1", true), pod("demo-0", 1, "r1", true)];
+    let seen = run(example(), answers_with_pods(sets, pods)).await;
+    assert!(deleted_pods(&seen).is_empty(), "{seen:#?}");
+    let ready = condition(status_patch(&seen), "Ready");
+    assert_eq!(ready["reason"], "RollingUpdate");
+    assert!(ready["message"].as_str().unwrap().contains("in-sync state is unknown"), "{ready}");
 }

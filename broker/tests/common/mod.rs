@@ -24,12 +24,24 @@ impl Drop for Proc {
     }
 }
 
+/// The `ferrocket` binary: Cargo's for this crate's tests; for another crate's (the operator's,
+/// which include this file), the one beside the test executable's `deps/` directory.
+pub fn binary() -> std::path::PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_ferrocket") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe.parent().and_then(Path::parent).expect("target/<profile>/deps").join("ferrocket");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build --bin ferrocket)", bin.display());
+    bin
+}
+
 /// Starts `ferrocket <mode>` on a free port with `config` (TOML lines) and waits (at most 30 s)
 /// for its `ready` line.
 pub fn start(mode: &str, data_dir: &Path, config: &str) -> Proc {
     let cfg = data_dir.with_extension("toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrocket"))
+    let mut child = Command::new(binary())
         .args([
             mode,
             "--config",

@@ -1,32 +1,115 @@
 //! `ferrocket-operator`: the Ferrocket operator's command line.
 //!
+//! - `ferrocket-operator run`: the operator (leader election, the BrokerSet, Topic and
+//!   ConsumerGroup controllers, `/metrics`, `/healthz`, `/readyz`), logging JSON lines to stderr.
 //! - `ferrocket-operator render --file BROKERSET.yaml`: prints, as YAML documents, every object
 //!   the operator applies for that BrokerSet (like `helm template`: review or diff them).
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use ferrocket_operator::crd::BrokerSet;
 
-const USAGE: &str = "usage: ferrocket-operator render --file BROKERSET.yaml";
+#[derive(Parser)]
+#[command(name = "ferrocket-operator", version, about = "Kubernetes operator for Ferrocket")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the operator against the cluster of the in-cluster config or KUBECONFIG.
+    Run {
+        /// Namespaces to watch, comma-separated; empty: all namespaces.
+        #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+        watch_namespaces: Vec<String>,
+        /// Take part in leader election (a Lease); off only for a single local replica.
+        #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+        leader_election: bool,
+        /// Namespace of the leader election Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// Name of the leader election Lease.
+        #[arg(long, env = "LEASE_NAME", default_value = "ferrocket-operator")]
+        lease_name: String,
+        /// This replica's identity in the Lease; the pod name in a cluster.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Address of `/metrics`, `/healthz` and `/readyz`.
+        #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+        metrics_listen: SocketAddr,
+        /// Reach every BrokerSet's nameservers here instead of through their Service (an
+        /// operator run outside the cluster).
+        #[arg(long, env = "NAMESERVER_OVERRIDE")]
+        nameserver_override: Option<String>,
+        /// Log as text instead of JSON lines.
+        #[arg(long)]
+        text_logs: bool,
+    },
+    /// Prints every object the operator applies for a BrokerSet, as YAML documents.
+    Render {
+        /// The BrokerSet manifest.
+        #[arg(long, short)]
+        file: String,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["render", "--file", path] | ["render", "-f", path] => render(path),
-        _ => Err(USAGE.into()),
+    let result = match Cli::parse().cmd {
+        Cmd::Run {
+            watch_namespaces,
+            leader_election,
+            lease_namespace,
+            lease_name,
+            identity,
+            metrics_listen,
+            nameserver_override,
+            text_logs,
+        } => {
+            init_logs(text_logs);
+            let identity = identity.unwrap_or_else(|| format!("ferrocket-operator-{}", std::process::id()));
+            let opts = ferrocket_operator::run::Options {
+                watch_namespaces: watch_namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+                leader_election,
+                lease_namespace,
+                lease_name,
+                identity,
+                metrics_listen,
+                nameserver_override,
+            };
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(ferrocket_operator::run::run(opts)))
+        }
+        Cmd::Render { file } => render(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn render(path: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let mut bs: BrokerSet = serde_yaml_ng::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+/// JSON lines (one object per event) on stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logs(text: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if text {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+fn render(path: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let mut bs: BrokerSet = serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
     // Rendered outside a cluster: stand in for what the API server would have assigned.
     bs.metadata.namespace.get_or_insert_with(|| "default".into());
     bs.metadata.uid.get_or_insert_with(|| "00000000-0000-0000-0000-000000000000".into());

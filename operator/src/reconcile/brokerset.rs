@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::conditions::{condition, merge, DEGRADED, READY, RECONCILING};
+use super::rolling::{self, Member, Step};
 use super::{Context, Error, ALLOW_SCALE_DOWN};
 use crate::crd::{BrokerSet, BrokerSetStatus, GroupStatus};
 use crate::render::{self, group_name, selector, Manifests, FIELD_MANAGER};
@@ -76,21 +78,39 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
         sts_api.delete(gone, &Default::default()).await?;
     }
 
+    // Roles come from the brokers (best effort: a new BrokerSet has none to ask yet).
+    let cluster = match ctx.brokers.cluster_status(&bs).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::debug!(brokerset = %name, error = %e, "broker status unavailable");
+            None
+        }
+    };
     // Applying changes no pod's readiness: the list read before it still tells it (a group
     // created just now has no ready pod yet).
-    let status: Vec<GroupStatus> = wanted
-        .iter()
-        .map(|w| {
-            existing
-                .items
-                .iter()
-                .find(|s| s.name_any() == *w)
-                .map_or_else(|| GroupStatus { name: w.clone(), ..Default::default() }, group_status)
-        })
-        .collect();
-    let ready = status.iter().all(|g| g.ready_replicas == 1 + bs.spec.slaves_per_group);
-    let not_ready: Vec<&str> =
-        status.iter().filter(|g| g.ready_replicas < 1 + bs.spec.slaves_per_group).map(|g| g.name.as_str()).collect();
+    let replicas = 1 + bs.spec.slaves_per_group;
+    let (mut status, mut rolling) = (Vec::new(), Vec::new());
+    for w in &wanted {
+        let sts = existing.items.iter().find(|s| s.name_any() == *w);
+        let mut g = cluster.as_ref().and_then(|c| rolling::roles(w, c)).unwrap_or_default();
+        g.name = w.clone();
+        g.ready_replicas = sts.and_then(|s| s.status.as_ref()).and_then(|st| st.ready_replicas).unwrap_or(0);
+        if let Some(sts) = sts {
+            match roll_step(&ctx, &ns, &name, sts, &g, replicas, cluster.is_some()).await? {
+                Step::UpToDate => {}
+                Step::Wait(why) => rolling.push(format!("{w}: {why}")),
+                Step::Delete(pod) => {
+                    Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &Default::default()).await?;
+                    let note = format!("restarting {pod} of {w} at the new revision");
+                    ctx.publish(bs.as_ref(), EventType::Normal, "RollingPod", &note).await;
+                    rolling.push(format!("{w}: {note}"));
+                }
+            }
+        }
+        status.push(g);
+    }
+    let not_ready: Vec<&str> = status.iter().filter(|g| g.ready_replicas < replicas).map(|g| g.name.as_str()).collect();
+    let ready = not_ready.is_empty() && rolling.is_empty();
     let conditions = if ready {
         vec![
             condition(READY, true, "AllGroupsReady", "every broker group has all its pods ready", generation),
@@ -98,15 +118,57 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
             condition(DEGRADED, false, "AsExpected", "", generation),
         ]
     } else {
-        let msg = format!("waiting for the pods of {not_ready:?} to be ready");
+        let (reason, msg) = if rolling.is_empty() {
+            ("PodsNotReady", format!("waiting for the pods of {not_ready:?} to be ready"))
+        } else {
+            ("RollingUpdate", format!("rolling pods to the new revision: {}", rolling.join("; ")))
+        };
         vec![
-            condition(READY, false, "PodsNotReady", msg.clone(), generation),
-            condition(RECONCILING, true, "PodsNotReady", msg, generation),
+            condition(READY, false, reason, msg.clone(), generation),
+            condition(RECONCILING, true, reason, msg, generation),
             condition(DEGRADED, false, "AsExpected", "", generation),
         ]
     };
     patch_status(&ctx, &bs, conditions, status).await?;
     Ok(Action::requeue(if ready { LATER } else { SOON }))
+}
+
+/// The next rolling step of broker group StatefulSet `sts` (see [`rolling::next_step`]); its
+/// pods are listed only when it has a revision to roll to.
+async fn roll_step(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    sts: &StatefulSet,
+    roles: &GroupStatus,
+    replicas: i32,
+    brokers_known: bool,
+) -> Result<Step, Error> {
+    let st = sts.status.clone().unwrap_or_default();
+    let Some(update_revision) = st.update_revision.filter(|_| st.observed_generation >= sts.metadata.generation) else {
+        return Ok(Step::UpToDate); // the StatefulSet controller has not caught up yet
+    };
+    if st.current_revision.as_deref() == Some(update_revision.as_str()) && st.updated_replicas == Some(replicas) {
+        return Ok(Step::UpToDate);
+    }
+    let labels = selector(name, "broker", Some(&sts.name_any()));
+    let text = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns).list(&ListParams::default().labels(&text)).await?;
+    let members: Vec<Member> = pods
+        .items
+        .iter()
+        .map(|p| Member {
+            pod: p.name_any(),
+            revision: p.labels().get("controller-revision-hash").cloned(),
+            ready: p.metadata.deletion_timestamp.is_none()
+                && p.status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter().flatten())
+                    .any(|c| c.type_ == "Ready" && c.status == "True"),
+        })
+        .collect();
+    let in_sync = brokers_known.then_some(roles.in_sync.as_slice());
+    Ok(rolling::next_step(&update_revision, replicas, &members, roles.master.as_deref(), in_sync))
 }
 
 /// Server-side applies every object (forced: the operator owns these fields; another manager's

@@ -1,0 +1,164 @@
+//! Reconciling a ConsumerGroup: create or update the subscription group through the Admin
+//! service on the master of every broker group of the BrokerSet (groups added later included),
+//! report its retry and DLQ topics, and on deletion carry out `deletionPolicy` before the
+//! finalizer goes. Of two ConsumerGroups claiming the same group name, the older owns it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrocket_broker::proto::admin::{ExponentialBackoff, GroupConfig};
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Api, ResourceExt};
+
+use super::targets::{self, owner_of, Targets, FINALIZER};
+use super::{Context, Error};
+use crate::admin::{self, AdminError};
+use crate::crd::{ConsumeType, ConsumerGroup, ConsumerGroupStatus, DeletionPolicy};
+
+/// Requeue while broker groups have no master yet, or a conflict may resolve.
+const SOON: Duration = Duration::from_secs(15);
+/// Requeue once applied.
+const LATER: Duration = Duration::from_secs(300);
+
+/// One reconcile of `cg`. Errors: API calls, and brokers that cannot be reached (both retried
+/// with backoff).
+pub async fn reconcile(cg: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = cg.namespace().unwrap_or_default();
+    let api: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(action) = targets::hands_off(&api, cg.as_ref(), FINALIZER).await? {
+        return Ok(action);
+    }
+    finalizer(&api, FINALIZER, cg, |event| async {
+        match event {
+            Finalizer::Apply(c) => apply(&c, &ctx).await,
+            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+fn key(c: &ConsumerGroup) -> (String, String) {
+    (c.spec.broker_set.clone(), c.group_name())
+}
+
+async fn conflicting(ctx: &Context, c: &ConsumerGroup) -> Result<Option<String>, Error> {
+    let all = Api::<ConsumerGroup>::namespaced(ctx.client.clone(), &c.namespace().unwrap_or_default())
+        .list(&ListParams::default())
+        .await?;
+    Ok(owner_of(&all.items, c, key).map(|o| o.name_any()))
+}
+
+async fn apply(c: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
+    if let Some(owner) = conflicting(ctx, c).await? {
+        let msg = format!(
+            "consumer group {} on BrokerSet {} is already claimed by ConsumerGroup {owner}; this one changes nothing",
+            c.group_name(),
+            c.spec.broker_set
+        );
+        ctx.warn(c, "ResourceConflict", &msg).await;
+        write_status(ctx, c, Err(("ResourceConflict", msg)), true).await?;
+        return Ok(Action::requeue(SOON));
+    }
+    let ns = c.namespace().unwrap_or_default();
+    let masters = match targets::masters(ctx, &ns, &c.spec.broker_set, &[]).await {
+        Ok(Targets::Masters(m)) => m,
+        Ok(Targets::Blocked(reason, msg)) => {
+            ctx.warn(c, reason, &msg).await;
+            write_status(ctx, c, Err((reason, msg)), false).await?;
+            return Ok(Action::requeue(SOON));
+        }
+        Err(e) => {
+            // The Event comes from the error policy.
+            if let Error::Admin(a) = &e {
+                write_status(ctx, c, Err(("BrokersUnavailable", a.to_string())), false).await?;
+            }
+            return Err(e);
+        }
+    };
+    let config = group_config(c);
+    let (mut waiting, mut refused) = (Vec::new(), Vec::new());
+    for (group, master) in &masters {
+        let Some(endpoint) = master else {
+            waiting.push(group.clone());
+            continue;
+        };
+        match admin::apply_group(endpoint, config.clone()).await {
+            Ok(()) => {}
+            Err(AdminError::Unreachable(_)) => waiting.push(group.clone()),
+            Err(e) => refused.push(format!("{group}: {e}")),
+        }
+    }
+    if !refused.is_empty() {
+        let msg = format!("refused by the brokers: {}", refused.join("; "));
+        ctx.warn(c, "Refused", &msg).await;
+        write_status(ctx, c, Err(("Refused", msg)), true).await?;
+        Ok(Action::requeue(LATER))
+    } else if !waiting.is_empty() {
+        write_status(ctx, c, Err(("WaitingForBrokers", format!("no reachable master yet in {waiting:?}"))), false)
+            .await?;
+        Ok(Action::requeue(SOON))
+    } else {
+        write_status(ctx, c, Ok(()), false).await?;
+        Ok(Action::requeue(LATER))
+    }
+}
+
+/// Deletion: with `deletionPolicy: Delete`, the group (offsets, retry state) goes from every
+/// broker group, unless another ConsumerGroup owns the name or the BrokerSet is gone.
+async fn cleanup(c: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
+    if c.spec.deletion_policy == DeletionPolicy::Retain || conflicting(ctx, c).await?.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = c.namespace().unwrap_or_default();
+    let masters = match targets::masters(ctx, &ns, &c.spec.broker_set, &[]).await? {
+        Targets::Masters(m) => m,
+        Targets::Blocked(..) => return Ok(Action::await_change()),
+    };
+    for (group, master) in masters {
+        let Some(endpoint) = master else {
+            return Err(Error::Admin(AdminError::NoMaster(group)));
+        };
+        admin::delete_group(&endpoint, &c.group_name()).await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn write_status(
+    ctx: &Context,
+    c: &ConsumerGroup,
+    result: Result<(), (&str, String)>,
+    degraded: bool,
+) -> Result<(), Error> {
+    let generation = c.metadata.generation;
+    let name = c.group_name();
+    let status = ConsumerGroupStatus {
+        observed_generation: generation,
+        conditions: targets::conditions(c.status.as_ref().map(|s| &s.conditions), result, degraded, generation),
+        retry_topic: Some(format!("%RETRY%{name}")),
+        dlq_topic: Some(format!("%DLQ%{name}")),
+    };
+    targets::patch_status(ctx, c, serde_json::to_value(status).map_err(Error::Serialize)?).await
+}
+
+/// The Admin service's form of `c`.
+pub fn group_config(c: &ConsumerGroup) -> GroupConfig {
+    let backoff = c.spec.backoff.as_ref();
+    GroupConfig {
+        name: c.group_name(),
+        fifo: c.spec.consume_type == ConsumeType::Fifo,
+        max_delivery_attempts: c.spec.max_delivery_attempts as u32,
+        customized_backoff_ms: backoff
+            .and_then(|b| b.customized_ms.as_ref())
+            .map(|v| v.iter().map(|&ms| ms.max(0) as u64).collect())
+            .unwrap_or_default(),
+        exponential_backoff: backoff.and_then(|b| b.exponential.as_ref()).map(|e| ExponentialBackoff {
+            initial_ms: e.initial_ms.max(0) as u64,
+            max_ms: e.max_ms.max(0) as u64,
+            multiplier: e.multiplier as f32,
+        }),
+        broadcast: c.spec.broadcast,
+    }
+}

@@ -1,0 +1,133 @@
+//! What Topic and ConsumerGroup reconciles share: finding the BrokerSet they name, the broker
+//! groups they go to and those groups' masters, settling which of two resources claiming the same
+//! name on the brokers owns it, and writing their status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::conditions::{condition, merge, DEGRADED, READY, RECONCILING};
+use super::{Context, Error};
+use crate::crd::BrokerSet;
+use crate::render::{group_name, FIELD_MANAGER};
+
+/// Finalizer of Topics and ConsumerGroups: deletion waits until `deletionPolicy` was carried out
+/// on the brokers.
+pub const FINALIZER: &str = "ferrocket.io/cleanup";
+
+/// Where a resource goes, or why it cannot go anywhere yet.
+pub enum Targets {
+    /// Broker group name -> its master's endpoint (`None`: no master registered yet).
+    Masters(BTreeMap<String, Option<String>>),
+    /// The resource cannot be applied now: Ready=False with this reason and message.
+    Blocked(&'static str, String),
+}
+
+/// The BrokerSet `name` in `ns`, if it exists and is not being deleted.
+pub async fn broker_set(ctx: &Context, ns: &str, name: &str) -> Result<Option<BrokerSet>, Error> {
+    let bs = Api::<BrokerSet>::namespaced(ctx.client.clone(), ns).get_opt(name).await?;
+    Ok(bs.filter(|b| b.metadata.deletion_timestamp.is_none()))
+}
+
+/// The masters of `groups` (every group of the BrokerSet when empty) of BrokerSet `name`.
+/// Errors: API calls; brokers that cannot be reached are [`Error::Admin`] (retried with backoff).
+pub async fn masters(ctx: &Context, ns: &str, name: &str, groups: &[String]) -> Result<Targets, Error> {
+    let Some(bs) = broker_set(ctx, ns, name).await? else {
+        return Ok(Targets::Blocked("BrokerSetNotFound", format!("BrokerSet {ns}/{name} does not exist")));
+    };
+    let all: Vec<String> = (0..bs.spec.broker_groups).map(|g| group_name(name, g)).collect();
+    let unknown: Vec<&String> = groups.iter().filter(|g| !all.contains(g)).collect();
+    if !unknown.is_empty() {
+        return Ok(Targets::Blocked(
+            "InvalidPlacement",
+            format!("placement names broker groups {unknown:?}; BrokerSet {name} has {all:?}"),
+        ));
+    }
+    let chosen = if groups.is_empty() { all } else { groups.to_vec() };
+    let mut found = ctx.brokers.masters(&bs).await?;
+    let masters = chosen.into_iter().map(|g| (g.clone(), found.remove(&g))).collect();
+    Ok(Targets::Masters(masters))
+}
+
+/// Of the resources in `all` claiming the broker-side `key` of `me`, the one that owns it if it
+/// is not `me`: the oldest (creation time, then name), not being deleted.
+pub fn owner_of<'a, K: Resource>(all: &'a [K], me: &K, key: impl Fn(&K) -> (String, String)) -> Option<&'a K> {
+    let mine = key(me);
+    let rank = |k: &K| (k.meta().creation_timestamp.clone().map(|t| t.0), k.name_any());
+    all.iter()
+        .filter(|k| key(k) == mine && k.meta().deletion_timestamp.is_none())
+        .min_by_key(|k| rank(k))
+        .filter(|k| k.name_any() != me.name_any())
+}
+
+/// `current` conditions with those of [`outcome`] merged in.
+pub fn conditions(
+    current: Option<&Vec<Condition>>,
+    result: Result<(), (&str, String)>,
+    degraded: bool,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    merge(current.map_or(&[][..], |c| c.as_slice()), outcome(result, degraded, generation))
+}
+
+/// Ready, Reconciling and Degraded for an outcome: `Ok` (applied), or the reason and message of
+/// what is missing, `degraded` when the user must act rather than wait.
+pub fn outcome(result: Result<(), (&str, String)>, degraded: bool, generation: Option<i64>) -> Vec<Condition> {
+    match result {
+        Ok(()) => vec![
+            condition(READY, true, "Applied", "applied on every chosen broker group", generation),
+            condition(RECONCILING, false, "Applied", "", generation),
+            condition(DEGRADED, false, "AsExpected", "", generation),
+        ],
+        Err((reason, msg)) => vec![
+            condition(READY, false, reason, msg.clone(), generation),
+            condition(RECONCILING, !degraded, reason, msg.clone(), generation),
+            condition(DEGRADED, degraded, reason, if degraded { msg } else { String::new() }, generation),
+        ],
+    }
+}
+
+/// For a paused resource, or one handed back with `ferrocket.io/managed: "false"`, what the
+/// reconcile does instead of applying: nothing while paused (a deletion waits too); an
+/// unmanaged one loses the operator's finalizer, so deleting it touches no broker.
+pub async fn hands_off<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<Option<Action>, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    if !super::skipped(obj) {
+        return Ok(None);
+    }
+    let unmanaged = obj.annotations().get(super::MANAGED).is_some_and(|v| v == "false");
+    if let Some(i) = obj.finalizers().iter().position(|f| f == finalizer).filter(|_| unmanaged) {
+        // Tested removal (as kube's finalizer helper does): fails if the list changed meanwhile.
+        let patch = serde_json::json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": finalizer},
+            {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+        ]);
+        let patch = serde_json::from_value(patch).map_err(Error::Serialize)?;
+        api.patch::<K>(&obj.name_any(), &PatchParams::default(), &Patch::Json(patch)).await?;
+    }
+    Ok(Some(Action::await_change()))
+}
+
+/// Server-side applies `status` (a JSON object of the kind's status fields) to `obj`'s status
+/// subresource.
+pub async fn patch_status<K>(ctx: &Context, obj: &K, status: serde_json::Value) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize,
+    K: std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}

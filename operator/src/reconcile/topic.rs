@@ -1,0 +1,185 @@
+//! Reconciling a Topic: create or update it through the Admin service on the master of every
+//! chosen broker group (every group of the BrokerSet, groups added later included, unless
+//! `placement.groups` names some), report the queues applied per group, and on deletion carry out
+//! `deletionPolicy` before the finalizer goes. Of two Topics claiming the same name on the same
+//! BrokerSet, the older owns it; the newer gets `Ready=False` reason `ResourceConflict`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrocket_broker::proto::admin::TopicConfig;
+use ferrocket_broker::proto::v2;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Api, ResourceExt};
+
+use super::targets::{self, owner_of, Targets, FINALIZER};
+use super::{Context, Error};
+use crate::admin::{self, AdminError};
+use crate::crd::{DeletionPolicy, MessageType, Permission, QueueAllocation, Topic, TopicStatus};
+
+/// Requeue while broker groups have no master yet, or a conflict may resolve.
+const SOON: Duration = Duration::from_secs(15);
+/// Requeue once applied (a broker group that lost its state, say, gets the topic back).
+const LATER: Duration = Duration::from_secs(300);
+
+/// One reconcile of `topic`. Errors: API calls, and brokers that cannot be reached (both
+/// retried with backoff).
+pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = topic.namespace().unwrap_or_default();
+    let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(action) = targets::hands_off(&api, topic.as_ref(), FINALIZER).await? {
+        return Ok(action);
+    }
+    finalizer(&api, FINALIZER, topic, |event| async {
+        match event {
+            Finalizer::Apply(t) => apply(&t, &ctx).await,
+            Finalizer::Cleanup(t) => cleanup(&t, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// (BrokerSet, topic name): what two Topics must not both claim.
+fn key(t: &Topic) -> (String, String) {
+    (t.spec.broker_set.clone(), t.topic_name())
+}
+
+/// The Topic owning `t`'s name on its BrokerSet, if another one does.
+async fn conflicting(ctx: &Context, t: &Topic) -> Result<Option<String>, Error> {
+    let all = Api::<Topic>::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default())
+        .list(&ListParams::default())
+        .await?;
+    Ok(owner_of(&all.items, t, key).map(|o| o.name_any()))
+}
+
+async fn apply(t: &Topic, ctx: &Context) -> Result<Action, Error> {
+    let generation = t.metadata.generation;
+    if let Some(owner) = conflicting(ctx, t).await? {
+        let msg = format!(
+            "topic {} on BrokerSet {} is already claimed by Topic {owner}; this Topic changes nothing",
+            t.topic_name(),
+            t.spec.broker_set
+        );
+        ctx.warn(t, "ResourceConflict", &msg).await;
+        let status = TopicStatus {
+            observed_generation: generation,
+            conditions: targets::conditions(
+                t.status.as_ref().map(|s| &s.conditions),
+                Err(("ResourceConflict", msg)),
+                true,
+                generation,
+            ),
+            queues: Vec::new(),
+        };
+        targets::patch_status(ctx, t, serde_json::to_value(status).map_err(Error::Serialize)?).await?;
+        return Ok(Action::requeue(SOON));
+    }
+    let ns = t.namespace().unwrap_or_default();
+    let masters = match targets::masters(ctx, &ns, &t.spec.broker_set, &t.spec.placement.groups).await {
+        Ok(Targets::Masters(m)) => m,
+        Ok(Targets::Blocked(reason, msg)) => {
+            ctx.warn(t, reason, &msg).await;
+            let degraded = reason == "InvalidPlacement";
+            write_status(ctx, t, Vec::new(), Err((reason, msg)), degraded).await?;
+            return Ok(if degraded { Action::await_change() } else { Action::requeue(SOON) });
+        }
+        Err(e) => return report_unreachable(ctx, t, e).await,
+    };
+    let config = topic_config(t);
+    let (mut applied, mut waiting, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    for (group, master) in &masters {
+        let Some(endpoint) = master else {
+            waiting.push(group.clone());
+            continue;
+        };
+        match admin::apply_topic(endpoint, config.clone()).await {
+            Ok(stored) => applied.push(QueueAllocation { group: group.clone(), queues: stored.queue_count as i32 }),
+            Err(AdminError::Unreachable(_)) => waiting.push(group.clone()),
+            Err(e) => refused.push(format!("{group}: {e}")),
+        }
+    }
+    let (result, degraded, action) = if !refused.is_empty() {
+        let msg = format!("refused by the brokers: {}", refused.join("; "));
+        ctx.warn(t, "Refused", &msg).await;
+        (Err(("Refused", msg)), true, Action::requeue(LATER))
+    } else if !waiting.is_empty() {
+        (Err(("WaitingForBrokers", format!("no reachable master yet in {waiting:?}"))), false, Action::requeue(SOON))
+    } else {
+        (Ok(()), false, Action::requeue(LATER))
+    };
+    write_status(ctx, t, applied, result, degraded).await?;
+    Ok(action)
+}
+
+/// Deletion: with `deletionPolicy: Delete`, the topic goes from every group it was applied to,
+/// unless another Topic owns the name or the BrokerSet (and its brokers) is gone.
+async fn cleanup(t: &Topic, ctx: &Context) -> Result<Action, Error> {
+    if t.spec.deletion_policy == DeletionPolicy::Retain || conflicting(ctx, t).await?.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = t.namespace().unwrap_or_default();
+    let groups: Vec<String> = t.status.iter().flat_map(|s| s.queues.iter().map(|q| q.group.clone())).collect();
+    if groups.is_empty() {
+        return Ok(Action::await_change()); // never applied anywhere
+    }
+    let masters = match targets::masters(ctx, &ns, &t.spec.broker_set, &[]).await? {
+        Targets::Masters(m) => m,
+        Targets::Blocked(..) => return Ok(Action::await_change()), // the BrokerSet went first
+    };
+    for group in groups {
+        let Some(Some(endpoint)) = masters.get(&group) else {
+            return Err(Error::Admin(AdminError::NoMaster(group)));
+        };
+        admin::delete_topic(endpoint, &t.topic_name()).await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn report_unreachable(ctx: &Context, t: &Topic, e: Error) -> Result<Action, Error> {
+    // The Event comes from the error policy.
+    if let Error::Admin(a) = &e {
+        let applied = t.status.as_ref().map(|s| s.queues.clone()).unwrap_or_default();
+        write_status(ctx, t, applied, Err(("BrokersUnavailable", a.to_string())), false).await?;
+    }
+    Err(e)
+}
+
+async fn write_status(
+    ctx: &Context,
+    t: &Topic,
+    queues: Vec<QueueAllocation>,
+    result: Result<(), (&str, String)>,
+    degraded: bool,
+) -> Result<(), Error> {
+    let generation = t.metadata.generation;
+    let status = TopicStatus {
+        observed_generation: generation,
+        conditions: targets::conditions(t.status.as_ref().map(|s| &s.conditions), result, degraded, generation),
+        queues,
+    };
+    targets::patch_status(ctx, t, serde_json::to_value(status).map_err(Error::Serialize)?).await
+}
+
+/// The Admin service's form of `t`.
+pub fn topic_config(t: &Topic) -> TopicConfig {
+    let permission = match t.spec.permission {
+        Permission::ReadWrite => v2::Permission::ReadWrite,
+        Permission::Read => v2::Permission::Read,
+        Permission::Write => v2::Permission::Write,
+    };
+    let message_type = match t.spec.message_type {
+        MessageType::Normal => v2::MessageType::Normal,
+        MessageType::Fifo => v2::MessageType::Fifo,
+        MessageType::Delay => v2::MessageType::Delay,
+        MessageType::Transaction => v2::MessageType::Transaction,
+    };
+    TopicConfig {
+        name: t.topic_name(),
+        queue_count: t.spec.queues as u32,
+        permission: permission as i32,
+        accept_message_types: vec![message_type as i32],
+    }
+}
