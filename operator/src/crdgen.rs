@@ -2,6 +2,10 @@
 
 use std::path::Path;
 
+/// Where the CRDs are checked in, relative to the repository root: `crds/` for `kubectl apply`,
+/// and the Helm chart's `crds/` (Helm installs CRDs only from there).
+pub const DIRS: [&str; 2] = ["crds", "charts/ferrocket/crds"];
+
 /// `(file name, YAML)` of every CRD: `<plural>.<group>.yaml`.
 /// Errors: none in practice (serialising a CRD to YAML cannot fail); reported if it does.
 pub fn files() -> Result<Vec<(String, String)>, serde_yaml_ng::Error> {

@@ -6,13 +6,15 @@ use serde_json::json;
 
 #[test]
 fn checked_in_crds_are_what_crdgen_writes() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
     let files = ferrocket_operator::crdgen::files().unwrap();
     assert_eq!(files.len(), 3);
-    for (name, yaml) in files {
-        let checked_in = std::fs::read_to_string(dir.join(&name))
-            .unwrap_or_else(|e| panic!("crds/{name}: {e}; run `cargo run --bin crdgen`"));
-        assert!(checked_in == yaml, "crds/{name} is stale; run `cargo run --bin crdgen`");
+    for dir in ferrocket_operator::crdgen::DIRS {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+        for (name, yaml) in &files {
+            let checked_in = std::fs::read_to_string(root.join(name))
+                .unwrap_or_else(|e| panic!("{dir}/{name}: {e}; run `cargo run --bin crdgen`"));
+            assert!(checked_in == *yaml, "{dir}/{name} is stale; run `cargo run --bin crdgen`");
+        }
     }
 }
 
