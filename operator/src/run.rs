@@ -171,10 +171,17 @@ where
         .collect()
 }
 
-async fn log_result<K: Resource<DynamicType = ()>, E: std::fmt::Display>(r: Result<(ObjectRef<K>, Action), E>) {
+async fn log_result<K: Resource<DynamicType = ()>>(
+    r: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<Error, watcher::Error>>,
+) {
+    use kube::runtime::controller::Error as Controller;
     match r {
         Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
-        Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+        // A watch event for an object deleted meanwhile: nothing to do.
+        Err(Controller::ObjectNotFound(obj)) => tracing::debug!(object = %obj, "gone before its reconcile"),
+        // Failed reconciles are logged by the error policy.
+        Err(Controller::ReconcilerFailed(..)) => {}
+        Err(e) => tracing::warn!(error = %e, "controller error"),
     }
 }
 

@@ -62,8 +62,23 @@ fn answers(sets: Vec<Value>) -> impl Fn(&Method, &str, &Value) -> Value {
 
 /// [`answers`], and lists of Pods from `pods`.
 fn answers_with_pods(sets: Vec<Value>, pods: Vec<Value>) -> impl Fn(&Method, &str, &Value) -> Value {
+    answers_on(33, sets, pods)
+}
+
+/// [`answers_with_pods`] from a Kubernetes 1.`minor` API server (`policy/v1` from 1.21).
+fn answers_on(minor: u32, sets: Vec<Value>, pods: Vec<Value>) -> impl Fn(&Method, &str, &Value) -> Value {
     move |method, path, body| {
-        if method == Method::GET && path.contains("/statefulsets") {
+        if path == "/version" {
+            json!({"major": "1", "minor": minor.to_string(), "gitVersion": format!("v1.{minor}.0"), "gitCommit": "",
+                   "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "gc", "platform": "linux/amd64"})
+        } else if path == "/apis/policy/v1" {
+            if minor < 21 {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+            } else {
+                json!({"kind": "APIResourceList", "groupVersion": "policy/v1", "resources": [
+                    {"name": "poddisruptionbudgets", "singularName": "", "namespaced": true, "kind": "PodDisruptionBudget", "verbs": ["get"]}]})
+            }
+        } else if method == Method::GET && path.contains("/statefulsets") {
             list("StatefulSet", sets.clone())
         } else if method == Method::GET && path.contains("/pods") {
             // The selector names one broker group: that group's pods.
@@ -208,4 +223,20 @@ async fn no_pod_of_a_replicated_group_rolls_while_its_in_sync_state_is_unknown()
     let ready = condition(status_patch(&seen), "Ready");
     assert_eq!(ready["reason"], "RollingUpdate");
     assert!(ready["message"].as_str().unwrap().contains("in-sync state is unknown"), "{ready}");
+}
+
+#[tokio::test]
+async fn an_older_server_gets_what_it_serves_and_a_condition_saying_what_is_missing() {
+    let seen = run(example(), answers_on(20, vec![sts("demo-0", 2), sts("demo-1", 2)], vec![])).await;
+    let applied = applies(&seen);
+    assert!(!applied.iter().any(|a| a.starts_with("poddisruptionbudgets")), "{applied:?}");
+    assert_eq!(applied.len(), 12);
+    let sts = seen.iter().find(|(m, p, _)| m == Method::PATCH && p.contains("/statefulsets/demo-0?")).unwrap();
+    assert!(sts.2["spec"].get("persistentVolumeClaimRetentionPolicy").is_none());
+    assert!(!sts.2.to_string().contains("pod-index"));
+    let degraded = condition(status_patch(&seen), "Degraded");
+    assert_eq!((degraded["status"].as_str(), degraded["reason"].as_str()), (Some("True"), Some("FeaturesUnavailable")));
+    assert!(degraded["message"].as_str().unwrap().contains("policy/v1"), "{degraded}");
+    assert_eq!(condition(status_patch(&seen), "Ready")["status"], "True", "it still runs");
+    assert_eq!(events(&seen), ["FeaturesUnavailable"]);
 }

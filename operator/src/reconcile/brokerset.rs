@@ -16,7 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::conditions::{condition, merge, DEGRADED, READY, RECONCILING};
+use super::conditions::{condition, merge, DEGRADED, NOTHING_WRONG, READY, RECONCILING};
 use super::rolling::{self, Member, Step};
 use super::{Context, Error, ALLOW_SCALE_DOWN};
 use crate::crd::{BrokerSet, BrokerSetStatus, GroupStatus};
@@ -35,7 +35,8 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
     let ns = bs.namespace().ok_or(Error::Render(render::RenderError::Missing("metadata.namespace")))?;
     let name = bs.name_any();
     let generation = bs.metadata.generation;
-    let manifests = match render::render(&bs) {
+    let caps = capabilities(&ctx).await?;
+    let manifests = match render::render_for(&bs, caps) {
         Ok(m) => m,
         Err(e) => {
             ctx.warn(bs.as_ref(), "InvalidSpec", &e.to_string()).await;
@@ -111,11 +112,20 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
     }
     let not_ready: Vec<&str> = status.iter().filter(|g| g.ready_replicas < replicas).map(|g| g.name.as_str()).collect();
     let ready = not_ready.is_empty() && rolling.is_empty();
+    // An older server runs the BrokerSet without what it lacks: said once per reconcile.
+    let missing = caps.missing();
+    let degraded = if missing.is_empty() {
+        condition(DEGRADED, false, "AsExpected", NOTHING_WRONG, generation)
+    } else {
+        let msg = format!("this Kubernetes lacks features the BrokerSet uses: {}", missing.join("; "));
+        ctx.warn(bs.as_ref(), "FeaturesUnavailable", &msg).await;
+        condition(DEGRADED, true, "FeaturesUnavailable", msg, generation)
+    };
     let conditions = if ready {
         vec![
             condition(READY, true, "AllGroupsReady", "every broker group has all its pods ready", generation),
             condition(RECONCILING, false, "Applied", "the spec is applied", generation),
-            condition(DEGRADED, false, "AsExpected", "", generation),
+            degraded,
         ]
     } else {
         let (reason, msg) = if rolling.is_empty() {
@@ -126,11 +136,25 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
         vec![
             condition(READY, false, reason, msg.clone(), generation),
             condition(RECONCILING, true, reason, msg, generation),
-            condition(DEGRADED, false, "AsExpected", "", generation),
+            degraded,
         ]
     };
     patch_status(&ctx, &bs, conditions, status).await?;
     Ok(Action::requeue(if ready { LATER } else { SOON }))
+}
+
+/// What the API server takes (its version, and whether it serves `policy/v1`). Errors: the
+/// discovery calls failed.
+async fn capabilities(ctx: &Context) -> Result<render::Capabilities, Error> {
+    let version = ctx.client.apiserver_version().await?;
+    // "20", or "20+" from some distributions; anything unreadable counts as current.
+    let minor = version.minor.trim_end_matches('+').parse().unwrap_or(u32::MAX);
+    let pdb_v1 = match ctx.client.list_api_group_resources("policy/v1").await {
+        Ok(list) => list.resources.iter().any(|r| r.name == "poddisruptionbudgets"),
+        Err(kube::Error::Api(s)) if s.code == 404 => false,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(render::Capabilities::of(minor, pdb_v1))
 }
 
 /// The next rolling step of broker group StatefulSet `sts` (see [`rolling::next_step`]); its

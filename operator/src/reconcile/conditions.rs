@@ -11,6 +11,10 @@ pub const RECONCILING: &str = "Reconciling";
 /// Condition type: something is wrong that the operator cannot fix alone.
 pub const DEGRADED: &str = "Degraded";
 
+/// The message of `Degraded=False`. Messages are never empty: Kubernetes 1.20's server-side
+/// apply turns an empty string into null, which the status schema refuses.
+pub const NOTHING_WRONG: &str = "nothing is wrong";
+
 /// A condition of `type_` with `status` (true/false), a CamelCase `reason` and a message, for
 /// `generation`.
 pub fn condition(
@@ -57,7 +61,7 @@ mod tests {
         assert_eq!((merged[0].reason.as_str(), merged[0].observed_generation), ("PodsNotReady", Some(2)));
         let merged = merge(&merged, vec![condition(READY, true, "Ready", "ok", Some(2))]);
         assert_ne!(merged[0].last_transition_time, first.last_transition_time);
-        let merged = merge(&merged, vec![condition(DEGRADED, false, "AsExpected", "", Some(2))]);
+        let merged = merge(&merged, vec![condition(DEGRADED, false, "AsExpected", NOTHING_WRONG, Some(2))]);
         assert_eq!(merged.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), [DEGRADED, READY]);
     }
 }

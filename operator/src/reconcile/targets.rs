@@ -11,7 +11,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::conditions::{condition, merge, DEGRADED, READY, RECONCILING};
+use super::conditions::{condition, merge, DEGRADED, NOTHING_WRONG, READY, RECONCILING};
 use super::{Context, Error};
 use crate::crd::BrokerSet;
 use crate::render::{group_name, FIELD_MANAGER};
@@ -81,13 +81,13 @@ pub fn outcome(result: Result<(), (&str, String)>, degraded: bool, generation: O
     match result {
         Ok(()) => vec![
             condition(READY, true, "Applied", "applied on every chosen broker group", generation),
-            condition(RECONCILING, false, "Applied", "", generation),
-            condition(DEGRADED, false, "AsExpected", "", generation),
+            condition(RECONCILING, false, "Applied", "nothing left to apply", generation),
+            condition(DEGRADED, false, "AsExpected", NOTHING_WRONG, generation),
         ],
         Err((reason, msg)) => vec![
             condition(READY, false, reason, msg.clone(), generation),
             condition(RECONCILING, !degraded, reason, msg.clone(), generation),
-            condition(DEGRADED, degraded, reason, if degraded { msg } else { String::new() }, generation),
+            condition(DEGRADED, degraded, reason, if degraded { msg } else { NOTHING_WRONG.into() }, generation),
         ],
     }
 }

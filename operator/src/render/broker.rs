@@ -68,13 +68,12 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
         spec.config.iter().map(|(k, v)| (format!("FERROCKET_{}", k.to_uppercase()), v.clone())).collect();
     let extra_text: String = extra.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     let config_hash = hash(&[&config, &extra_text]);
-    let mut envs = vec![
-        field_env("POD_NAME", "metadata.name"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
+    let mut envs = vec![field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")];
+    if ctx.caps.pod_index_label {
         // The StatefulSet ordinal (label set by Kubernetes >= 1.28): 0 is the preferred master.
-        field_env("FERROCKET_BROKER_ID", "metadata.labels['apps.kubernetes.io/pod-index']"),
-        env("FERROCKET_ADVERTISED_ADDR", &format!("$(POD_NAME).{group}.$(POD_NAMESPACE).svc:{BROKER_PORT}")),
-    ];
+        envs.push(field_env("FERROCKET_BROKER_ID", "metadata.labels['apps.kubernetes.io/pod-index']"));
+    }
+    envs.push(env("FERROCKET_ADVERTISED_ADDR", &format!("$(POD_NAME).{group}.$(POD_NAMESPACE).svc:{BROKER_PORT}")));
     envs.extend(extra.iter().map(|(k, v)| env(k, v)));
     let mut c = container(
         ctx,
@@ -108,9 +107,11 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
             pod_management_policy: Some("Parallel".into()),
             // The operator rolls pods itself: one per group, slaves first, waiting for in-sync.
             update_strategy: Some(StatefulSetUpdateStrategy { type_: Some("OnDelete".into()), ..Default::default() }),
-            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
-                when_deleted: Some(retention.into()),
-                when_scaled: Some(retention.into()),
+            persistent_volume_claim_retention_policy: ctx.caps.pvc_retention.then(|| {
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(retention.into()),
+                    when_scaled: Some(retention.into()),
+                }
             }),
             template: PodTemplateSpec {
                 metadata: Some(template_meta(all.clone(), &config_hash)),
@@ -125,6 +126,9 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
         name: Some(name.into()),
         port,
         target_port: Some(IntOrString::String(name.into())),
+        // Explicit: the port lists' merge key is (port, protocol); Kubernetes < 1.21 does not
+        // default it in server-side apply.
+        protocol: Some("TCP".into()),
         ..Default::default()
     };
     m.services.push(Service {
@@ -148,6 +152,9 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
         }),
         ..Default::default()
     });
+    if !ctx.caps.pdb_v1 {
+        return;
+    }
     m.pod_disruption_budgets.push(PodDisruptionBudget {
         metadata: ctx.meta(&group, all),
         spec: Some(PodDisruptionBudgetSpec {

@@ -84,9 +84,54 @@ impl Manifests {
     }
 }
 
-/// Renders every object of `bs`. Errors: [`RenderError`].
+/// What the API server takes, where it differs between the Kubernetes versions the operator
+/// supports (1.20 and later): the reconciler discovers it and renders for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `policy/v1` PodDisruptionBudgets (Kubernetes 1.21).
+    pub pdb_v1: bool,
+    /// The StatefulSet field `persistentVolumeClaimRetentionPolicy` (on by default from 1.27).
+    pub pvc_retention: bool,
+    /// The pod label `apps.kubernetes.io/pod-index` (1.28), the brokers' `broker_id`.
+    pub pod_index_label: bool,
+}
+
+impl Capabilities {
+    /// A current Kubernetes: everything.
+    pub const CURRENT: Capabilities = Capabilities { pdb_v1: true, pvc_retention: true, pod_index_label: true };
+
+    /// The capabilities of Kubernetes 1.`minor` that serves `policy/v1` or not.
+    pub fn of(minor: u32, pdb_v1: bool) -> Capabilities {
+        Capabilities { pdb_v1, pvc_retention: minor >= 27, pod_index_label: minor >= 28 }
+    }
+
+    /// What is missing, and what that means, one sentence each.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.pdb_v1 {
+            out.push("policy/v1 is not served: no PodDisruptionBudgets, so voluntary evictions are not limited");
+        }
+        if !self.pvc_retention {
+            out.push(
+                "StatefulSet PVC retention needs Kubernetes 1.27: claims are kept whatever storage.deleteClaim says",
+            );
+        }
+        if !self.pod_index_label {
+            out.push("the pod-index label needs Kubernetes 1.28: pod 0 is not preferred as first master (the controller picks the first broker to report)");
+        }
+        out
+    }
+}
+
+/// Renders every object of `bs` for a current Kubernetes. Errors: [`RenderError`].
 pub fn render(bs: &BrokerSet) -> Result<Manifests, RenderError> {
-    let ctx = Ctx::new(bs)?;
+    render_for(bs, Capabilities::CURRENT)
+}
+
+/// Renders every object of `bs` for a server with `caps` (what it lacks is left out). Errors:
+/// [`RenderError`].
+pub fn render_for(bs: &BrokerSet, caps: Capabilities) -> Result<Manifests, RenderError> {
+    let ctx = Ctx::new(bs, caps)?;
     if let Some(k) = bs.spec.config.keys().find(|k| crate::crd::OWNED_CONFIG_KEYS.contains(&k.as_str())) {
         return Err(RenderError::OwnedKey(k.clone()));
     }
@@ -104,14 +149,15 @@ pub(crate) struct Ctx<'a> {
     pub name: String,
     pub namespace: String,
     pub owner: OwnerReference,
+    pub caps: Capabilities,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(bs: &'a BrokerSet) -> Result<Ctx<'a>, RenderError> {
+    fn new(bs: &'a BrokerSet, caps: Capabilities) -> Result<Ctx<'a>, RenderError> {
         let name = bs.metadata.name.clone().ok_or(RenderError::Missing("metadata.name"))?;
         let namespace = bs.metadata.namespace.clone().ok_or(RenderError::Missing("metadata.namespace"))?;
         let owner = bs.controller_owner_ref(&()).ok_or(RenderError::Missing("metadata.uid"))?;
-        Ok(Ctx { bs, name, namespace, owner })
+        Ok(Ctx { bs, name, namespace, owner, caps })
     }
 
     /// Metadata of an object named `name` with `component` labels.

@@ -22,6 +22,9 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
         name: Some("namesrv".into()),
         port: NAMESRV_PORT,
         target_port: Some(IntOrString::String("namesrv".into())),
+        // Explicit: the port lists' merge key is (port, protocol); Kubernetes < 1.21 does not
+        // default it in server-side apply.
+        protocol: Some("TCP".into()),
         ..Default::default()
     };
 

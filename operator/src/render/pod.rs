@@ -62,8 +62,19 @@ pub fn container(
         image: Some(ctx.bs.spec.image.clone()),
         args: Some(args.iter().map(|a| a.to_string()).collect()),
         ports: Some(vec![
-            ContainerPort { name: Some(port_name.into()), container_port: port, ..Default::default() },
-            ContainerPort { name: Some("metrics".into()), container_port: METRICS_PORT, ..Default::default() },
+            // Protocol explicit: (containerPort, protocol) is the merge key server-side apply needs.
+            ContainerPort {
+                name: Some(port_name.into()),
+                container_port: port,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
         ]),
         env: Some(env),
         volume_mounts: Some(mounts),

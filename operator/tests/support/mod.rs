@@ -38,7 +38,10 @@ where
             let path = parts.uri.path_and_query().unwrap().to_string();
             let reply = answer(&parts.method, &path, &body);
             seen.push((parts.method, path, body));
-            send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap());
+            // A `Status` answer with a code is sent with that HTTP status (a 404, say).
+            let code = if reply["kind"] == "Status" { reply["code"].as_u64().unwrap_or(200) as u16 } else { 200 };
+            let response = Response::builder().status(code).body(Body::from(serde_json::to_vec(&reply).unwrap()));
+            send.send_response(response.unwrap());
         }
         seen
     });
