@@ -29,22 +29,31 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 /// Longest retry delay after failures.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// How the operator runs (the `ferrocket-operator run` flags).
-#[derive(Clone, Debug)]
+/// How the operator runs: the `ferrocket-operator run` flags, each also read from the
+/// environment variable named (the chart's Deployment sets them).
+#[derive(Clone, Debug, clap::Args)]
 pub struct Options {
-    /// Namespaces to watch; empty: every namespace.
+    /// Namespaces to watch, comma-separated; empty: every namespace.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
     pub watch_namespaces: Vec<String>,
-    /// Leader election on, with the Lease `lease_name` in `lease_namespace`.
+    /// Take part in leader election (a Lease); off only for a single local replica.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
-    /// Namespace of the Lease (the operator's own).
+    /// Namespace of the leader election Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
-    /// Name of the Lease.
+    /// Name of the leader election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "ferrocket-operator")]
     pub lease_name: String,
-    /// This replica's identity in the Lease (the pod name).
+    /// This replica's identity in the Lease; the pod name in a cluster.
+    #[arg(long, env = "POD_NAME", default_value_t = format!("ferrocket-operator-{}", std::process::id()))]
     pub identity: String,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     pub metrics_listen: SocketAddr,
-    /// Nameserver address used for every BrokerSet (an operator outside the cluster).
+    /// Reach every BrokerSet's nameservers here instead of through their Service (an operator
+    /// run outside the cluster).
+    #[arg(long, env = "NAMESERVER_OVERRIDE")]
     pub nameserver_override: Option<String>,
 }
 
@@ -106,10 +115,12 @@ async fn lead(client: &Client, opts: &Options) -> anyhow::Result<tokio::sync::wa
 }
 
 fn scopes(opts: &Options) -> Vec<Option<String>> {
-    if opts.watch_namespaces.is_empty() {
+    let named: Vec<Option<String>> =
+        opts.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().map(Some).collect();
+    if named.is_empty() {
         vec![None]
     } else {
-        opts.watch_namespaces.iter().cloned().map(Some).collect()
+        named
     }
 }
 
@@ -136,26 +147,36 @@ async fn controllers(client: Client, ns: Option<String>, ctx: Arc<Context>) {
         .run(|o, c| instrumented("BrokerSet", o, c, brokerset::reconcile), error_policy, ctx.clone())
         .for_each(log_result);
 
-    // A Topic or ConsumerGroup reconciles again when its BrokerSet changes: a new broker group
-    // gets every topic placed on all groups.
-    let topics = Controller::new(api::<Topic>(&client, &ns), watcher::Config::default());
-    let topic_store = topics.store();
-    let topics = topics
-        .watches(api::<BrokerSet>(&client, &ns), watcher::Config::default(), move |bs| {
-            referring(&topic_store, &bs, |t: &Topic| &t.spec.broker_set)
-        })
-        .run(|o, c| instrumented("Topic", o, c, topic::reconcile), error_policy, ctx.clone())
-        .for_each(log_result);
-
-    let groups = Controller::new(api::<ConsumerGroup>(&client, &ns), watcher::Config::default());
-    let group_store = groups.store();
-    let groups = groups
-        .watches(api::<BrokerSet>(&client, &ns), watcher::Config::default(), move |bs| {
-            referring(&group_store, &bs, |c: &ConsumerGroup| &c.spec.broker_set)
-        })
-        .run(|o, c| instrumented("ConsumerGroup", o, c, consumergroup::reconcile), error_policy, ctx)
-        .for_each(log_result);
+    let topics = dependents(&client, &ns, ctx.clone(), "Topic", topic::reconcile, |t: &Topic| &t.spec.broker_set);
+    let groups = dependents(&client, &ns, ctx, "ConsumerGroup", consumergroup::reconcile, |c: &ConsumerGroup| {
+        &c.spec.broker_set
+    });
     futures::join!(broker_sets, topics, groups);
+}
+
+/// The controller of a kind that names a BrokerSet (Topic, ConsumerGroup): its resources also
+/// reconcile when their BrokerSet changes, so a new broker group gets every topic placed on all
+/// groups.
+async fn dependents<K, R, Fut>(
+    client: &Client,
+    ns: &Option<String>,
+    ctx: Arc<Context>,
+    kind: &'static str,
+    reconcile: R,
+    broker_set: fn(&K) -> &String,
+) where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    K: Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    R: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let controller = Controller::new(api::<K>(client, ns), watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(api::<BrokerSet>(client, ns), watcher::Config::default(), move |bs| referring(&store, &bs, broker_set))
+        .run(move |o, c| instrumented(kind, o, c, reconcile), error_policy, ctx)
+        .for_each(log_result)
+        .await
 }
 
 /// The resources in `store` naming `bs` as their BrokerSet.

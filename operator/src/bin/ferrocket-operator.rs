@@ -5,7 +5,6 @@
 //! - `ferrocket-operator render --file BROKERSET.yaml`: prints, as YAML documents, every object
 //!   the operator applies for that BrokerSet (like `helm template`: review or diff them).
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,28 +21,8 @@ struct Cli {
 enum Cmd {
     /// Runs the operator against the cluster of the in-cluster config or KUBECONFIG.
     Run {
-        /// Namespaces to watch, comma-separated; empty: all namespaces.
-        #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
-        watch_namespaces: Vec<String>,
-        /// Take part in leader election (a Lease); off only for a single local replica.
-        #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
-        leader_election: bool,
-        /// Namespace of the leader election Lease (the operator's own).
-        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-        lease_namespace: String,
-        /// Name of the leader election Lease.
-        #[arg(long, env = "LEASE_NAME", default_value = "ferrocket-operator")]
-        lease_name: String,
-        /// This replica's identity in the Lease; the pod name in a cluster.
-        #[arg(long, env = "POD_NAME")]
-        identity: Option<String>,
-        /// Address of `/metrics`, `/healthz` and `/readyz`.
-        #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
-        metrics_listen: SocketAddr,
-        /// Reach every BrokerSet's nameservers here instead of through their Service (an
-        /// operator run outside the cluster).
-        #[arg(long, env = "NAMESERVER_OVERRIDE")]
-        nameserver_override: Option<String>,
+        #[command(flatten)]
+        opts: ferrocket_operator::run::Options,
         /// Log as text instead of JSON lines.
         #[arg(long)]
         text_logs: bool,
@@ -58,27 +37,8 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
-        Cmd::Run {
-            watch_namespaces,
-            leader_election,
-            lease_namespace,
-            lease_name,
-            identity,
-            metrics_listen,
-            nameserver_override,
-            text_logs,
-        } => {
+        Cmd::Run { opts, text_logs } => {
             init_logs(text_logs);
-            let identity = identity.unwrap_or_else(|| format!("ferrocket-operator-{}", std::process::id()));
-            let opts = ferrocket_operator::run::Options {
-                watch_namespaces: watch_namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
-                leader_election,
-                lease_namespace,
-                lease_name,
-                identity,
-                metrics_listen,
-                nameserver_override,
-            };
             tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(ferrocket_operator::run::run(opts)))

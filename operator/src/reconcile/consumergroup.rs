@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrocket_broker::proto::admin::{ExponentialBackoff, GroupConfig};
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
-use super::targets::{self, owner_of, Targets, FINALIZER};
+use super::targets::{self, Targets};
 use super::{Context, Error};
 use crate::admin::{self, AdminError};
 use crate::crd::{ConsumeType, ConsumerGroup, ConsumerGroupStatus, DeletionPolicy};
@@ -25,34 +23,17 @@ const LATER: Duration = Duration::from_secs(300);
 /// One reconcile of `cg`. Errors: API calls, and brokers that cannot be reached (both retried
 /// with backoff).
 pub async fn reconcile(cg: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = cg.namespace().unwrap_or_default();
-    let api: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Some(action) = targets::hands_off(&api, cg.as_ref(), FINALIZER).await? {
-        return Ok(action);
-    }
-    finalizer(&api, FINALIZER, cg, |event| async {
-        match event {
-            Finalizer::Apply(c) => apply(&c, &ctx).await,
-            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    targets::with_finalizer(cg, ctx, apply, cleanup).await
 }
 
+/// (BrokerSet, group name): what two ConsumerGroups must not both claim.
 fn key(c: &ConsumerGroup) -> (String, String) {
     (c.spec.broker_set.clone(), c.group_name())
 }
 
-async fn conflicting(ctx: &Context, c: &ConsumerGroup) -> Result<Option<String>, Error> {
-    let all = Api::<ConsumerGroup>::namespaced(ctx.client.clone(), &c.namespace().unwrap_or_default())
-        .list(&ListParams::default())
-        .await?;
-    Ok(owner_of(&all.items, c, key).map(|o| o.name_any()))
-}
-
-async fn apply(c: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
-    if let Some(owner) = conflicting(ctx, c).await? {
+async fn apply(c: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (c, ctx) = (c.as_ref(), ctx.as_ref());
+    if let Some(owner) = targets::claimed_by_another(ctx, c, key).await? {
         let msg = format!(
             "consumer group {} on BrokerSet {} is already claimed by ConsumerGroup {owner}; this one changes nothing",
             c.group_name(),
@@ -108,8 +89,9 @@ async fn apply(c: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
 
 /// Deletion: with `deletionPolicy: Delete`, the group (offsets, retry state) goes from every
 /// broker group, unless another ConsumerGroup owns the name or the BrokerSet is gone.
-async fn cleanup(c: &ConsumerGroup, ctx: &Context) -> Result<Action, Error> {
-    if c.spec.deletion_policy == DeletionPolicy::Retain || conflicting(ctx, c).await?.is_some() {
+async fn cleanup(c: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (c, ctx) = (c.as_ref(), ctx.as_ref());
+    if c.spec.deletion_policy == DeletionPolicy::Retain || targets::claimed_by_another(ctx, c, key).await?.is_some() {
         return Ok(Action::await_change());
     }
     let ns = c.namespace().unwrap_or_default();

@@ -3,10 +3,13 @@
 //! name on the brokers owns it, and writing their status.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -92,10 +95,59 @@ pub fn outcome(result: Result<(), (&str, String)>, degraded: bool, generation: O
     }
 }
 
+/// Reconciles `obj` under [`FINALIZER`] (kube's finalizer helper): `apply` while it lives (the
+/// finalizer added first), `cleanup` once it is being deleted (the finalizer removed when that
+/// succeeds) — unless it is paused or unmanaged ([`hands_off`]). Errors: those of `apply` and
+/// `cleanup`, and API calls.
+pub async fn with_finalizer<K, A, FA, C, FC>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    apply: A,
+    cleanup: C,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    A: FnOnce(Arc<K>, Arc<Context>) -> FA,
+    FA: Future<Output = Result<Action, Error>>,
+    C: FnOnce(Arc<K>, Arc<Context>) -> FC,
+    FC: Future<Output = Result<Action, Error>>,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    if let Some(action) = hands_off(&api, obj.as_ref(), FINALIZER).await? {
+        return Ok(action);
+    }
+    finalizer(&api, FINALIZER, obj, |event| async move {
+        match event {
+            Finalizer::Apply(o) => apply(o, ctx).await,
+            Finalizer::Cleanup(o) => cleanup(o, ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The name of the resource of `obj`'s kind (same namespace) that owns the broker-side `key` of
+/// `obj`, if it is not `obj` (see [`owner_of`]). Errors: the list call.
+pub async fn claimed_by_another<K>(
+    ctx: &Context,
+    obj: &K,
+    key: impl Fn(&K) -> (String, String),
+) -> Result<Option<String>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let all = Api::<K>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+        .list(&ListParams::default())
+        .await?;
+    Ok(owner_of(&all.items, obj, key).map(|o| o.name_any()))
+}
+
 /// For a paused resource, or one handed back with `ferrocket.io/managed: "false"`, what the
 /// reconcile does instead of applying: nothing while paused (a deletion waits too); an
 /// unmanaged one loses the operator's finalizer, so deleting it touches no broker.
-pub async fn hands_off<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<Option<Action>, Error>
+async fn hands_off<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<Option<Action>, Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {

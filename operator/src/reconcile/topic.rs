@@ -9,12 +9,10 @@ use std::time::Duration;
 
 use ferrocket_broker::proto::admin::TopicConfig;
 use ferrocket_broker::proto::v2;
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
-use super::targets::{self, owner_of, Targets, FINALIZER};
+use super::targets::{self, Targets};
 use super::{Context, Error};
 use crate::admin::{self, AdminError};
 use crate::crd::{DeletionPolicy, MessageType, Permission, QueueAllocation, Topic, TopicStatus};
@@ -27,19 +25,7 @@ const LATER: Duration = Duration::from_secs(300);
 /// One reconcile of `topic`. Errors: API calls, and brokers that cannot be reached (both
 /// retried with backoff).
 pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = topic.namespace().unwrap_or_default();
-    let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Some(action) = targets::hands_off(&api, topic.as_ref(), FINALIZER).await? {
-        return Ok(action);
-    }
-    finalizer(&api, FINALIZER, topic, |event| async {
-        match event {
-            Finalizer::Apply(t) => apply(&t, &ctx).await,
-            Finalizer::Cleanup(t) => cleanup(&t, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    targets::with_finalizer(topic, ctx, apply, cleanup).await
 }
 
 /// (BrokerSet, topic name): what two Topics must not both claim.
@@ -47,17 +33,10 @@ fn key(t: &Topic) -> (String, String) {
     (t.spec.broker_set.clone(), t.topic_name())
 }
 
-/// The Topic owning `t`'s name on its BrokerSet, if another one does.
-async fn conflicting(ctx: &Context, t: &Topic) -> Result<Option<String>, Error> {
-    let all = Api::<Topic>::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default())
-        .list(&ListParams::default())
-        .await?;
-    Ok(owner_of(&all.items, t, key).map(|o| o.name_any()))
-}
-
-async fn apply(t: &Topic, ctx: &Context) -> Result<Action, Error> {
+async fn apply(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (t, ctx) = (t.as_ref(), ctx.as_ref());
     let generation = t.metadata.generation;
-    if let Some(owner) = conflicting(ctx, t).await? {
+    if let Some(owner) = targets::claimed_by_another(ctx, t, key).await? {
         let msg = format!(
             "topic {} on BrokerSet {} is already claimed by Topic {owner}; this Topic changes nothing",
             t.topic_name(),
@@ -116,8 +95,9 @@ async fn apply(t: &Topic, ctx: &Context) -> Result<Action, Error> {
 
 /// Deletion: with `deletionPolicy: Delete`, the topic goes from every group it was applied to,
 /// unless another Topic owns the name or the BrokerSet (and its brokers) is gone.
-async fn cleanup(t: &Topic, ctx: &Context) -> Result<Action, Error> {
-    if t.spec.deletion_policy == DeletionPolicy::Retain || conflicting(ctx, t).await?.is_some() {
+async fn cleanup(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (t, ctx) = (t.as_ref(), ctx.as_ref());
+    if t.spec.deletion_policy == DeletionPolicy::Retain || targets::claimed_by_another(ctx, t, key).await?.is_some() {
         return Ok(Action::await_change());
     }
     let ns = t.namespace().unwrap_or_default();
