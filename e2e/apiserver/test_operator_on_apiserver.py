@@ -68,19 +68,25 @@ class ControlPlane:
         assert out.returncode == 0, f"helm {' '.join(args)}: {out.stdout}{out.stderr}"
         return out.stdout
 
-    def stop(self):
+    def stop(self, keep):
+        """Stops the control plane; its directory (etcd data, logs, the operator's log) is kept
+        only if `keep` (a failed test) or FERROCKET_KEEP is set."""
         self.proc.stdin.close()
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        if keep or os.environ.get("FERROCKET_KEEP"):
+            print(f"control plane logs kept in {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def k8s():
+def k8s(request):
     cp = ControlPlane()
     yield cp
-    cp.stop()
+    cp.stop(keep=request.session.testsfailed > 0)
 
 
 @pytest.fixture(scope="module")
