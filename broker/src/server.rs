@@ -101,7 +101,8 @@ pub(crate) fn announce_ready(cfg: &Config, role: &str) -> std::io::Result<()> {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() {
+/// Returns on the first SIGTERM or SIGINT (how Kubernetes and a terminal stop a process).
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

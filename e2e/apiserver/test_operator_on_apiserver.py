@@ -21,14 +21,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 
 import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "e2e" / "local"))
-from conftest import BIN, Broker, free_port, wait_for  # noqa: E402
+from conftest import BIN, Broker, free_port, http_get, wait_for  # noqa: E402
 
 OPERATOR = ROOT / "target" / "release" / "ferrocket-operator"
 NS = "default"
@@ -138,7 +137,7 @@ def condition(obj, type_):
 
 
 def reconciles(metrics, kind):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5).read().decode()
+    text = http_get(metrics, "/metrics")[1]
     return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
                if l.startswith("ferrocket_operator_reconciles_total{") and f'kind="{kind}"' in l)
 

@@ -6,17 +6,18 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
-import time
-import urllib.request
+import sys
+import types
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "e2e" / "local"))
+from conftest import free_port, http_get, run_client, wait_for  # noqa: E402
+
 CONF = str(ROOT / "e2e" / "images" / "containers.conf")
 PODMAN = ["podman", "--runtime", "/usr/sbin/runc", "--cgroup-manager", "cgroupfs"]
-CLIENT = ROOT / "e2e" / "clients" / "python" / "client.py"
 
 
 def podman(*args, **kw):
@@ -33,12 +34,6 @@ def images():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_images_run_as_non_root_with_only_the_binary_added(images):
     for image, binary in (("localhost/ferrocket:test", "ferrocket"), ("localhost/ferrocket-operator:test", "ferrocket-operator")):
         config = json.loads(podman("image", "inspect", image).stdout)[0]["Config"]
@@ -50,7 +45,7 @@ def test_the_images_run_as_non_root_with_only_the_binary_added(images):
         assert added < 40 << 20, f"{image} adds {added} bytes"
 
 
-def test_the_broker_image_serves_clients_and_probes_as_uid_65532(images, tmp_path):
+def test_the_broker_image_serves_clients_and_probes_as_uid_65532(images):
     port, metrics = free_port(), free_port()
     run = podman("run", "-d", "--network", "host", "-e", f"FERROCKET_METRICS_LISTEN=127.0.0.1:{metrics}",
                  "localhost/ferrocket:test", "standalone", "--listen", f"127.0.0.1:{port}",
@@ -58,28 +53,20 @@ def test_the_broker_image_serves_clients_and_probes_as_uid_65532(images, tmp_pat
     assert run.returncode == 0, run.stderr
     cid = run.stdout.strip()
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def ready():
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, podman("logs", cid).stderr[-2000:]
-            time.sleep(0.2)
+                return http_get(metrics, "/readyz")[0] == 200
+            except OSError:  # not listening yet
+                return False
+        wait_for(ready, 30, "the broker container's /readyz")
         pid = podman("inspect", "-f", "{{.State.Pid}}", cid).stdout.strip()
         uid = next(l for l in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("Uid:"))
         assert uid.split()[1:] == ["65532"] * 4, uid
-        py = str(ROOT / "e2e" / "clients" / "python" / ".venv" / "bin" / "python")
-        endpoint = f"127.0.0.1:{port}"
-        sent = subprocess.run([py, str(CLIENT), "send", "--endpoint", endpoint, "--topic", "img", "--count", "5"],
-                              capture_output=True, text=True, timeout=120)
-        assert sent.returncode == 0, sent.stderr[-2000:]
-        got = subprocess.run([py, str(CLIENT), "receive", "--endpoint", endpoint, "--topic", "img", "--group", "g",
-                              "--count", "5", "--timeout", "60"], capture_output=True, text=True, timeout=120)
-        ids = lambda out: sorted(json.loads(l)["id"] for l in out.splitlines() if l.startswith("{"))
-        assert ids(got.stdout) == ids(sent.stdout) and len(ids(sent.stdout)) == 5, got.stderr[-2000:]
+        broker = types.SimpleNamespace(endpoint=f"127.0.0.1:{port}")
+        sent = sorted(m["id"] for m in run_client("python", "send", broker, topic="img", count=5))
+        got = sorted(m["id"] for m in run_client("python", "receive", broker, topic="img", group="g", count=5,
+                                                 timeout=60))
+        assert got == sent and len(sent) == 5
     finally:
         podman("rm", "-f", cid)
 

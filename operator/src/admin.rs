@@ -52,14 +52,9 @@ impl Brokers {
     /// The nameserver address (`host:port`) of `bs`: its headless Service
     /// `<name>-namesrv.<namespace>.svc:9876` (every pod's address), unless overridden.
     pub fn nameserver_address(&self, bs: &BrokerSet) -> String {
-        self.nameserver_override.clone().unwrap_or_else(|| {
-            format!(
-                "{}-namesrv.{}.svc:{}",
-                bs.name_any(),
-                bs.namespace().unwrap_or_default(),
-                crate::render::NAMESRV_PORT
-            )
-        })
+        self.nameserver_override
+            .clone()
+            .unwrap_or_else(|| crate::render::namesrv_address(&bs.name_any(), &bs.namespace().unwrap_or_default()))
     }
 
     /// The master endpoint of every broker group of `bs` registered with its nameservers, by

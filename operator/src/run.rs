@@ -15,6 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -92,7 +93,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let result = tokio::select! {
         r = controllers => r,
-        _ = shutdown_signal() => Ok(()),
+        _ = ferrocket_broker::server::shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
     };
     let _ = stop_tx.send(true);
     result
@@ -144,13 +148,11 @@ async fn controllers(client: Client, ns: Option<String>, ctx: Arc<Context>) {
         .owns(api::<Deployment>(&client, &ns), owned.clone())
         .owns(api::<Service>(&client, &ns), owned.clone())
         .owns(api::<ConfigMap>(&client, &ns), owned)
-        .run(|o, c| instrumented("BrokerSet", o, c, brokerset::reconcile), error_policy, ctx.clone())
+        .run(|o, c| instrumented(o, c, brokerset::reconcile), error_policy, ctx.clone())
         .for_each(log_result);
 
-    let topics = dependents(&client, &ns, ctx.clone(), "Topic", topic::reconcile, |t: &Topic| &t.spec.broker_set);
-    let groups = dependents(&client, &ns, ctx, "ConsumerGroup", consumergroup::reconcile, |c: &ConsumerGroup| {
-        &c.spec.broker_set
-    });
+    let topics = dependents(&client, &ns, ctx.clone(), topic::reconcile, |t: &Topic| &t.spec.broker_set);
+    let groups = dependents(&client, &ns, ctx, consumergroup::reconcile, |c: &ConsumerGroup| &c.spec.broker_set);
     futures::join!(broker_sets, topics, groups);
 }
 
@@ -161,7 +163,6 @@ async fn dependents<K, R, Fut>(
     client: &Client,
     ns: &Option<String>,
     ctx: Arc<Context>,
-    kind: &'static str,
     reconcile: R,
     broker_set: fn(&K) -> &String,
 ) where
@@ -174,7 +175,7 @@ async fn dependents<K, R, Fut>(
     let store = controller.store();
     controller
         .watches(api::<BrokerSet>(client, ns), watcher::Config::default(), move |bs| referring(&store, &bs, broker_set))
-        .run(move |o, c| instrumented(kind, o, c, reconcile), error_policy, ctx)
+        .run(move |o, c| instrumented(o, c, reconcile), error_policy, ctx)
         .for_each(log_result)
         .await
 }
@@ -210,8 +211,9 @@ fn object_key<K: Resource<DynamicType = ()>>(o: &K) -> String {
     format!("{}/{}/{}", K::kind(&()), o.namespace().unwrap_or_default(), o.name_any())
 }
 
-/// Runs `reconcile` on `obj`, counting and timing it; a success resets the object's backoff.
-async fn instrumented<K, F, Fut>(kind: &str, obj: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action, Error>
+/// Runs `reconcile` on `obj`, counting and timing it by kind; a success resets the object's
+/// backoff.
+async fn instrumented<K, F, Fut>(obj: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()>,
     F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
@@ -220,7 +222,7 @@ where
     let started = Instant::now();
     let key = object_key(obj.as_ref());
     let result = reconcile(obj, ctx.clone()).await;
-    ctx.metrics.observe(kind, result.is_ok(), started.elapsed());
+    ctx.metrics.observe(&K::kind(&()), result.is_ok(), started.elapsed());
     if result.is_ok() {
         ctx.failures.lock().expect("not poisoned").remove(&key);
     }
@@ -242,22 +244,14 @@ where
     let delay = backoff(n);
     tracing::warn!(object = %object_key(obj.as_ref()), error = %error, retry_in = ?delay, "reconcile failed");
     let (reason, note) = (error.reason(), error.to_string());
-    tokio::spawn(async move { ctx.warn(obj.as_ref(), reason, &note).await });
+    // Logged just above: the Event only.
+    tokio::spawn(async move { ctx.publish(obj.as_ref(), EventType::Warning, reason, &note).await });
     Action::requeue(delay)
 }
 
 /// The retry delay after `n` consecutive failures.
 pub fn backoff(n: u32) -> Duration {
     BACKOFF_FIRST.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(BACKOFF_MAX)
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::conditions::{condition, merge, DEGRADED, NOTHING_WRONG, READY, RECONC
 use super::rolling::{self, Member, Step};
 use super::{Context, Error, ALLOW_SCALE_DOWN};
 use crate::crd::{BrokerSet, BrokerSetStatus, GroupStatus};
-use crate::render::{self, group_name, selector, Manifests, FIELD_MANAGER};
+use crate::render::{self, group_name, selector, selector_query, Manifests, FIELD_MANAGER};
 
 /// Requeue while pods are coming up.
 const SOON: Duration = Duration::from_secs(15);
@@ -52,9 +52,8 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
 
     // Removing a broker group deletes the only copy of the messages and queues it holds.
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let brokers = selector(&name, "broker", None);
-    let selector_text = brokers.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-    let existing = sts_api.list(&ListParams::default().labels(&selector_text)).await?;
+    let brokers = selector_query(&selector(&name, "broker", None));
+    let existing = sts_api.list(&ListParams::default().labels(&brokers)).await?;
     let wanted: Vec<String> = (0..bs.spec.broker_groups).map(|g| group_name(&name, g)).collect();
     let extra: Vec<String> = existing.items.iter().map(|s| s.name_any()).filter(|n| !wanted.contains(n)).collect();
     let allowed = bs.annotations().get(ALLOW_SCALE_DOWN).is_some_and(|v| v == "true");
@@ -95,7 +94,7 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
         let sts = existing.items.iter().find(|s| s.name_any() == *w);
         let mut g = cluster.as_ref().and_then(|c| rolling::roles(w, c)).unwrap_or_default();
         g.name = w.clone();
-        g.ready_replicas = sts.and_then(|s| s.status.as_ref()).and_then(|st| st.ready_replicas).unwrap_or(0);
+        g.ready_replicas = sts.map_or(0, ready_replicas);
         if let Some(sts) = sts {
             match roll_step(&ctx, &ns, &name, sts, &g, replicas, cluster.is_some()).await? {
                 Step::UpToDate => {}
@@ -175,9 +174,8 @@ async fn roll_step(
     if st.current_revision.as_deref() == Some(update_revision.as_str()) && st.updated_replicas == Some(replicas) {
         return Ok(Step::UpToDate);
     }
-    let labels = selector(name, "broker", Some(&sts.name_any()));
-    let text = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns).list(&ListParams::default().labels(&text)).await?;
+    let labels = selector_query(&selector(name, "broker", Some(&sts.name_any())));
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns).list(&ListParams::default().labels(&labels)).await?;
     let members: Vec<Member> = pods
         .items
         .iter()
@@ -234,11 +232,11 @@ where
 /// A broker group's StatefulSet as a status entry: its name and ready pods (roles, epochs and
 /// in-sync sets come from the brokers, not from Kubernetes).
 fn group_status(s: &StatefulSet) -> GroupStatus {
-    GroupStatus {
-        name: s.name_any(),
-        ready_replicas: s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0),
-        ..Default::default()
-    }
+    GroupStatus { name: s.name_any(), ready_replicas: ready_replicas(s), ..Default::default() }
+}
+
+fn ready_replicas(s: &StatefulSet) -> i32 {
+    s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0)
 }
 
 /// Writes `conditions` (merged into the current ones), the groups and `observedGeneration` to
@@ -250,19 +248,11 @@ async fn patch_status(
     groups: Vec<GroupStatus>,
 ) -> Result<(), Error> {
     let current = bs.status.clone().unwrap_or_default();
-    let ns = bs.namespace().unwrap_or_default();
     let status = BrokerSetStatus {
         observed_generation: bs.metadata.generation,
         conditions: merge(&current.conditions, conditions),
         groups,
-        nameserver_address: Some(format!("{}-namesrv.{ns}.svc:{}", bs.name_any(), render::NAMESRV_PORT)),
+        nameserver_address: Some(render::namesrv_address(&bs.name_any(), &bs.namespace().unwrap_or_default())),
     };
-    let api: Api<BrokerSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = serde_json::json!({
-        "apiVersion": "ferrocket.io/v1alpha1",
-        "kind": "BrokerSet",
-        "status": status,
-    });
-    api.patch_status(&bs.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(())
+    super::patch_status(ctx, bs, serde_json::to_value(status).map_err(Error::Serialize)?).await
 }

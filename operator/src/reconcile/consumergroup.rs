@@ -4,21 +4,15 @@
 //! finalizer goes. Of two ConsumerGroups claiming the same group name, the older owns it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ferrocket_broker::proto::admin::{ExponentialBackoff, GroupConfig};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
-use super::targets::{self, Targets};
+use super::targets::{self, Targets, SOON};
 use super::{Context, Error};
 use crate::admin::{self, AdminError};
 use crate::crd::{ConsumeType, ConsumerGroup, ConsumerGroupStatus, DeletionPolicy};
-
-/// Requeue while broker groups have no master yet, or a conflict may resolve.
-const SOON: Duration = Duration::from_secs(15);
-/// Requeue once applied.
-const LATER: Duration = Duration::from_secs(300);
 
 /// One reconcile of `cg`. Errors: API calls, and brokers that cannot be reached (both retried
 /// with backoff).
@@ -60,31 +54,13 @@ async fn apply(c: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error
         }
     };
     let config = group_config(c);
-    let (mut waiting, mut refused) = (Vec::new(), Vec::new());
-    for (group, master) in &masters {
-        let Some(endpoint) = master else {
-            waiting.push(group.clone());
-            continue;
-        };
-        match admin::apply_group(endpoint, config.clone()).await {
-            Ok(()) => {}
-            Err(AdminError::Unreachable(_)) => waiting.push(group.clone()),
-            Err(e) => refused.push(format!("{group}: {e}")),
-        }
-    }
-    if !refused.is_empty() {
-        let msg = format!("refused by the brokers: {}", refused.join("; "));
-        ctx.warn(c, "Refused", &msg).await;
-        write_status(ctx, c, Err(("Refused", msg)), true).await?;
-        Ok(Action::requeue(LATER))
-    } else if !waiting.is_empty() {
-        write_status(ctx, c, Err(("WaitingForBrokers", format!("no reachable master yet in {waiting:?}"))), false)
-            .await?;
-        Ok(Action::requeue(SOON))
-    } else {
-        write_status(ctx, c, Ok(()), false).await?;
-        Ok(Action::requeue(LATER))
-    }
+    let pass = targets::on_masters(ctx, c, &masters, |endpoint| {
+        let config = config.clone();
+        async move { admin::apply_group(&endpoint, config).await }
+    })
+    .await;
+    write_status(ctx, c, pass.result, pass.degraded).await?;
+    Ok(pass.action)
 }
 
 /// Deletion: with `deletionPolicy: Delete`, the group (offsets, retry state) goes from every
@@ -122,7 +98,7 @@ async fn write_status(
         retry_topic: Some(format!("%RETRY%{name}")),
         dlq_topic: Some(format!("%DLQ%{name}")),
     };
-    targets::patch_status(ctx, c, serde_json::to_value(status).map_err(Error::Serialize)?).await
+    super::patch_status(ctx, c, serde_json::to_value(status).map_err(Error::Serialize)?).await
 }
 
 /// The Admin service's form of `c`.

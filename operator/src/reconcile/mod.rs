@@ -11,8 +11,11 @@ pub mod topic;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// Annotation: `"true"` stops reconciling the resource (nothing is changed until it is removed).
 pub const PAUSE: &str = "ferrocket.io/pause-reconciliation";
@@ -118,4 +121,22 @@ impl Error {
 pub fn skipped<K: Resource>(obj: &K) -> bool {
     let a = obj.annotations();
     a.get(PAUSE).is_some_and(|v| v == "true") || a.get(MANAGED).is_some_and(|v| v == "false")
+}
+
+/// Server-side applies `status` (a JSON object of the kind's status fields) to `obj`'s status
+/// subresource.
+pub async fn patch_status<K>(ctx: &Context, obj: &K, status: serde_json::Value) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize,
+    K: std::fmt::Debug,
+{
+    let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(crate::render::FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
 }

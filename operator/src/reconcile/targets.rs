@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -16,12 +17,18 @@ use serde::Serialize;
 
 use super::conditions::{condition, merge, DEGRADED, NOTHING_WRONG, READY, RECONCILING};
 use super::{Context, Error};
+use crate::admin::AdminError;
 use crate::crd::BrokerSet;
-use crate::render::{group_name, FIELD_MANAGER};
+use crate::render::group_name;
 
 /// Finalizer of Topics and ConsumerGroups: deletion waits until `deletionPolicy` was carried out
 /// on the brokers.
 pub const FINALIZER: &str = "ferrocket.io/cleanup";
+
+/// Requeue while broker groups have no master yet, or a conflict may resolve.
+pub const SOON: Duration = Duration::from_secs(15);
+/// Requeue once applied (a broker group that lost its state, say, gets it back).
+pub const LATER: Duration = Duration::from_secs(300);
 
 /// Where a resource goes, or why it cannot go anywhere yet.
 pub enum Targets {
@@ -55,6 +62,56 @@ pub async fn masters(ctx: &Context, ns: &str, name: &str, groups: &[String]) -> 
     let mut found = ctx.brokers.masters(&bs).await?;
     let masters = chosen.into_iter().map(|g| (g.clone(), found.remove(&g))).collect();
     Ok(Targets::Masters(masters))
+}
+
+/// One apply pass over the masters of a resource's broker groups.
+pub struct Pass<T> {
+    /// The groups that took the call, with what each returned.
+    pub applied: Vec<(String, T)>,
+    /// `Ok`, or the reason and message of what is missing.
+    pub result: Result<(), (&'static str, String)>,
+    /// The user must act (a broker refused), rather than wait.
+    pub degraded: bool,
+    /// When to reconcile again.
+    pub action: Action,
+}
+
+/// Calls `call` with the endpoint of every master in `masters` (each once, in group order). A
+/// group with no master, or one that cannot be reached, is waited for (`WaitingForBrokers`,
+/// again [`SOON`]); a refusal makes `obj` degraded (`Refused`, a Warning Event).
+pub async fn on_masters<K, T, F, Fut>(
+    ctx: &Context,
+    obj: &K,
+    masters: &BTreeMap<String, Option<String>>,
+    call: F,
+) -> Pass<T>
+where
+    K: Resource<DynamicType = ()>,
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<T, AdminError>>,
+{
+    let (mut applied, mut waiting, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    for (group, master) in masters {
+        let Some(endpoint) = master else {
+            waiting.push(group.clone());
+            continue;
+        };
+        match call(endpoint.clone()).await {
+            Ok(v) => applied.push((group.clone(), v)),
+            Err(AdminError::Unreachable(_)) => waiting.push(group.clone()),
+            Err(e) => refused.push(format!("{group}: {e}")),
+        }
+    }
+    let (result, degraded, after) = if !refused.is_empty() {
+        let msg = format!("refused by the brokers: {}", refused.join("; "));
+        ctx.warn(obj, "Refused", &msg).await;
+        (Err(("Refused", msg)), true, LATER)
+    } else if !waiting.is_empty() {
+        (Err(("WaitingForBrokers", format!("no reachable master yet in {waiting:?}"))), false, SOON)
+    } else {
+        (Ok(()), false, LATER)
+    };
+    Pass { applied, result, degraded, action: Action::requeue(after) }
 }
 
 /// Of the resources in `all` claiming the broker-side `key` of `me`, the one that owns it if it
@@ -165,21 +222,4 @@ where
         api.patch::<K>(&obj.name_any(), &PatchParams::default(), &Patch::Json(patch)).await?;
     }
     Ok(Some(Action::await_change()))
-}
-
-/// Server-side applies `status` (a JSON object of the kind's status fields) to `obj`'s status
-/// subresource.
-pub async fn patch_status<K>(ctx: &Context, obj: &K, status: serde_json::Value) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize,
-    K: std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(())
 }

@@ -5,22 +5,16 @@
 //! BrokerSet, the older owns it; the newer gets `Ready=False` reason `ResourceConflict`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ferrocket_broker::proto::admin::TopicConfig;
 use ferrocket_broker::proto::v2;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
-use super::targets::{self, Targets};
+use super::targets::{self, Targets, SOON};
 use super::{Context, Error};
 use crate::admin::{self, AdminError};
 use crate::crd::{DeletionPolicy, MessageType, Permission, QueueAllocation, Topic, TopicStatus};
-
-/// Requeue while broker groups have no master yet, or a conflict may resolve.
-const SOON: Duration = Duration::from_secs(15);
-/// Requeue once applied (a broker group that lost its state, say, gets the topic back).
-const LATER: Duration = Duration::from_secs(300);
 
 /// One reconcile of `topic`. Errors: API calls, and brokers that cannot be reached (both
 /// retried with backoff).
@@ -35,7 +29,6 @@ fn key(t: &Topic) -> (String, String) {
 
 async fn apply(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
     let (t, ctx) = (t.as_ref(), ctx.as_ref());
-    let generation = t.metadata.generation;
     if let Some(owner) = targets::claimed_by_another(ctx, t, key).await? {
         let msg = format!(
             "topic {} on BrokerSet {} is already claimed by Topic {owner}; this Topic changes nothing",
@@ -43,17 +36,7 @@ async fn apply(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
             t.spec.broker_set
         );
         ctx.warn(t, "ResourceConflict", &msg).await;
-        let status = TopicStatus {
-            observed_generation: generation,
-            conditions: targets::conditions(
-                t.status.as_ref().map(|s| &s.conditions),
-                Err(("ResourceConflict", msg)),
-                true,
-                generation,
-            ),
-            queues: Vec::new(),
-        };
-        targets::patch_status(ctx, t, serde_json::to_value(status).map_err(Error::Serialize)?).await?;
+        write_status(ctx, t, Vec::new(), Err(("ResourceConflict", msg)), true).await?;
         return Ok(Action::requeue(SOON));
     }
     let ns = t.namespace().unwrap_or_default();
@@ -68,29 +51,18 @@ async fn apply(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
         Err(e) => return report_unreachable(ctx, t, e).await,
     };
     let config = topic_config(t);
-    let (mut applied, mut waiting, mut refused) = (Vec::new(), Vec::new(), Vec::new());
-    for (group, master) in &masters {
-        let Some(endpoint) = master else {
-            waiting.push(group.clone());
-            continue;
-        };
-        match admin::apply_topic(endpoint, config.clone()).await {
-            Ok(stored) => applied.push(QueueAllocation { group: group.clone(), queues: stored.queue_count as i32 }),
-            Err(AdminError::Unreachable(_)) => waiting.push(group.clone()),
-            Err(e) => refused.push(format!("{group}: {e}")),
-        }
-    }
-    let (result, degraded, action) = if !refused.is_empty() {
-        let msg = format!("refused by the brokers: {}", refused.join("; "));
-        ctx.warn(t, "Refused", &msg).await;
-        (Err(("Refused", msg)), true, Action::requeue(LATER))
-    } else if !waiting.is_empty() {
-        (Err(("WaitingForBrokers", format!("no reachable master yet in {waiting:?}"))), false, Action::requeue(SOON))
-    } else {
-        (Ok(()), false, Action::requeue(LATER))
-    };
-    write_status(ctx, t, applied, result, degraded).await?;
-    Ok(action)
+    let pass = targets::on_masters(ctx, t, &masters, |endpoint| {
+        let config = config.clone();
+        async move { admin::apply_topic(&endpoint, config).await }
+    })
+    .await;
+    let applied = pass
+        .applied
+        .into_iter()
+        .map(|(group, stored)| QueueAllocation { group, queues: stored.queue_count as i32 })
+        .collect();
+    write_status(ctx, t, applied, pass.result, pass.degraded).await?;
+    Ok(pass.action)
 }
 
 /// Deletion: with `deletionPolicy: Delete`, the topic goes from every group it was applied to,
@@ -140,7 +112,7 @@ async fn write_status(
         conditions: targets::conditions(t.status.as_ref().map(|s| &s.conditions), result, degraded, generation),
         queues,
     };
-    targets::patch_status(ctx, t, serde_json::to_value(status).map_err(Error::Serialize)?).await
+    super::patch_status(ctx, t, serde_json::to_value(status).map_err(Error::Serialize)?).await
 }
 
 /// The Admin service's form of `t`.

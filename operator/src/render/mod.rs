@@ -171,15 +171,26 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// `host:port` of the nameservers as brokers use it (the headless Service: all its pods).
+    /// `host:port` of the nameservers as brokers use it (see [`namesrv_address`]).
     pub fn namesrv_addr(&self) -> String {
-        format!("{}-namesrv.{}.svc:{NAMESRV_PORT}", self.name, self.namespace)
+        namesrv_address(&self.name, &self.namespace)
     }
 
     /// `host:port` of the election controller (its one pod, by its stable name).
     pub fn controller_addr(&self) -> String {
         format!("{0}-controller-0.{0}-controller.{1}.svc:{NAMESRV_PORT}", self.name, self.namespace)
     }
+}
+
+/// `host:port` of the nameservers of BrokerSet `name` in `namespace`: their headless Service,
+/// whose DNS name resolves to every nameserver pod.
+pub fn namesrv_address(name: &str, namespace: &str) -> String {
+    format!("{name}-namesrv.{namespace}.svc:{NAMESRV_PORT}")
+}
+
+/// `labels` as a label selector query (`k=v,k=v`).
+pub fn selector_query(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// The labels of an object of BrokerSet `instance`: `app.kubernetes.io/{name,instance,component,
