@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use tonic::transport::Channel;
 
-use crate::grpc::requests::{self, resource as res};
+use crate::proto::requests::{self, resource as res};
 use crate::proto::v2::messaging_service_client::MessagingServiceClient;
 use crate::proto::v2::*;
 

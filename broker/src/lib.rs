@@ -1,46 +1,25 @@
 #![warn(missing_docs)]
-//! Ferrocket broker: a RocketMQ-compatible message broker.
+//! The `ferrocket` binary's crate: the front ends and roles of a Ferrocket process on top of the
+//! engine (DESIGN.md §1).
 //!
-//! Layers (DESIGN.md §1): [`store`] keeps records on disk; [`topics`] and [`consume`] hold topic
-//! config and consumer progress; [`broker`] ties them into the engine's API; [`grpc`] speaks the
-//! RocketMQ 5.x protocol and our Admin service on top of it; [`server`] runs a process.
+//! - [`grpc`]: the RocketMQ 5.x `MessagingService`, the Admin service and the master's side of
+//!   replication; handlers validate requests, call the engine and translate its results.
+//! - [`namesrv`]: the nameserver role (route table) and the master election controller.
+//! - [`cluster`]: every loop that talks to another process (registration, controller client,
+//!   slave session).
+//! - [`server`]: running a broker process; [`bench`]: the load generator.
+//!
+//! Below it, by crate: `ferrocket-engine` (policy and durability), `ferrocket-store` (files),
+//! `ferrocket-proto` (wire contracts and clients), `ferrocket-runtime` (probes, signals).
 
 pub mod bench;
-pub mod broker;
-pub mod config;
-pub mod consume;
+pub mod cluster;
 pub mod grpc;
-pub mod ha;
-pub mod http;
-pub mod metrics;
 pub mod namesrv;
-pub mod registry;
 pub mod server;
-pub mod store;
-pub mod timer;
-pub mod topics;
-pub mod txn;
 
-/// Generated protobuf and gRPC code, nested as the proto packages are so cross-package
-/// references resolve; use the [`proto::v2`] and [`proto::admin`] aliases.
-#[allow(clippy::all, missing_docs)]
-pub mod proto {
-    pub mod apache {
-        pub mod rocketmq {
-            pub mod v2 {
-                tonic::include_proto!("apache.rocketmq.v2");
-            }
-        }
-    }
-    pub mod ferrocket {
-        pub mod v1 {
-            tonic::include_proto!("ferrocket.v1");
-        }
-    }
-    /// The RocketMQ 5.x wire contract (`apache.rocketmq.v2`).
-    pub use apache::rocketmq::v2;
-    /// Ferrocket's own Admin service (`ferrocket.v1`).
-    pub use ferrocket::v1 as admin;
-    /// Ferrocket's nameserver service (`ferrocket.v1`, the same package as Admin).
-    pub use ferrocket::v1 as namesrv;
-}
+// The layers underneath, under the names the modules above use for them.
+use ferrocket_engine::store;
+use ferrocket_engine::{broker, config, consume, ha, timer, topics, txn};
+use ferrocket_proto as proto;
+use ferrocket_runtime as http;

@@ -10,12 +10,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
+use crate::cluster::registration;
 use crate::config::Config;
 use crate::grpc::admin::AdminService;
 use crate::grpc::clients::Clients;
 use crate::grpc::messaging::Messaging;
-use crate::namesrv::registration::{self, Nameservers};
 use crate::proto::admin::admin_server::AdminServer;
+use crate::proto::clients::Nameservers;
 use crate::proto::namesrv::ha_server::HaServer;
 use crate::proto::v2::messaging_service_server::MessagingServiceServer;
 use tonic::transport::server::TcpIncoming;
@@ -35,7 +36,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let registered = Arc::new(AtomicBool::new(cfg.namesrv_addrs.is_empty()));
     if let Some(addr) = cfg.metrics_listen {
         let (o, r) = (opened.clone(), registered.clone());
-        let metrics = Arc::new(move || o.get().map(|b| crate::metrics::render(b)).unwrap_or_default());
+        let metrics = Arc::new(move || o.get().map(|b| b.render_metrics()).unwrap_or_default());
         let o = opened.clone();
         let ready = Arc::new(move || match (o.get(), r.load(Ordering::Acquire)) {
             (None, _) => Err("recovering the store".to_string()),
@@ -57,10 +58,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let clients = Arc::new(Clients::default());
     let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone()));
     // Both idle while the role does not need them (a promotion or demotion switches them over).
-    crate::grpc::ha::spawn_slave(broker.clone(), nameservers.clone(), stop_rx.clone());
+    crate::cluster::slave::spawn_slave(broker.clone(), nameservers.clone(), stop_rx.clone());
     crate::grpc::checker::spawn(broker.clone(), clients.clone(), stop_rx.clone());
     if let Some(addr) = &cfg.controller_addr {
-        crate::ha::role::spawn(broker.clone(), addr.clone(), stop_rx.clone());
+        crate::cluster::controller_client::spawn(broker.clone(), addr.clone(), stop_rx.clone());
     }
     if let Some(ns) = &nameservers {
         registration::spawn(broker.clone(), ns.clone(), registered, stop_rx.clone());
@@ -69,14 +70,16 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let admin = AdminService::new(broker.clone(), nameservers.clone());
     let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx, nameservers);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
+    let ending = broker.clone();
     let server = tonic::transport::Server::builder()
         .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))
         .add_service(AdminServer::new(admin))
         .add_service(ha)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-            shutdown_signal().await;
+            crate::http::shutdown_signal().await;
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
+            ending.end_long_polls();
             clients.clear();
         });
     tracing::info!(data_dir = %cfg.data_dir.display(), flush = ?cfg.flush_disk_type, namesrv = ?cfg.namesrv_addrs, "broker opened");
@@ -84,7 +87,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let mut server = std::pin::pin!(server);
     tokio::select! {
         r = &mut server => r?,
-        _ = async { shutdown_signal().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+        _ = async { crate::http::shutdown_signal().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
             tracing::warn!("calls still open after the drain timeout; closing");
         }
     }
@@ -98,15 +101,4 @@ pub(crate) fn announce_ready(cfg: &Config, role: &str) -> std::io::Result<()> {
     tracing::info!(listen = %cfg.listen, role, "ready");
     println!("ready {}", cfg.listen);
     std::io::stdout().flush()
-}
-
-/// Resolves on SIGTERM or SIGINT.
-/// Returns on the first SIGTERM or SIGINT (how Kubernetes and a terminal stop a process).
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use ferrocket_broker::proto::admin::admin_client::AdminClient;
-use ferrocket_broker::proto::admin::DescribeTopicRequest;
-use ferrocket_broker::proto::v2::*;
+use ferrocket_proto::admin::admin_client::AdminClient;
+use ferrocket_proto::admin::DescribeTopicRequest;
+use ferrocket_proto::v2::*;
 
 #[tokio::test]
 async fn each_bad_input_gets_its_status_and_stored_data_stays() {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ferrocket_broker::proto::v2::*;
+use ferrocket_proto::v2::*;
 
 fn queue(topic: &str, id: i32) -> Option<MessageQueue> {
     Some(MessageQueue { topic: res(topic), id, ..Default::default() })
@@ -104,7 +104,7 @@ async fn delay_bounds_recall_and_sql_errors_get_their_status() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start("standalone", &dir.path().join("data"), "timer_max_delay_ms = 60000\n");
     let mut c = client(&broker.addr).await;
-    let now = ferrocket_broker::store::now_ms();
+    let now = ferrocket_engine::store::now_ms();
     assert_eq!(send(&mut c, delayed("FAR", now + 120_000)).await, Code::IllegalDeliveryTime);
     let mut no_time = delayed("NT", now);
     no_time.system_properties.as_mut().unwrap().delivery_timestamp = None;

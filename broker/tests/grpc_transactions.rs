@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ferrocket_broker::proto::v2::*;
+use ferrocket_proto::v2::*;
 
 fn half(topic: &str, id: &str) -> Message {
     let mut m = message(topic, id, format!("body of {id}").into_bytes());
@@ -32,7 +32,7 @@ async fn end(c: &mut MessagingServiceClient, topic: &str, id: &str, tx: &str, r:
 }
 
 type MessagingServiceClient =
-    ferrocket_broker::proto::v2::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>;
+    ferrocket_proto::v2::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>;
 
 #[tokio::test]
 async fn end_transaction_is_idempotent_refuses_contradictions_and_unknown_ids() {

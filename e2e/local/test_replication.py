@@ -3,9 +3,13 @@ official Python client sending to the master. SYNC replication acknowledges a se
 slave holds it, and says so clearly when it cannot; ASYNC acknowledges without the slave. A slave
 catches up from where it was, and holds the master's consumer progress."""
 import json
+import select
+import signal
 import subprocess
+import time
 
-from conftest import BIN, admin, cli, client_args, free_port, http_get, queue_offsets, run_client, wait_for
+from conftest import (BIN, admin, cli, client_args, free_port, http_get, queue_offsets, run_client, start_client,
+                      wait_for)
 
 
 def pair(broker_factory, replication):
@@ -102,3 +106,45 @@ def test_topic_and_group_changes_reach_the_slave_and_a_slave_refuses_them(broker
     cli(master, "group", "delete", "gone-soon")
     wait_for(lambda: queue_offsets(slave, "rep") is None, 10, "the slave to delete the topic")
     wait_for(lambda: "gone-soon" not in cli(slave, "group", "list"), 10, "the slave to delete the group")
+
+
+def test_a_commit_under_sync_replication_is_neither_visible_nor_acknowledged_before_the_slave_holds_it(
+        broker_factory, tmp_path):
+    """The engine owns durability: EndTransaction(COMMIT) waits for the in-sync slave like a send,
+    and consumers see no message the slave does not hold (RocketMQ's confirm offset), so a
+    failover cannot take back what a consumer was given or a producer was told."""
+    master = broker_factory("broker", broker_name="g", replication="sync", ha_sync_timeout_ms=30000,
+                            ha_max_lag_ms=60000, metrics_listen=f"127.0.0.1:{free_port()}")
+    slave = broker_factory("broker", broker_name="g", broker_id=1, broker_role="slave",
+                           ha_master_addr=master.endpoint)
+    cli(master, "topic", "create", "txrep", "--queues", "1", "--types", "transaction")
+    wait_for(lambda: queue_offsets(slave, "txrep") is not None, 30, "the slave to copy the topic")
+    go = tmp_path / "commit-now"
+    producer = start_client("python", "txsend", master, topic="txrep", count=1, commit_after_file=go, hold=0)
+    try:
+        sent = json.loads(producer.stdout.readline())
+        assert "id" in sent, sent
+        metrics_port = master.config["metrics_listen"].rsplit(":", 1)[1]
+        wait_for(lambda: f'ferrocket_replication_lag_bytes{{slave="{slave.endpoint}"}} 0'
+                 in http_get(metrics_port, "/metrics")[1], 30, "the slave to hold the half message")
+
+        slave.proc.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        go.touch()
+        # While the slave is stopped: no consumer gets the message, and the commit is not answered.
+        early = run_client("python", "receive", master, topic="txrep", group="c", count=1, timeout=3, poll=1)
+        assert early == [], early
+        assert queue_offsets(master, "txrep") == [0], "the committed message is not visible yet"
+        assert producer.poll() is None, "the producer ended while the slave was stopped"
+        readable, _, _ = select.select([producer.stdout], [], [], 0)
+        assert not readable, f"the commit was answered while the slave was stopped: {producer.stdout.readline()}"
+        held = time.monotonic() - stopped_at
+    finally:
+        slave.proc.send_signal(signal.SIGCONT)
+
+    answer = json.loads(producer.stdout.readline())
+    assert answer.get("committed") == sent["id"], answer
+    assert answer["ms"] >= held * 1000 - 500, f"the commit was answered after {answer['ms']} ms of {held:.1f} s"
+    producer.wait(timeout=30)
+    got = run_client("python", "receive", master, topic="txrep", group="c", count=2, timeout=8, poll=2)
+    assert [m["id"] for m in got] == [sent["id"]], f"delivered exactly once after SIGCONT: {got}"

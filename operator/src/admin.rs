@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferrocket_broker::namesrv::registration::Nameservers;
-use ferrocket_broker::proto::admin::admin_client::AdminClient;
-use ferrocket_broker::proto::admin::{
+use ferrocket_proto::admin::admin_client::AdminClient;
+use ferrocket_proto::admin::{
     ClusterStatusResponse, CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest, GroupConfig, TopicConfig,
     UpsertGroupRequest,
 };
+use ferrocket_proto::clients::Nameservers;
 use kube::ResourceExt;
 use tonic::transport::Channel;
 
@@ -73,7 +73,7 @@ impl Brokers {
     pub async fn cluster_status(&self, bs: &BrokerSet) -> Result<ClusterStatusResponse, AdminError> {
         let ns = Nameservers::from_list(&self.nameserver_address(bs));
         // Dead brokers cost one Admin timeout (3 s), asked concurrently.
-        match tokio::time::timeout(CALL_TIMEOUT * 2, ferrocket_broker::grpc::cluster::cluster_status(&ns)).await {
+        match tokio::time::timeout(CALL_TIMEOUT * 2, ferrocket_proto::clients::cluster_status(&ns)).await {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(e)) => Err(AdminError::Unreachable(e.to_string())),
             Err(_) => Err(AdminError::Unreachable(format!("cluster status not answered in {:?}", CALL_TIMEOUT * 2))),

@@ -67,13 +67,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = ctx.metrics.clone();
     // A standby is ready too: readiness says the process works, not that it holds the Lease.
-    ferrocket_broker::http::serve(
-        opts.metrics_listen,
-        Arc::new(move || metrics.render()),
-        Arc::new(|| Ok(())),
-        stop_rx,
-    )
-    .await?;
+    ferrocket_runtime::serve(opts.metrics_listen, Arc::new(move || metrics.render()), Arc::new(|| Ok(())), stop_rx)
+        .await?;
 
     let controllers = async {
         let lost = if opts.leader_election { Some(lead(&client, &opts).await?) } else { None };
@@ -93,7 +88,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let result = tokio::select! {
         r = controllers => r,
-        _ = ferrocket_broker::server::shutdown_signal() => {
+        _ = ferrocket_runtime::shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())
         }

@@ -9,11 +9,11 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrocket_broker::namesrv::registration::Nameservers;
-use ferrocket_broker::proto::admin::admin_client::AdminClient;
-use ferrocket_broker::proto::admin::{CreateTopicRequest, DescribeTopicRequest, ListGroupsRequest, TopicConfig};
 use ferrocket_operator::crd::{BrokerSet, ConsumerGroup, DeletionPolicy, Topic};
 use ferrocket_operator::reconcile::{consumergroup, topic, Error};
+use ferrocket_proto::admin::admin_client::AdminClient;
+use ferrocket_proto::admin::{CreateTopicRequest, DescribeTopicRequest, ListGroupsRequest, TopicConfig};
+use ferrocket_proto::clients::Nameservers;
 use http::Method;
 use kube::runtime::controller::Action;
 use serde_json::{json, Value};

@@ -3,15 +3,15 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ferrocket_broker::config::{Config, Overrides};
-use ferrocket_broker::namesrv::registration::Nameservers;
-use ferrocket_broker::proto::admin::admin_client::AdminClient;
-use ferrocket_broker::proto::admin::{
+use ferrocket_engine::config::{Config, Overrides};
+use ferrocket_proto::admin::admin_client::AdminClient;
+use ferrocket_proto::admin::{
     ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest,
     DescribeGroupRequest, DescribeTopicRequest, ExponentialBackoff, GroupConfig, ListGroupsRequest, ListTopicsRequest,
     ListTransactionsRequest, QueryMessageRequest, TopicConfig, UpsertGroupRequest,
 };
-use ferrocket_broker::proto::v2::{MessageType, Permission};
+use ferrocket_proto::clients::Nameservers;
+use ferrocket_proto::v2::{MessageType, Permission};
 
 #[derive(Parser)]
 #[command(name = "ferrocket", version, about = "Ferrocket: a RocketMQ-compatible message broker")]
@@ -92,7 +92,7 @@ enum Cmd {
     /// Load-test a broker: throughput and latency of sends and/or receives.
     Bench {
         #[command(flatten)]
-        opts: ferrocket_broker::bench::BenchOpts,
+        opts: ferrocket::bench::BenchOpts,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -271,12 +271,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Standalone(a) => {
             let base = Config { auto_create_topic: true, ..Config::default() };
-            ferrocket_broker::server::run(load(a, base)?).await
+            ferrocket::server::run(load(a, base)?).await
         }
-        Cmd::Broker(a) => ferrocket_broker::server::run(load(a, Config::default())?).await,
+        Cmd::Broker(a) => ferrocket::server::run(load(a, Config::default())?).await,
         Cmd::Namesrv(a) => {
             let base = Config { listen: "127.0.0.1:9876".parse()?, ..Config::default() };
-            ferrocket_broker::namesrv::service::run(load(a, base)?).await
+            ferrocket::namesrv::service::run(load(a, base)?).await
         }
         Cmd::Cluster { cmd: ClusterCmd::Status { json }, namesrv, server } => {
             let status = match server {
@@ -286,7 +286,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     .await
                     .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                     .into_inner(),
-                None => ferrocket_broker::grpc::cluster::cluster_status(&Nameservers::from_list(&namesrv)).await?,
+                None => ferrocket_proto::clients::cluster_status(&Nameservers::from_list(&namesrv)).await?,
             };
             print_cluster_status(&status, json)
         }
@@ -321,7 +321,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         },
         Cmd::Message { cmd, server } => message(cmd, &server).await,
         Cmd::Bench { opts, json } => {
-            let r = ferrocket_broker::bench::run(opts).await?;
+            let r = ferrocket::bench::run(opts).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -587,7 +587,7 @@ enum ClusterCmd {
 }
 
 fn print_cluster_status(status: &ClusterStatusResponse, json: bool) -> anyhow::Result<()> {
-    let now = ferrocket_broker::store::now_ms();
+    let now = ferrocket_engine::store::now_ms();
     if json {
         let brokers: Vec<serde_json::Value> = status
             .brokers

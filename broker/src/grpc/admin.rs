@@ -7,8 +7,8 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::consume::groups::{self, Backoff, ConsumeType, GroupError};
-use crate::namesrv::registration::Nameservers;
 use crate::proto::admin::{admin_server::Admin, *};
+use crate::proto::clients::Nameservers;
 use crate::proto::v2::{MessageType as PbType, Permission as PbPerm};
 use crate::topics::{MessageType, Permission, TopicError};
 
@@ -99,6 +99,17 @@ pub fn group_from_pb(g: &GroupConfig, cfg: &crate::config::Config) -> groups::Gr
         out.backoff = Backoff::Customized { next_ms: g.customized_backoff_ms.clone() };
     }
     out
+}
+
+/// A topic as the nameserver carries it (the Admin service's wire form, renamed).
+pub fn topic_route(t: &crate::topics::TopicConfig) -> crate::proto::namesrv::TopicRoute {
+    let pb = to_pb(t);
+    crate::proto::namesrv::TopicRoute {
+        name: pb.name,
+        queue_count: pb.queue_count,
+        permission: pb.permission,
+        message_types: pb.accept_message_types,
+    }
 }
 
 /// Engine -> wire group config.
@@ -252,7 +263,7 @@ impl Admin for AdminService {
             .nameservers
             .as_ref()
             .ok_or_else(|| Status::failed_precondition("this broker has no nameservers (namesrv_addrs is empty)"))?;
-        let status = super::cluster::cluster_status(ns).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let status = crate::proto::clients::cluster_status(ns).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(status))
     }
 

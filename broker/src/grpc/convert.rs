@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use md5::{Digest as _, Md5};
 use prost_types::{Duration as PbDuration, Timestamp};
 
-use crate::broker::Delivery;
+use crate::broker::{Delivery, Outgoing};
 use crate::config::Config;
 use crate::proto::v2::{self, Code, DigestType, Encoding, MessageType as PbType, Resource};
 use crate::store::record::Record;
@@ -90,7 +90,7 @@ pub fn check_topic(topic: Option<&Resource>) -> Result<String, Refusal> {
 
 /// Turns a wire message into a record for `SendMessage`. `peer` is the producer's address.
 /// Errors: a status naming the first bad field.
-pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<(Record, MessageType), Refusal> {
+pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing, Refusal> {
     let topic = check_topic(msg.topic.as_ref())?;
     if topics::is_system(&topic) {
         return Err(refuse(Code::IllegalTopic, format!("topic {topic} is reserved for the broker")));
@@ -169,16 +169,19 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<(Record,
         props.insert(PROP_MESSAGE_GROUP.into(), g.clone());
     }
     let ty = message_type(sp)?;
-    if let Some(ms) = sp.orphaned_transaction_recovery_duration.as_ref().and_then(duration_to_ms) {
-        if ty == MessageType::Transaction {
-            props.insert(crate::txn::PROP_TX_RECOVERY_MS.into(), ms.to_string());
-        }
+    if let (Some(d), MessageType::Transaction) = (&sp.orphaned_transaction_recovery_duration, ty) {
+        let ms = duration_to_ms(d).ok_or_else(|| {
+            refuse(Code::BadRequest, "orphaned_transaction_recovery_duration is negative or out of range")
+        })?;
+        props.insert(crate::txn::PROP_TX_RECOVERY_MS.into(), ms.to_string());
     }
+    let mut deliver_at_ms = None;
     if let (MessageType::Delay, Some(t)) = (ty, &sp.delivery_timestamp) {
-        if t.seconds < 0 || t.nanos < 0 {
-            return Err(refuse(Code::IllegalDeliveryTime, "delivery timestamp is before the epoch"));
-        }
-        props.insert(crate::timer::PROP_DELIVER_MS.into(), ts_to_ms(t).to_string());
+        let ms = ts_to_ms(t).ok_or_else(|| {
+            refuse(Code::IllegalDeliveryTime, "delivery timestamp is before the epoch or out of range")
+        })?;
+        props.insert(crate::timer::PROP_DELIVER_MS.into(), ms.to_string());
+        deliver_at_ms = Some(ms);
     }
     props.insert(PROP_MESSAGE_TYPE.into(), format!("{ty:?}").to_uppercase());
     props.insert(PROP_MSG_ID.into(), id.to_string());
@@ -188,7 +191,10 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<(Record,
     if sp.body_encoding == Encoding::Gzip as i32 {
         props.insert(PROP_BODY_ENCODING.into(), "GZIP".into());
     }
-    let born = sp.born_timestamp.as_ref().map(ts_to_ms).unwrap_or_else(crate::store::now_ms);
+    let born = match &sp.born_timestamp {
+        None => crate::store::now_ms(),
+        Some(t) => ts_to_ms(t).ok_or_else(|| refuse(Code::BadRequest, "born_timestamp out of range"))?,
+    };
     let born_host = if sp.born_host.is_empty() { peer.to_string() } else { sp.born_host.clone() };
     let rec = Record {
         topic,
@@ -200,7 +206,7 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<(Record,
         body: msg.body.clone(),
         ..Default::default()
     };
-    Ok((rec, ty))
+    Ok(Outgoing { record: rec, ty, deliver_at_ms })
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -250,9 +256,16 @@ fn check_digest(d: &v2::Digest, body: &[u8]) -> Result<(), Refusal> {
     }
 }
 
-/// Milliseconds since the epoch of a protobuf timestamp.
-pub fn ts_to_ms(t: &Timestamp) -> u64 {
-    (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000
+/// Milliseconds since the epoch of a protobuf timestamp; `None` for one before the epoch, with
+/// `nanos` outside 0..1e9, or beyond what u64 milliseconds hold (checked, never wrapping).
+pub fn ts_to_ms(t: &Timestamp) -> Option<u64> {
+    proto_ms(t.seconds, t.nanos)
+}
+
+/// `seconds` and `nanos` of a protobuf Timestamp or Duration as milliseconds, checked.
+fn proto_ms(seconds: i64, nanos: i32) -> Option<u64> {
+    let nanos = u64::try_from(nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    u64::try_from(seconds).ok()?.checked_mul(1000)?.checked_add(nanos / 1_000_000)
 }
 
 /// A protobuf timestamp of milliseconds since the epoch.
@@ -265,9 +278,10 @@ pub fn ms_to_duration(ms: u64) -> PbDuration {
     PbDuration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 
-/// Milliseconds of a protobuf duration; negative durations give `None`.
+/// Milliseconds of a protobuf duration; `None` for a negative one, `nanos` outside 0..1e9, or
+/// one beyond what u64 milliseconds hold (checked, never wrapping: the caller refuses it).
 pub fn duration_to_ms(d: &PbDuration) -> Option<u64> {
-    (d.seconds >= 0 && d.nanos >= 0).then(|| d.seconds as u64 * 1000 + d.nanos as u64 / 1_000_000)
+    proto_ms(d.seconds, d.nanos)
 }
 
 /// The wire form of a delivered message (DESIGN.md §4: MD5 `body_digest` in upper-case hex,
@@ -367,8 +381,9 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_what_the_client_sent() {
-        let (mut rec, ty) = to_record(&msg(), &Config::default(), "1.2.3.4:5").unwrap();
-        assert_eq!(ty, MessageType::Normal);
+        let Outgoing { record: mut rec, ty, deliver_at_ms } =
+            to_record(&msg(), &Config::default(), "1.2.3.4:5").unwrap();
+        assert_eq!((ty, deliver_at_ms), (MessageType::Normal, None));
         rec.queue_offset = 7;
         let d = Delivery { record: rec, receipt_handle: "h".into(), attempt: 1, invisible_ms: 30_000 };
         let w = to_wire(&d, "ns");

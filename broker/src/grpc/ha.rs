@@ -1,28 +1,21 @@
-//! The replication byte stream over gRPC (`ferrocket.v1.Ha`): the master's service, which sends
-//! each slave the CommitLog bytes it lacks, and the slave's loop, which writes them, reports how
-//! far it got, and keeps its topic and group configuration in step with the master's.
+//! The master's side of the replication byte stream over gRPC (`ferrocket.v1.Ha`): it sends each
+//! slave the CommitLog bytes it lacks and records how far each got. The slave's side is
+//! [`crate::cluster::slave`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::broker::Broker;
 use crate::ha::epochs;
-use crate::namesrv::registration::Nameservers;
-use crate::proto::admin::admin_client::AdminClient;
-use crate::proto::admin::{ListGroupsRequest, ListTopicsRequest};
-use crate::proto::namesrv::ha_client::HaClient;
 use crate::proto::namesrv::ha_server::Ha;
-use crate::proto::namesrv::{CommitLogChunk, SlaveReport};
+use crate::proto::namesrv::{CommitLogChunk, EpochEntry, SlaveReport};
 
 /// Most bytes per chunk.
 const CHUNK_BYTES: usize = 1 << 20;
-/// How often a slave copies the master's topic and group configuration.
-const CONFIG_SYNC: Duration = Duration::from_secs(2);
 
 type ChunkStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<CommitLogChunk, Status>> + Send>>;
 
@@ -78,7 +71,7 @@ impl Ha for HaService {
             }
         } else {
             // The slave was written in some epoch: keep only what this master's log agrees with.
-            epochs::consistent_point(&epochs::from_pb(&first.epochs), first.offset, &mine, end).ok_or_else(|| {
+            epochs::consistent_point(&epochs_from_pb(&first.epochs), first.offset, &mine, end).ok_or_else(|| {
                 Status::failed_precondition(format!(
                     "slave {who} shares no epoch with this master: give it an empty data directory"
                 ))
@@ -89,17 +82,16 @@ impl Ha for HaService {
                 "slave {who} ends at {from}, but retention deleted everything below {min}: give it an empty data directory"
             )));
         }
-        let replicas = self.broker.replicas().clone();
-        replicas.report(&who, from, end);
+        self.broker.slave_reported(&who, from);
         tracing::info!(slave = %who, from, master_end = end, truncates = first.offset.saturating_sub(from), "slave connected");
         let (tx, rx) = mpsc::channel(4);
         let mut stopping = self.stopping.clone();
         let mut role = self.broker.subscribe_role();
-        let epochs_pb = epochs::to_pb(&mine);
-        let report_store = store.clone();
+        let epochs_pb = epochs_to_pb(&mine);
+        let (broker, reporter) = (self.broker.clone(), self.broker.clone());
         tokio::spawn(async move {
             let mut pos = from;
-            let mut dispatched = store.subscribe_dispatched();
+            let mut appended = broker.subscribe_appended();
             // An empty first chunk tells the slave the master's end, even with nothing to send.
             let hello =
                 CommitLogChunk { offset: pos, master_end: store.commitlog_end(), data: Vec::new(), epochs: epochs_pb };
@@ -117,7 +109,7 @@ impl Ha for HaService {
                     continue;
                 }
                 tokio::select! {
-                    _ = dispatched.changed() => {}
+                    _ = appended.changed() => {}
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                     _ = tx.closed() => return,
                     _ = stopping.wait_for(|s| *s) => return,
@@ -128,157 +120,21 @@ impl Ha for HaService {
         });
         tokio::spawn(async move {
             while let Ok(Some(r)) = reports.message().await {
-                replicas.report(&who, r.offset, report_store.commitlog_end());
+                reporter.slave_reported(&who, r.offset);
             }
-            replicas.disconnected(&who);
+            reporter.slave_disconnected(&who);
             tracing::warn!(slave = %who, "slave disconnected");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// The master to replicate from: the one the role names (the controller's choice, or
-/// `ha_master_addr`), else the group's broker id 0 as the nameservers have it. `None` while this
-/// broker is master, or has a controller that has not named a master yet.
-async fn master_endpoint(broker: &Broker, nameservers: Option<&Nameservers>) -> anyhow::Result<Option<String>> {
-    let role = broker.role();
-    if role.is_master() {
-        return Ok(None);
-    }
-    if let Some(m) = role.master() {
-        return Ok(Some(m.to_string()));
-    }
-    let cfg = broker.config();
-    if cfg.controller_addr.is_some() {
-        return Ok(None);
-    }
-    let ns =
-        nameservers.ok_or_else(|| anyhow::anyhow!("a slave needs ha_master_addr, controller_addr or namesrv_addrs"))?;
-    ns.masters()
-        .await?
-        .into_iter()
-        .find(|(group, _)| *group == cfg.broker_name)
-        .map(|(_, endpoint)| Some(endpoint))
-        .ok_or_else(|| anyhow::anyhow!("no master of broker group {} is registered", cfg.broker_name))
+/// Wire form of a history.
+pub fn epochs_to_pb(entries: &[epochs::Epoch]) -> Vec<EpochEntry> {
+    entries.iter().map(|e| EpochEntry { epoch: e.epoch, start_offset: e.start }).collect()
 }
 
-/// One replication session: connect, truncate to the point shared with the master if it says
-/// so, then stream, write, report, until an error, a role change or the stop.
-async fn session(
-    broker: &Arc<Broker>,
-    master: &str,
-    stopping: &mut watch::Receiver<bool>,
-    failing: &mut bool,
-) -> anyhow::Result<()> {
-    let ch =
-        Channel::from_shared(format!("http://{master}"))?.connect_timeout(Duration::from_secs(3)).connect().await?;
-    let (report_tx, report_rx) = mpsc::channel(16);
-    let cfg = broker.config();
-    let report = |offset| SlaveReport {
-        broker_name: cfg.broker_name.clone(),
-        broker_id: cfg.broker_id,
-        offset,
-        endpoint: cfg.advertised(),
-        epochs: Vec::new(),
-    };
-    let first =
-        SlaveReport { epochs: epochs::to_pb(&broker.epoch_history()), ..report(broker.store().commitlog_end()) };
-    report_tx.send(first).await?;
-    let mut chunks = HaClient::new(ch.clone()).replicate(ReceiverStream::new(report_rx)).await?.into_inner();
-    let hello = chunks.message().await?.ok_or_else(|| anyhow::anyhow!("the master ended the stream at once"))?;
-    if hello.offset < broker.store().commitlog_end() {
-        let (b, to) = (broker.clone(), hello.offset);
-        tokio::task::spawn_blocking(move || b.truncate_to(to)).await??;
-        report_tx.send(report(to)).await?;
-    }
-    if !hello.epochs.is_empty() {
-        broker.adopt_epochs(epochs::from_pb(&hello.epochs))?;
-    }
-    broker.set_replication_lag(Some(hello.master_end.saturating_sub(broker.store().commitlog_end())));
-    tracing::info!(master, from = broker.store().commitlog_end(), "replicating from master");
-    *failing = false;
-    let mut admin = AdminClient::new(ch);
-    let mut last_sync = tokio::time::Instant::now() - CONFIG_SYNC;
-    let role = broker.role();
-    let mut role_rx = broker.subscribe_role();
-    loop {
-        if last_sync.elapsed() >= CONFIG_SYNC {
-            sync_config(broker, &mut admin).await?;
-            last_sync = tokio::time::Instant::now();
-        }
-        let next = tokio::select! {
-            c = chunks.message() => c?,
-            _ = tokio::time::sleep(CONFIG_SYNC) => continue,
-            _ = stopping.wait_for(|s| *s) => return Ok(()),
-            _ = role_rx.wait_for(|r| *r != role) => return Ok(()),
-        };
-        let Some(c) = next else { anyhow::bail!("the master ended the stream") };
-        let master_end = c.master_end;
-        let b = broker.clone();
-        let end = tokio::task::spawn_blocking(move || b.apply_replicated(c.offset, &c.data)).await??;
-        report_tx.send(report(end)).await?;
-        broker.set_replication_lag(Some(master_end.saturating_sub(end)));
-    }
-}
-
-/// Makes the slave's topics and consumer groups the master's (the slave must be able to take
-/// over): creates and updates what the master has, deletes what it no longer has.
-async fn sync_config(broker: &Arc<Broker>, admin: &mut AdminClient<Channel>) -> anyhow::Result<()> {
-    let topics = admin.list_topics(ListTopicsRequest {}).await?.into_inner().topics;
-    let keep: std::collections::HashSet<&str> = topics.iter().map(|t| t.name.as_str()).collect();
-    for t in &topics {
-        let t = super::admin::from_pb(t).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-        broker.topics().upsert_any(t)?;
-    }
-    for gone in broker.topics().list().into_iter().filter(|t| !keep.contains(t.name.as_str())) {
-        let b = broker.clone();
-        tokio::task::spawn_blocking(move || b.delete_topic(&gone.name, true)).await??;
-    }
-    let groups = admin.list_groups(ListGroupsRequest {}).await?.into_inner().groups;
-    let keep: std::collections::HashSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
-    for g in &groups {
-        broker.groups().upsert(super::admin::group_from_pb(g, broker.config()))?;
-    }
-    for gone in broker.groups().list().into_iter().filter(|g| !keep.contains(g.name.as_str())) {
-        broker.groups().delete(&gone.name)?;
-    }
-    Ok(())
-}
-
-/// Runs replication whenever the broker is a slave, until `stopping` turns true: a session per
-/// master, reconnecting a second after any failure (logged once per outage), and starting over
-/// when the role changes (a promotion ends it; a new master restarts it).
-pub fn spawn_slave(broker: Arc<Broker>, nameservers: Option<Arc<Nameservers>>, mut stopping: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut failing = false;
-        let mut role_rx = broker.subscribe_role();
-        while !*stopping.borrow() {
-            role_rx.borrow_and_update();
-            let result = match master_endpoint(&broker, nameservers.as_deref()).await {
-                Ok(Some(m)) => session(&broker, &m, &mut stopping, &mut failing).await,
-                Ok(None) => {
-                    // Master, or no master named yet: wait for a role change.
-                    tokio::select! {
-                        _ = role_rx.changed() => {}
-                        _ = stopping.wait_for(|s| *s) => return,
-                    }
-                    continue;
-                }
-                Err(e) => Err(e),
-            };
-            broker.set_replication_lag(None);
-            match result {
-                Ok(()) => continue,
-                Err(e) if !failing => {
-                    tracing::warn!(error = %e, "replication from the master failed; retrying every second");
-                    failing = true;
-                }
-                Err(_) => {}
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
-        }
-    });
+/// A history from its wire form.
+pub fn epochs_from_pb(entries: &[EpochEntry]) -> Vec<epochs::Epoch> {
+    entries.iter().map(|e| epochs::Epoch { epoch: e.epoch, start: e.start_offset }).collect()
 }

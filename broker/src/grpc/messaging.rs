@@ -17,11 +17,12 @@ use crate::consume::filter::{Filter, TagFilter};
 use crate::consume::sql::SqlFilter;
 use crate::proto::v2::{self, messaging_service_server::MessagingService, telemetry_command::Command, *};
 
+use super::admin::topic_route;
 use super::clients::{merged_settings, Clients, Session};
 use super::convert::{check_group, check_topic, duration_to_ms, ms_to_ts, to_record, to_wire};
 use super::routes;
 use super::status::{from_broker, is_ok, ok, status};
-use crate::namesrv::registration::{topic_route, Nameservers};
+use crate::proto::clients::Nameservers;
 use crate::proto::namesrv::{BrokerInfo, GroupRoute};
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
@@ -30,8 +31,6 @@ type GrpcResult<T> = Result<Response<T>, tonic::Status>;
 /// Time kept back from the client's deadline when holding a long poll, ms (RocketMQ proxy
 /// `longPollingReserveTimeInMillis`).
 const LONG_POLL_RESERVE_MS: u64 = 200;
-/// How often an idle long poll looks for messages whose invisible time ran out, ms.
-const REDELIVERY_TICK_MS: u64 = 200;
 
 /// The service; cheap to clone.
 #[derive(Clone)]
@@ -148,6 +147,22 @@ fn queue_of(q: Option<&MessageQueue>) -> Result<(String, u32), v2::Status> {
     Ok((topic, id as u32))
 }
 
+/// How long to hold a long poll, ms: the request's `long_polling_timeout` (`max_ms` if absent),
+/// at most `max_ms` and `LONG_POLL_RESERVE_MS` short of the call's deadline. Errors:
+/// ILLEGAL_POLLING_TIME for a negative or out-of-range duration.
+fn poll_time(
+    requested: Option<&prost_types::Duration>,
+    max_ms: u64,
+    deadline_ms: Option<u64>,
+) -> Result<u64, v2::Status> {
+    let ms = match requested {
+        None => max_ms,
+        Some(d) => duration_to_ms(d)
+            .ok_or_else(|| status(Code::IllegalPollingTime, "long_polling_timeout is negative or out of range"))?,
+    };
+    Ok(deadline_ms.map_or(ms.min(max_ms), |d| ms.min(max_ms).min(d.saturating_sub(LONG_POLL_RESERVE_MS))))
+}
+
 fn one_status<T: Send + 'static>(item: T) -> Stream_<T> {
     Box::pin(tokio_stream::iter([Ok(item)]))
 }
@@ -183,62 +198,45 @@ impl MessagingService for Messaging {
             }));
         }
         let cfg = self.broker.config();
-        let mut entries = Vec::with_capacity(r.messages.len());
-        let mut durable = 0;
+        // Refused messages keep their place in the reply; the rest go to the engine as one batch.
+        let mut refused = Vec::with_capacity(r.messages.len());
+        let mut batch = Vec::with_capacity(r.messages.len());
         for m in &r.messages {
-            let id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
-            let entry = match to_record(m, cfg, &peer) {
-                Err(s) => SendResultEntry { status: Some(s), message_id: id, ..Default::default() },
-                Ok((mut rec, ty)) => {
-                    let deliver_at = rec.properties.get(crate::timer::PROP_DELIVER_MS).and_then(|d| d.parse().ok());
-                    let mut recall_handle = String::new();
-                    let sent = match (ty, deliver_at) {
-                        (crate::topics::MessageType::Transaction, _) => self.broker.send_half(&mut rec, &client),
-                        (crate::topics::MessageType::Delay, Some(at)) => {
-                            self.broker.schedule(&mut rec, at).map(|(s, h)| {
-                                recall_handle = h;
-                                (s, String::new())
-                            })
-                        }
-                        _ => self.broker.send(&mut rec, ty).map(|s| (s, String::new())),
-                    };
-                    match sent {
-                        Ok((sent, transaction_id)) => {
-                            durable = durable.max(sent.end);
-                            let topic = m.topic.as_ref().map_or("", |t| t.name.as_str());
-                            self.broker.metrics().traffic.sent(topic, m.body.len());
-                            let offset = sent.queue_offset as i64;
-                            SendResultEntry {
-                                status: Some(ok()),
-                                message_id: id,
-                                transaction_id,
-                                offset,
-                                recall_handle,
-                            }
-                        }
-                        Err(e) => {
-                            SendResultEntry { status: Some(from_broker(&e)), message_id: id, ..Default::default() }
-                        }
-                    }
+            match to_record(m, cfg, &peer) {
+                Ok(out) => {
+                    refused.push(None);
+                    batch.push(out);
                 }
-            };
-            entries.push(entry);
-        }
-        if durable > 0 {
-            if let Err(e) = self.broker.wait_durable(durable).await {
-                // Not durable as promised: report no message as sent.
-                for e_ in entries.iter_mut().filter(|e| e.status.as_ref().is_some_and(is_ok)) {
-                    e_.status = Some(from_broker(&e));
-                }
-            } else if cfg.replication == "sync" {
-                let timeout = Duration::from_millis(cfg.ha_sync_timeout_ms);
-                if let Err(e) = self.broker.replicas().wait(durable, cfg.min_in_sync_replicas, timeout).await {
-                    for e_ in entries.iter_mut().filter(|e| e.status.as_ref().is_some_and(is_ok)) {
-                        e_.status = Some(status(Code::SlavePersistenceTimeout, e.to_string()));
-                    }
-                }
+                Err(s) => refused.push(Some(s)),
             }
         }
+        let mut sent = self.broker.send_batch(&mut batch, &client).await.into_iter();
+        let entries: Vec<SendResultEntry> = r
+            .messages
+            .iter()
+            .zip(refused)
+            .map(|(m, refusal)| {
+                let message_id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
+                let result = match refusal {
+                    Some(s) => Err(s),
+                    None => sent.next().expect("one result per message sent").map_err(|e| from_broker(&e)),
+                };
+                match result {
+                    Ok(s) => {
+                        let topic = m.topic.as_ref().map_or("", |t| t.name.as_str());
+                        self.broker.metrics().traffic.sent(topic, m.body.len());
+                        SendResultEntry {
+                            status: Some(ok()),
+                            message_id,
+                            transaction_id: s.transaction_id,
+                            offset: s.at.queue_offset as i64,
+                            recall_handle: s.recall_handle,
+                        }
+                    }
+                    Err(status) => SendResultEntry { status: Some(status), message_id, ..Default::default() },
+                }
+            })
+            .collect();
         let first_bad = entries.iter().filter_map(|e| e.status.clone()).find(|s| !is_ok(s));
         Ok(Response::new(SendMessageResponse { status: Some(first_bad.unwrap_or_else(ok)), entries }))
     }
@@ -303,11 +301,10 @@ impl MessagingService for Messaging {
                 }
             },
         };
-        let requested = r.long_polling_timeout.as_ref().and_then(duration_to_ms).unwrap_or(cfg.long_polling_max_ms);
-        let mut poll_ms = requested.min(cfg.long_polling_max_ms);
-        if let Some(d) = deadline_ms {
-            poll_ms = poll_ms.min(d.saturating_sub(LONG_POLL_RESERVE_MS));
-        }
+        let poll_ms = match poll_time(r.long_polling_timeout.as_ref(), cfg.long_polling_max_ms, deadline_ms) {
+            Ok(ms) => ms,
+            Err(s) => return fail(s),
+        };
         if crate::topics::is_system(&topic) {
             return fail(status(Code::IllegalTopic, format!("topic {topic} is reserved for the broker")));
         }
@@ -317,44 +314,22 @@ impl MessagingService for Messaging {
         let namespace = topic_res.map(|t| t.resource_namespace).unwrap_or_default();
         let batch = r.batch_size.min(1024) as usize;
         let broker = self.broker.clone();
-        let mut stopping = self.stopping.clone();
         let (tx, rx) = mpsc::channel(batch + 2);
         tokio::spawn(async move {
             use receive_message_response::Content;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(poll_ms);
-            let mut dispatched = broker.store().subscribe_dispatched();
-            let mut wakeups = broker.subscribe_wakeups();
             let consumer = Consumer { group: &group, client_id: &client };
-            loop {
-                let got = match broker.receive(consumer, &topic, &filter, batch, invisible_ms) {
-                    Ok(got) => got,
-                    Err(e) => {
-                        finish(&tx, vec![Content::Status(from_broker(&e))]).await;
-                        return;
-                    }
-                };
-                if !got.is_empty() {
-                    let mut items = vec![Content::Status(ok())];
-                    for d in &got {
+            let poll = Duration::from_millis(poll_ms);
+            let items = match broker.receive_long(consumer, &topic, &filter, batch, invisible_ms, poll).await {
+                Err(e) => vec![Content::Status(from_broker(&e))],
+                Ok(got) if got.is_empty() => vec![Content::Status(status(Code::MessageNotFound, "no new message"))],
+                Ok(got) => std::iter::once(Content::Status(ok()))
+                    .chain(got.iter().map(|d| {
                         broker.metrics().traffic.delivered(&d.record.topic, d.record.body.len());
-                    }
-                    items.extend(got.iter().map(|d| Content::Message(to_wire(d, &namespace))));
-                    finish(&tx, items).await;
-                    return;
-                }
-                let now = tokio::time::Instant::now();
-                if now >= deadline || tx.is_closed() || *stopping.borrow() {
-                    finish(&tx, vec![Content::Status(status(Code::MessageNotFound, "no new message"))]).await;
-                    return;
-                }
-                let tick = deadline.min(now + Duration::from_millis(REDELIVERY_TICK_MS));
-                tokio::select! {
-                    _ = dispatched.changed() => {}
-                    _ = wakeups.changed() => {}
-                    _ = stopping.changed() => {}
-                    _ = tokio::time::sleep_until(tick) => {}
-                }
-            }
+                        Content::Message(to_wire(d, &namespace))
+                    }))
+                    .collect(),
+            };
+            finish(&tx, items).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -375,13 +350,7 @@ impl MessagingService for Messaging {
             return reply(status(Code::BadRequest, "no entries to acknowledge"), vec![]);
         }
         let handles: Vec<&str> = r.entries.iter().map(|e| e.receipt_handle.as_str()).collect();
-        let (results, durable) = self.broker.ack(Consumer { group: &group, client_id: &client }, &topic, &handles);
-        let mut durable_err = None;
-        if let Some(end) = durable {
-            if let Err(e) = self.broker.wait_durable(end).await {
-                durable_err = Some(from_broker(&e));
-            }
-        }
+        let results = self.broker.ack(Consumer { group: &group, client_id: &client }, &topic, &handles).await;
         let entries: Vec<AckMessageResultEntry> = r
             .entries
             .iter()
@@ -390,7 +359,7 @@ impl MessagingService for Messaging {
                 message_id: e.message_id.clone(),
                 receipt_handle: e.receipt_handle.clone(),
                 status: Some(match res {
-                    Ok(()) => durable_err.clone().unwrap_or_else(ok),
+                    Ok(()) => ok(),
                     Err(err) => from_broker(&err),
                 }),
             })
@@ -411,11 +380,8 @@ impl MessagingService for Messaging {
             (Err(s), _) | (_, Err(s)) => return reply(s),
         };
         let consumer = Consumer { group: &group, client_id: &client };
-        match self.broker.forward_to_dlq(consumer, &topic, &r.receipt_handle) {
-            Ok(end) => match self.broker.wait_durable(end).await {
-                Ok(()) => reply(ok()),
-                Err(e) => reply(from_broker(&e)),
-            },
+        match self.broker.forward_to_dlq(consumer, &topic, &r.receipt_handle).await {
+            Ok(()) => reply(ok()),
             Err(e) => reply(from_broker(&e)),
         }
     }
@@ -444,41 +410,31 @@ impl MessagingService for Messaging {
             return fail(status(Code::BadRequest, "batch_size must be positive and offset not negative"));
         }
         let cfg = self.broker.config();
-        let mut poll_ms =
-            r.long_polling_timeout.as_ref().and_then(duration_to_ms).unwrap_or(0).min(cfg.long_polling_max_ms);
-        if let Some(d) = deadline_ms {
-            poll_ms = poll_ms.min(d.saturating_sub(LONG_POLL_RESERVE_MS));
-        }
+        // A pull without a long-polling timeout answers at once.
+        let no_wait = prost_types::Duration::default();
+        let poll = r.long_polling_timeout.as_ref().or(Some(&no_wait));
+        let poll_ms = match poll_time(poll, cfg.long_polling_max_ms, deadline_ms) {
+            Ok(ms) => ms,
+            Err(s) => return fail(s),
+        };
         let namespace = r.message_queue.as_ref().and_then(|m| m.topic.as_ref()).map(|t| t.resource_namespace.clone());
         let namespace = namespace.unwrap_or_default();
         let batch = r.batch_size.min(1024) as usize;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(poll_ms);
-        let mut dispatched = self.broker.store().subscribe_dispatched();
-        let mut stopping = self.stopping.clone();
-        loop {
-            let (msgs, next) = match self.broker.pull(&topic, q, r.offset as u64, batch, &filter) {
-                Ok(x) => x,
-                Err(e) => return fail(from_broker(&e)),
-            };
-            let now = tokio::time::Instant::now();
-            if !msgs.is_empty() || now >= deadline || *stopping.borrow() {
-                let head = if msgs.is_empty() { status(Code::MessageNotFound, "no new message") } else { ok() };
-                let items: Vec<Result<PullMessageResponse, tonic::Status>> = std::iter::once(Content::Status(head))
-                    .chain(msgs.iter().map(|m| {
-                        self.broker.metrics().traffic.delivered(&m.topic, m.body.len());
-                        Content::Message(super::convert::record_to_wire(m, None, &namespace))
-                    }))
-                    .chain([Content::NextOffset(next as i64)])
-                    .map(|c| Ok(PullMessageResponse { content: Some(c) }))
-                    .collect();
-                return Ok(Response::new(Box::pin(tokio_stream::iter(items))));
-            }
-            tokio::select! {
-                _ = dispatched.changed() => {}
-                _ = stopping.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        }
+        let poll = Duration::from_millis(poll_ms);
+        let (msgs, next) = match self.broker.pull_long(&topic, q, r.offset as u64, batch, &filter, poll).await {
+            Ok(x) => x,
+            Err(e) => return fail(from_broker(&e)),
+        };
+        let head = if msgs.is_empty() { status(Code::MessageNotFound, "no new message") } else { ok() };
+        let items: Vec<Result<PullMessageResponse, tonic::Status>> = std::iter::once(Content::Status(head))
+            .chain(msgs.iter().map(|m| {
+                self.broker.metrics().traffic.delivered(&m.topic, m.body.len());
+                Content::Message(super::convert::record_to_wire(m, None, &namespace))
+            }))
+            .chain([Content::NextOffset(next as i64)])
+            .map(|c| Ok(PullMessageResponse { content: Some(c) }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
 
     async fn update_offset(&self, req: Request<UpdateOffsetRequest>) -> GrpcResult<UpdateOffsetResponse> {
@@ -491,11 +447,8 @@ impl MessagingService for Messaging {
         if r.offset < 0 {
             return reply(status(Code::IllegalOffset, format!("offset {} is negative", r.offset)));
         }
-        match self.broker.update_offset(&group, &topic, q, r.offset as u64) {
-            Ok(end) => match self.broker.wait_durable(end).await {
-                Ok(()) => reply(ok()),
-                Err(e) => reply(from_broker(&e)),
-            },
+        match self.broker.update_offset(&group, &topic, q, r.offset as u64).await {
+            Ok(()) => reply(ok()),
             Err(e) => reply(from_broker(&e)),
         }
     }
@@ -528,7 +481,10 @@ impl MessagingService for Messaging {
             Ok(QueryOffsetPolicy::Beginning) => store.min_queue_offset(&topic, q),
             Ok(QueryOffsetPolicy::End) => store.max_queue_offset(&topic, q),
             Ok(QueryOffsetPolicy::Timestamp) => match r.timestamp.as_ref() {
-                Some(t) => self.broker.offset_for_time(&topic, q, super::convert::ts_to_ms(t)),
+                Some(t) => match super::convert::ts_to_ms(t) {
+                    Some(ms) => self.broker.offset_for_time(&topic, q, ms),
+                    None => return reply(status(Code::BadRequest, "timestamp before the epoch or out of range"), 0),
+                },
                 None => return reply(status(Code::BadRequest, "policy TIMESTAMP needs a timestamp"), 0),
             },
             Err(_) => return reply(status(Code::BadRequest, "unknown query_offset_policy"), 0),
@@ -553,12 +509,8 @@ impl MessagingService for Messaging {
             Err(_) => return reply(status(Code::BadRequest, format!("unknown resolution {}", r.resolution))),
         };
         let reason = if r.source == TransactionSource::SourceServerCheck as i32 { "check" } else { "client" };
-        match self.broker.end_transaction(&topic, &r.message_id, &r.transaction_id, resolution, reason) {
-            Ok(None) => reply(ok()),
-            Ok(Some(end)) => match self.broker.wait_durable(end).await {
-                Ok(()) => reply(ok()),
-                Err(e) => reply(from_broker(&e)),
-            },
+        match self.broker.end_transaction(&topic, &r.message_id, &r.transaction_id, resolution, reason).await {
+            Ok(()) => reply(ok()),
             Err(e) => reply(from_broker(&e)),
         }
     }
@@ -667,11 +619,8 @@ impl MessagingService for Messaging {
             Ok(t) => t,
             Err(s) => return reply(s, String::new()),
         };
-        match self.broker.recall(&topic, &r.recall_handle) {
-            Ok((id, end)) => match self.broker.wait_durable(end).await {
-                Ok(()) => reply(ok(), id),
-                Err(e) => reply(from_broker(&e), String::new()),
-            },
+        match self.broker.recall(&topic, &r.recall_handle).await {
+            Ok(id) => reply(ok(), id),
             Err(e) => reply(from_broker(&e), String::new()),
         }
     }

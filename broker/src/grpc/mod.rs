@@ -8,6 +8,5 @@ pub mod cluster;
 pub mod convert;
 pub mod ha;
 pub mod messaging;
-pub mod requests;
 pub mod routes;
 pub mod status;

@@ -40,6 +40,9 @@ pub fn from_broker(e: &BrokerError) -> Status {
         BrokerError::DiskFull { .. } => Code::InternalServerError,
         BrokerError::Store(StoreError::ReadOnly) => Code::Forbidden,
         BrokerError::Store(_) => Code::InternalError,
+        BrokerError::FlushTimeout { .. } => Code::MasterPersistenceTimeout,
+        BrokerError::NotReplicated(_) => Code::SlavePersistenceTimeout,
+        BrokerError::NotDurable(e) => return from_broker(e),
     };
     status(code, e.to_string())
 }

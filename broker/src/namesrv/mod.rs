@@ -1,10 +1,9 @@
-//! The nameserver role: the route table brokers register with ([`routes`], [`service`]) and the
-//! broker's side of it ([`registration`]). Several nameservers share no state; every broker
+//! The nameserver role: the route table brokers register with ([`routes`], [`service`]); the
+//! broker's side of it is [`crate::cluster::registration`]. Several nameservers share no state; every broker
 //! registers with all of them, so any one answers (RocketMQ's design). One nameserver may also
 //! run the master election [`controller`].
 
 pub mod controller;
 pub mod controller_service;
-pub mod registration;
 pub mod routes;
 pub mod service;

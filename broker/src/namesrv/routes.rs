@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::proto::clients::current;
 use crate::proto::namesrv::{BrokerInfo, BrokerRegistration, GroupRoute, TopicRoute};
 
 /// A registered broker: its last registration and when it was received.
@@ -83,20 +84,6 @@ impl RouteTable {
     pub fn brokers(&self) -> Vec<BrokerRegistration> {
         self.brokers.values().map(|e| e.registration.clone()).collect()
     }
-}
-
-/// One broker group's members as routes show them: the master (id 0 with the highest epoch)
-/// first, then the slaves by id; other brokers claiming id 0 are stale masters and left out.
-pub fn current<T>(mut members: Vec<T>, info: impl Fn(&T) -> &BrokerInfo) -> Vec<T> {
-    let master_epoch = members.iter().map(&info).filter(|b| b.broker_id == 0).map(|b| b.epoch).max();
-    members.retain(|m| info(m).broker_id != 0 || Some(info(m).epoch) == master_epoch);
-    members.sort_by_key(|m| (info(m).broker_id, info(m).endpoint.clone()));
-    if master_epoch.is_some() {
-        // Equal epochs (no controller): keep one master, the first by endpoint.
-        let masters = members.iter().take_while(|m| info(m).broker_id == 0).count();
-        members.drain(1..masters);
-    }
-    members
 }
 
 #[cfg(test)]

@@ -118,7 +118,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
-                crate::server::shutdown_signal().await;
+                crate::http::shutdown_signal().await;
                 let _ = stop_tx.send(true);
             },
         );

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ferrocket_broker::proto::v2::messaging_service_client::MessagingServiceClient;
-use ferrocket_broker::proto::v2::*;
+use ferrocket_proto::v2::messaging_service_client::MessagingServiceClient;
+use ferrocket_proto::v2::*;
 use tonic::transport::Channel;
 
 /// A broker process; killed on drop.
@@ -72,7 +72,7 @@ pub async fn client(addr: &str) -> MessagingServiceClient<Channel> {
     MessagingServiceClient::connect(format!("http://{addr}")).await.expect("connect")
 }
 
-pub use ferrocket_broker::grpc::requests::resource as res;
+pub use ferrocket_proto::requests::resource as res;
 
 /// The generated MessagingService client over a plain channel.
 #[allow(dead_code)]
@@ -109,7 +109,7 @@ pub async fn receive(
     invisible: prost_types::Duration,
 ) -> (Code, Vec<Message>) {
     let invisible_ms = (invisible.seconds as u64) * 1000;
-    let req = ferrocket_broker::grpc::requests::receive(group, topic, 32, invisible_ms, 1000);
+    let req = ferrocket_proto::requests::receive(group, topic, 32, invisible_ms, 1000);
     let mut stream = c.receive_message(req).await.unwrap().into_inner();
     let (mut status, mut msgs) = (None, Vec::new());
     while let Some(item) = stream.message().await.unwrap() {

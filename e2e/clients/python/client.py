@@ -7,6 +7,7 @@ until --count messages or --timeout seconds.
 """
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -182,13 +183,30 @@ def txsend(a):
             m.tag = a.tag
             receipt = producer.send(m, tx)
             emit({"id": receipt.message_id, "body": m.body.decode()})
-            if a.action == "commit":
+            if a.commit_after_file:
+                wait_for_file(a.commit_after_file, 120)
+                started = time.monotonic()
+                try:
+                    tx.commit()
+                    emit({"committed": receipt.message_id, "ms": round((time.monotonic() - started) * 1000)})
+                except Exception as e:  # reported, not raised: the test reads what the client saw
+                    emit({"commit_error": str(e), "ms": round((time.monotonic() - started) * 1000)})
+            elif a.action == "commit":
                 tx.commit()
             elif a.action == "rollback":
                 tx.rollback()
         enough.wait(a.hold)
     finally:
         producer.shutdown()
+
+
+def wait_for_file(path, timeout):
+    """Blocks until `path` exists, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.05)
 
 
 def main():
@@ -235,6 +253,8 @@ def main():
     t.add_argument("--checker", choices=["commit", "rollback", "unknown"], default="commit")
     t.add_argument("--hold", type=float, default=0, help="stay up answering check-backs, s")
     t.add_argument("--until-checks", type=int, default=0, help="stop holding after this many check-backs")
+    t.add_argument("--commit-after-file", default="",
+                   help="commit each message once this file exists; print {committed} or {commit_error}")
     a = p.parse_args()
     {"send": send, "receive": receive, "push": push, "txsend": txsend}[a.cmd](a)
     return 0

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use ferrocket_broker::proto::admin::{ExponentialBackoff, GroupConfig};
+use ferrocket_proto::admin::{ExponentialBackoff, GroupConfig};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 

@@ -6,7 +6,7 @@
 //!
 //! Also: a group's roles as its brokers report them ([`roles`]).
 
-use ferrocket_broker::proto::admin::ClusterStatusResponse;
+use ferrocket_proto::admin::ClusterStatusResponse;
 
 use crate::crd::GroupStatus;
 

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use ferrocket_broker::proto::admin::TopicConfig;
-use ferrocket_broker::proto::v2;
+use ferrocket_proto::admin::TopicConfig;
+use ferrocket_proto::v2;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 

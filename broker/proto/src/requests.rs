@@ -1,6 +1,6 @@
 //! Builders for the requests a client sends, shared by `ferrocket bench` and the tests.
 
-use crate::proto::v2::*;
+use crate::v2::*;
 
 /// A resource (topic or group) without a namespace.
 pub fn resource(name: &str) -> Option<Resource> {
@@ -10,7 +10,7 @@ pub fn resource(name: &str) -> Option<Resource> {
 /// A ReceiveMessage request for every queue of `topic` on the broker (pop consumption), TAG `*`,
 /// with `invisible_ms` and a long poll of at most `poll_ms`.
 pub fn receive(group: &str, topic: &str, batch: i32, invisible_ms: u64, poll_ms: u64) -> ReceiveMessageRequest {
-    let ms = super::convert::ms_to_duration;
+    let ms = |ms: u64| prost_types::Duration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 };
     ReceiveMessageRequest {
         group: resource(group),
         message_queue: Some(MessageQueue { topic: resource(topic), id: -1, ..Default::default() }),

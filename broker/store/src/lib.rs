@@ -1,5 +1,7 @@
+#![warn(missing_docs)]
 //! The storage engine: CommitLog, ConsumeQueues, IndexFiles, checkpoint, flush and recovery.
-//! It knows nothing of gRPC or of consumers; it stores records and finds them again.
+//! It knows nothing of the network, of consumers or of an async runtime; it stores records and
+//! finds them again, and tells whoever opened it of its progress through [`Listeners`].
 //!
 //! Retention ([`retention`]) deletes old segments when the broker asks.
 //!
@@ -27,9 +29,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use thiserror::Error;
-use tokio::sync::watch;
 
-use crate::config::FlushDiskType;
 use commitlog::{AppendResult, CommitLog, ReadAt};
 use consume_queue::{tag_hash, ConsumeQueue, ConsumeQueueTable, CqEntry};
 use index_file::IndexService;
@@ -48,6 +48,47 @@ pub const PROP_MSG_ID: &str = "UNIQ_KEY";
 pub const PROP_MESSAGE_GROUP: &str = "__SHARDINGKEY";
 /// Separator of keys in [`PROP_KEYS`] (RocketMQ uses a space).
 pub const KEY_SEPARATOR: char = ' ';
+
+/// When a send is acknowledged relative to the fsync of the CommitLog (RocketMQ `flushDiskType`).
+/// Config values: `async`, `sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushDiskType {
+    /// Acknowledge once written to the page cache; a flush thread fsyncs every `flush_interval_ms`.
+    Async,
+    /// Acknowledge only after an fsync covering the message (group commit: one fsync serves every
+    /// message written before it).
+    Sync,
+}
+
+/// Callbacks the store makes from its own threads with its progress, so that the layer above
+/// can wake its waiters (long polls, SYNC_FLUSH sends) however it likes. Each gets a CommitLog
+/// offset in bytes, or a duration in ms.
+#[derive(Default)]
+pub struct Listeners {
+    /// Every record below this offset is dispatched to the ConsumeQueues and IndexFiles.
+    pub dispatched: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    /// The CommitLog is on disk below this offset.
+    pub flushed: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    /// A record was appended; the CommitLog now ends at this offset (replication streams wait
+    /// on it: under SYNC replication they must not wait for the dispatcher).
+    pub appended: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    /// A flush by the flush thread that wrote something took this long, ms.
+    pub flush_ms: Option<Box<dyn Fn(f64) + Send + Sync>>,
+}
+
+impl Listeners {
+    fn dispatched(&self, offset: u64) {
+        if let Some(f) = &self.dispatched {
+            f(offset)
+        }
+    }
+    fn flushed(&self, offset: u64) {
+        if let Some(f) = &self.flushed {
+            f(offset)
+        }
+    }
+}
 
 /// Storage errors. Corruption names the segment file and offsets.
 #[derive(Debug, Error)]
@@ -116,20 +157,6 @@ pub struct StoreConfig {
     pub index_max_entries: u32,
 }
 
-impl From<&crate::config::Config> for StoreConfig {
-    fn from(c: &crate::config::Config) -> Self {
-        StoreConfig {
-            data_dir: c.data_dir.clone(),
-            flush_disk_type: c.flush_disk_type,
-            flush_interval_ms: c.flush_interval_ms,
-            commitlog_segment_bytes: c.commitlog_segment_bytes,
-            consume_queue_entries_per_file: c.consume_queue_entries_per_file,
-            index_slots: c.index_slots,
-            index_max_entries: c.index_max_entries,
-        }
-    }
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -164,8 +191,10 @@ pub struct Store {
     cqs: ConsumeQueueTable,
     index: Mutex<IndexService>,
     dispatched: AtomicU64,
-    dispatched_tx: watch::Sender<u64>,
-    flushed_tx: watch::Sender<u64>,
+    /// The dispatcher stops before this CommitLog offset (`u64::MAX`: no limit); see
+    /// [`Store::set_dispatch_limit`].
+    dispatch_limit: AtomicU64,
+    listeners: Listeners,
     dispatch_signal: Signal,
     flush_signal: Signal,
     stopping: AtomicBool,
@@ -176,8 +205,6 @@ pub struct Store {
     /// Serialises checkpoint writes: the flush thread and the consumer snapshot both flush, and
     /// two writers of `checkpoint.tmp` could rename a half-written file into place.
     checkpoint_lock: Mutex<()>,
-    /// Duration of each flush thread CommitLog flush that wrote something, ms.
-    flush_ms: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Store {
@@ -187,7 +214,7 @@ impl Store {
     /// record followed by valid ones is reported (file and offset) and skipped, never cut; an
     /// invalid tail with nothing valid after it (a torn write) is cut. See [`RecoveryReport`].
     /// Errors: I/O or malformed store files, each naming the file.
-    pub fn open(cfg: StoreConfig) -> Result<Arc<Store>, StoreError> {
+    pub fn open(cfg: StoreConfig, listeners: Listeners) -> Result<Arc<Store>, StoreError> {
         let (commitlog, cqs, index, recovery) = recovery::recover(&cfg)?;
         let end = commitlog.committed();
         let store = Arc::new(Store {
@@ -196,8 +223,8 @@ impl Store {
             cqs,
             index: Mutex::new(index),
             dispatched: AtomicU64::new(end),
-            dispatched_tx: watch::channel(end).0,
-            flushed_tx: watch::channel(end).0,
+            dispatch_limit: AtomicU64::new(u64::MAX),
+            listeners,
             dispatch_signal: Signal::default(),
             flush_signal: Signal::default(),
             stopping: AtomicBool::new(false),
@@ -205,9 +232,6 @@ impl Store {
             threads: Mutex::new(Vec::new()),
             recovery,
             checkpoint_lock: Mutex::new(()),
-            flush_ms: prometheus_client::metrics::histogram::Histogram::new([
-                0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
-            ]),
         });
         let s = store.clone();
         let dispatcher = std::thread::Builder::new().name("dispatcher".into()).spawn(move || s.dispatch_loop())?;
@@ -238,6 +262,9 @@ impl Store {
         }
         let r = self.commitlog.append(rec, with_queue_offset)?;
         self.dispatch_signal.notify();
+        if let Some(f) = &self.listeners.appended {
+            f(r.end)
+        }
         Ok(r)
     }
 
@@ -293,7 +320,7 @@ impl Store {
             q.truncate_from_physical(offset)?;
         }
         self.dispatched.store(offset.min(before), Ordering::Release);
-        self.dispatched_tx.send_replace(offset.min(before));
+        self.listeners.dispatched(offset.min(before));
         self.flush_all()?;
         tracing::warn!(
             from = offset,
@@ -332,21 +359,32 @@ impl Store {
         self.commitlog.min_offset()
     }
 
-    /// Waits until CommitLog offset `end` is as durable as the flush policy promises: on disk for
-    /// SYNC_FLUSH (group commit: one fsync releases every waiter below it), immediately for ASYNC.
-    /// Errors: [`StoreError::ShutDown`] if the store stops first.
-    pub async fn wait_durable(&self, end: u64) -> Result<(), StoreError> {
-        if self.cfg.flush_disk_type == FlushDiskType::Async {
-            return Ok(());
-        }
-        let mut rx = self.flushed_tx.subscribe();
-        self.flush_signal.notify();
-        rx.wait_for(|f| *f >= end).await.map(|_| ()).map_err(|_| StoreError::ShutDown)
+    /// The flush policy.
+    pub fn flush_disk_type(&self) -> FlushDiskType {
+        self.cfg.flush_disk_type
     }
 
-    /// Latency of the flush thread's CommitLog flushes, ms (a handle to register with metrics).
-    pub fn flush_latency(&self) -> prometheus_client::metrics::histogram::Histogram {
-        self.flush_ms.clone()
+    /// CommitLog offset below which every byte is on disk.
+    pub fn flushed(&self) -> u64 {
+        self.commitlog.flushed()
+    }
+
+    /// Asks the flush thread to flush now (SYNC_FLUSH group commit: a writer about to wait for
+    /// [`Listeners::flushed`] calls it).
+    pub fn request_flush(&self) {
+        self.flush_signal.notify();
+    }
+
+    /// Lets the dispatcher go no further than CommitLog offset `limit` (a record boundary), or
+    /// removes the limit with `u64::MAX`; records past it stay invisible to consumers. A master
+    /// under SYNC replication sets it to what its in-sync slaves hold (RocketMQ's confirm
+    /// offset), so no consumer sees a message that a failover could lose. Raising it wakes the
+    /// dispatcher.
+    pub fn set_dispatch_limit(&self, limit: u64) {
+        let before = self.dispatch_limit.swap(limit, Ordering::AcqRel);
+        if limit > before {
+            self.dispatch_signal.notify();
+        }
     }
 
     /// How many times the CommitLog has been fsynced since the store was opened.
@@ -357,11 +395,6 @@ impl Store {
     /// Offset up to which records have been dispatched to ConsumeQueues.
     pub fn dispatched(&self) -> u64 {
         self.dispatched.load(Ordering::Acquire)
-    }
-
-    /// A receiver that changes whenever new records are dispatched (for long polling).
-    pub fn subscribe_dispatched(&self) -> watch::Receiver<u64> {
-        self.dispatched_tx.subscribe()
     }
 
     /// The ConsumeQueue of a topic queue, if it has ever had a message.
@@ -426,7 +459,7 @@ impl Store {
         let _one_writer = self.checkpoint_lock.lock();
         let dispatched = self.dispatched();
         let flushed = self.commitlog.flush()?;
-        self.flushed_tx.send_replace(flushed);
+        self.listeners.flushed(flushed);
         for (_, q) in self.cqs.all() {
             q.flush()?;
         }
@@ -455,7 +488,7 @@ impl Store {
         loop {
             let stopping = self.stopping.load(Ordering::Acquire);
             let from = self.dispatched();
-            let end = self.commitlog.committed();
+            let end = self.commitlog.committed().min(self.dispatch_limit.load(Ordering::Acquire));
             if from < end {
                 let scanned = recovery::scan_raw(
                     &self.commitlog,
@@ -471,7 +504,7 @@ impl Store {
                     None => {
                         let next = scanned.next;
                         self.dispatched.store(next, Ordering::Release);
-                        self.dispatched_tx.send_replace(next);
+                        self.listeners.dispatched(next);
                     }
                     Some(c) => {
                         tracing::error!(file = %c.file.display(), offset = c.file_offset, reason = %c.reason, "dispatch stopped at a bad record; retrying");
@@ -500,10 +533,10 @@ impl Store {
             let before = self.commitlog.flushed();
             match self.commitlog.flush() {
                 Ok(f) => {
-                    if f > before {
-                        self.flush_ms.observe(started.elapsed().as_secs_f64() * 1000.0);
+                    if let (true, Some(observe)) = (f > before, &self.listeners.flush_ms) {
+                        observe(started.elapsed().as_secs_f64() * 1000.0);
                     }
-                    self.flushed_tx.send_replace(f);
+                    self.listeners.flushed(f);
                 }
                 Err(e) => tracing::error!(error = %e, "CommitLog flush failed"),
             }

@@ -63,6 +63,7 @@ impl Broker {
         self.replicas.reset(with_controller.then(BTreeSet::new));
         self.set_replication_lag(None);
         self.role.send_replace(Role { kind: RoleKind::Master, epoch });
+        self.update_dispatch_limit();
         self.wakeups.send_modify(|n| *n += 1);
         Ok(())
     }
@@ -73,6 +74,7 @@ impl Broker {
         self.store.set_replica(true);
         self.replicas.fence();
         self.role.send_replace(Role { kind: RoleKind::Slave { master: Some(master) }, epoch });
+        self.update_dispatch_limit();
     }
 
     /// On a slave: cuts the log back to `offset` (see [`crate::store::Store::truncate`]) and

@@ -10,15 +10,39 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-/// When a send is acknowledged relative to the fsync of the CommitLog (RocketMQ `flushDiskType`).
+pub use ferrocket_store::FlushDiskType;
+use ferrocket_store::StoreConfig;
+
+/// A broker's role without a controller (RocketMQ `brokerRole`, less its SYNC/ASYNC part, which
+/// is [`Replication`]). Config values: `master`, `slave`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FlushDiskType {
-    /// Acknowledge once written to the page cache; a flush thread fsyncs every `flush_interval_ms`.
+pub enum BrokerRole {
+    /// Accepts writes; slaves replicate from it.
+    Master,
+    /// Replicates its master's CommitLog; read-only.
+    Slave,
+}
+
+/// How a master acknowledges against its slaves (RocketMQ `SYNC_MASTER` / `ASYNC_MASTER`).
+/// Config values: `async`, `sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replication {
+    /// After the master's own write.
     Async,
-    /// Acknowledge only after an fsync covering the message (group commit: one fsync serves every
-    /// message written before it).
+    /// Once the in-sync slaves hold the message (and at least `min_in_sync_replicas` replicas).
     Sync,
+}
+
+impl Replication {
+    /// The config value (`async`, `sync`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replication::Async => "async",
+            Replication::Sync => "sync",
+        }
+    }
 }
 
 /// Broker configuration. Every field is a config key (DESIGN.md §7); units are in the names.
@@ -35,6 +59,9 @@ pub struct Config {
     pub flush_disk_type: FlushDiskType,
     /// Period of the ASYNC_FLUSH flush thread, ms (RocketMQ `flushIntervalCommitLog`, 500).
     pub flush_interval_ms: u64,
+    /// SYNC_FLUSH: longest a write waits for its fsync, ms (5 s, RocketMQ `syncFlushTimeout`);
+    /// then the client is told FLUSH_DISK_TIMEOUT (gRPC MASTER_PERSISTENCE_TIMEOUT).
+    pub sync_flush_timeout_ms: u64,
     /// Size of one CommitLog MappedFile, bytes (RocketMQ `mappedFileSizeCommitLog`, 1 GiB).
     pub commitlog_segment_bytes: u64,
     /// ConsumeQueue entries per file (RocketMQ `mappedFileSizeConsumeQueue` / 20, 300,000).
@@ -98,10 +125,10 @@ pub struct Config {
     pub broker_name: String,
     /// 0 for the master, > 0 for slaves.
     pub broker_id: u32,
-    /// `master` or `slave`.
-    pub broker_role: String,
-    /// `async` or `sync` master/slave replication.
-    pub replication: String,
+    /// `master` (default) or `slave`.
+    pub broker_role: BrokerRole,
+    /// `async` (default) or `sync` master/slave replication.
+    pub replication: Replication,
     /// Replicas (master included) that must hold a message before a SYNC replication send is
     /// acknowledged (2: a SYNC send really waits for a slave; RocketMQ 5's default of 1 silently
     /// makes SYNC_MASTER asynchronous).
@@ -146,6 +173,7 @@ impl Default for Config {
             data_dir: PathBuf::from("ferrocket-data"),
             flush_disk_type: FlushDiskType::Async,
             flush_interval_ms: 500,
+            sync_flush_timeout_ms: 5_000,
             commitlog_segment_bytes: 1 << 30,
             consume_queue_entries_per_file: 300_000,
             index_slots: 5_000_000,
@@ -196,8 +224,8 @@ impl Default for Config {
             broker_expiry_ms: 120_000,
             broker_name: "broker-a".into(),
             broker_id: 0,
-            broker_role: "master".into(),
-            replication: "async".into(),
+            broker_role: BrokerRole::Master,
+            replication: Replication::Async,
             min_in_sync_replicas: 2,
             ha_sync_timeout_ms: 3_000,
             ha_max_lag_bytes: 256 << 20,
@@ -327,6 +355,19 @@ impl Config {
         }
     }
 
+    /// What the store needs of it.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            data_dir: self.data_dir.clone(),
+            flush_disk_type: self.flush_disk_type,
+            flush_interval_ms: self.flush_interval_ms,
+            commitlog_segment_bytes: self.commitlog_segment_bytes,
+            consume_queue_entries_per_file: self.consume_queue_entries_per_file,
+            index_slots: self.index_slots,
+            index_max_entries: self.index_max_entries,
+        }
+    }
+
     /// The `host:port` clients should dial to reach this broker.
     pub fn advertised(&self) -> String {
         self.advertised_addr.clone().unwrap_or_else(|| self.listen.to_string())
@@ -370,5 +411,18 @@ mod tests {
         std::fs::write(&file, "default_queue_count = 0\n").unwrap();
         let err = Config::load(Config::default(), Some(&file), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("default_queue_count"), "{err}");
+    }
+
+    #[test]
+    fn closed_sets_parse_their_values_and_refuse_others_naming_the_allowed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        // What the operator renders for a SYNC group's slave.
+        std::fs::write(&file, "replication = \"sync\"\nbroker_role = \"slave\"\nflush_disk_type = \"sync\"\n").unwrap();
+        let cfg = Config::load(Config::default(), Some(&file), &Overrides::default()).unwrap();
+        assert_eq!((cfg.replication, cfg.broker_role), (Replication::Sync, BrokerRole::Slave));
+        std::fs::write(&file, "replication = \"SYNC\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Config::default(), Some(&file), &Overrides::default()).unwrap_err());
+        assert!(err.contains("replication") && err.contains("`async`") && err.contains("`sync`"), "{err}");
     }
 }

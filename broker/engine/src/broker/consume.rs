@@ -292,7 +292,7 @@ impl Broker {
     }
 
     /// Appends an ack record, then applies it (an ack the log does not hold is never reported as
-    /// done). Returns its end offset to await with [`Broker::wait_durable`].
+    /// done). Returns its CommitLog end.
     fn persist_acks(
         &self,
         state: &mut ConsumeState,
@@ -364,8 +364,13 @@ impl Broker {
     }
 
     /// Acknowledges deliveries by receipt handle. Returns one result per handle and, if any
-    /// succeeded, the CommitLog offset of the ack record to await with [`Broker::wait_durable`].
-    pub fn ack(&self, c: Consumer, topic: &str, handles: &[&str]) -> (Vec<Result<(), BrokerError>>, Option<u64>) {
+    /// succeeded, the CommitLog end of the ack record to make durable.
+    pub(crate) fn ack_now(
+        &self,
+        c: Consumer,
+        topic: &str,
+        handles: &[&str],
+    ) -> (Vec<Result<(), BrokerError>>, Option<u64>) {
         let (g, progress) = match self.progress_of(c) {
             Ok(p) => p,
             Err(_) => return (handles.iter().map(|_| Err(BrokerError::ClientIdRequired)).collect(), None),
@@ -436,9 +441,9 @@ impl Broker {
     }
 
     /// Sends an in-flight delivery to the group's DLQ now (ForwardMessageToDeadLetterQueue, what
-    /// FIFO push consumers do after their local retries). Returns the CommitLog offset to await.
+    /// FIFO push consumers do after their local retries). Returns the CommitLog end to make durable.
     /// Errors: [`BrokerError::InvalidHandle`], store errors.
-    pub fn forward_to_dlq(&self, c: Consumer, topic: &str, handle: &str) -> Result<u64, BrokerError> {
+    pub(crate) fn forward_to_dlq_now(&self, c: Consumer, topic: &str, handle: &str) -> Result<u64, BrokerError> {
         let g = self.group_or_create(c.group)?;
         let progress = Self::progress_name(&g, c)?;
         let (h, attempts) = {
@@ -506,9 +511,9 @@ impl Broker {
 
     /// Sets the group's position on a queue (UpdateOffset; also a reset for pop consumers): every
     /// message below `offset` counts as done, nothing is in flight. Persisted like an ack; returns
-    /// the CommitLog offset to await. Errors: unknown topic or queue,
+    /// the CommitLog end to make durable. Errors: unknown topic or queue,
     /// [`BrokerError::IllegalOffset`] past the queue's end, store errors.
-    pub fn update_offset(&self, group: &str, topic: &str, q: u32, offset: u64) -> Result<u64, BrokerError> {
+    pub(crate) fn update_offset_now(&self, group: &str, topic: &str, q: u32, offset: u64) -> Result<u64, BrokerError> {
         let cfg = self.topics.get(topic).ok_or_else(|| BrokerError::TopicNotFound(topic.to_string()))?;
         self.check_queue_offset(cfg, q, offset)?;
         let end = self.persist_acks(&mut self.consume.lock(), group, topic, vec![], vec![(q, offset)])?;

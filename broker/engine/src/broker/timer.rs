@@ -22,7 +22,11 @@ impl Broker {
     /// recall handle (empty if delivered at once). Errors: as [`Broker::send`], and
     /// [`BrokerError::IllegalDeliveryTime`] beyond `timer_max_delay_ms` from now (RocketMQ
     /// `timerMaxDelaySec`).
-    pub fn schedule(&self, rec: &mut Record, deliver_at_ms: u64) -> Result<(SendOk, String), BrokerError> {
+    pub(crate) fn append_scheduled(
+        &self,
+        rec: &mut Record,
+        deliver_at_ms: u64,
+    ) -> Result<(SendOk, u64, String), BrokerError> {
         let now = now_ms();
         if deliver_at_ms > now + self.cfg.timer_max_delay_ms {
             return Err(BrokerError::IllegalDeliveryTime(format!(
@@ -34,7 +38,7 @@ impl Broker {
         self.check_send(rec, MessageType::Delay)?;
         if deliver_at_ms <= now {
             rec.properties.insert(timer::PROP_DELIVER_MS.into(), deliver_at_ms.to_string());
-            return self.send(rec, MessageType::Delay).map(|s| (s, String::new()));
+            return self.append_message(rec, MessageType::Delay).map(|(s, end)| (s, end, String::new()));
         }
         let queue_id = rec.queue_id;
         timer::to_timer_record(rec, deliver_at_ms);
@@ -42,25 +46,13 @@ impl Broker {
         let r = self.store.append(rec, false)?;
         let key = (deliver_at_ms, r.physical_offset);
         t.add(key, r.size);
-        Ok((SendOk { queue_id, queue_offset: 0, end: r.end }, timer::recall_handle(key)))
-    }
-
-    /// Schedules a message at delay level `level` (1-based, `delay_levels`; RocketMQ's
-    /// `messageDelayLevel`). Errors: a level outside 1..=number of levels
-    /// ([`BrokerError::IllegalDeliveryTime`]), and as [`Broker::schedule`].
-    pub fn schedule_level(&self, rec: &mut Record, level: u32) -> Result<(SendOk, String), BrokerError> {
-        let n = self.cfg.delay_levels.len();
-        let d = level
-            .checked_sub(1)
-            .and_then(|i| self.cfg.delay_levels.get(i as usize))
-            .ok_or_else(|| BrokerError::IllegalDeliveryTime(format!("delay level {level} is not in 1..={n}")))?;
-        self.schedule(rec, now_ms() + d.as_millis() as u64)
+        Ok((SendOk { queue_id, queue_offset: 0 }, r.end, timer::recall_handle(key)))
     }
 
     /// Cancels a scheduled message of `topic` by its recall handle; returns its message id.
     /// Errors: [`BrokerError::InvalidRecallHandle`] for a malformed handle, a message of another
-    /// topic, or one already delivered or recalled.
-    pub fn recall(&self, topic: &str, handle: &str) -> Result<(String, u64), BrokerError> {
+    /// topic, or one already delivered or recalled. Also returns the CommitLog end to make durable.
+    pub(crate) fn recall_now(&self, topic: &str, handle: &str) -> Result<(String, u64), BrokerError> {
         let key: TimerKey = timer::parse_recall_handle(handle)
             .ok_or_else(|| BrokerError::InvalidRecallHandle(format!("malformed recall handle {handle:?}")))?;
         let mut t = self.timer.lock();

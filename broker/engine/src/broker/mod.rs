@@ -3,6 +3,7 @@
 //! together and knows nothing of gRPC.
 
 mod consume;
+mod durable;
 mod failover;
 mod retention;
 mod timer;
@@ -16,22 +17,23 @@ use parking_lot::Mutex;
 use thiserror::Error;
 
 pub use consume::{Consumer, Pulled, PROP_DLQ_ATTEMPTS, PROP_DLQ_ORIGIN_TOPIC};
+pub use durable::{Outgoing, Sent};
 pub use retention::CleanReport;
 pub use transactions::{Check, CheckOutcome};
 
-use crate::config::Config;
+use crate::config::{BrokerRole, Config};
 use crate::consume::groups::{GroupError, GroupManager};
 use crate::consume::state::{AckRecord, ConsumeState, QueueKey, QueueState, ACK_LOG_TOPIC};
 use crate::metrics::Metrics;
 use crate::store::checkpoint::write_atomic_compact;
 use crate::store::record::Record;
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::store::{Listeners, Store, StoreError};
 use crate::timer::TimerState;
 use crate::topics::{self, MessageType, Permission, TopicConfig, TopicError, TopicManager};
 use crate::txn::TxState;
 use transactions::check_timing;
 
-/// Why an engine call was refused. The gRPC layer maps each to a RocketMQ status code.
+/// Why an engine call was refused. Each front end maps each to its protocol's status code.
 #[derive(Debug, Error)]
 pub enum BrokerError {
     /// The topic does not exist (and auto-creation is off or not allowed for it).
@@ -102,17 +104,39 @@ pub enum BrokerError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// SYNC_FLUSH: the fsync did not cover the write within `sync_flush_timeout_ms` (RocketMQ
+    /// FLUSH_DISK_TIMEOUT); the write is stored but not known to be on disk.
+    #[error("stored, but not flushed to disk within sync_flush_timeout_ms ({waited_ms} ms)")]
+    FlushTimeout {
+        /// How long the write waited, ms.
+        waited_ms: u64,
+    },
+    /// SYNC replication: the in-sync slaves did not confirm the write in time, or this broker
+    /// stopped being master (RocketMQ SLAVE_NOT_AVAILABLE / FLUSH_SLAVE_TIMEOUT).
+    #[error(transparent)]
+    NotReplicated(#[from] crate::ha::NotReplicated),
+    /// One durability failure shared by every message of a batch or ack request.
+    #[error(transparent)]
+    NotDurable(Arc<BrokerError>),
+}
+
+impl BrokerError {
+    /// The error itself, seen through [`BrokerError::NotDurable`].
+    pub fn cause(&self) -> &BrokerError {
+        match self {
+            BrokerError::NotDurable(e) => e.cause(),
+            e => e,
+        }
+    }
 }
 
 /// Where a sent message was stored.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendOk {
     /// Queue the message was stored in.
     pub queue_id: u32,
-    /// Its offset in that queue.
+    /// Its offset in that queue (0 for a scheduled message until it is delivered).
     pub queue_offset: u64,
-    /// CommitLog offset to await with [`Broker::wait_durable`] before acknowledging.
-    pub end: u64,
 }
 
 /// One message handed to a consumer.
@@ -180,7 +204,7 @@ fn initial_role(cfg: &Config, epoch: u64) -> crate::ha::role::Role {
     use crate::ha::role::{Role, RoleKind};
     if cfg.controller_addr.is_some() {
         Role { kind: RoleKind::Slave { master: None }, epoch }
-    } else if cfg.broker_role == "slave" {
+    } else if cfg.broker_role == BrokerRole::Slave {
         Role { kind: RoleKind::Slave { master: cfg.ha_master_addr.clone() }, epoch: 0 }
     } else {
         Role { kind: RoleKind::Master, epoch: 0 }
@@ -204,6 +228,12 @@ pub struct Broker {
     /// Bumped when a message may have become available without a new one (FIFO acks, nacks to 0,
     /// dead letters, offset resets): wakes long polls.
     wakeups: tokio::sync::watch::Sender<u64>,
+    /// The store's progress, for waiters: records dispatched below, CommitLog flushed below.
+    dispatched: Arc<tokio::sync::watch::Sender<u64>>,
+    flushed: Arc<tokio::sync::watch::Sender<u64>>,
+    appended: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Turns true when the server stops: every long poll returns.
+    polls_ending: tokio::sync::watch::Sender<bool>,
     /// CommitLog offset of the last state snapshot (replay starts there): retention keeps it.
     snapshot_offset: AtomicU64,
     disk: retention::DiskGuard,
@@ -225,7 +255,27 @@ impl Broker {
     /// snapshot and timer threads. Errors: anything that makes the data
     /// directory unusable, naming the file.
     pub fn open(cfg: Config) -> anyhow::Result<Arc<Broker>> {
-        let store = Store::open(StoreConfig::from(&cfg))?;
+        let dispatched = Arc::new(tokio::sync::watch::channel(0).0);
+        let flushed = Arc::new(tokio::sync::watch::channel(0).0);
+        let appended = Arc::new(tokio::sync::watch::channel(0).0);
+        let flush_ms = crate::metrics::flush_histogram();
+        let listeners = {
+            let (d, f, a, h) = (dispatched.clone(), flushed.clone(), appended.clone(), flush_ms.clone());
+            Listeners {
+                dispatched: Some(Box::new(move |o| {
+                    d.send_replace(o);
+                })),
+                flushed: Some(Box::new(move |o| {
+                    f.send_replace(o);
+                })),
+                appended: Some(Box::new(move |o| {
+                    a.send_replace(o);
+                })),
+                flush_ms: Some(Box::new(move |ms| h.observe(ms))),
+            }
+        };
+        let store = Store::open(cfg.store_config(), listeners)?;
+        flushed.send_replace(store.flushed());
         let config_dir = cfg.data_dir.join("config");
         std::fs::create_dir_all(&config_dir)?;
         let topics = TopicManager::load(&config_dir.join("topics.json"))?;
@@ -260,7 +310,7 @@ impl Broker {
             "state loaded"
         );
         let mut metrics = Metrics::default();
-        metrics.register_flush_latency(store.flush_latency());
+        metrics.register_flush_latency(flush_ms);
         let epochs = crate::ha::epochs::EpochHistory::load(&config_dir.join("epochs.json"))?;
         let role = initial_role(&cfg, epochs.last_epoch());
         let bounds =
@@ -276,6 +326,10 @@ impl Broker {
             metrics,
             rotate: AtomicUsize::new(0),
             wakeups: tokio::sync::watch::channel(0).0,
+            dispatched,
+            flushed,
+            appended,
+            polls_ending: tokio::sync::watch::channel(false).0,
             snapshot_offset: AtomicU64::new(from),
             disk: retention::DiskGuard::default(),
             replicas: Arc::new(crate::ha::Replicas::new(bounds)),
@@ -292,10 +346,17 @@ impl Broker {
         // A slave writes only its master's bytes: deliveries and dead letters happen there, and
         // the timer thread idles until a promotion.
         broker.store.set_replica(broker.is_slave());
+        broker.update_dispatch_limit();
         let b = broker.clone();
         let timer = std::thread::Builder::new().name("timer".into()).spawn(move || b.timer_loop())?;
         broker.threads.lock().extend([snap, clean, timer]);
         Ok(broker)
+    }
+
+    /// A receiver that changes whenever a record is appended to the CommitLog (a master's
+    /// replication streams wait on it).
+    pub fn subscribe_appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     /// The configuration the broker runs with.
@@ -381,12 +442,12 @@ impl Broker {
         Ok(self.topics.get(name).unwrap_or(cfg))
     }
 
-    /// Stores a message (`rec` with topic, queue id, properties and body set) of type `ty`.
-    /// Errors: unknown topic, topic not writable, queue out of range, type not accepted, store errors.
-    pub fn send(&self, rec: &mut Record, ty: MessageType) -> Result<SendOk, BrokerError> {
+    /// Appends a message (`rec` with topic, queue id, properties and body set) of type `ty`;
+    /// returns where it went and the CommitLog end to make durable. Errors: as [`Broker::send`].
+    pub(crate) fn append_message(&self, rec: &mut Record, ty: MessageType) -> Result<(SendOk, u64), BrokerError> {
         self.check_send(rec, ty)?;
         let r = self.store.append(rec, true)?;
-        Ok(SendOk { queue_id: rec.queue_id, queue_offset: r.queue_offset, end: r.end })
+        Ok((SendOk { queue_id: rec.queue_id, queue_offset: r.queue_offset }, r.end))
     }
 
     /// The checks every send makes: topic exists (or is auto-created), writable, queue in range,
@@ -418,10 +479,18 @@ impl Broker {
         &self.metrics
     }
 
-    /// Waits until CommitLog offset `end` is durable per the flush policy (see [`Store::wait_durable`]).
-    pub async fn wait_durable(&self, end: u64) -> Result<(), BrokerError> {
-        Ok(self.store.wait_durable(end).await?)
+    /// The broker's metrics as Prometheus text, with the gauges that are computed on demand (open
+    /// transactions, scheduled messages, consumer lag, replication) brought up to date first.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        m.open_transactions.set(self.open_transaction_count() as i64);
+        m.timer.scheduled.set(self.scheduled_count() as i64);
+        m.set_consumer_lags(self.consumer_lags());
+        let end = self.store.commitlog_end();
+        m.set_replication(end, &self.replicas.slaves(), self.replicas.waited_on(end).len());
+        m.encode()
     }
+
     /// Errors: I/O.
     pub fn snapshot(&self) -> std::io::Result<()> {
         let snap = {

@@ -44,7 +44,7 @@ pub struct Record {
     pub queue_offset: u64,
     /// Byte position of this record in the CommitLog.
     pub physical_offset: u64,
-    /// Broker flags, such as [`crate::store::SYS_FLAG_NO_DISPATCH`].
+    /// Broker flags, such as [`crate::SYS_FLAG_NO_DISPATCH`].
     pub sys_flag: u32,
     /// When the producer created the message, ms since the Unix epoch.
     pub born_timestamp: u64,

@@ -7,13 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrocket_broker::broker::{Broker, BrokerError, Consumer};
-use ferrocket_broker::config::{Config, FlushDiskType};
-use ferrocket_broker::consume::filter::Filter;
-use ferrocket_broker::store::record::Record;
-use ferrocket_broker::store::retention::RetentionPass;
-use ferrocket_broker::store::{now_ms, Store, StoreConfig, PROP_KEYS, PROP_MSG_ID};
-use ferrocket_broker::topics::MessageType;
+use ferrocket_engine::broker::{Broker, BrokerError, Consumer, Outgoing};
+use ferrocket_engine::config::{Config, FlushDiskType};
+use ferrocket_engine::consume::filter::Filter;
+use ferrocket_engine::store::record::Record;
+use ferrocket_engine::store::retention::RetentionPass;
+use ferrocket_engine::store::{now_ms, Store, StoreConfig, PROP_KEYS, PROP_MSG_ID};
+use ferrocket_engine::topics::MessageType;
 
 const SEGMENT: u64 = 64 * 1024;
 
@@ -60,7 +60,7 @@ fn readable(store: &Store, topic: &str) -> Vec<String> {
 #[test]
 fn store_deletes_old_segments_with_their_queue_and_index_files_and_recovers_after() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(store_cfg(dir.path())).unwrap();
+    let store = Store::open(store_cfg(dir.path()), Default::default()).unwrap();
     for i in 0..200 {
         store.append(&mut msg("T", i), true).unwrap();
     }
@@ -111,7 +111,7 @@ fn store_deletes_old_segments_with_their_queue_and_index_files_and_recovers_afte
     store.shutdown().unwrap();
     drop(store);
     std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
-    let store = Store::open(store_cfg(dir.path())).unwrap();
+    let store = Store::open(store_cfg(dir.path()), Default::default()).unwrap();
     assert!(store.recovery_report().corrupt.is_empty() && store.recovery_report().truncated.is_none());
     assert_eq!(readable(&store, "T"), kept);
     store.append(&mut msg("T", 200), true).unwrap();
@@ -139,7 +139,7 @@ fn broker_cfg(dir: &Path, reserved_hours: u64) -> Config {
 
 fn send_n(b: &Broker, from: u32, n: u32) {
     for i in from..from + n {
-        b.send(&mut msg("T", i), MessageType::Normal).unwrap();
+        block(b.send(&mut msg("T", i), MessageType::Normal)).unwrap();
     }
     wait_dispatched(b.store());
 }
@@ -159,9 +159,9 @@ fn broker_keeps_what_it_needs_and_consumers_continue_from_the_oldest_kept_messag
     // A group that consumed 5 messages, then fell behind.
     let got = receive_ids(&b, "slow", 5);
     let handles: Vec<&str> = got.iter().map(|(_, h)| h.as_str()).collect();
-    assert!(b.ack(Consumer { group: "slow", client_id: "c1" }, "T", &handles).0.iter().all(|r| r.is_ok()));
+    assert!(block(b.ack(Consumer { group: "slow", client_id: "c1" }, "T", &handles)).iter().all(|r| r.is_ok()));
     // A message scheduled an hour ahead sits in the first segment.
-    let (_, recall) = b.schedule(&mut msg("T", 999), now_ms() + 3_600_000).unwrap();
+    let recall = schedule(&b, msg("T", 999), now_ms() + 3_600_000).unwrap();
     send_n(&b, 20, 180);
 
     // No snapshot yet: a restart would replay acks and timer records from the start.
@@ -175,7 +175,7 @@ fn broker_keeps_what_it_needs_and_consumers_continue_from_the_oldest_kept_messag
     assert!(b.retention_floor() < SEGMENT);
 
     // Recalled, it no longer needs its segment: all but the last go.
-    b.recall("T", &recall).unwrap();
+    block(b.recall("T", &recall)).unwrap();
     let r = b.clean(now_ms(), never).unwrap();
     assert!(r.deleted.segments.len() >= 5, "{:?}", r.deleted);
     assert!(!r.refusing_writes);
@@ -221,20 +221,20 @@ fn disk_pressure_deletes_early_and_above_the_refuse_ratio_sends_fail_while_reads
     let r = b.clean(now_ms(), || Ok(0.95)).unwrap();
     assert!(r.refusing_writes);
     assert_eq!(segment_files(dir.path()), 1, "everything but the segment being written");
-    let err = b.send(&mut msg("T", 500), MessageType::Normal).unwrap_err();
+    let err = block(b.send(&mut msg("T", 500), MessageType::Normal)).unwrap_err();
     assert!(matches!(err, BrokerError::DiskFull { .. }), "{err}");
     assert!(err.to_string().contains("95.0% used"), "{err}");
-    assert!(matches!(b.schedule(&mut msg("T", 501), now_ms() + 60_000), Err(BrokerError::DiskFull { .. })));
+    assert!(matches!(schedule(&b, msg("T", 501), now_ms() + 60_000), Err(BrokerError::DiskFull { .. })));
 
     // ...while receives and acks go on.
     let got = receive_ids(&b, "g", 4);
     assert_eq!(got.len(), 4);
     let handles: Vec<&str> = got.iter().map(|(_, h)| h.as_str()).collect();
-    assert!(b.ack(Consumer { group: "g", client_id: "c1" }, "T", &handles).0.iter().all(|r| r.is_ok()));
+    assert!(block(b.ack(Consumer { group: "g", client_id: "c1" }, "T", &handles)).iter().all(|r| r.is_ok()));
 
     // Once the disk is below the ratio again, sends are accepted.
     assert!(!b.clean(now_ms(), || Ok(0.5)).unwrap().refusing_writes);
-    b.send(&mut msg("T", 502), MessageType::Normal).unwrap();
+    block(b.send(&mut msg("T", 502), MessageType::Normal)).unwrap();
     assert!(b.metrics().encode().contains("ferrocket_commitlog_segments_deleted_total"));
     b.shutdown().unwrap();
 }
@@ -273,7 +273,7 @@ fn deleting_under_live_traffic_loses_no_kept_message_and_serves_no_deleted_one()
             got.push(d.record.properties[PROP_MSG_ID][2..].parse::<u32>().unwrap());
         }
         let handles: Vec<&str> = batch.iter().map(|d| d.receipt_handle.as_str()).collect();
-        assert!(b.ack(c, "T", &handles).0.iter().all(|r| r.is_ok()));
+        assert!(block(b.ack(c, "T", &handles)).iter().all(|r| r.is_ok()));
         if sent >= N && batch.is_empty() {
             break;
         }
@@ -293,4 +293,15 @@ fn deleting_under_live_traffic_loses_no_kept_message_and_serves_no_deleted_one()
     );
     assert!(got.len() < N as usize, "some messages should have been deleted before they were consumed");
     b.shutdown().unwrap();
+}
+
+/// Runs an engine call that awaits durability to completion, on a runtime of its own.
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+}
+
+/// Schedules a DELAY message for `at` (ms since the epoch) as SendMessage does; its recall handle.
+fn schedule(b: &Broker, record: Record, at: u64) -> Result<String, BrokerError> {
+    let mut batch = [Outgoing { record, ty: MessageType::Delay, deliver_at_ms: Some(at) }];
+    block(b.send_batch(&mut batch, "producer")).remove(0).map(|s| s.recall_handle)
 }

@@ -34,8 +34,9 @@ pub enum CheckOutcome {
 impl Broker {
     /// Stores a TRANSACTION message as a half message (invisible to consumers) and returns where
     /// it went with its transaction id. `client_id` is the producer's (`x-mq-client-id`), asked
-    /// first when the transaction is checked back. Errors: as [`Broker::send`].
-    pub fn send_half(&self, rec: &mut Record, client_id: &str) -> Result<(SendOk, String), BrokerError> {
+    /// first when the transaction is checked back. Returns the CommitLog end to make durable
+    /// too. Errors: as [`Broker::send`].
+    pub(crate) fn append_half(&self, rec: &mut Record, client_id: &str) -> Result<(SendOk, u64, String), BrokerError> {
         self.check_send(rec, MessageType::Transaction)?;
         let (topic, queue_id) = (std::mem::replace(&mut rec.topic, txn::HALF_TOPIC.into()), rec.queue_id);
         rec.properties.insert(txn::PROP_REAL_TOPIC.into(), topic);
@@ -45,24 +46,24 @@ impl Broker {
         let mut tx = self.tx.lock();
         let r = self.store.append(rec, true)?;
         tx.add_half(rec, r.size, check_timing(&self.cfg));
-        Ok((SendOk { queue_id, queue_offset: r.queue_offset, end: r.end }, txn::transaction_id(r.queue_offset)))
+        Ok((SendOk { queue_id, queue_offset: r.queue_offset }, r.end, txn::transaction_id(r.queue_offset)))
     }
 
     /// Ends a transaction: `Some(Commit)` writes the real message and an op record, `Some(Rollback)`
     /// only the op record, `None` (unknown) leaves it open for the next check-back. A repeated
-    /// COMMIT or ROLLBACK is answered without writing anything. Returns the CommitLog offset to
-    /// await with [`Broker::wait_durable`], if anything was written. `reason` (`client` or
+    /// COMMIT or ROLLBACK is answered without writing anything. Returns the CommitLog end to
+    /// make durable and whether a message (the commit's) was written, if anything was. `reason` (`client` or
     /// `check`) is kept in the op record. Errors: [`BrokerError::InvalidTransaction`] for an
     /// unknown or mismatched transaction, [`BrokerError::TransactionConflict`] for an end that
     /// contradicts an earlier one, store errors.
-    pub fn end_transaction(
+    pub(crate) fn end_transaction_now(
         &self,
         topic: &str,
         message_id: &str,
         transaction_id: &str,
         resolution: Option<Resolution>,
         reason: &str,
-    ) -> Result<Option<u64>, BrokerError> {
+    ) -> Result<Option<(u64, bool)>, BrokerError> {
         let half = txn::parse_transaction_id(transaction_id)
             .ok_or_else(|| BrokerError::InvalidTransaction(format!("malformed transaction id {transaction_id:?}")))?;
         let mut tx = self.tx.lock();
@@ -86,7 +87,7 @@ impl Broker {
             )));
         }
         let Some(r) = resolution else { return Ok(None) };
-        Ok(Some(self.finish_transaction(&mut tx, half, &stored, r, reason)?))
+        Ok(Some((self.finish_transaction(&mut tx, half, &stored, r, reason)?, r == Resolution::Commit)))
     }
 
     /// Writes the outcome of an open transaction (the real message for a commit, then the op

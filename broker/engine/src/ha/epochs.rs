@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::namesrv::EpochEntry;
 use crate::store::checkpoint::{load_json, write_atomic};
 
 /// One epoch: from `start` (a CommitLog offset, bytes) on, the log was written by the master
@@ -71,16 +70,6 @@ impl EpochHistory {
     fn save(&self) -> io::Result<()> {
         write_atomic(&self.path, &self.entries)
     }
-}
-
-/// Wire form of a history.
-pub fn to_pb(entries: &[Epoch]) -> Vec<EpochEntry> {
-    entries.iter().map(|e| EpochEntry { epoch: e.epoch, start_offset: e.start }).collect()
-}
-
-/// A history from its wire form.
-pub fn from_pb(entries: &[EpochEntry]) -> Vec<Epoch> {
-    entries.iter().map(|e| Epoch { epoch: e.epoch, start: e.start_offset }).collect()
 }
 
 /// The offset up to which two logs agree, given each one's history and end (bytes): the end

@@ -1,7 +1,7 @@
-//! A broker's role (master, or slave of which master, in which epoch) and, with a controller,
-//! the loop that keeps it (RocketMQ 5 `ReplicasManager`): it heartbeats the controller every
-//! `controller_heartbeat_interval_ms`, becomes master or slave as the controller's view says,
-//! and, as master, proposes in-sync set changes to the controller before relying on them.
+//! With a controller, the loop that keeps a broker's role (RocketMQ 5 `ReplicasManager`): it
+//! heartbeats the controller every `controller_heartbeat_interval_ms`, becomes master or slave as
+//! the controller's view says, and, as master, proposes in-sync set changes to the controller
+//! before relying on them.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,42 +13,6 @@ use tonic::transport::Channel;
 use crate::broker::Broker;
 use crate::proto::namesrv::controller_client::ControllerClient;
 use crate::proto::namesrv::{AlterSyncStateSetRequest, ControllerHeartbeat, GroupView};
-
-/// What a broker is now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoleKind {
-    /// Accepts writes; slaves replicate from it.
-    Master,
-    /// Read-only; replicates from `master` (its endpoint) when known.
-    Slave {
-        /// The master's endpoint; `None` until the controller (or the nameservers) say.
-        master: Option<String>,
-    },
-}
-
-/// A broker's role and the controller epoch it holds it in (0 without a controller).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Role {
-    /// Master or slave.
-    pub kind: RoleKind,
-    /// Controller epoch.
-    pub epoch: u64,
-}
-
-impl Role {
-    /// True for a master.
-    pub fn is_master(&self) -> bool {
-        self.kind == RoleKind::Master
-    }
-
-    /// A slave's master endpoint, when known.
-    pub fn master(&self) -> Option<&str> {
-        match &self.kind {
-            RoleKind::Slave { master } => master.as_deref(),
-            RoleKind::Master => None,
-        }
-    }
-}
 
 /// How often the loop looks at the in-sync set (heartbeats go at their own interval).
 const SYNC_SET_CHECK: Duration = Duration::from_millis(200);
@@ -132,7 +96,7 @@ async fn apply(broker: &Arc<Broker>, view: GroupView) {
             }
         }
         if broker.role().is_master() && broker.role().epoch == view.epoch {
-            broker.replicas().set_confirmed(view.sync_state_set.into_iter().filter(|e| *e != me).collect());
+            broker.confirm_sync_set(view.sync_state_set.into_iter().filter(|e| *e != me).collect());
         }
     } else if role.is_master() || role.epoch < view.epoch || role.master() != Some(view.master.as_str()) {
         tracing::warn!(master = %view.master, epoch = view.epoch, was_master = role.is_master(), "replicating from the elected master");
@@ -162,7 +126,7 @@ async fn maintain_sync_set(broker: &Broker, client: &mut ControllerClient<Channe
     let view = client.alter_sync_state_set(req).await?.into_inner();
     if broker.role() == role {
         tracing::info!(in_sync = ?view.sync_state_set, epoch = view.epoch, "in-sync set changed");
-        replicas.set_confirmed(view.sync_state_set.into_iter().filter(|e| *e != me).collect());
+        broker.confirm_sync_set(view.sync_state_set.into_iter().filter(|e| *e != me).collect());
     }
     Ok(())
 }

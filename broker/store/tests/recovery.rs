@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use ferrocket_broker::config::FlushDiskType;
-use ferrocket_broker::store::record::Record;
-use ferrocket_broker::store::{Store, StoreConfig, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
+use ferrocket_store::record::Record;
+use ferrocket_store::FlushDiskType;
+use ferrocket_store::{Listeners, Store, StoreConfig, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
 
 fn cfg(dir: &Path, flush: FlushDiskType) -> StoreConfig {
     StoreConfig {
@@ -68,11 +68,11 @@ fn write_n(store: &Store, n: u32) -> Vec<u64> {
 #[test]
 fn reopen_after_clean_shutdown_keeps_everything_and_spans_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     write_n(&store, 200); // ~180 KiB: several 64 KiB segments
     store.shutdown().unwrap();
     drop(store);
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     assert!(store.recovery_report().corrupt.is_empty());
     assert_eq!(bodies(&store, "t").len(), 200);
     assert_eq!(store.max_queue_offset("t", 0), 100);
@@ -87,14 +87,14 @@ fn reopen_after_clean_shutdown_keeps_everything_and_spans_segments() {
 #[test]
 fn consume_queues_are_rebuilt_past_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     write_n(&store, 50);
     store.shutdown().unwrap();
     drop(store);
     // Lose the ConsumeQueues and the checkpoint entirely.
     std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
     std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     assert_eq!(store.recovery_report().records, 50);
     assert_eq!(bodies(&store, "t").len(), 50);
 }
@@ -102,12 +102,12 @@ fn consume_queues_are_rebuilt_past_the_checkpoint() {
 #[test]
 fn a_corrupt_checkpoint_means_a_full_rebuild_not_a_refusal_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     write_n(&store, 30);
     store.shutdown().unwrap();
     drop(store);
     std::fs::write(dir.path().join("checkpoint"), b"{ not json").unwrap();
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     assert_eq!(store.recovery_report().from, 0);
     assert_eq!(store.recovery_report().records, 30);
     assert_eq!(bodies(&store, "t").len(), 30);
@@ -116,7 +116,7 @@ fn a_corrupt_checkpoint_means_a_full_rebuild_not_a_refusal_to_start() {
 #[test]
 fn torn_tail_is_cut_and_writing_resumes_there() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     let offs = write_n(&store, 10);
     let end = store.commitlog_end();
     store.shutdown().unwrap();
@@ -130,7 +130,7 @@ fn torn_tail_is_cut_and_writing_resumes_there() {
         *b = 0;
     }
     std::fs::write(&seg, &bytes).unwrap();
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     let report = store.recovery_report().clone();
     let torn = report.truncated.expect("torn tail reported");
     assert_eq!(torn.offset, offs[9]);
@@ -146,7 +146,7 @@ fn torn_tail_is_cut_and_writing_resumes_there() {
 #[test]
 fn corrupt_middle_record_is_reported_and_skipped_not_cut() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     let offs = write_n(&store, 10);
     store.shutdown().unwrap();
     drop(store);
@@ -156,7 +156,7 @@ fn corrupt_middle_record_is_reported_and_skipped_not_cut() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[offs[4] as usize + 200] ^= 0xFF; // a flipped bit in record 4's body
     std::fs::write(&seg, &bytes).unwrap();
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Async)).unwrap();
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     let report = store.recovery_report().clone();
     assert!(report.truncated.is_none(), "nothing after the damage may be cut");
     assert_eq!(report.corrupt.len(), 1);
@@ -170,32 +170,41 @@ fn corrupt_middle_record_is_reported_and_skipped_not_cut() {
     assert!(ids.contains(&"ID00000009".to_string()), "records after the damage stay readable");
 }
 
-/// SYNC_FLUSH: many concurrent writers share fsyncs (group commit), each waits for its own.
+/// SYNC_FLUSH: many concurrent writers share fsyncs (group commit), each waits for its own,
+/// as the engine does: ask for a flush, then wait for [`Listeners::flushed`] to pass its end.
 #[test]
 fn group_commit_acknowledges_every_writer_after_an_fsync() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(cfg(dir.path(), FlushDiskType::Sync)).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let ends: Vec<u64> = rt.block_on(async {
-        let mut tasks = Vec::new();
-        for t in 0..8u32 {
-            let store: Arc<Store> = store.clone();
-            tasks.push(tokio::spawn(async move {
+    let flushed = Arc::new((std::sync::Mutex::new(0u64), std::sync::Condvar::new()));
+    let f = flushed.clone();
+    let listeners = Listeners {
+        flushed: Some(Box::new(move |o| {
+            *f.0.lock().unwrap() = o;
+            f.1.notify_all();
+        })),
+        ..Default::default()
+    };
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Sync), listeners).unwrap();
+    let writers: Vec<_> = (0..8u32)
+        .map(|t| {
+            let (store, flushed) = (store.clone(), flushed.clone());
+            std::thread::spawn(move || {
                 let mut ends = Vec::new();
                 for i in 0..25 {
                     let r = store.append(&mut msg("g", t * 100 + i), true).unwrap();
-                    store.wait_durable(r.end).await.unwrap();
+                    store.request_flush();
+                    let (lock, cv) = &*flushed;
+                    let guard = lock.lock().unwrap();
+                    let (guard, timeout) =
+                        cv.wait_timeout_while(guard, std::time::Duration::from_secs(10), |f| *f < r.end).unwrap();
+                    assert!(!timeout.timed_out() && *guard >= r.end, "no fsync covered {} within 10 s", r.end);
                     ends.push(r.end);
                 }
                 ends
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        all
-    });
+            })
+        })
+        .collect();
+    let ends: Vec<u64> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
     assert_eq!(ends.len(), 200);
     let max = *ends.iter().max().unwrap();
     assert_eq!(max, store.commitlog_end());

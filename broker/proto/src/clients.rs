@@ -1,23 +1,21 @@
-//! A broker's side of the nameservers: it registers itself and its topics with every nameserver
-//! (on start, within a second of a topic change, and every `heartbeat_interval_ms`; RocketMQ
-//! `registerBrokerAll`), unregisters on shutdown, and asks them for routes. `namesrv_addrs`
-//! entries are `host:port`; a DNS name stands for all its addresses and is looked up again each
-//! round, so a nameserver can be added behind the name without restarting brokers.
+//! Typed clients of Ferrocket's own services, for brokers, the CLI and the operator alike: the
+//! nameservers (routes, registration, cluster info, the controller's groups) and the cluster
+//! status that joins them with what every broker reports over Admin. `namesrv_addrs` entries are
+//! `host:port`; a DNS name stands for all its addresses and is looked up again each round, so a
+//! nameserver can be added behind the name without restarting brokers.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::broker::Broker;
-use crate::proto::namesrv::namesrv_client::NamesrvClient;
-use crate::proto::namesrv::*;
-use crate::topics::TopicConfig;
+use crate::admin::admin_client::AdminClient;
+use crate::admin::{BrokerStatus, ClusterStatusResponse, ReplicaStatus, ReplicaStatusRequest};
+use crate::namesrv::namesrv_client::NamesrvClient;
+use crate::namesrv::*;
 
 /// Longest one call to a nameserver may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -50,7 +48,8 @@ impl Nameservers {
         out
     }
 
-    fn client(&self, addr: SocketAddr) -> anyhow::Result<NamesrvClient<Channel>> {
+    /// A Namesrv client on the channel to `addr`. Errors: an address that makes no URI.
+    pub fn client(&self, addr: SocketAddr) -> anyhow::Result<NamesrvClient<Channel>> {
         Ok(NamesrvClient::new(self.channel(addr)?))
     }
 
@@ -114,7 +113,7 @@ impl Nameservers {
         }
         Ok(groups
             .into_values()
-            .filter_map(|members| super::routes::current(members, |b| b).into_iter().next())
+            .filter_map(|members| current(members, |b| b).into_iter().next())
             .filter(|b| b.broker_id == 0)
             .map(|b| (b.broker_name, b.endpoint))
             .collect())
@@ -123,7 +122,7 @@ impl Nameservers {
     /// The controller's broker groups, from the first nameserver that runs it (the others
     /// answer UNIMPLEMENTED). Errors: see [`Self::ask`].
     pub async fn controller_groups(&self) -> anyhow::Result<Vec<ControllerGroup>> {
-        use crate::proto::namesrv::controller_client::ControllerClient;
+        use crate::namesrv::controller_client::ControllerClient;
         self.ask(|ch| async move {
             ControllerClient::new(ch).list_groups(ListControllerGroupsRequest {}).await.map(|r| r.into_inner().groups)
         })
@@ -140,7 +139,7 @@ impl Nameservers {
 
     /// Sends `reg` to every nameserver; returns how many took it and the addresses that refused
     /// or did not answer.
-    async fn register_all(&self, reg: &BrokerRegistration) -> (usize, Vec<(SocketAddr, String)>) {
+    pub async fn register_all(&self, reg: &BrokerRegistration) -> (usize, Vec<(SocketAddr, String)>) {
         let (mut accepted, mut failed) = (0, Vec::new());
         for addr in self.resolve().await {
             let req = RegisterBrokerRequest { registration: Some(reg.clone()) };
@@ -155,86 +154,64 @@ impl Nameservers {
         }
         (accepted, failed)
     }
-}
 
-/// A topic as the nameserver carries it (the Admin service's wire form, renamed).
-pub fn topic_route(t: &TopicConfig) -> TopicRoute {
-    let pb = crate::grpc::admin::to_pb(t);
-    TopicRoute {
-        name: pb.name,
-        queue_count: pb.queue_count,
-        permission: pb.permission,
-        message_types: pb.accept_message_types,
-    }
-}
-
-/// This broker's registration: who it is and every topic it serves.
-fn registration(broker: &Broker) -> BrokerRegistration {
-    let cfg = broker.config();
-    let mut topics: Vec<TopicRoute> = broker.topics().list().iter().map(topic_route).collect();
-    topics.sort_by(|a, b| a.name.cmp(&b.name));
-    let role = broker.role();
-    BrokerRegistration {
-        broker: Some(BrokerInfo {
-            broker_name: cfg.broker_name.clone(),
-            broker_id: broker.route_id(),
-            endpoint: cfg.advertised(),
-            last_heartbeat_ms: 0,
-            epoch: role.epoch,
-        }),
-        topics,
-    }
-}
-
-/// Registers `broker` with its nameservers until `stopping` turns true, then unregisters it.
-/// Checks for topic changes every second; registers when they changed or
-/// `heartbeat_interval_ms` has passed. A nameserver that cannot be reached is logged once per
-/// outage and retried the next round. `registered` tells after each round whether at least one
-/// nameserver took the registration (the broker's readiness).
-pub fn spawn(
-    broker: Arc<Broker>,
-    nameservers: Arc<Nameservers>,
-    registered: Arc<AtomicBool>,
-    mut stopping: watch::Receiver<bool>,
-) {
-    tokio::spawn(async move {
-        let heartbeat = Duration::from_millis(broker.config().heartbeat_interval_ms);
-        let mut last: Option<(BrokerRegistration, Instant)> = None;
-        let mut down: Vec<SocketAddr> = Vec::new();
-        loop {
-            let reg = registration(&broker);
-            let due = last.as_ref().is_none_or(|(prev, at)| *prev != reg || at.elapsed() >= heartbeat);
-            if due {
-                let (accepted, failed) = nameservers.register_all(&reg).await;
-                registered.store(accepted > 0, Ordering::Release);
-                for (addr, e) in &failed {
-                    if !down.contains(addr) {
-                        tracing::warn!(namesrv = %addr, error = %e, "cannot register with nameserver; retrying");
-                    }
-                }
-                for addr in &down {
-                    if !failed.iter().any(|(a, _)| a == addr) {
-                        tracing::info!(namesrv = %addr, "registered with nameserver again");
-                    }
-                }
-                down = failed.into_iter().map(|(a, _)| a).collect();
-                last = Some((reg, Instant::now()));
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stopping.wait_for(|s| *s) => break,
-            }
-        }
-        let cfg = broker.config();
-        let req = UnregisterBrokerRequest {
-            broker_name: cfg.broker_name.clone(),
-            broker_id: broker.route_id(),
-            endpoint: cfg.advertised(),
-        };
-        for addr in nameservers.resolve().await {
-            if let Ok(mut c) = nameservers.client(addr) {
+    /// Tells every nameserver that this broker leaves (`req`), each given at most 1 s.
+    pub async fn unregister_all(&self, req: &UnregisterBrokerRequest) {
+        for addr in self.resolve().await {
+            if let Ok(mut c) = self.client(addr) {
                 let _ = tokio::time::timeout(Duration::from_secs(1), c.unregister_broker(req.clone())).await;
             }
         }
-    });
+    }
+}
+
+/// Longest a broker is given to report its state.
+const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks one broker for its [`ReplicaStatus`]. Errors: it did not answer within 3 s.
+async fn ask(endpoint: &str) -> anyhow::Result<ReplicaStatus> {
+    let ch = Channel::from_shared(format!("http://{endpoint}"))?.connect_timeout(ASK_TIMEOUT).timeout(ASK_TIMEOUT);
+    let mut c = AdminClient::new(ch.connect().await?);
+    Ok(c.replica_status(ReplicaStatusRequest {}).await?.into_inner())
+}
+
+/// Every broker the nameservers know (stale registrations included), each with the state it
+/// reports (or why it did not), and the controller's groups if a nameserver runs it. Errors:
+/// no nameserver answered.
+pub async fn cluster_status(ns: &Nameservers) -> anyhow::Result<ClusterStatusResponse> {
+    let registrations = ns.cluster_info().await?;
+    // Asked concurrently, so one dead broker costs one timeout, not one each.
+    let asks: Vec<_> = registrations
+        .into_iter()
+        .map(|r| {
+            tokio::spawn(async move {
+                let broker = r.broker.unwrap_or_default();
+                let (replica, error) = match ask(&broker.endpoint).await {
+                    Ok(s) => (Some(s), String::new()),
+                    Err(e) => (None, e.to_string()),
+                };
+                BrokerStatus { topics: r.topics, broker: Some(broker), replica, error }
+            })
+        })
+        .collect();
+    let mut brokers = Vec::new();
+    for a in asks {
+        brokers.push(a.await?);
+    }
+    let controller = ns.controller_groups().await.unwrap_or_default();
+    Ok(ClusterStatusResponse { brokers, controller })
+}
+
+/// One broker group's members as routes show them: the master (id 0 with the highest epoch)
+/// first, then the slaves by id; other brokers claiming id 0 are stale masters and left out.
+pub fn current<T>(mut members: Vec<T>, info: impl Fn(&T) -> &BrokerInfo) -> Vec<T> {
+    let master_epoch = members.iter().map(&info).filter(|b| b.broker_id == 0).map(|b| b.epoch).max();
+    members.retain(|m| info(m).broker_id != 0 || Some(info(m).epoch) == master_epoch);
+    members.sort_by_key(|m| (info(m).broker_id, info(m).endpoint.clone()));
+    if master_epoch.is_some() {
+        // Equal epochs (no controller): keep one master, the first by endpoint.
+        let masters = members.iter().take_while(|m| info(m).broker_id == 0).count();
+        members.drain(1..masters);
+    }
+    members
 }

@@ -1,5 +1,5 @@
 //! Prometheus metrics: one registry per broker, served as text on `GET /metrics` at
-//! `metrics_listen` when that is set ([`crate::http`]). Traffic per topic, consumer lag,
+//! `metrics_listen` when that is set (by the binary, through `ferrocket-runtime`). Traffic per topic, consumer lag,
 //! transactions, dead letters, scheduled delivery, retention and CommitLog flush latency.
 
 use prometheus_client::encoding::text::encode;
@@ -9,8 +9,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::broker::Broker;
 
 /// Label of per-topic metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -209,6 +207,31 @@ impl Metrics {
         self.registry.register("commitlog_flush_ms", "Time to flush the CommitLog to disk, ms", h);
     }
 
+    /// Sets the consumer lag gauges to `lags` (group, topic, messages not yet acked).
+    pub fn set_consumer_lags(&self, lags: Vec<(String, String, u64)>) {
+        self.consumer_lag.clear();
+        for (group, topic, lag) in lags {
+            self.consumer_lag.get_or_create(&GroupLabel { group, topic }).set(lag as i64);
+        }
+    }
+
+    /// Sets the replication gauges: each slave's lag behind a master log ending at `end`
+    /// (bytes), and how many slaves are in sync.
+    pub fn set_replication(
+        &self,
+        end: u64,
+        slaves: &std::collections::BTreeMap<String, crate::ha::SlaveState>,
+        in_sync: usize,
+    ) {
+        self.replication_lag.clear();
+        for (endpoint, s) in slaves {
+            self.replication_lag
+                .get_or_create(&SlaveLabel { slave: endpoint.clone() })
+                .set(end.saturating_sub(s.offset) as i64);
+        }
+        self.slaves_in_sync.set(in_sync as i64);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -217,21 +240,7 @@ impl Metrics {
     }
 }
 
-/// The broker's metrics as Prometheus text, with the gauges that are computed on demand (open
-/// transactions, scheduled messages, consumer lag) brought up to date first.
-pub fn render(broker: &Broker) -> String {
-    let m = broker.metrics();
-    m.open_transactions.set(broker.open_transaction_count() as i64);
-    m.timer.scheduled.set(broker.scheduled_count() as i64);
-    m.consumer_lag.clear();
-    for (group, topic, lag) in broker.consumer_lags() {
-        m.consumer_lag.get_or_create(&GroupLabel { group, topic }).set(lag as i64);
-    }
-    let end = broker.store().commitlog_end();
-    m.replication_lag.clear();
-    for (endpoint, s) in broker.replicas().slaves() {
-        m.replication_lag.get_or_create(&SlaveLabel { slave: endpoint }).set(end.saturating_sub(s.offset) as i64);
-    }
-    m.slaves_in_sync.set(broker.replicas().waited_on(end).len() as i64);
-    m.encode()
+/// The histogram of the store's CommitLog flush latency, ms per flush that wrote something.
+pub fn flush_histogram() -> Histogram {
+    Histogram::new([0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0])
 }

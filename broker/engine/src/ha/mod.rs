@@ -1,6 +1,6 @@
 //! Master/slave replication, the engine's side (RocketMQ `HAService`): what each slave has
 //! confirmed, which slaves are in sync, and the wait a SYNC replication send makes. The byte
-//! stream itself is in [`crate::grpc::ha`]; a broker's role and failover in [`role`].
+//! stream is the binary's (`grpc::ha`, `cluster::slave`); a broker's role is in [`role`].
 //!
 //! A slave is in sync while it holds the master's whole log, or lags by at most
 //! `ha_max_lag_bytes` and held the whole log within the last `ha_max_lag_ms` (Kafka's
@@ -169,6 +169,15 @@ impl Replicas {
     pub fn set_confirmed(&self, set: BTreeSet<String>) {
         self.inner.lock().confirmed = Some(set);
         self.bump();
+    }
+
+    /// What every in-sync slave waited on holds, given a master log ending at `master_end`:
+    /// the lowest of their offsets (0 for one not connected), or `u64::MAX` with none (nothing to
+    /// hold back). Consumers see no further than this under SYNC replication.
+    pub fn confirmed_offset(&self, master_end: u64) -> u64 {
+        let inner = self.inner.lock();
+        let members = inner.waited_on(master_end, self.bounds);
+        members.iter().map(|m| inner.slaves.get(m).map_or(0, |s| s.offset)).min().unwrap_or(u64::MAX)
     }
 
     /// (in-sync slaves waited on, how many of them hold `end`, fenced).

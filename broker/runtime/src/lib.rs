@@ -1,6 +1,8 @@
-//! The HTTP side of every process, on `metrics_listen`: `/metrics` (Prometheus text),
-//! `/healthz` (the process is up: always 200) and `/readyz` (it can serve: 200, or 503 with the
-//! reason), for Prometheus and the Kubernetes liveness and readiness probes.
+#![warn(missing_docs)]
+//! What every Ferrocket process runs beside its work. The HTTP side, on `metrics_listen`:
+//! `/metrics` (Prometheus text), `/healthz` (the process is up: always 200) and `/readyz` (it can
+//! serve: 200, or 503 with the reason), for Prometheus and the Kubernetes liveness and readiness
+//! probes; and the signal that stops a process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,4 +57,14 @@ pub async fn serve(
         }
     });
     Ok(())
+}
+
+/// Returns on the first SIGTERM or SIGINT (how Kubernetes and a terminal stop a process).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

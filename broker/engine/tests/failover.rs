@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferrocket_broker::broker::{Broker, Consumer};
-use ferrocket_broker::config::Config;
-use ferrocket_broker::consume::filter::Filter;
-use ferrocket_broker::ha::epochs::consistent_point;
-use ferrocket_broker::store::record::Record;
-use ferrocket_broker::store::{Store, PROP_MSG_ID};
-use ferrocket_broker::topics::MessageType;
+use ferrocket_engine::broker::{Broker, Consumer};
+use ferrocket_engine::config::Config;
+use ferrocket_engine::consume::filter::Filter;
+use ferrocket_engine::ha::epochs::consistent_point;
+use ferrocket_engine::store::record::Record;
+use ferrocket_engine::store::{Store, PROP_MSG_ID};
+use ferrocket_engine::topics::MessageType;
 
 fn cfg(dir: &Path) -> Config {
     Config {
@@ -33,7 +33,7 @@ fn cfg(dir: &Path) -> Config {
 fn send(b: &Broker, id: &str) -> u64 {
     let props: BTreeMap<String, String> = [(PROP_MSG_ID.to_string(), id.to_string())].into();
     let mut rec = Record { topic: "T".into(), queue_id: 0, properties: props, body: id.into(), ..Default::default() };
-    b.send(&mut rec, MessageType::Normal).unwrap().queue_offset
+    block(b.send(&mut rec, MessageType::Normal)).unwrap().queue_offset
 }
 
 /// Copies `from`'s CommitLog bytes after `to`'s end into `to`, as the replication stream does.
@@ -90,7 +90,7 @@ fn a_deposed_master_cuts_its_unreplicated_tail_and_follows_the_new_master() {
     let got = a.receive(c, "T", &Filter::ALL, 32, 60_000).unwrap();
     let handles: Vec<&str> = got.iter().map(|d| d.receipt_handle.as_str()).collect();
     assert_eq!(handles.len(), 15);
-    assert!(a.ack(c, "T", &handles).0.iter().all(|r| r.is_ok()));
+    assert!(block(a.ack(c, "T", &handles)).iter().all(|r| r.is_ok()));
     assert!(a.store().commitlog_end() > shared);
 
     // a dies; b is elected in epoch 2 and continues queue T/0 at offset 10.
@@ -130,4 +130,9 @@ fn a_deposed_master_cuts_its_unreplicated_tail_and_follows_the_new_master() {
     assert_eq!(lag(&a, "g"), 7);
     a.shutdown().unwrap();
     b.shutdown().unwrap();
+}
+
+/// Runs an engine call that awaits durability to completion, on a runtime of its own.
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
 }
