@@ -43,12 +43,12 @@ def cpu_seconds(pid):
 
 
 @contextlib.contextmanager
-def fresh_broker(config="", mode="standalone"):
-    """A `ferrocket <mode>` (standalone by default) on a new data directory with `config` (TOML);
-    yields (process, address) and removes everything afterwards."""
+def fresh_broker(config="", mode="standalone", binary=None):
+    """A `ferrocket <mode>` (standalone by default; `binary`, by default this tree's) on a new data
+    directory with `config` (TOML); yields (process, address) and removes everything afterwards."""
     data = pathlib.Path(tempfile.mkdtemp(prefix="ferrocket-bench-", dir="/var/tmp"))
     (data / "bench.toml").write_text(config)
-    broker = subprocess.Popen([str(BIN), mode, "--config", str(data / "bench.toml"), "--listen", "127.0.0.1:0",
+    broker = subprocess.Popen([str(binary or BIN), mode, "--config", str(data / "bench.toml"), "--listen", "127.0.0.1:0",
                                "--data-dir", str(data / "d")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         yield broker, broker.stdout.readline().split()[1]
@@ -58,10 +58,11 @@ def fresh_broker(config="", mode="standalone"):
         shutil.rmtree(data, ignore_errors=True)
 
 
-def bench_once(flush, mode, seconds, concurrency, batch, fill_seconds=0):
-    """One run on a fresh broker. For receives, the backlog is first filled with batched sends for
+def bench_once(flush, mode, seconds, concurrency, batch, fill_seconds=0, binary=None):
+    """One run on a fresh broker (`binary`, by default this tree's; the load always comes from this
+    tree's `ferrocket bench`). For receives, the backlog is first filled with batched sends for
     `fill_seconds`, which writes far more than a receive run can drain."""
-    with fresh_broker(f'flush_disk_type = "{flush}"\n') as (broker, addr):
+    with fresh_broker(f'flush_disk_type = "{flush}"\n', binary=binary) as (broker, addr):
         def bench(m, s, b=batch):
             out = subprocess.run([str(BIN), "bench", "--server", addr, "--mode", m, "--duration", f"{s}s",
                                   "--concurrency", str(concurrency), "--batch", str(b), "--json"],
@@ -269,8 +270,12 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--compare-with", metavar="BINARY",
+                   help="only the produce rows, this tree's broker against BINARY (another build), runs interleaved")
     a = p.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ferrocket"], cwd=ROOT, check=True)
+    if a.compare_with:
+        return print_comparison(pathlib.Path(a.compare_with), a.runs, a.seconds, a.concurrency)
     if a.memory_only:
         return print_memory()
     if a.delivery_only:
@@ -297,6 +302,24 @@ def main():
                   f"{med['p50_ms']:.2f} | {med['p99_ms']:.2f} | {med['p999_ms']:.2f} | {med['broker_cpu_us_per_msg']:.1f} | {rates} |",
                   flush=True)
     print_memory()
+
+
+def print_comparison(other, runs, seconds, concurrency):
+    """The produce rows for this tree's broker and `other`, one run of each in turn (so drift on a
+    shared machine hits both alike), the same load generator for both; medians of `runs`."""
+    print(f"| flush | batch | broker | msgs/s (median) | p99 ms | broker CPU µs/msg | runs (msgs/s) |")
+    print("|---|---|---|---|---|---|---|")
+    for flush in ("async", "sync"):
+        for batch in (1, 16):
+            results = {"this tree": [], other.name: []}
+            for _ in range(runs):
+                results["this tree"].append(bench_once(flush, "produce", seconds, concurrency, batch)["produce"])
+                results[other.name].append(bench_once(flush, "produce", seconds, concurrency, batch, binary=other)["produce"])
+            for name, rs in results.items():
+                med = sorted(rs, key=lambda r: r["msgs_per_sec"])[len(rs) // 2]
+                rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in rs)
+                print(f"| {flush} | {batch} | {name} | {med['msgs_per_sec']:.0f} | {med['p99_ms']:.2f} | "
+                      f"{med['broker_cpu_us_per_msg']:.1f} | {rates} |", flush=True)
 
 
 def print_memory():

@@ -38,10 +38,27 @@ async fn a_slave_refuses_writes_and_routes_to_its_master() {
     assert!(brokers.iter().all(|b| b.id == 0 && b.endpoints.as_ref().unwrap().addresses[0].port == master_port));
 }
 
-/// Signals a process (SIGSTOP, SIGCONT) with the system's `kill`.
+/// Signals a process (SIGSTOP, SIGCONT) with the system's `kill`; for SIGSTOP, also waits (at
+/// most 5 s) until every thread is stopped: kill(2) returns before threads running on another
+/// core have stopped, and they may still replicate a little meanwhile.
 fn signal(p: &Proc, sig: &str) {
-    let ok = std::process::Command::new("kill").args([sig, &p.child.id().to_string()]).status().unwrap().success();
+    let pid = p.child.id();
+    let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig} failed");
+    if sig != "-STOP" {
+        return;
+    }
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().all(|t| {
+            let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !stopped() {
+        assert!(std::time::Instant::now() < deadline, "process {pid} did not stop within 5 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Under `replication = "sync"` a batch of 16 is acknowledged, and visible to consumers, only once

@@ -3,6 +3,7 @@ official Python client sending to the master. SYNC replication acknowledges a se
 slave holds it, and says so clearly when it cannot; ASYNC acknowledges without the slave. A slave
 catches up from where it was, and holds the master's consumer progress."""
 import json
+import pathlib
 import select
 import signal
 import subprocess
@@ -108,6 +109,13 @@ def test_topic_and_group_changes_reach_the_slave_and_a_slave_refuses_them(broker
     wait_for(lambda: "gone-soon" not in cli(slave, "group", "list"), 10, "the slave to delete the group")
 
 
+def all_threads_stopped(pid):
+    """True once every thread of `pid` is in state T (stopped): kill(2) returns before threads
+    running on another core have stopped."""
+    tasks = pathlib.Path(f"/proc/{pid}/task")
+    return all((t / "stat").read_text().rsplit(") ", 1)[1][:1] in "Tt" for t in tasks.iterdir())
+
+
 def test_a_commit_under_sync_replication_is_neither_visible_nor_acknowledged_before_the_slave_holds_it(
         broker_factory, tmp_path):
     """The engine owns durability: EndTransaction(COMMIT) waits for the in-sync slave like a send,
@@ -129,6 +137,7 @@ def test_a_commit_under_sync_replication_is_neither_visible_nor_acknowledged_bef
                  in http_get(metrics_port, "/metrics")[1], 30, "the slave to hold the half message")
 
         slave.proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: all_threads_stopped(slave.proc.pid), 5, "every thread of the slave to stop")
         stopped_at = time.monotonic()
         go.touch()
         # While the slave is stopped: no consumer gets the message, and the commit is not answered.

@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::store::checkpoint::write_atomic;
+use crate::store::files::write_atomic;
 
 /// An entry of a [`Registry`]: plain data with a unique name.
 pub trait Named: Clone + PartialEq + Serialize + DeserializeOwned {

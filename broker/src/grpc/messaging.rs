@@ -93,15 +93,16 @@ fn client_id<T>(req: &Request<T>) -> Option<String> {
     req.metadata().get("x-mq-client-id").and_then(|v| v.to_str().ok()).map(String::from).filter(|s| !s.is_empty())
 }
 
-/// Remaining time of the call from its `grpc-timeout` header (e.g. `19998m`), ms.
+/// Remaining time of the call from its `grpc-timeout` header (e.g. `19998m`), ms; saturating,
+/// so a hostile header cannot wrap into a short deadline.
 fn grpc_timeout_ms<T>(req: &Request<T>) -> Option<u64> {
     let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (num, unit) = v.split_at(v.len().checked_sub(1)?);
     let n: u64 = num.parse().ok()?;
     Some(match unit {
-        "H" => n * 3_600_000,
-        "M" => n * 60_000,
-        "S" => n * 1000,
+        "H" => n.saturating_mul(3_600_000),
+        "M" => n.saturating_mul(60_000),
+        "S" => n.saturating_mul(1000),
         "m" => n,
         "u" => n / 1000,
         "n" => n / 1_000_000,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::namesrv::{ControllerGroup, ControllerHeartbeat, ControllerMember, GroupView};
-use crate::store::checkpoint::{load_json, write_atomic};
+use crate::store::files::{load_json, write_atomic};
 
 /// The durable part of one broker group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

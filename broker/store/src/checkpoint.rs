@@ -1,7 +1,7 @@
 //! The checkpoint: the CommitLog offset below which every ConsumeQueue and IndexFile entry is on
 //! disk, so recovery re-dispatches only what lies past it (RocketMQ `StoreCheckpoint`).
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -18,46 +18,5 @@ pub struct Checkpoint {
 /// Reads the checkpoint at `path`; `None` if it does not exist.
 /// Errors: I/O, or malformed contents (the message names the file).
 pub fn load(path: &Path) -> io::Result<Option<Checkpoint>> {
-    load_json(path)
-}
-
-/// Reads the JSON file at `path` (one written by [`write_atomic`]); `None` if it does not exist.
-/// Errors: I/O or malformed contents, the message naming the file.
-pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
-    let named = |kind, e: &dyn std::fmt::Display| io::Error::new(kind, format!("{}: {e}", path.display()));
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| named(io::ErrorKind::InvalidData, &e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(named(e.kind(), &e)),
-    }
-}
-
-/// Writes `value` as indented JSON to `path` atomically (temp file, fsync, rename, fsync of the
-/// directory), so a crash leaves either the old or the new contents. For small files people read
-/// (topics, groups, the checkpoint). Errors: I/O.
-pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    write_atomic_with(path, |w| serde_json::to_writer_pretty(w, value))
-}
-
-/// [`write_atomic`] without indentation, streamed to the file: for large snapshots (the consumer,
-/// transaction and timer state), where indentation would double the size and a whole in-memory
-/// copy of the text would double the memory. Errors: I/O.
-pub fn write_atomic_compact<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    write_atomic_with(path, |w| serde_json::to_writer(w, value))
-}
-
-fn write_atomic_with(
-    path: &Path,
-    write: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> serde_json::Result<()>,
-) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
-    write(&mut w).map_err(io::Error::other)?;
-    w.flush()?;
-    w.get_ref().sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::files::load_json(path)
 }

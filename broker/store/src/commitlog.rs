@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -302,6 +301,3 @@ pub(crate) fn corrupt(file: &MappedFile, offset: u64, err: DecodeError) -> Store
         reason: err.to_string(),
     }
 }
-
-/// Shared handle type.
-pub type CommitLogRef = Arc<CommitLog>;

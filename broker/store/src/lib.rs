@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod commitlog;
 pub mod consume_queue;
+pub mod files;
 pub mod index_file;
 pub mod mapped_file;
 pub mod record;
@@ -128,6 +129,17 @@ pub enum StoreError {
     /// This store is a slave's copy: only its master's bytes are written to it.
     #[error("this broker is a slave: writes go to the master of its broker group")]
     ReadOnly,
+    /// Only a slave's copy may be cut back ([`Store::truncate`] on a master).
+    #[error("only a slave's CommitLog may be truncated")]
+    NotReplica,
+    /// The dispatcher did not reach the CommitLog's end within 30 s.
+    #[error("the dispatcher is stuck at CommitLog offset {at} (end {end})")]
+    DispatchStuck {
+        /// Dispatched below this offset.
+        at: u64,
+        /// The CommitLog's end.
+        end: u64,
+    },
     /// Replicated bytes that do not continue the log.
     #[error("replicated bytes at CommitLog offset {got}, but the log ends at {expected}")]
     OutOfSequence {
@@ -292,11 +304,7 @@ impl Store {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.dispatched() < self.commitlog.committed() {
             if Instant::now() > deadline {
-                return Err(StoreError::Io(io::Error::other(format!(
-                    "the dispatcher is stuck at CommitLog offset {} (end {})",
-                    self.dispatched(),
-                    self.commitlog.committed()
-                ))));
+                return Err(StoreError::DispatchStuck { at: self.dispatched(), end: self.commitlog.committed() });
             }
             self.dispatch_signal.notify();
             std::thread::sleep(Duration::from_millis(2));
@@ -311,7 +319,7 @@ impl Store {
     /// for an offset below the oldest byte kept, I/O.
     pub fn truncate(&self, offset: u64) -> Result<(), StoreError> {
         if !self.replica.load(Ordering::Acquire) {
-            return Err(StoreError::Io(io::Error::other("only a slave's CommitLog may be truncated")));
+            return Err(StoreError::NotReplica);
         }
         self.wait_dispatched()?;
         let before = self.commitlog.committed();
@@ -464,7 +472,7 @@ impl Store {
             q.flush()?;
         }
         self.index.lock().flush()?;
-        checkpoint::write_atomic(
+        files::write_atomic(
             &self.cfg.data_dir.join("checkpoint"),
             &checkpoint::Checkpoint { dispatched, written_ms: now_ms() },
         )

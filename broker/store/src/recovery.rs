@@ -216,7 +216,7 @@ pub(crate) fn recover(
         q.flush()?;
     }
     index.flush()?;
-    checkpoint::write_atomic(
+    crate::files::write_atomic(
         &cfg.data_dir.join("checkpoint"),
         &checkpoint::Checkpoint { dispatched: end.next, written_ms: super::now_ms() },
     )?;

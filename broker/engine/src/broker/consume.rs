@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::{Broker, BrokerError, Delivery};
 use crate::consume::filter::Filter;
@@ -404,14 +405,9 @@ impl Broker {
                 (results, Some(end))
             }
             Err(e) => {
-                let msg = e.to_string();
-                let results = results
-                    .into_iter()
-                    .map(|r| {
-                        r.and_then(|_| Err(BrokerError::Store(StoreError::Io(std::io::Error::other(msg.clone())))))
-                    })
-                    .collect();
-                (results, None)
+                // One failed ack record fails every handle it carried.
+                let e = Arc::new(e);
+                (results.into_iter().map(|r| r.and_then(|_| Err(BrokerError::NotDurable(e.clone())))).collect(), None)
             }
         }
     }

@@ -25,7 +25,7 @@ use crate::config::{BrokerRole, Config};
 use crate::consume::groups::{GroupError, GroupManager};
 use crate::consume::state::{AckRecord, ConsumeState, QueueKey, QueueState, ACK_LOG_TOPIC};
 use crate::metrics::Metrics;
-use crate::store::checkpoint::write_atomic_compact;
+use crate::store::files::write_atomic_compact;
 use crate::store::record::Record;
 use crate::store::{Listeners, Store, StoreError};
 use crate::timer::TimerState;
@@ -268,8 +268,12 @@ impl Broker {
                 flushed: Some(Box::new(move |o| {
                     f.send_replace(o);
                 })),
+                // Called for every record: skip the watch's lock while no replication stream
+                // waits (a stream subscribes before it looks for bytes, so it misses none).
                 appended: Some(Box::new(move |o| {
-                    a.send_replace(o);
+                    if a.receiver_count() > 0 {
+                        a.send_replace(o);
+                    }
                 })),
                 flush_ms: Some(Box::new(move |ms| h.observe(ms))),
             }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::checkpoint::{load_json, write_atomic};
+use crate::store::files::{load_json, write_atomic};
 
 /// One epoch: from `start` (a CommitLog offset, bytes) on, the log was written by the master
 /// elected in `epoch`.

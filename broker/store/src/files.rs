@@ -1,0 +1,50 @@
+//! Small files that must survive a crash whole: written to a temp file, fsynced, renamed and the
+//! directory fsynced, so a crash leaves either the old or the new contents; read back with errors
+//! that name the file. The checkpoint, the topic and group registries, the state snapshot, epoch
+//! histories and the controller's state all go through here.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::Serialize;
+
+/// Reads the JSON file at `path` (one written by [`write_atomic`]); `None` if it does not exist.
+/// Errors: I/O or malformed contents, the message naming the file.
+pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    let named = |kind, e: &dyn std::fmt::Display| io::Error::new(kind, format!("{}: {e}", path.display()));
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| named(io::ErrorKind::InvalidData, &e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(named(e.kind(), &e)),
+    }
+}
+
+/// Writes `value` as indented JSON to `path` atomically (temp file, fsync, rename, fsync of the
+/// directory), so a crash leaves either the old or the new contents. For small files people read
+/// (topics, groups, the checkpoint). Errors: I/O.
+pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_atomic_with(path, |w| serde_json::to_writer_pretty(w, value))
+}
+
+/// [`write_atomic`] without indentation, streamed to the file: for large snapshots (the consumer,
+/// transaction and timer state), where indentation would double the size and a whole in-memory
+/// copy of the text would double the memory. Errors: I/O.
+pub fn write_atomic_compact<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_atomic_with(path, |w| serde_json::to_writer(w, value))
+}
+
+fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> serde_json::Result<()>,
+) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
+    write(&mut w).map_err(io::Error::other)?;
+    w.flush()?;
+    w.get_ref().sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
