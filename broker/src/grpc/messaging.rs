@@ -45,7 +45,8 @@ pub struct Messaging {
 }
 
 impl Messaging {
-    /// The service over `broker`; `stopping` turning true ends long polls and Telemetry streams.
+    /// The service over `broker`; `stopping` turning true ends Telemetry streams (long polls end
+    /// through [`Broker::end_long_polls`]).
     /// With `nameservers`, QueryRoute and QueryAssignment answer with every broker group serving
     /// the topic.
     pub fn new(
@@ -148,16 +149,17 @@ fn queue_of(q: Option<&MessageQueue>) -> Result<(String, u32), v2::Status> {
     Ok((topic, id as u32))
 }
 
-/// How long to hold a long poll, ms: the request's `long_polling_timeout` (`max_ms` if absent),
-/// at most `max_ms` and `LONG_POLL_RESERVE_MS` short of the call's deadline. Errors:
+/// How long to hold a long poll, ms: the request's `long_polling_timeout` (`absent_ms` if it has
+/// none), at most `max_ms` and `LONG_POLL_RESERVE_MS` short of the call's deadline. Errors:
 /// ILLEGAL_POLLING_TIME for a negative or out-of-range duration.
 fn poll_time(
     requested: Option<&prost_types::Duration>,
+    absent_ms: u64,
     max_ms: u64,
     deadline_ms: Option<u64>,
 ) -> Result<u64, v2::Status> {
     let ms = match requested {
-        None => max_ms,
+        None => absent_ms,
         Some(d) => duration_to_ms(d)
             .ok_or_else(|| status(Code::IllegalPollingTime, "long_polling_timeout is negative or out of range"))?,
     };
@@ -302,7 +304,12 @@ impl MessagingService for Messaging {
                 }
             },
         };
-        let poll_ms = match poll_time(r.long_polling_timeout.as_ref(), cfg.long_polling_max_ms, deadline_ms) {
+        let poll_ms = match poll_time(
+            r.long_polling_timeout.as_ref(),
+            cfg.long_polling_max_ms,
+            cfg.long_polling_max_ms,
+            deadline_ms,
+        ) {
             Ok(ms) => ms,
             Err(s) => return fail(s),
         };
@@ -412,9 +419,7 @@ impl MessagingService for Messaging {
         }
         let cfg = self.broker.config();
         // A pull without a long-polling timeout answers at once.
-        let no_wait = prost_types::Duration::default();
-        let poll = r.long_polling_timeout.as_ref().or(Some(&no_wait));
-        let poll_ms = match poll_time(poll, cfg.long_polling_max_ms, deadline_ms) {
+        let poll_ms = match poll_time(r.long_polling_timeout.as_ref(), 0, cfg.long_polling_max_ms, deadline_ms) {
             Ok(ms) => ms,
             Err(s) => return fail(s),
         };

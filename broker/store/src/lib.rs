@@ -264,7 +264,7 @@ impl Store {
     }
 
     /// Appends a record (see [`CommitLog::append`]) and wakes the dispatcher. With SYNC_FLUSH, await
-    /// [`Store::wait_durable`] with the result before acknowledging.
+    /// for [`Listeners::flushed`] to pass its end (after [`Store::request_flush`]) before acknowledging.
     pub fn append(&self, rec: &mut Record, with_queue_offset: bool) -> Result<AppendResult, StoreError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(StoreError::ShutDown);

@@ -52,6 +52,14 @@ pub struct Sent {
     pub recall_handle: String,
 }
 
+/// Turns every `Ok` of a request's results into the one durability error `e` that they share.
+fn fail_stored<T>(results: &mut [Result<T, BrokerError>], e: BrokerError) {
+    let e = std::sync::Arc::new(e);
+    for r in results.iter_mut().filter(|r| r.is_ok()) {
+        *r = Err(BrokerError::NotDurable(e.clone()));
+    }
+}
+
 /// How often an idle long poll looks again for messages whose invisible time ran out, ms.
 const REDELIVERY_TICK: Duration = Duration::from_millis(200);
 
@@ -121,10 +129,7 @@ impl Broker {
             .collect();
         if last > 0 {
             if let Err(e) = self.durable(last, Level::Replicated).await {
-                let e = std::sync::Arc::new(e);
-                for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(BrokerError::NotDurable(e.clone()));
-                }
+                fail_stored(&mut results, e);
             }
         }
         results
@@ -154,10 +159,7 @@ impl Broker {
         let (mut results, end) = self.ack_now(c, topic, handles);
         if let Some(end) = end {
             if let Err(e) = self.durable(end, Level::Flush).await {
-                let e = std::sync::Arc::new(e);
-                for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(BrokerError::NotDurable(e.clone()));
-                }
+                fail_stored(&mut results, e);
             }
         }
         results

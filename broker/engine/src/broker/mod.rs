@@ -120,16 +120,6 @@ pub enum BrokerError {
     NotDurable(Arc<BrokerError>),
 }
 
-impl BrokerError {
-    /// The error itself, seen through [`BrokerError::NotDurable`].
-    pub fn cause(&self) -> &BrokerError {
-        match self {
-            BrokerError::NotDurable(e) => e.cause(),
-            e => e,
-        }
-    }
-}
-
 /// Where a sent message was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendOk {
@@ -228,7 +218,8 @@ pub struct Broker {
     /// Bumped when a message may have become available without a new one (FIFO acks, nacks to 0,
     /// dead letters, offset resets): wakes long polls.
     wakeups: tokio::sync::watch::Sender<u64>,
-    /// The store's progress, for waiters: records dispatched below, CommitLog flushed below.
+    /// The store's progress, for waiters: records dispatched below, CommitLog flushed below,
+    /// CommitLog end after each append.
     dispatched: Arc<tokio::sync::watch::Sender<u64>>,
     flushed: Arc<tokio::sync::watch::Sender<u64>>,
     appended: Arc<tokio::sync::watch::Sender<u64>>,
