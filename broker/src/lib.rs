@@ -20,6 +20,6 @@ pub mod server;
 
 // The layers underneath, under the names the modules above use for them.
 use ferrocket_engine::store;
-use ferrocket_engine::{broker, config, consume, ha, timer, topics, txn};
+use ferrocket_engine::{broker, config, consume, ha, limits, timer, topics, txn};
 use ferrocket_proto as proto;
 use ferrocket_runtime as http;

@@ -25,10 +25,30 @@ async fn each_bad_input_gets_its_status_and_stored_data_stays() {
     let empty = c.send_message(SendMessageRequest { messages: vec![] }).await.unwrap().into_inner();
     assert_eq!(code(&empty.status), Code::BadRequest);
 
+    // Oversized tag, keys and trace context are the client's error (4xx, not retried), refused
+    // before anything is stored: a stored message must always fit its DLQ copy.
+    let with = |f: &dyn Fn(&mut SystemProperties)| {
+        let mut m = message("good", "ID-6", b"x".to_vec());
+        f(m.system_properties.as_mut().unwrap());
+        m
+    };
+    let big = "t".repeat(65_000);
+    assert_eq!(send(&mut c, with(&|sp| sp.tag = Some(big.clone()))).await, Code::MessagePropertiesTooLarge);
+    let keys: Vec<String> = (0..70).map(|i| format!("{i:04}{}", "k".repeat(1000))).collect();
+    assert_eq!(send(&mut c, with(&|sp| sp.keys = keys.clone())).await, Code::MessagePropertiesTooLarge);
+    let trace = "0".repeat(70_000);
+    assert_eq!(send(&mut c, with(&|sp| sp.trace_context = Some(trace.clone()))).await, Code::MessagePropertiesTooLarge);
+    let mut many = message("good", "ID-7", b"x".to_vec());
+    many.user_properties = (0..129).map(|i| (format!("p{i}"), "v".into())).collect();
+    assert_eq!(send(&mut c, many).await, Code::MessagePropertiesTooLarge);
+
     // Invisible time outside 10 s ..= 12 h (the defaults).
     assert_eq!(receive(&mut c, "grp", "good", secs(5)).await.0, Code::IllegalInvisibleTime);
     assert_eq!(receive(&mut c, "grp", "good", secs(13 * 3600)).await.0, Code::IllegalInvisibleTime);
     assert_eq!(receive(&mut c, "bad group!", "good", secs(30)).await.0, Code::IllegalConsumerGroup);
+    // A group whose %RETRY% topic would not be a legal topic (RocketMQ allows 255 characters).
+    assert_eq!(receive(&mut c, &"g".repeat(121), "good", secs(30)).await.0, Code::IllegalConsumerGroup);
+    assert_eq!(receive(&mut c, &"g".repeat(120), "good", secs(30)).await.0, Code::Ok);
 
     // Receipt handles: forged, malformed, stale (after ChangeInvisibleDuration), reused.
     let (status, msgs) = receive(&mut c, "grp", "good", secs(30)).await;
@@ -125,7 +145,8 @@ async fn a_batch_send_reports_each_message_and_stores_only_the_good_ones() {
     let broker = start("standalone", &dir.path().join("data"), "");
     let mut c = client(&broker.addr).await;
     let mut first = message("batch", "ID-A", b"a".to_vec());
-    first.system_properties.as_mut().unwrap().queue_id = 2;
+    // The broker picks the queue, as RocketMQ's proxy does: a client's queue id is ignored.
+    first.system_properties.as_mut().unwrap().queue_id = 200;
     let messages = vec![first, message("batch", "", b"b".to_vec()), message("batch", "ID-C", b"c".to_vec())];
     let r = c.send_message(SendMessageRequest { messages }).await.unwrap().into_inner();
     let codes: Vec<Code> = r.entries.iter().map(|e| code(&e.status)).collect();
@@ -137,8 +158,9 @@ async fn a_batch_send_reports_each_message_and_stores_only_the_good_ones() {
     bodies.sort();
     assert_eq!(bodies, vec![&b"a"[..], &b"c"[..]]);
     let a = msgs.iter().find(|m| m.body == b"a").unwrap().system_properties.clone().unwrap();
+    assert!((0..8).contains(&a.queue_id), "queue {} of the topic's 8", a.queue_id);
     assert_eq!(
-        (a.queue_id, a.delivery_attempt, a.body_digest.unwrap().checksum.as_str()),
-        (2, Some(1), "0CC175B9C0F1B6A831C399E269772661")
+        (a.delivery_attempt, a.body_digest.unwrap().checksum.as_str()),
+        (Some(1), "0CC175B9C0F1B6A831C399E269772661")
     );
 }

@@ -195,7 +195,8 @@ async fn one_round(c: &mut Client, rng: &mut rand::rngs::StdRng) {
 #[tokio::test]
 async fn random_and_extreme_requests_get_statuses_and_the_broker_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = start("standalone", &dir.path().join("data"), "");
+    // One queue: the broker picks the queue of a send, and the pull below reads queue 0.
+    let mut broker = start("standalone", &dir.path().join("data"), "default_queue_count = 1\n");
     let mut c = client(&broker.addr).await;
     assert_eq!(send(&mut c, message("fuzz", "ID-1", b"kept".to_vec())).await, Code::Ok);
 

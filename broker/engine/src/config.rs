@@ -62,7 +62,9 @@ pub struct Config {
     /// SYNC_FLUSH: longest a write waits for its fsync, ms (5 s, RocketMQ `syncFlushTimeout`);
     /// then the client is told FLUSH_DISK_TIMEOUT (gRPC MASTER_PERSISTENCE_TIMEOUT).
     pub sync_flush_timeout_ms: u64,
-    /// Size of one CommitLog MappedFile, bytes (RocketMQ `mappedFileSizeCommitLog`, 1 GiB).
+    /// Size of one CommitLog MappedFile, bytes (RocketMQ `mappedFileSizeCommitLog`, 1 GiB). Two
+    /// are allocated from the first message on: the one written and the spare that keeps acks
+    /// and other control records writable on a full disk (docs/OPERATIONS.md).
     pub commitlog_segment_bytes: u64,
     /// ConsumeQueue entries per file (RocketMQ `mappedFileSizeConsumeQueue` / 20, 300,000).
     pub consume_queue_entries_per_file: u64,

@@ -13,6 +13,7 @@ pub mod broker;
 pub mod config;
 pub mod consume;
 pub mod ha;
+pub mod limits;
 pub mod metrics;
 pub mod registry;
 pub mod timer;

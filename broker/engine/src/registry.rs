@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::store::files::write_atomic;
+use crate::store::files::{is_no_space, write_atomic};
 
 /// An entry of a [`Registry`]: plain data with a unique name.
 pub trait Named: Clone + PartialEq + Serialize + DeserializeOwned {
@@ -27,6 +28,8 @@ struct File<T> {
 pub struct Registry<T> {
     path: PathBuf,
     entries: RwLock<BTreeMap<String, T>>,
+    /// Set while an entry is current but not in the file ([`Registry::insert_unpersisted`]).
+    dirty: AtomicBool,
 }
 
 impl<T: Named> Registry<T> {
@@ -42,7 +45,7 @@ impl<T: Named> Registry<T> {
             Err(e) => return Err(e),
         };
         let entries = entries.into_iter().map(|t| (t.name().to_string(), t)).collect();
-        Ok(Registry { path: path.to_path_buf(), entries: RwLock::new(entries) })
+        Ok(Registry { path: path.to_path_buf(), entries: RwLock::new(entries), dirty: AtomicBool::new(false) })
     }
 
     /// The entry, if it exists.
@@ -72,6 +75,37 @@ impl<T: Named> Registry<T> {
         let file = File { entries: next.values().cloned().collect() };
         write_atomic(&self.path, &file).map_err(|e| io_err(self.path.clone(), e))?;
         *entries = next;
+        self.dirty.store(false, Ordering::Release);
         Ok(r)
+    }
+
+    /// Makes `entry` current without writing the file, unless one of its name exists: for what
+    /// the broker creates by itself (auto-created topics and groups, DLQ topics) when the disk
+    /// is full, so a drain or a dead letter does not wait for space. The file gets it with the
+    /// next change or [`Registry::persist_if_dirty`]; a crash before then forgets it, and it is
+    /// created again on first use.
+    pub fn insert_unpersisted(&self, entry: T) {
+        let mut entries = self.entries.write();
+        if !entries.contains_key(entry.name()) {
+            entries.insert(entry.name().to_string(), entry);
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Writes the file if [`Registry::insert_unpersisted`] left it behind; a full disk leaves it
+    /// behind still. Errors: other I/O.
+    pub fn persist_if_dirty(&self) -> io::Result<()> {
+        if !self.dirty.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let entries = self.entries.read();
+        match write_atomic(&self.path, &File { entries: entries.values().cloned().collect() }) {
+            Ok(()) => {
+                self.dirty.store(false, Ordering::Release);
+                Ok(())
+            }
+            Err(e) if is_no_space(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }

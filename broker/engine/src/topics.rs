@@ -147,6 +147,12 @@ impl TopicManager {
         Ok(TopicManager { topics: Registry::load(path)? })
     }
 
+    /// The registry underneath (for [`Registry::insert_unpersisted`] and
+    /// [`Registry::persist_if_dirty`]).
+    pub fn registry(&self) -> &Registry<TopicConfig> {
+        &self.topics
+    }
+
     /// The topic, if it exists.
     pub fn get(&self, name: &str) -> Option<TopicConfig> {
         self.topics.get(name)

@@ -12,7 +12,7 @@ use ferrocket_engine::config::{Config, FlushDiskType};
 use ferrocket_engine::consume::filter::Filter;
 use ferrocket_engine::store::record::Record;
 use ferrocket_engine::store::retention::RetentionPass;
-use ferrocket_engine::store::{now_ms, Store, StoreConfig, PROP_KEYS, PROP_MSG_ID};
+use ferrocket_engine::store::{now_ms, RecordClass, Store, StoreConfig, PROP_KEYS, PROP_MSG_ID};
 use ferrocket_engine::topics::MessageType;
 
 const SEGMENT: u64 = 64 * 1024;
@@ -62,7 +62,7 @@ fn store_deletes_old_segments_with_their_queue_and_index_files_and_recovers_afte
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(store_cfg(dir.path()), Default::default()).unwrap();
     for i in 0..200 {
-        store.append(&mut msg("T", i), true).unwrap();
+        store.append(&mut msg("T", i), true, RecordClass::Message).unwrap();
     }
     wait_dispatched(&store);
     let segments = segment_files(dir.path());
@@ -85,11 +85,11 @@ fn store_deletes_old_segments_with_their_queue_and_index_files_and_recovers_afte
     assert_eq!(d.min_offset, 2 * SEGMENT);
     assert!(!dir.path().join("commitlog").join(format!("{:020}", 0)).exists());
 
-    // Everything old enough: all but the segment being written go, with the queue and index
-    // files that only point into them.
+    // Everything old enough: all but the segment being written (and the spare after it) go, with
+    // the queue and index files that only point into them.
     let d = store.delete_old_segments(RetentionPass { closed_before_ms: now, ..pass }).unwrap();
-    assert_eq!(d.segments.len(), segments - 3);
-    assert_eq!(segment_files(dir.path()), 1);
+    assert_eq!(d.segments.len(), segments - 4);
+    assert_eq!(segment_files(dir.path()), 2);
     assert!(d.consume_queue_files > 0 && d.index_files > 0, "{d:?}");
     assert!(std::fs::read_dir(dir.path().join("consumequeue/T/0")).unwrap().count() < cq_files);
     assert!(std::fs::read_dir(dir.path().join("index")).unwrap().count() < index_files);
@@ -114,7 +114,7 @@ fn store_deletes_old_segments_with_their_queue_and_index_files_and_recovers_afte
     let store = Store::open(store_cfg(dir.path()), Default::default()).unwrap();
     assert!(store.recovery_report().corrupt.is_empty() && store.recovery_report().truncated.is_none());
     assert_eq!(readable(&store, "T"), kept);
-    store.append(&mut msg("T", 200), true).unwrap();
+    store.append(&mut msg("T", 200), true, RecordClass::Message).unwrap();
     wait_dispatched(&store);
     assert_eq!(readable(&store, "T").last().unwrap(), "ID00000200");
     store.shutdown().unwrap();
@@ -220,7 +220,7 @@ fn disk_pressure_deletes_early_and_above_the_refuse_ratio_sends_fail_while_reads
     // Above disk_refuse_write_ratio: deleting stops at what the broker needs, sends are refused...
     let r = b.clean(now_ms(), || Ok(0.95)).unwrap();
     assert!(r.refusing_writes);
-    assert_eq!(segment_files(dir.path()), 1, "everything but the segment being written");
+    assert_eq!(segment_files(dir.path()), 2, "everything but the segment being written and its spare");
     let err = block(b.send(&mut msg("T", 500), MessageType::Normal)).unwrap_err();
     assert!(matches!(err, BrokerError::DiskFull { .. }), "{err}");
     assert!(err.to_string().contains("95.0% used"), "{err}");

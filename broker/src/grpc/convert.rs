@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use md5::{Digest as _, Md5};
 use prost_types::{Duration as PbDuration, Timestamp};
 
-use crate::broker::{Delivery, Outgoing};
+use crate::broker::{Delivery, Outgoing, ANY_QUEUE};
 use crate::config::Config;
+use crate::limits::GROUP_MAX_LEN;
 use crate::proto::v2::{self, Code, DigestType, Encoding, MessageType as PbType, Resource};
 use crate::store::record::Record;
 use crate::store::{KEY_SEPARATOR, PROP_KEYS, PROP_MESSAGE_GROUP, PROP_MSG_ID, PROP_TAGS};
@@ -57,8 +58,14 @@ const RESERVED: &[&str] = &[
 const MAX_MESSAGE_ID: usize = 128;
 /// Longest message group, characters (RocketMQ proxy `maxMessageGroupSize`).
 const MAX_MESSAGE_GROUP: usize = 64;
-/// Largest total size of user properties, bytes (RocketMQ proxy `maxUserPropertySize`).
+/// Largest total size of user properties, tag and keys, bytes (RocketMQ proxy
+/// `maxUserPropertySize`, which counts the tag and keys too).
 const MAX_PROPERTIES_BYTES: usize = 16 * 1024;
+/// Most user properties of one message (RocketMQ proxy `userPropertyMaxNum`).
+const MAX_USER_PROPERTIES: usize = 128;
+/// Largest trace context, bytes (a W3C `traceparent` is 55; the proxy leaves it to the broker's
+/// 32,767-byte limit on all properties, which this keeps clear of).
+const MAX_TRACE_CONTEXT: usize = 4096;
 
 /// A refused input: status code and message.
 pub type Refusal = v2::Status;
@@ -71,13 +78,18 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
-/// Checks a consumer group name (RocketMQ `checkConsumerGroup`: the topic-name rule, 255 chars).
+/// Checks a consumer group name: RocketMQ's `checkConsumerGroup` (the topic-name rule), at most
+/// [`GROUP_MAX_LEN`] characters (120, not RocketMQ's 255, so its retry topic is a legal topic).
+/// Errors: ILLEGAL_CONSUMER_GROUP.
 pub fn check_group(group: Option<&Resource>) -> Result<String, Refusal> {
     let name = group.map(|g| g.name.as_str()).unwrap_or("");
-    if topics::is_legal_name(name, 255) {
+    if topics::is_legal_name(name, GROUP_MAX_LEN) {
         Ok(name.to_string())
     } else {
-        Err(refuse(Code::IllegalConsumerGroup, format!("illegal consumer group {name:?}")))
+        Err(refuse(
+            Code::IllegalConsumerGroup,
+            format!("illegal consumer group {name:?}: 1..={GROUP_MAX_LEN} characters of [a-zA-Z0-9_%|-]"),
+        ))
     }
 }
 
@@ -116,6 +128,12 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing
         check_digest(d, &msg.body)?;
     }
     let mut props = BTreeMap::new();
+    if msg.user_properties.len() > MAX_USER_PROPERTIES {
+        return Err(refuse(
+            Code::MessagePropertiesTooLarge,
+            format!("{} user properties, at most {MAX_USER_PROPERTIES}", msg.user_properties.len()),
+        ));
+    }
     let mut user_bytes = 0;
     for (k, v) in &msg.user_properties {
         if k.is_empty() || has_control(k) || RESERVED.contains(&k.as_str()) || k.starts_with("__") {
@@ -133,12 +151,6 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing
         user_bytes += k.len() + v.len();
         props.insert(k.clone(), v.clone());
     }
-    if user_bytes > MAX_PROPERTIES_BYTES {
-        return Err(refuse(
-            Code::MessagePropertiesTooLarge,
-            format!("user properties are {user_bytes} bytes, at most {MAX_PROPERTIES_BYTES}"),
-        ));
-    }
     if let Some(tag) = &sp.tag {
         if tag.trim().is_empty() || tag.contains('|') || has_control(tag) {
             return Err(refuse(
@@ -146,6 +158,7 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing
                 format!("illegal tag {tag:?}: not blank, no '|' or control characters"),
             ));
         }
+        user_bytes += tag.len();
         props.insert(PROP_TAGS.into(), tag.clone());
     }
     if !sp.keys.is_empty() {
@@ -157,7 +170,14 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing
                 ));
             }
         }
+        user_bytes += sp.keys.iter().map(String::len).sum::<usize>();
         props.insert(PROP_KEYS.into(), sp.keys.join(&KEY_SEPARATOR.to_string()));
+    }
+    if user_bytes > MAX_PROPERTIES_BYTES {
+        return Err(refuse(
+            Code::MessagePropertiesTooLarge,
+            format!("user properties, tag and keys are {user_bytes} bytes, at most {MAX_PROPERTIES_BYTES}"),
+        ));
     }
     if let Some(g) = &sp.message_group {
         if g.trim().is_empty() || g.len() > MAX_MESSAGE_GROUP || has_control(g) {
@@ -186,6 +206,12 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing
     props.insert(PROP_MESSAGE_TYPE.into(), format!("{ty:?}").to_uppercase());
     props.insert(PROP_MSG_ID.into(), id.to_string());
     if let Some(tc) = sp.trace_context.as_ref().filter(|t| !t.is_empty() && !t.contains(['\u{1}', '\u{2}'])) {
+        if tc.len() > MAX_TRACE_CONTEXT {
+            return Err(refuse(
+                Code::MessagePropertiesTooLarge,
+                format!("trace context is {} bytes, at most {MAX_TRACE_CONTEXT}", tc.len()),
+            ));
+        }
         props.insert(PROP_TRACE_CONTEXT.into(), tc.clone());
     }
     if sp.body_encoding == Encoding::Gzip as i32 {
@@ -198,7 +224,9 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing
     let born_host = if sp.born_host.is_empty() { peer.to_string() } else { sp.born_host.clone() };
     let rec = Record {
         topic,
-        queue_id: sp.queue_id.max(0) as u32,
+        // The broker picks the queue, as RocketMQ's proxy does (its `SendMessageQueueSelector`
+        // ignores the client's queue id; the Python client never sets one).
+        queue_id: ANY_QUEUE,
         born_timestamp: born,
         born_host: truncate(born_host, 255),
         store_host: truncate(cfg.advertised(), 255),

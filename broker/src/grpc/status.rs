@@ -37,7 +37,12 @@ pub fn from_broker(e: &BrokerError) -> Status {
         BrokerError::IllegalDeliveryTime(_) => Code::IllegalDeliveryTime,
         BrokerError::InvalidRecallHandle(_) => Code::InvalidReceiptHandle,
         BrokerError::Store(StoreError::ShutDown) => Code::InternalServerError,
-        BrokerError::DiskFull { .. } => Code::InternalServerError,
+        // RocketMQ answers a full disk with SERVICE_NOT_AVAILABLE, which clients retry elsewhere.
+        BrokerError::DiskFull { .. } | BrokerError::Store(StoreError::NoSpace(_)) => Code::InternalServerError,
+        BrokerError::PropertiesTooLarge { .. } | BrokerError::Store(StoreError::Encode(_)) => {
+            Code::MessagePropertiesTooLarge
+        }
+        BrokerError::Store(StoreError::TooLarge { .. }) => Code::MessageBodyTooLarge,
         BrokerError::Store(StoreError::ReadOnly) => Code::Forbidden,
         BrokerError::Store(_) => Code::InternalError,
         BrokerError::FlushTimeout { .. } => Code::MasterPersistenceTimeout,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -25,6 +26,22 @@ pub struct AppendResult {
     pub size: u32,
     /// Time the broker stored it, ms since the Unix epoch.
     pub store_timestamp: u64,
+    /// CommitLog segments this append created (the disk's free space changed).
+    pub segments_created: u32,
+}
+
+/// What a record is to the CommitLog's reserve. A full disk must never stop the broker from
+/// finishing what it already accepted, so new messages may not take the last segment: they are
+/// stored only while a spare segment (fully allocated) is ready beyond the one they go to, and
+/// control records may use that spare. RocketMQ keeps no such reserve (its acks and revives
+/// fail on a full disk); its pre-allocation of the next file is the same idea.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordClass {
+    /// A new message from a producer: a send, a half message, a scheduled message.
+    Message,
+    /// A record for messages already held: acks, offset updates, transaction ops and commits,
+    /// timer deliveries and recalls, DLQ copies.
+    Control,
 }
 
 /// What lies at a CommitLog offset.
@@ -55,7 +72,13 @@ pub struct CommitLog {
     flushed: AtomicU64,
     /// Flushes that wrote something (one group commit each under SYNC_FLUSH).
     fsyncs: AtomicU64,
+    /// When creating a spare segment last failed, ms since the Unix epoch (0: never): refused
+    /// sends retry at most once a second, not once each.
+    spare_failed_ms: AtomicU64,
 }
+
+/// How long after a failed spare segment the next send tries again, ms.
+const SPARE_RETRY_MS: u64 = 1_000;
 
 /// Bytes always left free at the end of a segment so a BLANK filler fits.
 const END_RESERVE: u64 = 8;
@@ -70,6 +93,7 @@ impl CommitLog {
             committed: AtomicU64::new(end),
             flushed: AtomicU64::new(end),
             fsyncs: AtomicU64::new(0),
+            spare_failed_ms: AtomicU64::new(0),
         })
     }
 
@@ -112,9 +136,17 @@ impl CommitLog {
     }
 
     /// Appends `rec`, filling in its physical offset, store timestamp and (if `with_queue_offset`)
-    /// its queue offset. Errors: [`StoreError::Encode`] for a record that cannot be encoded or does
-    /// not fit in one segment; [`StoreError::Io`] creating a segment.
-    pub fn append(&self, rec: &mut Record, with_queue_offset: bool) -> Result<AppendResult, StoreError> {
+    /// its queue offset. A [`RecordClass::Message`] needs a spare segment beyond the one it goes
+    /// to (created here if missing); a [`RecordClass::Control`] record may take the spare.
+    /// Errors: [`StoreError::Encode`] for a record that cannot be encoded,
+    /// [`StoreError::TooLarge`] if it does not fit in one segment, [`StoreError::NoSpace`] for a
+    /// message when no spare segment can be created, [`StoreError::Io`] creating a segment.
+    pub fn append(
+        &self,
+        rec: &mut Record,
+        with_queue_offset: bool,
+        class: RecordClass,
+    ) -> Result<AppendResult, StoreError> {
         let mut w = self.writer.lock();
         rec.store_timestamp = super::now_ms();
         let key = (rec.topic.clone(), rec.queue_id);
@@ -126,24 +158,48 @@ impl CommitLog {
         if len + END_RESERVE > seg {
             return Err(StoreError::TooLarge { size: len, segment: seg });
         }
-        let mut file = self.files.find_or_create(w.wrote)?;
-        if w.wrote + len + END_RESERVE > file.end() {
-            // Fill the rest of this segment and continue at the start of the next one.
+        let before = self.files.count();
+        let mut file = match (self.files.find(w.wrote), class) {
+            (Some(f), _) => f,
+            (None, RecordClass::Message) => self.segment_for_message(w.wrote)?,
+            (None, RecordClass::Control) => self.files.find_or_create(w.wrote)?,
+        };
+        let rolls = w.wrote + len + END_RESERVE > file.end();
+        if class == RecordClass::Message {
+            if rolls {
+                self.segment_for_message(file.end())?;
+            }
+            // The spare beyond the segment the message goes to.
+            self.segment_for_message(file.end() + if rolls { seg } else { 0 })?;
+        }
+        if rolls {
+            // Fill the rest of this segment and continue at the start of the next one (found
+            // first: a failure leaves the log as it was).
+            let next = self.files.find_or_create(file.end())?;
             let rest = file.end() - w.wrote;
-            file.write(w.wrote - file.start(), &record::blank(rest as usize));
+            file.write(w.wrote - file.start(), &record::blank(rest as usize))?;
             w.wrote = file.end();
             self.committed.store(w.wrote, Ordering::Release);
-            file = self.files.find_or_create(w.wrote)?;
+            file = next;
             rec.physical_offset = w.wrote;
             bytes = rec.encode()?;
+            if class == RecordClass::Control && self.files.find(file.end()).is_none() {
+                match self.files.find_or_create(file.end()) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no spare CommitLog segment: control records use the last one")
+                    }
+                }
+            }
         }
-        file.write(w.wrote - file.start(), &bytes);
+        file.write(w.wrote - file.start(), &bytes)?;
         let result = AppendResult {
             physical_offset: w.wrote,
             end: w.wrote + len,
             queue_offset: rec.queue_offset,
             size: len as u32,
             store_timestamp: rec.store_timestamp,
+            segments_created: self.files.count().saturating_sub(before) as u32,
         };
         w.wrote += len;
         if with_queue_offset {
@@ -151,6 +207,24 @@ impl CommitLog {
         }
         self.committed.store(w.wrote, Ordering::Release);
         Ok(result)
+    }
+
+    /// The segment starting at `start`, created if missing, for a new message: a failure is
+    /// [`StoreError::NoSpace`], and after one the next attempt waits [`SPARE_RETRY_MS`].
+    fn segment_for_message(&self, start: u64) -> Result<Arc<MappedFile>, StoreError> {
+        if let Some(f) = self.files.find(start) {
+            return Ok(f);
+        }
+        let now = super::now_ms();
+        let failed = self.spare_failed_ms.load(Ordering::Acquire);
+        if failed != 0 && now.saturating_sub(failed) < SPARE_RETRY_MS {
+            let why = format!("creating the CommitLog segment at {start} failed {} ms ago", now - failed);
+            return Err(StoreError::NoSpace(why));
+        }
+        self.files.find_or_create(start).map_err(|e| {
+            self.spare_failed_ms.store(now.max(1), Ordering::Release);
+            StoreError::NoSpace(e.to_string())
+        })
     }
 
     /// The log's bytes from `from` (a record boundary), ending at a record boundary: whole
@@ -197,7 +271,7 @@ impl CommitLog {
         if offset + data.len() as u64 > file.end() {
             return Err(StoreError::TooLarge { size: data.len() as u64, segment: seg });
         }
-        file.write(offset - file.start(), data);
+        file.write(offset - file.start(), data)?;
         w.wrote += data.len() as u64;
         self.committed.store(w.wrote, Ordering::Release);
         Ok(w.wrote)

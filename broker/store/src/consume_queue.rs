@@ -104,7 +104,7 @@ impl ConsumeQueue {
     }
 
     /// Writes the entry for queue `offset` (dispatcher only). Re-writing an existing offset (after
-    /// recovery) is harmless. Errors: I/O creating a segment.
+    /// recovery) is harmless. Errors: I/O creating a segment or reserving its blocks (ENOSPC).
     pub fn put(&self, offset: u64, e: CqEntry) -> io::Result<()> {
         let pos = offset * ENTRY_BYTES;
         let file = self.files.find_or_create(pos)?;
@@ -112,7 +112,7 @@ impl ConsumeQueue {
         b[0..8].copy_from_slice(&e.physical_offset.to_be_bytes());
         b[8..12].copy_from_slice(&e.size.to_be_bytes());
         b[12..20].copy_from_slice(&e.tag_hash.to_be_bytes());
-        file.write(pos - file.start(), &b);
+        file.write(pos - file.start(), &b)?;
         self.max.fetch_max(offset + 1, Ordering::AcqRel);
         Ok(())
     }
@@ -129,7 +129,7 @@ impl ConsumeQueue {
             }
             let pos = (max - 1) * ENTRY_BYTES;
             if let Some(f) = self.files.find(pos) {
-                f.write(pos - f.start(), &[0u8; ENTRY_BYTES as usize]);
+                f.write(pos - f.start(), &[0u8; ENTRY_BYTES as usize])?;
             }
             max -= 1;
         }

@@ -33,16 +33,56 @@ pub fn write_atomic_compact<T: Serialize>(path: &Path, value: &T) -> io::Result<
     write_atomic_with(path, |w| serde_json::to_writer(w, value))
 }
 
+/// [`write_atomic`] for files whose loss costs only time (the checkpoint, the state snapshot:
+/// recovery replays the CommitLog from the older copy): on a full disk (ENOSPC, EDQUOT) the write
+/// is skipped and `false` returned, logged once per run of failures under `what`; a later
+/// success is logged too. Errors: any other I/O error.
+pub fn write_or_skip<T: Serialize>(path: &Path, value: &T, what: &'static str) -> io::Result<bool> {
+    static SKIPPING: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let r = write_atomic_with(path, |w| serde_json::to_writer(w, value));
+    let mut skipping = SKIPPING.lock().unwrap_or_else(|p| p.into_inner());
+    let was = skipping.iter().position(|s| *s == what);
+    match r {
+        Ok(()) => {
+            if let Some(i) = was {
+                skipping.swap_remove(i);
+                tracing::info!(file = %path.display(), "{what} written again");
+            }
+            Ok(true)
+        }
+        Err(e) if is_no_space(&e) => {
+            if was.is_none() {
+                skipping.push(what);
+                tracing::warn!(file = %path.display(), error = %e, "disk full: {what} skipped until there is space (recovery replays from the last one)");
+            }
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// True for the errors of a full disk or an exhausted quota (ENOSPC, EDQUOT).
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
 fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> serde_json::Result<()>,
 ) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
-    write(&mut w).map_err(io::Error::other)?;
-    w.flush()?;
-    w.get_ref().sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    let written = (|| {
+        let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut w).map_err(|e| io::Error::new(e.io_error_kind().unwrap_or(io::ErrorKind::Other), e))?;
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A half-written temp file would hold on to the space a full disk needs.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io::Error::new(e.kind(), format!("writing {}: {e}", path.display())));
+    }
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }

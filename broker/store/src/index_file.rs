@@ -39,11 +39,10 @@ impl IndexFile {
         let size = HEADER + slots as u64 * SLOT + max_entries as u64 * ENTRY;
         let path = dir.join(format!("{seq:020}"));
         let file = MappedFile::open(&path, 0, size)?;
+        // Opening writes nothing (a restart on a full disk must not need space); the header is
+        // written with the first entry.
         let f = IndexFile { seq, file, slots, max_entries };
-        if f.count() == 0 {
-            f.put_i32(36, 1);
-            f.put_i32(32, slots as i32);
-        } else if f.get_i32(32) != slots as i32 {
+        if f.get_i32(36) != 0 && f.get_i32(32) != slots as i32 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{} has a different slot count", path.display()),
@@ -57,15 +56,15 @@ impl IndexFile {
     fn get_i64(&self, at: u64) -> i64 {
         i64::from_be_bytes(self.file.slice(at, 8).try_into().expect("8"))
     }
-    fn put_i32(&self, at: u64, v: i32) {
-        self.file.write(at, &v.to_be_bytes());
+    fn put_i32(&self, at: u64, v: i32) -> io::Result<()> {
+        self.file.write(at, &v.to_be_bytes())
     }
-    fn put_i64(&self, at: u64, v: i64) {
-        self.file.write(at, &v.to_be_bytes());
+    fn put_i64(&self, at: u64, v: i64) -> io::Result<()> {
+        self.file.write(at, &v.to_be_bytes())
     }
-    /// Next free entry index (starts at 1).
+    /// Next free entry index (starts at 1; a new file's header holds 0).
     fn count(&self) -> u32 {
-        self.get_i32(36) as u32
+        self.get_i32(36).max(1) as u32
     }
     fn is_full(&self) -> bool {
         self.count() >= self.max_entries
@@ -81,9 +80,12 @@ impl IndexFile {
         HEADER + self.slots as u64 * SLOT + idx as u64 * ENTRY
     }
 
-    fn put(&self, key: &str, physical: u64, store_ms: u64) {
+    /// Adds one entry. Errors: reserving blocks (ENOSPC): the blocks up to the new entry are
+    /// reserved first (the slot table lies below the entries), so nothing is half written.
+    fn put(&self, key: &str, physical: u64, store_ms: u64) -> io::Result<()> {
         let hash = java_hash(key);
         let idx = self.count();
+        self.file.reserve_to(self.entry_at(idx) + ENTRY)?;
         let slot = self.slot_at(hash);
         let mut prev = self.get_i32(slot);
         if prev < 0 || prev as u32 >= idx {
@@ -91,19 +93,20 @@ impl IndexFile {
         }
         let begin = if idx == 1 { store_ms as i64 } else { self.get_i64(0) };
         let e = self.entry_at(idx);
-        self.put_i32(e, hash);
-        self.put_i64(e + 4, physical as i64);
-        self.put_i32(e + 12, ((store_ms as i64 - begin) / 1000) as i32);
-        self.put_i32(e + 16, prev);
-        self.put_i32(slot, idx as i32);
+        self.put_i32(e, hash)?;
+        self.put_i64(e + 4, physical as i64)?;
+        self.put_i32(e + 12, ((store_ms as i64 - begin) / 1000) as i32)?;
+        self.put_i32(e + 16, prev)?;
+        self.put_i32(slot, idx as i32)?;
         // Header: begin/end timestamp, begin/end CommitLog offset, slot count, entry count.
         if idx == 1 {
-            self.put_i64(0, begin);
-            self.put_i64(16, physical as i64);
+            self.put_i64(0, begin)?;
+            self.put_i64(16, physical as i64)?;
+            self.put_i32(32, self.slots as i32)?;
         }
-        self.put_i64(8, store_ms as i64);
-        self.put_i64(24, physical as i64);
-        self.put_i32(36, idx as i32 + 1);
+        self.put_i64(8, store_ms as i64)?;
+        self.put_i64(24, physical as i64)?;
+        self.put_i32(36, idx as i32 + 1)
     }
 
     fn query(&self, key: &str, out: &mut Vec<u64>, max: usize) {
@@ -132,6 +135,8 @@ pub struct IndexService {
     slots: u32,
     max_entries: u32,
     files: Vec<IndexFile>,
+    /// Set while entries cannot be written (full disk): the failure is logged once.
+    failing: bool,
 }
 
 impl IndexService {
@@ -153,17 +158,34 @@ impl IndexService {
         }
         seqs.sort();
         let files = seqs.into_iter().map(|s| IndexFile::open(dir, s, slots, max_entries)).collect::<Result<_, _>>()?;
-        Ok(IndexService { dir: dir.to_path_buf(), slots, max_entries, files })
+        Ok(IndexService { dir: dir.to_path_buf(), slots, max_entries, files, failing: false })
     }
 
-    /// Adds `key` -> `physical` (CommitLog offset) stored at `store_ms`. Errors: I/O creating a file.
+    /// Adds `key` -> `physical` (CommitLog offset) stored at `store_ms`. Errors: I/O creating a
+    /// file or reserving its blocks (ENOSPC); the entry is then not added.
     pub fn put(&mut self, key: &str, physical: u64, store_ms: u64) -> io::Result<()> {
         if self.files.last().is_none_or(|f| f.is_full()) {
             let seq = self.files.last().map_or(0, |f| f.seq + 1);
             self.files.push(IndexFile::open(&self.dir, seq, self.slots, self.max_entries)?);
         }
-        self.files.last().expect("just ensured").put(key, physical, store_ms);
-        Ok(())
+        self.files.last().expect("just ensured").put(key, physical, store_ms)
+    }
+
+    /// Logs the outcome of a [`IndexService::put`] whose failure is not fatal: the first failure
+    /// of a run, and the first success after one.
+    pub fn note(&mut self, put: io::Result<()>) {
+        match put {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::info!("IndexFile entries written again");
+            }
+            Ok(()) => {}
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::error!(error = %e, "IndexFile entries skipped (lookups by key miss these messages) until there is space");
+            }
+            Err(_) => {}
+        }
     }
 
     /// CommitLog offsets that may hold `key`, newest first, without duplicates, at most `max`.

@@ -22,6 +22,7 @@ pub mod retention;
 
 use std::collections::HashMap;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use thiserror::Error;
 
+pub use commitlog::RecordClass;
 use commitlog::{AppendResult, CommitLog, ReadAt};
 use consume_queue::{tag_hash, ConsumeQueue, ConsumeQueueTable, CqEntry};
 use index_file::IndexService;
@@ -76,6 +78,9 @@ pub struct Listeners {
     pub appended: Option<Box<dyn Fn(u64) + Send + Sync>>,
     /// A flush by the flush thread that wrote something took this long, ms.
     pub flush_ms: Option<Box<dyn Fn(f64) + Send + Sync>>,
+    /// A CommitLog segment was created (its blocks reserved): the disk's free space changed.
+    /// Called with the CommitLog's writer lock held, so it must be quick (a statvfs is).
+    pub segment_created: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Listeners {
@@ -140,6 +145,10 @@ pub enum StoreError {
         /// The CommitLog's end.
         end: u64,
     },
+    /// No spare CommitLog segment can be created (the disk is full): new messages are refused
+    /// so that control records (acks, transaction ends, deliveries, dead letters) keep the spare.
+    #[error("disk full: {0}; new messages are refused until retention or an operator frees space")]
+    NoSpace(String),
     /// Replicated bytes that do not continue the log.
     #[error("replicated bytes at CommitLog offset {got}, but the log ends at {expected}")]
     OutOfSequence {
@@ -228,13 +237,12 @@ impl Store {
     /// Errors: I/O or malformed store files, each naming the file.
     pub fn open(cfg: StoreConfig, listeners: Listeners) -> Result<Arc<Store>, StoreError> {
         let (commitlog, cqs, index, recovery) = recovery::recover(&cfg)?;
-        let end = commitlog.committed();
         let store = Arc::new(Store {
             cfg,
             commitlog,
             cqs,
             index: Mutex::new(index),
-            dispatched: AtomicU64::new(end),
+            dispatched: AtomicU64::new(recovery.dispatched),
             dispatch_limit: AtomicU64::new(u64::MAX),
             listeners,
             dispatch_signal: Signal::default(),
@@ -263,16 +271,29 @@ impl Store {
         &self.cfg.data_dir
     }
 
-    /// Appends a record (see [`CommitLog::append`]) and wakes the dispatcher. With SYNC_FLUSH, await
-    /// for [`Listeners::flushed`] to pass its end (after [`Store::request_flush`]) before acknowledging.
-    pub fn append(&self, rec: &mut Record, with_queue_offset: bool) -> Result<AppendResult, StoreError> {
+    /// Appends a record of `class` (see [`CommitLog::append`]) and wakes the dispatcher. With
+    /// SYNC_FLUSH, await for [`Listeners::flushed`] to pass its end (after
+    /// [`Store::request_flush`]) before acknowledging. Errors: as [`CommitLog::append`],
+    /// [`StoreError::ShutDown`], [`StoreError::ReadOnly`] on a slave.
+    pub fn append(
+        &self,
+        rec: &mut Record,
+        with_queue_offset: bool,
+        class: RecordClass,
+    ) -> Result<AppendResult, StoreError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(StoreError::ShutDown);
         }
         if self.replica.load(Ordering::Acquire) {
             return Err(StoreError::ReadOnly);
         }
-        let r = self.commitlog.append(rec, with_queue_offset)?;
+        let r = self.commitlog.append(rec, with_queue_offset, class);
+        if let (Some(f), Ok(AppendResult { segments_created: 1.., .. }) | Err(StoreError::NoSpace(_))) =
+            (&self.listeners.segment_created, &r)
+        {
+            f();
+        }
+        let r = r?;
         self.dispatch_signal.notify();
         if let Some(f) = &self.listeners.appended {
             f(r.end)
@@ -462,7 +483,8 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Flushes everything and writes the checkpoint. Errors: I/O.
+    /// Flushes everything and writes the checkpoint; on a full disk the checkpoint is skipped
+    /// (see [`files::write_or_skip`]: recovery then starts from the older one). Errors: I/O.
     pub fn flush_all(&self) -> io::Result<()> {
         let _one_writer = self.checkpoint_lock.lock();
         let dispatched = self.dispatched();
@@ -472,10 +494,9 @@ impl Store {
             q.flush()?;
         }
         self.index.lock().flush()?;
-        files::write_atomic(
-            &self.cfg.data_dir.join("checkpoint"),
-            &checkpoint::Checkpoint { dispatched, written_ms: now_ms() },
-        )
+        let cp = checkpoint::Checkpoint { dispatched, written_ms: now_ms() };
+        files::write_or_skip(&self.cfg.data_dir.join("checkpoint"), &cp, "checkpoint")?;
+        Ok(())
     }
 
     /// Stops accepting appends, dispatches what is left, flushes everything, writes the checkpoint
@@ -493,30 +514,55 @@ impl Store {
     }
 
     fn dispatch_loop(&self) {
+        // Set while a ConsumeQueue entry cannot be written (full disk): logged once, retried.
+        let mut paused: Option<String> = None;
         loop {
             let stopping = self.stopping.load(Ordering::Acquire);
             let from = self.dispatched();
             let end = self.commitlog.committed().min(self.dispatch_limit.load(Ordering::Acquire));
             if from < end {
+                let mut failed = None;
                 let scanned = recovery::scan_raw(
                     &self.commitlog,
                     from,
                     end,
-                    |rec, size| dispatch_record(&self.cqs, &mut self.index.lock(), rec, size),
+                    |rec, size| match dispatch_record(&self.cqs, &mut self.index.lock(), rec, size) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(e) => {
+                            failed = Some(e);
+                            ControlFlow::Break(())
+                        }
+                    },
                     |c| {
                         tracing::error!(file = %c.file.display(), offset = c.file_offset, len = c.len, reason = %c.reason,
                         "corrupt CommitLog region skipped by the dispatcher")
                     },
                 );
-                match scanned.torn {
-                    None => {
-                        let next = scanned.next;
-                        self.dispatched.store(next, Ordering::Release);
-                        self.listeners.dispatched(next);
+                let next = scanned.next;
+                if next > from {
+                    self.dispatched.store(next, Ordering::Release);
+                    self.listeners.dispatched(next);
+                }
+                match (scanned.torn, failed) {
+                    (None, None) => {
+                        if let Some(why) = paused.take() {
+                            tracing::info!(offset = next, was = %why, "dispatching again");
+                        }
                     }
-                    Some(c) => {
+                    (Some(c), _) => {
                         tracing::error!(file = %c.file.display(), offset = c.file_offset, reason = %c.reason, "dispatch stopped at a bad record; retrying");
                         std::thread::sleep(Duration::from_millis(100));
+                    }
+                    (None, Some(e)) => {
+                        if paused.is_none() {
+                            tracing::error!(offset = next, error = %e,
+                                "dispatch paused: consumers see no newer message until the entry can be written; retrying");
+                        }
+                        paused = Some(e.to_string());
+                        if stopping {
+                            return;
+                        }
+                        self.dispatch_signal.wait(Duration::from_millis(200));
                     }
                 }
                 continue;
@@ -558,24 +604,27 @@ impl Store {
     }
 }
 
-/// Writes the ConsumeQueue and IndexFile entries of one record of `size` bytes.
-fn dispatch_record(cqs: &ConsumeQueueTable, index: &mut IndexService, rec: &Record, size: u32) {
+/// Writes the ConsumeQueue and IndexFile entries of one record of `size` bytes. Errors: the
+/// ConsumeQueue entry cannot be written (the record must be dispatched again later, or its
+/// message would never be delivered). An IndexFile entry that cannot be written is skipped and
+/// logged: the index only serves lookups by key, and every hit is verified anyway.
+fn dispatch_record(cqs: &ConsumeQueueTable, index: &mut IndexService, rec: &Record, size: u32) -> io::Result<()> {
     if rec.sys_flag & SYS_FLAG_NO_DISPATCH != 0 {
-        return;
+        return Ok(());
     }
     let entry = CqEntry {
         physical_offset: rec.physical_offset,
         size,
         tag_hash: rec.properties.get(PROP_TAGS).map(|t| tag_hash(t)).unwrap_or(0),
     };
-    if let Err(e) = cqs.get_or_create(&rec.topic, rec.queue_id).and_then(|q| q.put(rec.queue_offset, entry)) {
-        tracing::error!(topic = %rec.topic, queue = rec.queue_id, error = %e, "ConsumeQueue write failed");
-    }
+    cqs.get_or_create(&rec.topic, rec.queue_id)
+        .and_then(|q| q.put(rec.queue_offset, entry))
+        .map_err(|e| io::Error::new(e.kind(), format!("ConsumeQueue {} queue {}: {e}", rec.topic, rec.queue_id)))?;
     for key in index_keys(rec) {
-        if let Err(e) = index.put(&key, rec.physical_offset, rec.store_timestamp) {
-            tracing::error!(error = %e, "IndexFile write failed");
-        }
+        let put = index.put(&key, rec.physical_offset, rec.store_timestamp);
+        index.note(put);
     }
+    Ok(())
 }
 
 /// The IndexFile keys of a record: `<topic>#<key>` for each key and `#id#<message id>`.

@@ -5,22 +5,33 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::MmapRaw;
 use parking_lot::RwLock;
+
+/// Bytes reserved ahead of a write that needs new blocks: one fallocate serves the next 64 KiB
+/// (3,276 ConsumeQueue or IndexFile entries), and a queue that holds little costs little disk.
+const RESERVE_AHEAD: u64 = 64 * 1024;
 
 /// One segment: a file of exactly `size` bytes, mapped read-write.
 ///
 /// Concurrency contract (as in RocketMQ): one writer appends above a published write position;
 /// readers only touch bytes below a position that was published to them after it was written.
 /// The two ranges never overlap, which is what makes the unsynchronised accesses below sound.
+///
+/// Writes never fault: a store through the mapping into a hole the filesystem cannot back kills
+/// the process with SIGBUS, so [`MappedFile::write`] first reserves the blocks it writes to
+/// (fallocate) and returns ENOSPC as an error instead. Reads of holes are safe (zero pages).
 pub struct MappedFile {
     path: PathBuf,
     start: u64,
     size: u64,
     map: MmapRaw,
-    _file: File,
+    /// Bytes `0..backed` have their blocks reserved (written only by the file's one writer).
+    backed: AtomicU64,
+    file: File,
 }
 
 impl MappedFile {
@@ -38,7 +49,7 @@ impl MappedFile {
             ));
         }
         let map = MmapRaw::map_raw(&file)?;
-        Ok(MappedFile { path: path.to_path_buf(), start, size, map, _file: file })
+        Ok(MappedFile { path: path.to_path_buf(), start, size, map, backed: AtomicU64::new(0), file })
     }
 
     /// Global offset of the first byte.
@@ -69,12 +80,54 @@ impl MappedFile {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(pos as usize), len) }
     }
 
-    /// Writes `data` at segment-relative `pos`. Only the single writer of this segment may call it,
-    /// and only above the position it has published to readers.
-    pub fn write(&self, pos: u64, data: &[u8]) {
+    /// Writes `data` at segment-relative `pos`, reserving the blocks first (see the type's docs).
+    /// Only the single writer of this segment may call it, and only above the position it has
+    /// published to readers. Errors: ENOSPC or another fallocate failure, naming the file and the
+    /// offset; nothing is written then.
+    pub fn write(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         assert!(pos + data.len() as u64 <= self.size, "write past the end of {}", self.path.display());
-        // SAFETY: in bounds; the single writer owns this unpublished range (type contract).
+        self.reserve_to(pos + data.len() as u64)?;
+        // SAFETY: in bounds; the single writer owns this unpublished range (type contract), and
+        // its blocks are reserved, so the store cannot fault.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos as usize), data.len()) }
+        Ok(())
+    }
+
+    /// Makes sure bytes `0..end` have disk blocks: reserves up to [`RESERVE_AHEAD`] bytes past
+    /// `end` in one fallocate, or only what `end` needs when the disk has no more. Blocks that are
+    /// already allocated cost nothing (a file reopened after a restart starts unknown). Errors:
+    /// the reservation failed (ENOSPC), naming the file and offset.
+    pub fn reserve_to(&self, end: u64) -> io::Result<()> {
+        let backed = self.backed.load(Ordering::Acquire);
+        if end <= backed {
+            return Ok(());
+        }
+        let ahead = end.max(backed + RESERVE_AHEAD).min(self.size);
+        let reserved = match allocate(&self.file, backed, ahead - backed) {
+            Err(e) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => {
+                allocate(&self.file, backed, end - backed).map(|()| end)
+            }
+            r => r.map(|()| ahead),
+        };
+        match reserved {
+            Ok(to) => self.backed.store(to, Ordering::Release),
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                tracing::warn!(file = %self.path.display(), "the filesystem cannot preallocate; writes rely on free space");
+                self.backed.store(self.size, Ordering::Release);
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("reserving {} at offset {backed}..{end}: {e}", self.path.display()),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that every block of the file is reserved (it was created with [`create_allocated`]).
+    fn mark_backed(&self) {
+        self.backed.store(self.size, Ordering::Release);
     }
 
     /// Writes dirty pages of segment-relative `from..to` to disk (msync).
@@ -95,7 +148,7 @@ impl MappedFile {
             let end = end.min(self.size);
             let len = (end - pos) as usize;
             if self.slice(pos, len).iter().any(|b| *b != 0) {
-                self.write(pos, &vec![0u8; len]);
+                self.write(pos, &vec![0u8; len])?;
             }
             pos = end;
         }
@@ -109,7 +162,7 @@ impl MappedFile {
 /// (the message names the file; a half-created file is removed).
 fn create_allocated(path: &Path, size: u64) -> io::Result<()> {
     let file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size) {
+    match allocate(&file, 0, size) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::OPNOTSUPP) => {
             tracing::warn!(file = %path.display(), "the filesystem cannot preallocate; segment left sparse");
@@ -124,6 +177,14 @@ fn create_allocated(path: &Path, size: u64) -> io::Result<()> {
             ))
         }
     }
+}
+
+/// Reserves the blocks of `len` bytes at `offset` (fallocate without changing the size).
+fn allocate(file: &File, offset: u64, len: u64) -> rustix::io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, len)
 }
 
 /// The segments of one log, ordered by start offset, all of the same size.
@@ -181,9 +242,9 @@ impl MappedFileQueue {
         Ok(MappedFileQueue { dir: dir.to_path_buf(), segment_bytes, files: RwLock::new(files), preallocate: false })
     }
 
-    /// Reserves the disk blocks of every segment created from now on (the CommitLog's: every
-    /// message and ack lands there). Other logs stay sparse, like RocketMQ's, and rely on the
-    /// margin `disk_refuse_write_ratio` leaves.
+    /// Reserves all the disk blocks of every segment created from now on (the CommitLog's: every
+    /// message and ack lands there, and a whole spare segment is what keeps control records
+    /// writable on a full disk). Other logs reserve as they are written ([`MappedFile::write`]).
     pub fn preallocated(mut self) -> Self {
         self.preallocate = true;
         self
@@ -210,12 +271,21 @@ impl MappedFileQueue {
         }
         let start = offset - offset % self.segment_bytes;
         let path = self.dir.join(format!("{start:020}"));
-        if self.preallocate && !path.exists() {
+        let created = self.preallocate && !path.exists();
+        if created {
             create_allocated(&path, self.segment_bytes)?;
         }
         let file = Arc::new(MappedFile::open(&path, start, self.segment_bytes)?);
+        if created {
+            file.mark_backed();
+        }
         self.files.write().push(file.clone());
         Ok(file)
+    }
+
+    /// Number of segments.
+    pub fn count(&self) -> usize {
+        self.files.read().len()
     }
 
     /// All segments, oldest first.
@@ -276,7 +346,7 @@ mod tests {
         let q = MappedFileQueue::load(dir.path(), 4096).unwrap();
         let f = q.find_or_create(5000).unwrap();
         assert_eq!(f.start(), 4096);
-        f.write(10, b"abc");
+        f.write(10, b"abc").unwrap();
         assert!(dir.path().join("00000000000000004096").exists());
         drop((f, q));
         let q = MappedFileQueue::load(dir.path(), 4096).unwrap();
@@ -295,11 +365,28 @@ mod tests {
     }
 
     #[test]
+    fn writes_reserve_blocks_ahead_of_themselves_only() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let q = MappedFileQueue::load(dir.path(), 16 << 20).unwrap();
+        let f = q.find_or_create(0).unwrap();
+        let allocated = || std::fs::metadata(f.path()).unwrap().blocks() * 512;
+        assert_eq!(allocated(), 0, "a new sparse file holds no blocks");
+        f.write(100, b"entry").unwrap();
+        let after = allocated();
+        assert!((RESERVE_AHEAD..4 * RESERVE_AHEAD).contains(&after), "{after} bytes allocated");
+        f.write(RESERVE_AHEAD - 20, b"still inside").unwrap();
+        assert_eq!(allocated(), after, "no new reservation inside the reserved range");
+        f.reserve_to(RESERVE_AHEAD * 2).unwrap();
+        assert!(allocated() >= 2 * RESERVE_AHEAD);
+    }
+
+    #[test]
     fn delete_first_keeps_the_last_segment_and_finds_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let q = MappedFileQueue::load(dir.path(), 4096).unwrap();
         for i in 0..3 {
-            q.find_or_create(i * 4096).unwrap().write(0, &[i as u8 + 1]);
+            q.find_or_create(i * 4096).unwrap().write(0, &[i as u8 + 1]).unwrap();
         }
         assert_eq!(q.delete_first(10).unwrap().len(), 2);
         assert_eq!(q.min_offset(), Some(8192));

@@ -8,6 +8,7 @@
 //! last write was interrupted): it is zeroed and the log continues from there.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use super::checkpoint;
@@ -40,6 +41,9 @@ pub struct RecoveryReport {
     pub from: u64,
     /// CommitLog end after recovery: the next record goes here.
     pub end: u64,
+    /// Records below this offset have their ConsumeQueue entries (`end` unless the disk was
+    /// too full to write one: the dispatcher goes on from here).
+    pub dispatched: u64,
     /// Records re-dispatched into ConsumeQueues and IndexFiles.
     pub records: u64,
     /// Corrupt regions that were skipped (valid records follow them).
@@ -90,12 +94,13 @@ fn resync(file: &MappedFile, from: u64, limit: u64) -> Option<u64> {
 }
 
 /// Visits every record in `from..limit`, skipping (and reporting through `on_corrupt`) damaged
-/// regions that valid records follow. Returns where it stopped.
+/// regions that valid records follow, until `on_record` breaks (the scan then ends at that
+/// record). Returns where it stopped.
 pub(crate) fn scan_raw(
     log: &CommitLog,
     from: u64,
     limit: u64,
-    mut on_record: impl FnMut(&Record, u32),
+    mut on_record: impl FnMut(&Record, u32) -> ControlFlow<()>,
     mut on_corrupt: impl FnMut(&Corruption),
 ) -> ScanEnd {
     let mut pos = from;
@@ -105,7 +110,9 @@ pub(crate) fn scan_raw(
         };
         match read_in_file(&file, pos, limit) {
             Ok(ReadAt::Record(rec, next)) => {
-                on_record(&rec, (next - pos) as u32);
+                if on_record(&rec, (next - pos) as u32).is_break() {
+                    break;
+                }
                 pos = next;
             }
             Ok(ReadAt::Blank(next)) => pos = next,
@@ -141,10 +148,14 @@ pub(crate) fn scan(
     log: &CommitLog,
     from: u64,
     limit: u64,
-    on_record: impl FnMut(&Record, u32),
+    mut on_record: impl FnMut(&Record, u32),
     on_corrupt: impl FnMut(&Corruption),
 ) -> Result<u64, StoreError> {
-    let end = scan_raw(log, from, limit, on_record, on_corrupt);
+    let visit = |rec: &Record, size| {
+        on_record(rec, size);
+        ControlFlow::Continue(())
+    };
+    let end = scan_raw(log, from, limit, visit, on_corrupt);
     match end.torn {
         None => Ok(end.next),
         Some(c) => {
@@ -160,7 +171,9 @@ pub(crate) fn recover(
     std::fs::create_dir_all(&cfg.data_dir)?;
     let log = CommitLog::open(&cfg.data_dir.join("commitlog"), cfg.commitlog_segment_bytes, 0)?;
     let segments = log.files().segments();
-    let (min, max) = match (segments.first(), segments.last()) {
+    // Spare segments (never written: their first bytes are zero) lie past the log's end.
+    let written = segments.iter().rposition(|f| f.slice(0, 8) != [0u8; 8]).map_or(1, |i| i + 1);
+    let (min, max) = match (segments.first(), segments.get(written.min(segments.len()).saturating_sub(1))) {
         (Some(a), Some(b)) => (a.start(), b.end()),
         _ => (0, 0),
     };
@@ -186,13 +199,29 @@ pub(crate) fn recover(
     let mut report = RecoveryReport { from, ..Default::default() };
     // Let reads see every byte while scanning; the real end is set below.
     log.set_end(max);
+    // Next queue offsets as the records say (a ConsumeQueue that could not be written on a full
+    // disk lags behind them); dispatching stops at the first record whose entry cannot be
+    // written, and the dispatcher goes on from there once there is space.
+    let mut next_offsets: HashMap<(String, u32), u64> = HashMap::new();
+    let mut undispatched: Option<u64> = None;
     let end = scan_raw(
         &log,
         from,
         max,
         |rec, size| {
             report.records += 1;
-            dispatch_record(&cqs, &mut index, rec, size);
+            if rec.sys_flag & super::SYS_FLAG_NO_DISPATCH == 0 {
+                let next = next_offsets.entry((rec.topic.clone(), rec.queue_id)).or_default();
+                *next = (*next).max(rec.queue_offset + 1);
+            }
+            if undispatched.is_none() {
+                if let Err(e) = dispatch_record(&cqs, &mut index, rec, size) {
+                    tracing::error!(offset = rec.physical_offset, error = %e,
+                        "cannot write a ConsumeQueue entry during recovery; the dispatcher resumes here once there is space");
+                    undispatched = Some(rec.physical_offset);
+                }
+            }
+            ControlFlow::Continue(())
         },
         |c| {
             tracing::error!(file = %c.file.display(), file_offset = c.file_offset, len = c.len, reason = %c.reason,
@@ -209,17 +238,20 @@ pub(crate) fn recover(
         report.truncated = Some(torn);
     }
     report.end = end.next;
+    report.dispatched = undispatched.unwrap_or(end.next);
     log.set_end(end.next);
-    let table: HashMap<(String, u32), u64> = cqs.all().into_iter().map(|(k, q)| (k, q.max_offset())).collect();
+    let mut table: HashMap<(String, u32), u64> = cqs.all().into_iter().map(|(k, q)| (k, q.max_offset())).collect();
+    for (k, next) in next_offsets {
+        let t = table.entry(k).or_default();
+        *t = (*t).max(next);
+    }
     log.set_queue_offsets(table);
     for (_, q) in cqs.all() {
         q.flush()?;
     }
     index.flush()?;
-    crate::files::write_atomic(
-        &cfg.data_dir.join("checkpoint"),
-        &checkpoint::Checkpoint { dispatched: end.next, written_ms: super::now_ms() },
-    )?;
+    let cp = checkpoint::Checkpoint { dispatched: report.dispatched, written_ms: super::now_ms() };
+    crate::files::write_or_skip(&cfg.data_dir.join("checkpoint"), &cp, "checkpoint")?;
     if report.records > 0 || !report.corrupt.is_empty() || report.truncated.is_some() {
         tracing::info!(
             from = report.from,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ferrocket_store::record::Record;
 use ferrocket_store::FlushDiskType;
-use ferrocket_store::{Listeners, Store, StoreConfig, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
+use ferrocket_store::{Listeners, RecordClass, Store, StoreConfig, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
 
 fn cfg(dir: &Path, flush: FlushDiskType) -> StoreConfig {
     StoreConfig {
@@ -62,7 +62,7 @@ fn bodies(store: &Store, topic: &str) -> Vec<String> {
 }
 
 fn write_n(store: &Store, n: u32) -> Vec<u64> {
-    (0..n).map(|i| store.append(&mut msg("t", i), true).unwrap().physical_offset).collect()
+    (0..n).map(|i| store.append(&mut msg("t", i), true, RecordClass::Message).unwrap().physical_offset).collect()
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn reopen_after_clean_shutdown_keeps_everything_and_spans_segments() {
     assert_eq!(bodies(&store, "t").len(), 200);
     assert_eq!(store.max_queue_offset("t", 0), 100);
     // New appends continue the queue offsets.
-    let r = store.append(&mut msg("t", 0), true).unwrap();
+    let r = store.append(&mut msg("t", 0), true, RecordClass::Message).unwrap();
     assert_eq!(r.queue_offset, 100);
     assert_eq!(store.query_index("t#key7", 10).len(), 1);
     assert_eq!(store.query_index("#id#ID00000007", 10)[0].properties[PROP_TAGS], "tag1");
@@ -137,7 +137,7 @@ fn torn_tail_is_cut_and_writing_resumes_there() {
     assert!(torn.file.ends_with("00000000000000000000"));
     assert!(report.corrupt.is_empty());
     assert_eq!(bodies(&store, "t").len(), 9);
-    let r = store.append(&mut msg("t", 9), true).unwrap();
+    let r = store.append(&mut msg("t", 9), true, RecordClass::Message).unwrap();
     assert_eq!(r.physical_offset, offs[9], "the next record replaces the torn one");
     wait_dispatched(&store);
     assert_eq!(bodies(&store, "t").len(), 10);
@@ -191,7 +191,7 @@ fn group_commit_acknowledges_every_writer_after_an_fsync() {
             std::thread::spawn(move || {
                 let mut ends = Vec::new();
                 for i in 0..25 {
-                    let r = store.append(&mut msg("g", t * 100 + i), true).unwrap();
+                    let r = store.append(&mut msg("g", t * 100 + i), true, RecordClass::Message).unwrap();
                     store.request_flush();
                     let (lock, cv) = &*flushed;
                     let guard = lock.lock().unwrap();

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use super::{Broker, BrokerError, Delivery};
 use crate::consume::filter::Filter;
-use crate::consume::groups::{self, ConsumeType, GroupConfig};
+use crate::consume::groups::{self, ConsumeType, GroupConfig, GroupError};
 use crate::consume::handle::ReceiptHandle;
 use crate::consume::state::{AckRecord, ConsumeState, Inflight, QueueState, ACK_LOG_TOPIC};
 use crate::store::consume_queue::{tag_hash, CqEntry};
+use crate::store::files::is_no_space;
 use crate::store::record::Record;
-use crate::store::{now_ms, StoreError, PROP_MESSAGE_GROUP, SYS_FLAG_NO_DISPATCH};
-use crate::topics::{MessageType, Permission, TopicConfig};
+use crate::store::{now_ms, RecordClass, StoreError, PROP_MESSAGE_GROUP, SYS_FLAG_NO_DISPATCH};
+use crate::topics::{MessageType, Permission, TopicConfig, TopicError};
 
 /// Most ConsumeQueue entries one receive call looks at per queue (bounds lock hold time when a
 /// filter skips many messages).
@@ -24,6 +25,36 @@ const FIFO_MAX_HELD: usize = 4096;
 pub const PROP_DLQ_ORIGIN_TOPIC: &str = "__DLQ_ORIGIN_TOPIC";
 /// Property of a dead-lettered message: deliveries it had before it was dead-lettered.
 pub const PROP_DLQ_ATTEMPTS: &str = "__DLQ_ATTEMPTS";
+
+/// Property of a dead-lettered message whose largest properties had to be dropped: their names.
+pub const PROP_DLQ_DROPPED: &str = "__DLQ_DROPPED_PROPERTIES";
+
+/// Removes every property of `rec` larger than 1 KiB (name and value) and records their names in
+/// [`PROP_DLQ_DROPPED`] (at most 1 KiB of them); returns that list.
+fn drop_large_properties(rec: &mut Record) -> String {
+    const KEEP: usize = 1024;
+    let mut names = String::new();
+    rec.properties.retain(|k, v| {
+        let keep = k.len() + v.len() <= KEEP;
+        if !keep && names.len() + k.len() < KEEP {
+            names.push_str(if names.is_empty() { "" } else { "," });
+            names.push_str(k);
+        }
+        keep
+    });
+    rec.properties.insert(PROP_DLQ_DROPPED.into(), names.clone());
+    names
+}
+
+/// Logs a ConsumeQueue entry whose message cannot be read: at debug when retention deleted it
+/// between the lookup and the read (it was going anyway), as an error when it is corrupt.
+fn unreadable(topic: &str, q: u32, off: u64, e: &StoreError) {
+    if matches!(e, StoreError::NotFound(_)) {
+        tracing::debug!(topic, queue = q, offset = off, error = %e, "message deleted by retention while read; skipped");
+    } else {
+        tracing::error!(topic, queue = q, offset = off, error = %e, "message unreadable; skipped");
+    }
+}
 
 /// Who a receive or ack is for: the consumer group and, for a broadcast group, the client.
 #[derive(Debug, Clone, Copy)]
@@ -53,8 +84,17 @@ impl Broker {
             return Err(BrokerError::GroupNotFound(name.to_string()));
         }
         let g = self.cfg.default_group(name);
-        self.groups.upsert(g.clone())?;
-        tracing::info!(group = name, "consumer group auto-created");
+        match self.groups.upsert(g.clone()) {
+            Ok(_) => tracing::info!(group = name, "consumer group auto-created"),
+            Err(GroupError::Io { err, .. }) if is_no_space(&err) => {
+                self.groups.registry().insert_unpersisted(g.clone());
+                tracing::warn!(
+                    group = name,
+                    "consumer group auto-created in memory: the disk is full; written once there is space"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(g)
     }
 
@@ -208,7 +248,7 @@ impl Broker {
                 }
                 Ok(_) => skip.push((q, off)), // tag hash collision, or the SQL filter said no
                 Err(e) => {
-                    tracing::error!(topic, queue = q, offset = off, error = %e, "message unreadable; skipped");
+                    unreadable(topic, q, off, &e);
                     skip.push((q, off));
                 }
             }
@@ -272,19 +312,38 @@ impl Broker {
     ) -> Result<u64, BrokerError> {
         let dlq = g.dlq_topic();
         if self.topics.get(&dlq).is_none() {
-            self.topics.upsert_any(TopicConfig {
+            let cfg = TopicConfig {
                 name: dlq.clone(),
                 queue_count: 1,
                 permission: Permission::ReadWrite,
                 message_types: MessageType::ALL.to_vec(),
-            })?;
+            };
+            match self.topics.upsert_any(cfg.clone()) {
+                Ok(_) => {}
+                Err(TopicError::Io { err, .. }) if is_no_space(&err) => {
+                    tracing::warn!(topic = %dlq, "DLQ topic created in memory: the disk is full; written once there is space");
+                    self.topics.registry().insert_unpersisted(cfg);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut rec = self.store.read(e)?;
         rec.topic = dlq;
         rec.queue_id = 0;
         rec.properties.entry(PROP_DLQ_ORIGIN_TOPIC.into()).or_insert_with(|| topic.to_string());
         rec.properties.insert(PROP_DLQ_ATTEMPTS.into(), attempts.to_string());
-        self.store.append(&mut rec, true)?;
+        match self.store.append(&mut rec, true, RecordClass::Control) {
+            Err(StoreError::Encode(why)) => {
+                // Stored before today's limits: never stuck, the copy goes without what overflows.
+                let dropped = drop_large_properties(&mut rec);
+                tracing::warn!(group = %g.name, topic, queue = q, offset = off, error = %why, dropped = %dropped,
+                    "DLQ copy too large to encode; dead-lettered without its largest properties");
+                self.store.append(&mut rec, true, RecordClass::Control)?;
+            }
+            r => {
+                r?;
+            }
+        }
         let end = self.persist_acks(&mut self.consume.lock(), progress, topic, vec![(q, off)], vec![])?;
         tracing::info!(group = %g.name, topic, queue = q, offset = off, attempts, "message dead-lettered");
         self.metrics.consume.dead_lettered.inc();
@@ -310,7 +369,7 @@ impl Broker {
             body: serde_json::to_vec(&ack).expect("plain data serialises"),
             ..Default::default()
         };
-        let r = self.store.append(&mut rec, false)?;
+        let r = self.store.append(&mut rec, false, RecordClass::Control)?;
         state.apply(&ack);
         Ok(r.end)
     }
@@ -477,7 +536,7 @@ impl Broker {
             match self.store.read(&e) {
                 Ok(r) if filter.matches(&r.properties) => out.push(r),
                 Ok(_) => {}
-                Err(e) => tracing::error!(topic, queue = q, offset = off, error = %e, "message unreadable; skipped"),
+                Err(e) => unreadable(topic, q, off, &e),
             }
         }
         Ok((out, next))
@@ -537,13 +596,16 @@ impl Broker {
     /// Messages not yet acked, summed over queues, for every (progress name, topic) with
     /// progress: the name is the group, or `group@clientid` for a broadcast group's client.
     pub fn consumer_lags(&self) -> Vec<(String, String, u64)> {
-        let state = self.consume.lock();
-        let mut lags: std::collections::BTreeMap<(String, String), u64> = Default::default();
-        for ((name, topic, q), st) in state.queues.iter() {
-            *lags.entry((name.clone(), topic.clone())).or_default() +=
-                st.backlog(self.store.max_queue_offset(topic, *q));
-        }
-        lags.into_iter().map(|((g, t), lag)| (g, t, lag)).collect()
+        // Every queue of the topic counts, also those the group has not received from yet.
+        let pairs: std::collections::BTreeSet<(String, String)> =
+            self.consume.lock().queues.keys().map(|(g, t, _)| (g.clone(), t.clone())).collect();
+        pairs
+            .into_iter()
+            .map(|(g, t)| {
+                let lag = self.group_progress(&g, &t).iter().map(|p| p.3).sum();
+                (g, t, lag)
+            })
+            .collect()
     }
 
     /// Per-queue progress of a group on a topic: (queue id, ack offset, max offset, backlog).

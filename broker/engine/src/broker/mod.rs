@@ -25,9 +25,9 @@ use crate::config::{BrokerRole, Config};
 use crate::consume::groups::{GroupError, GroupManager};
 use crate::consume::state::{AckRecord, ConsumeState, QueueKey, QueueState, ACK_LOG_TOPIC};
 use crate::metrics::Metrics;
-use crate::store::files::write_atomic_compact;
+use crate::store::files::write_or_skip;
 use crate::store::record::Record;
-use crate::store::{Listeners, Store, StoreError};
+use crate::store::{Listeners, RecordClass, Store, StoreError};
 use crate::timer::TimerState;
 use crate::topics::{self, MessageType, Permission, TopicConfig, TopicError, TopicManager};
 use crate::txn::TxState;
@@ -92,6 +92,15 @@ pub enum BrokerError {
     /// A recall handle that names no scheduled message of the topic (why).
     #[error("invalid recall handle: {0}")]
     InvalidRecallHandle(String),
+    /// The message's properties (tag, keys, user and system properties together) are larger
+    /// than [`crate::limits::MAX_PROPERTIES_BYTES`].
+    #[error("message properties are {len} bytes encoded, at most {max}")]
+    PropertiesTooLarge {
+        /// Their encoded size, bytes.
+        len: usize,
+        /// The limit, bytes.
+        max: usize,
+    },
     /// The data disk is above `disk_refuse_write_ratio`: new messages are refused until
     /// retention frees space (RocketMQ's "disk full" SERVICE_NOT_AVAILABLE).
     #[error("disk full: the data disk is {:.1}% used, above disk_refuse_write_ratio {:.1}%; new messages are refused until retention frees space", used * 100.0, limit * 100.0)]
@@ -119,6 +128,9 @@ pub enum BrokerError {
     #[error(transparent)]
     NotDurable(Arc<BrokerError>),
 }
+
+/// Queue id of a message whose queue the broker picks (see [`Broker::send`]).
+pub const ANY_QUEUE: u32 = u32::MAX;
 
 /// Where a sent message was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +227,8 @@ pub struct Broker {
     groups: GroupManager,
     metrics: Metrics,
     rotate: AtomicUsize,
+    /// Per topic: the next queue a message without a message group goes to ([`ANY_QUEUE`]).
+    send_rotation: Mutex<std::collections::HashMap<String, u32>>,
     /// Bumped when a message may have become available without a new one (FIFO acks, nacks to 0,
     /// dead letters, offset resets): wakes long polls.
     wakeups: tokio::sync::watch::Sender<u64>,
@@ -227,7 +241,8 @@ pub struct Broker {
     polls_ending: tokio::sync::watch::Sender<bool>,
     /// CommitLog offset of the last state snapshot (replay starts there): retention keeps it.
     snapshot_offset: AtomicU64,
-    disk: retention::DiskGuard,
+    /// The data disk's used share, shared with the store's segment listener.
+    disk: Arc<retention::DiskGuard>,
     /// What this master's slaves have confirmed.
     replicas: Arc<crate::ha::Replicas>,
     /// Master or slave, and the controller epoch.
@@ -250,8 +265,10 @@ impl Broker {
         let flushed = Arc::new(tokio::sync::watch::channel(0).0);
         let appended = Arc::new(tokio::sync::watch::channel(0).0);
         let flush_ms = crate::metrics::flush_histogram();
+        let disk = Arc::new(retention::DiskGuard::new(cfg.disk_max_used_ratio, cfg.disk_refuse_write_ratio));
         let listeners = {
             let (d, f, a, h) = (dispatched.clone(), flushed.clone(), appended.clone(), flush_ms.clone());
+            let (guard, data_dir) = (disk.clone(), cfg.data_dir.clone());
             Listeners {
                 dispatched: Some(Box::new(move |o| {
                     d.send_replace(o);
@@ -267,6 +284,7 @@ impl Broker {
                     }
                 })),
                 flush_ms: Some(Box::new(move |ms| h.observe(ms))),
+                segment_created: Some(Box::new(move || guard.measure(&data_dir))),
             }
         };
         let store = Store::open(cfg.store_config(), listeners)?;
@@ -320,13 +338,14 @@ impl Broker {
             groups,
             metrics,
             rotate: AtomicUsize::new(0),
+            send_rotation: Mutex::new(std::collections::HashMap::new()),
             wakeups: tokio::sync::watch::channel(0).0,
             dispatched,
             flushed,
             appended,
             polls_ending: tokio::sync::watch::channel(false).0,
             snapshot_offset: AtomicU64::new(from),
-            disk: retention::DiskGuard::default(),
+            disk,
             replicas: Arc::new(crate::ha::Replicas::new(bounds)),
             role: tokio::sync::watch::channel(role).0,
             epochs: Mutex::new(epochs),
@@ -441,20 +460,28 @@ impl Broker {
     /// returns where it went and the CommitLog end to make durable. Errors: as [`Broker::send`].
     pub(crate) fn append_message(&self, rec: &mut Record, ty: MessageType) -> Result<(SendOk, u64), BrokerError> {
         self.check_send(rec, ty)?;
-        let r = self.store.append(rec, true)?;
+        let r = self.store.append(rec, true, RecordClass::Message)?;
         Ok((SendOk { queue_id: rec.queue_id, queue_offset: r.queue_offset }, r.end))
     }
 
-    /// The checks every send makes: topic exists (or is auto-created), writable, queue in range,
-    /// message type accepted.
-    fn check_send(&self, rec: &Record, ty: MessageType) -> Result<(), BrokerError> {
+    /// The checks every send makes: disk not too full, properties within
+    /// [`crate::limits::MAX_PROPERTIES_BYTES`], topic exists (or is auto-created), writable, queue
+    /// in range, message type accepted. Picks the queue of a message sent to [`ANY_QUEUE`].
+    fn check_send(&self, rec: &mut Record, ty: MessageType) -> Result<(), BrokerError> {
         if self.is_slave() {
             return Err(StoreError::ReadOnly.into());
         }
         self.check_disk()?;
+        let len = crate::limits::properties_bytes(rec);
+        if len > crate::limits::MAX_PROPERTIES_BYTES {
+            return Err(BrokerError::PropertiesTooLarge { len, max: crate::limits::MAX_PROPERTIES_BYTES });
+        }
         let topic = self.topic_or_create(&rec.topic)?;
         if !topic.permission.writable() {
             return Err(BrokerError::Permission(topic.name, "writable"));
+        }
+        if rec.queue_id == ANY_QUEUE {
+            rec.queue_id = self.pick_queue(&topic, rec);
         }
         if rec.queue_id >= topic.queue_count {
             return Err(BrokerError::QueueOutOfRange {
@@ -467,6 +494,25 @@ impl Broker {
             return Err(BrokerError::TypeNotAccepted { topic: topic.name, ty, accepts: topic.message_types });
         }
         Ok(())
+    }
+
+    /// The queue for a message whose producer left the choice to the broker, as RocketMQ's proxy
+    /// picks it (`SendMessageActivity.SendMessageQueueSelector`): a message with a message group
+    /// by the consistent hash of the group's Java hash code, so a group keeps one queue and its
+    /// order; any other in turn over the topic's queues.
+    fn pick_queue(&self, topic: &TopicConfig, rec: &Record) -> u32 {
+        let n = topic.queue_count.max(1);
+        if let Some(g) = rec.properties.get(crate::store::PROP_MESSAGE_GROUP) {
+            return crate::limits::consistent_hash(crate::limits::java_string_hash(g) as i64, n);
+        }
+        let mut rotation = self.send_rotation.lock();
+        let next = match rotation.get_mut(&topic.name) {
+            Some(n) => n,
+            None => rotation.entry(topic.name.clone()).or_insert_with(rand::random::<u32>),
+        };
+        let q = *next % n;
+        *next = next.wrapping_add(1);
+        q
     }
 
     /// The broker's metrics (transaction counters among them).
@@ -502,8 +548,13 @@ impl Broker {
             }
         };
         self.store.flush_all()?;
-        write_atomic_compact(&self.cfg.data_dir.join("config").join("state.json"), &snap)?;
-        self.snapshot_offset.fetch_max(snap.commitlog_offset, Ordering::AcqRel);
+        self.topics.registry().persist_if_dirty()?;
+        self.groups.registry().persist_if_dirty()?;
+        // On a full disk the snapshot is skipped: the records after the last one are replayed,
+        // and retention keeps them.
+        if write_or_skip(&self.cfg.data_dir.join("config").join("state.json"), &snap, "state snapshot")? {
+            self.snapshot_offset.fetch_max(snap.commitlog_offset, Ordering::AcqRel);
+        }
         Ok(())
     }
 

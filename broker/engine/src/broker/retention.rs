@@ -4,6 +4,11 @@
 //! above `disk_max_used_ratio` (0.75), sends refused above `disk_refuse_write_ratio` (0.90,
 //! RocketMQ `diskSpaceWarningLevelRatio`). Reads, acks and everything the broker writes for
 //! itself (acks, transaction ends, scheduled deliveries, dead letters) go on when sends are refused.
+//!
+//! The used share is measured by every retention pass and whenever the CommitLog creates a
+//! segment (the moment the disk fills fastest), so a send is checked against a figure at most one
+//! segment old; the store's spare segment ([`crate::store::RecordClass`]) is the hard limit
+//! behind it when another process fills the disk.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,9 +22,12 @@ use crate::store::retention::{self, Deleted, RetentionPass};
 /// (RocketMQ `deleteFileBatchMax`, 10).
 const BATCH: usize = 10;
 
-/// What the last retention pass saw of the data disk.
+/// What the last measurement saw of the data disk.
 #[derive(Debug, Default)]
 pub(super) struct DiskGuard {
+    /// `disk_max_used_ratio` and `disk_refuse_write_ratio`.
+    max_used: f64,
+    refuse_above: f64,
     /// Used share of the data disk, `f64` bits.
     used_bits: AtomicU64,
     /// Set while the used share is above `disk_max_used_ratio` (for logging transitions).
@@ -28,6 +36,42 @@ pub(super) struct DiskGuard {
     refusing: AtomicBool,
     /// One pass at a time: two passes would both try to delete the same oldest files.
     pass: parking_lot::Mutex<()>,
+}
+
+impl DiskGuard {
+    pub(super) fn new(max_used: f64, refuse_above: f64) -> DiskGuard {
+        DiskGuard { max_used, refuse_above, ..Default::default() }
+    }
+
+    /// Records a measurement of the used share (0.0..=1.0): sends are refused while it is above
+    /// `disk_refuse_write_ratio`; transitions are logged. Returns whether sends are refused.
+    pub(super) fn observe(&self, used: f64) -> bool {
+        self.used_bits.store(used.to_bits(), Ordering::Release);
+        let refusing = used > self.refuse_above;
+        if refusing != self.refusing.swap(refusing, Ordering::AcqRel) {
+            if refusing {
+                tracing::error!(
+                    used,
+                    limit = self.refuse_above,
+                    "data disk above disk_refuse_write_ratio: refusing new messages"
+                );
+            } else {
+                tracing::info!(used, "data disk below disk_refuse_write_ratio: accepting new messages again");
+            }
+        }
+        refusing
+    }
+
+    /// Measures the data disk at `dir` and records it ([`DiskGuard::observe`]); a failed
+    /// measurement is logged and changes nothing.
+    pub(super) fn measure(&self, dir: &std::path::Path) {
+        match retention::disk_used_ratio(dir) {
+            Ok(used) => {
+                self.observe(used);
+            }
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot measure the data disk"),
+        }
+    }
 }
 
 /// What one retention pass did.
@@ -74,7 +118,7 @@ impl Broker {
         };
         let mut deleted = self.store.delete_old_segments(pass)?;
         let mut used = used_ratio()?;
-        let above_max = used > self.cfg.disk_max_used_ratio;
+        let above_max = used > self.disk.max_used;
         if above_max != self.disk.above_max.swap(above_max, Ordering::AcqRel) {
             if above_max {
                 tracing::warn!(
@@ -113,19 +157,7 @@ impl Broker {
             );
             self.metrics.retention.segments_deleted.inc_by(deleted.segments.len() as u64);
         }
-        let refusing = used > self.cfg.disk_refuse_write_ratio;
-        self.disk.used_bits.store(used.to_bits(), Ordering::Release);
-        if refusing != self.disk.refusing.swap(refusing, Ordering::AcqRel) {
-            if refusing {
-                tracing::error!(
-                    used,
-                    limit = self.cfg.disk_refuse_write_ratio,
-                    "data disk above disk_refuse_write_ratio: refusing new messages"
-                );
-            } else {
-                tracing::info!(used, "data disk below disk_refuse_write_ratio: accepting new messages again");
-            }
-        }
+        let refusing = self.disk.observe(used);
         self.metrics.retention.disk_used_ratio.set(used);
         Ok(CleanReport { deleted, used_ratio: used, refusing_writes: refusing })
     }
@@ -138,7 +170,7 @@ impl Broker {
         }
         Err(BrokerError::DiskFull {
             used: f64::from_bits(self.disk.used_bits.load(Ordering::Acquire)),
-            limit: self.cfg.disk_refuse_write_ratio,
+            limit: self.disk.refuse_above,
         })
     }
 

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::{Broker, BrokerError, SendOk};
-use crate::store::now_ms;
 use crate::store::record::Record;
+use crate::store::{now_ms, RecordClass};
 use crate::timer::{self, TimerKey};
 use crate::topics::MessageType;
 
@@ -43,7 +43,7 @@ impl Broker {
         let queue_id = rec.queue_id;
         timer::to_timer_record(rec, deliver_at_ms);
         let mut t = self.timer.lock();
-        let r = self.store.append(rec, false)?;
+        let r = self.store.append(rec, false, RecordClass::Message)?;
         let key = (deliver_at_ms, r.physical_offset);
         t.add(key, r.size);
         Ok((SendOk { queue_id, queue_offset: 0 }, r.end, timer::recall_handle(key)))
@@ -69,7 +69,7 @@ impl Broker {
                 };
             }
         };
-        match self.store.append(&mut timer::recall_record(key, now_ms()), false) {
+        match self.store.append(&mut timer::recall_record(key, now_ms()), false, RecordClass::Control) {
             Ok(r) => Ok((timer::message_id(&stored), r.end)),
             Err(e) => {
                 t.add(key, size);
@@ -104,7 +104,7 @@ impl Broker {
                 t.remove(key);
                 continue;
             }
-            match self.store.append(&mut real, true) {
+            match self.store.append(&mut real, true, RecordClass::Control) {
                 Ok(_) => {
                     t.remove(key);
                     n += 1;

@@ -3,7 +3,7 @@
 use super::{Broker, BrokerError, SendOk};
 use crate::config::Config;
 use crate::store::record::Record;
-use crate::store::{now_ms, PROP_MSG_ID};
+use crate::store::{now_ms, RecordClass, PROP_MSG_ID};
 use crate::topics::MessageType;
 use crate::txn::{self, CheckTiming, OpRecord, Resolution, TxState};
 
@@ -44,7 +44,7 @@ impl Broker {
         rec.properties.insert(txn::PROP_TX_CLIENT.into(), client_id.to_string());
         rec.queue_id = 0;
         let mut tx = self.tx.lock();
-        let r = self.store.append(rec, true)?;
+        let r = self.store.append(rec, true, RecordClass::Message)?;
         tx.add_half(rec, r.size, check_timing(&self.cfg));
         Ok((SendOk { queue_id, queue_offset: r.queue_offset }, r.end, txn::transaction_id(r.queue_offset)))
     }
@@ -101,7 +101,7 @@ impl Broker {
         reason: &str,
     ) -> Result<u64, BrokerError> {
         if r == Resolution::Commit {
-            self.store.append(&mut txn::real_message(stored), true)?;
+            self.store.append(&mut txn::real_message(stored), true, RecordClass::Control)?;
         }
         let end = self.append_op(&OpRecord { half, resolution: Some(r), checks: None, reason: reason.into() })?;
         tx.resolve(half, r);
@@ -117,7 +117,7 @@ impl Broker {
             body: serde_json::to_vec(op).expect("plain data serialises"),
             ..Default::default()
         };
-        Ok(self.store.append(&mut rec, true)?.end)
+        Ok(self.store.append(&mut rec, true, RecordClass::Control)?.end)
     }
 
     /// Runs the check-backs due at `now` (ms since the epoch), at most `max`: each goes to

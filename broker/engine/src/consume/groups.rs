@@ -70,7 +70,8 @@ impl Backoff {
 /// One consumer group's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupConfig {
-    /// Group name (RocketMQ's topic-name rule, at most 255 characters).
+    /// Group name (RocketMQ's topic-name rule, at most [`crate::limits::GROUP_MAX_LEN`], 120,
+    /// characters).
     pub name: String,
     /// FIFO or concurrent.
     #[serde(default)]
@@ -104,8 +105,12 @@ impl GroupConfig {
     /// Checks the values. Errors: [`GroupError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<(), GroupError> {
         let bad = |m: String| Err(GroupError::Invalid(m));
-        if !topics::is_legal_name(&self.name, 255) || self.name.starts_with('%') {
-            return bad(format!("illegal group name {:?}: 1..=255 characters of [a-zA-Z0-9_|-]", self.name));
+        let max = crate::limits::GROUP_MAX_LEN;
+        if !topics::is_legal_name(&self.name, max) || self.name.starts_with('%') {
+            return bad(format!(
+                "illegal group name {:?}: 1..={max} characters of [a-zA-Z0-9_|-] (its %RETRY% topic must fit in 127)",
+                self.name
+            ));
         }
         if !(1..=MAX_ATTEMPTS).contains(&self.max_delivery_attempts) {
             return bad(format!(
@@ -158,6 +163,12 @@ impl GroupManager {
     /// Loads `path` (absent means no groups). Errors: I/O or malformed JSON, naming the file.
     pub fn load(path: &Path) -> io::Result<GroupManager> {
         Ok(GroupManager { groups: Registry::load(path)? })
+    }
+
+    /// The registry underneath (for [`Registry::insert_unpersisted`] and
+    /// [`Registry::persist_if_dirty`]).
+    pub fn registry(&self) -> &Registry<GroupConfig> {
+        &self.groups
     }
 
     /// The group, if it exists.
