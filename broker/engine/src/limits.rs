@@ -41,14 +41,10 @@ pub fn consistent_hash(key: i64, buckets: u32) -> u32 {
     }
 }
 
-/// Java's `String.hashCode()` (UTF-16 code units), as RocketMQ hashes a message group.
-pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(u as i32))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::consume_queue::java_string_hash;
 
     #[test]
     fn consistent_hash_matches_guava() {

@@ -72,11 +72,15 @@ impl<T: Named> Registry<T> {
         if next == *entries {
             return Ok(r);
         }
-        let file = File { entries: next.values().cloned().collect() };
-        write_atomic(&self.path, &file).map_err(|e| io_err(self.path.clone(), e))?;
+        self.write(&next).map_err(|e| io_err(self.path.clone(), e))?;
         *entries = next;
         self.dirty.store(false, Ordering::Release);
         Ok(r)
+    }
+
+    /// Writes `entries` to the file atomically. Errors: I/O.
+    fn write(&self, entries: &BTreeMap<String, T>) -> io::Result<()> {
+        write_atomic(&self.path, &File { entries: entries.values().cloned().collect() })
     }
 
     /// Makes `entry` current without writing the file, unless one of its name exists: for what
@@ -98,8 +102,7 @@ impl<T: Named> Registry<T> {
         if !self.dirty.load(Ordering::Acquire) {
             return Ok(());
         }
-        let entries = self.entries.read();
-        match write_atomic(&self.path, &File { entries: entries.values().cloned().collect() }) {
+        match self.write(&self.entries.read()) {
             Ok(()) => {
                 self.dirty.store(false, Ordering::Release);
                 Ok(())

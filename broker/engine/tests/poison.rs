@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use ferrocket_engine::broker::{Broker, BrokerError, Consumer, ANY_QUEUE, PROP_DLQ_ORIGIN_TOPIC};
+use ferrocket_engine::broker::{Broker, BrokerError, Consumer, ANY_QUEUE, PROP_DLQ_DROPPED, PROP_DLQ_ORIGIN_TOPIC};
 use ferrocket_engine::config::Config;
 use ferrocket_engine::consume::filter::Filter;
 use ferrocket_engine::store::record::Record;
@@ -67,7 +67,7 @@ fn a_stored_message_too_large_for_its_dlq_copy_is_dead_lettered_without_its_larg
     assert_eq!(dlq.len(), 1, "the message reached %DLQ%g");
     let p = &dlq[0].record.properties;
     assert_eq!((p[PROP_MSG_ID].as_str(), p[PROP_DLQ_ORIGIN_TOPIC].as_str()), ("ID-OLD", "T"));
-    assert_eq!(p["__DLQ_DROPPED_PROPERTIES"], PROP_TAGS);
+    assert_eq!(p[PROP_DLQ_DROPPED], PROP_TAGS);
     assert!(!p.contains_key(PROP_TAGS));
     b.shutdown().unwrap();
 }

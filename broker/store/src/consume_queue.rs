@@ -26,14 +26,16 @@ pub struct CqEntry {
     pub tag_hash: u64,
 }
 
+/// Java's `String.hashCode()` (over UTF-16 code units), which RocketMQ hashes tags, index keys
+/// and message groups with.
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(unit as i32))
+}
+
 /// The hash RocketMQ stores for a tag: Java's `String.hashCode()` widened to a long
 /// (`MessageExtBrokerInner.tagsString2tagsCode`), so tag filters can skip without reading the CommitLog.
 pub fn tag_hash(tag: &str) -> u64 {
-    let mut h: i32 = 0;
-    for unit in tag.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(unit as i32);
-    }
-    h as i64 as u64
+    java_string_hash(tag) as i64 as u64
 }
 
 /// One queue of one topic.

@@ -26,12 +26,8 @@ struct IndexFile {
 }
 
 fn java_hash(key: &str) -> i32 {
-    let mut h: i32 = 0;
-    for unit in key.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(unit as i32);
-    }
     // RocketMQ: Math.abs, with Integer.MIN_VALUE mapped to 0.
-    h.checked_abs().unwrap_or(0)
+    super::consume_queue::java_string_hash(key).checked_abs().unwrap_or(0)
 }
 
 impl IndexFile {

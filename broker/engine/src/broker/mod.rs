@@ -16,7 +16,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use thiserror::Error;
 
-pub use consume::{Consumer, Pulled, PROP_DLQ_ATTEMPTS, PROP_DLQ_ORIGIN_TOPIC};
+pub use consume::{Consumer, Pulled, PROP_DLQ_ATTEMPTS, PROP_DLQ_DROPPED, PROP_DLQ_ORIGIN_TOPIC};
 pub use durable::{Outgoing, Sent};
 pub use retention::CleanReport;
 pub use transactions::{Check, CheckOutcome};
@@ -503,7 +503,7 @@ impl Broker {
     fn pick_queue(&self, topic: &TopicConfig, rec: &Record) -> u32 {
         let n = topic.queue_count.max(1);
         if let Some(g) = rec.properties.get(crate::store::PROP_MESSAGE_GROUP) {
-            return crate::limits::consistent_hash(crate::limits::java_string_hash(g) as i64, n);
+            return crate::limits::consistent_hash(crate::store::consume_queue::java_string_hash(g) as i64, n);
         }
         let mut rotation = self.send_rotation.lock();
         let next = match rotation.get_mut(&topic.name) {
