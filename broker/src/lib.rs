@@ -13,9 +13,11 @@
 //! `ferrocket-proto` (wire contracts and clients), `ferrocket-runtime` (probes, signals).
 
 pub mod bench;
+pub mod checkback;
 pub mod cluster;
 pub mod grpc;
 pub mod namesrv;
+pub mod remoting;
 pub mod server;
 
 // The layers underneath, under the names the modules above use for them.

@@ -24,12 +24,21 @@ use tonic::transport::server::TcpIncoming;
 /// Longest a graceful shutdown waits for open calls before closing anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `cfg` until SIGTERM or SIGINT. Errors: the listen address cannot be bound, or the data
-/// directory cannot be opened or recovered.
-pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
-    let listener =
-        TcpListener::bind(cfg.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+/// Serves `cfg` until SIGTERM or SIGINT: gRPC on `listen`, Remoting on `remoting_listen`, and with
+/// `standalone` a Remoting nameserver on `remoting_namesrv_listen` that routes every topic here.
+/// Errors: an address cannot be bound, or the data directory cannot be opened or recovered.
+pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
+    let bind = |addr: std::net::SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    };
+    let listener = bind(cfg.listen).await?;
     cfg.listen = listener.local_addr()?; // port 0 -> the port the OS chose
+    let remoting = bind(cfg.remoting_listen).await?;
+    cfg.remoting_listen = remoting.local_addr()?;
+    let remoting_namesrv = if standalone { Some(bind(cfg.remoting_namesrv_listen).await?) } else { None };
+    if let Some(l) = &remoting_namesrv {
+        cfg.remoting_namesrv_listen = l.local_addr()?;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     // Probes answer during recovery too: alive, not ready.
     let opened: Arc<OnceLock<Arc<Broker>>> = Arc::default();
@@ -59,12 +68,23 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone()));
     // Both idle while the role does not need them (a promotion or demotion switches them over).
     crate::cluster::slave::spawn_slave(broker.clone(), nameservers.clone(), stop_rx.clone());
-    crate::grpc::checker::spawn(broker.clone(), clients.clone(), stop_rx.clone());
     if let Some(addr) = &cfg.controller_addr {
         crate::cluster::controller_client::spawn(broker.clone(), addr.clone(), stop_rx.clone());
     }
     if let Some(ns) = &nameservers {
         registration::spawn(broker.clone(), ns.clone(), registered, stop_rx.clone());
+    }
+    let rb = Arc::new(crate::remoting::broker::RemotingBroker {
+        broker: broker.clone(),
+        clients: Default::default(),
+        store_host: cfg.remoting_advertised(),
+    });
+    crate::remoting::broker::spawn_expiry(rb.clone(), stop_rx.clone());
+    crate::checkback::spawn(broker.clone(), clients.clone(), rb.clone(), stop_rx.clone());
+    crate::remoting::conn::spawn_listener(remoting, crate::remoting::broker::processor(rb), stop_rx.clone());
+    if let Some(l) = remoting_namesrv {
+        let routes = crate::remoting::namesrv::Routes::Local(broker.clone());
+        crate::remoting::conn::spawn_listener(l, crate::remoting::namesrv::processor(routes), stop_rx.clone());
     }
     let ha = HaServer::new(crate::grpc::ha::HaService::new(broker.clone(), stop_rx.clone()));
     let admin = AdminService::new(broker.clone(), nameservers.clone());
@@ -82,7 +102,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             ending.end_long_polls();
             clients.clear();
         });
-    tracing::info!(data_dir = %cfg.data_dir.display(), flush = ?cfg.flush_disk_type, namesrv = ?cfg.namesrv_addrs, "broker opened");
+    tracing::info!(data_dir = %cfg.data_dir.display(), flush = ?cfg.flush_disk_type, namesrv = ?cfg.namesrv_addrs,
+        remoting = %cfg.remoting_listen, remoting_namesrv = ?standalone.then_some(cfg.remoting_namesrv_listen), "broker opened");
     announce_ready(&cfg, "broker")?;
     let mut server = std::pin::pin!(server);
     tokio::select! {

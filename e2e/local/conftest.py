@@ -42,7 +42,12 @@ class Broker:
         self.mode = mode
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
-        self.config = {"min_invisible_ms": 1000, "consumer_snapshot_interval_ms": 1000, **config}
+        # Remoting: the broker's port, and the standalone nameserver's (a namesrv serves
+        # Remoting on its gRPC port).
+        self.remoting = f"127.0.0.1:{free_port()}"
+        self.namesrv = self.endpoint if mode == "namesrv" else f"127.0.0.1:{free_port()}"
+        self.config = {"min_invisible_ms": 1000, "consumer_snapshot_interval_ms": 1000,
+                       "remoting_listen": self.remoting, "remoting_namesrv_listen": self.namesrv, **config}
         self.proc = None
         self.log = self.data_dir.parent / f"broker-{self.port}.log"
 

@@ -53,6 +53,19 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address advertised to clients in routes; defaults to `listen` (set it when listening on 0.0.0.0).
     pub advertised_addr: Option<String>,
+    /// RocketMQ Remoting listen address of the broker (`host:port`), default `127.0.0.1:10911`
+    /// (RocketMQ `listenPort`); port 0 takes any free port.
+    pub remoting_listen: SocketAddr,
+    /// Remoting address advertised in routes and offset message ids; defaults to
+    /// `remoting_listen` (set it when listening on 0.0.0.0).
+    pub remoting_advertised_addr: Option<String>,
+    /// Standalone only: the Remoting nameserver's listen address (`host:port`), default
+    /// `127.0.0.1:9876`; it routes every topic to this broker. (A `namesrv` process serves
+    /// Remoting on its `listen` port, beside gRPC.)
+    pub remoting_namesrv_listen: SocketAddr,
+    /// Cluster name (RocketMQ `brokerClusterName`, `DefaultCluster`), shown by Remoting's
+    /// GET_BROKER_CLUSTER_INFO and `mqadmin clusterList`.
+    pub cluster_name: String,
     /// Root of the store: `commitlog/`, `consumequeue/`, `index/`, `config/`.
     pub data_dir: PathBuf,
     /// `async` (default) or `sync`.
@@ -172,6 +185,10 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8081".parse().expect("literal address"),
             advertised_addr: None,
+            remoting_listen: "127.0.0.1:10911".parse().expect("literal address"),
+            remoting_advertised_addr: None,
+            remoting_namesrv_listen: "127.0.0.1:9876".parse().expect("literal address"),
+            cluster_name: "DefaultCluster".into(),
             data_dir: PathBuf::from("ferrocket-data"),
             flush_disk_type: FlushDiskType::Async,
             flush_interval_ms: 500,
@@ -373,6 +390,12 @@ impl Config {
     /// The `host:port` clients should dial to reach this broker.
     pub fn advertised(&self) -> String {
         self.advertised_addr.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The `host:port` Remoting clients should dial to reach this broker, also the store host
+    /// of its offset message ids.
+    pub fn remoting_advertised(&self) -> String {
+        self.remoting_advertised_addr.clone().unwrap_or_else(|| self.remoting_listen.to_string())
     }
 }
 

@@ -35,7 +35,8 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Nameserver role and broker in one process, topics auto-created, data in ./ferrocket-data.
+    /// Nameserver role and broker in one process, topics auto-created, data in ./ferrocket-data;
+    /// gRPC on 8081, Remoting on 10911 and a Remoting nameserver on 9876.
     Standalone(ServeArgs),
     /// A broker process (topics must be created first); with `namesrv_addrs` it registers with
     /// the nameservers and routes clients to every broker group.
@@ -271,9 +272,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Standalone(a) => {
             let base = Config { auto_create_topic: true, ..Config::default() };
-            ferrocket::server::run(load(a, base)?).await
+            ferrocket::server::run(load(a, base)?, true).await
         }
-        Cmd::Broker(a) => ferrocket::server::run(load(a, Config::default())?).await,
+        Cmd::Broker(a) => ferrocket::server::run(load(a, Config::default())?, false).await,
         Cmd::Namesrv(a) => {
             let base = Config { listen: "127.0.0.1:9876".parse()?, ..Config::default() };
             ferrocket::namesrv::service::run(load(a, base)?).await
@@ -596,6 +597,7 @@ fn print_cluster_status(status: &ClusterStatusResponse, json: bool) -> anyhow::R
                 let b = s.broker.clone().unwrap_or_default();
                 let r = s.replica.clone();
                 serde_json::json!({"broker_name": b.broker_name, "broker_id": b.broker_id, "endpoint": b.endpoint,
+                    "remoting_endpoint": b.remoting_endpoint, "cluster": b.cluster,
                     "role": r.as_ref().map(|r| r.role.clone()), "registered_role": if b.broker_id == 0 { "master" } else { "slave" },
                     "epoch": r.as_ref().map_or(b.epoch, |r| r.epoch), "last_heartbeat_ms": b.last_heartbeat_ms,
                     "max_offset": r.as_ref().map(|r| r.max_offset), "min_offset": r.as_ref().map(|r| r.min_offset),
@@ -622,8 +624,8 @@ fn print_cluster_status(status: &ClusterStatusResponse, json: bool) -> anyhow::R
         return Ok(());
     }
     println!(
-        "{:<16} {:>3} {:<7} {:>5} {:<22} {:>12} {:>10} {:>7} {:>9}",
-        "group", "id", "role", "epoch", "endpoint", "max offset", "lag", "topics", "last seen"
+        "{:<16} {:>3} {:<7} {:>5} {:<22} {:<22} {:>12} {:>10} {:>7} {:>9}",
+        "group", "id", "role", "epoch", "endpoint", "remoting", "max offset", "lag", "topics", "last seen"
     );
     for s in &status.brokers {
         let b = s.broker.clone().unwrap_or_default();
@@ -640,12 +642,13 @@ fn print_cluster_status(status: &ClusterStatusResponse, json: bool) -> anyhow::R
             None => ("down".into(), b.epoch, "-".into(), "-".into()),
         };
         println!(
-            "{:<16} {:>3} {:<7} {:>5} {:<22} {:>12} {:>10} {:>7} {:>8.1}s",
+            "{:<16} {:>3} {:<7} {:>5} {:<22} {:<22} {:>12} {:>10} {:>7} {:>8.1}s",
             b.broker_name,
             b.broker_id,
             role,
             epoch,
             b.endpoint,
+            if b.remoting_endpoint.is_empty() { "-" } else { &b.remoting_endpoint },
             end,
             lag,
             s.topics.len(),

@@ -18,18 +18,17 @@ use crate::proto::namesrv::*;
 fn registration(broker: &Broker) -> BrokerRegistration {
     let cfg = broker.config();
     let mut topics: Vec<TopicRoute> = broker.topics().list().iter().map(topic_route).collect();
-    topics.sort_by(|a, b| a.name.cmp(&b.name));
-    let role = broker.role();
-    BrokerRegistration {
-        broker: Some(BrokerInfo {
-            broker_name: cfg.broker_name.clone(),
-            broker_id: broker.route_id(),
-            endpoint: cfg.advertised(),
-            last_heartbeat_ms: 0,
-            epoch: role.epoch,
-        }),
-        topics,
+    if cfg.auto_create_topic {
+        // Remoting producers fall back to this route for a topic that has none yet.
+        topics.push(TopicRoute {
+            name: crate::remoting::namesrv::AUTO_CREATE_TOPIC.into(),
+            queue_count: cfg.default_queue_count,
+            permission: crate::proto::v2::Permission::ReadWrite as i32,
+            message_types: vec![],
+        });
     }
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    BrokerRegistration { broker: Some(crate::remoting::namesrv::local_info(broker)), topics }
 }
 
 /// Registers `broker` with its nameservers until `stopping` turns true, then unregisters it.

@@ -75,16 +75,15 @@ impl Messaging {
         }
         let cfg = self.broker.topic_or_create(topic).map_err(|e| from_broker(&e))?;
         let me = self.broker.config();
-        let info = |broker_id, endpoint| BrokerInfo {
-            broker_name: me.broker_name.clone(),
-            broker_id,
-            endpoint,
-            last_heartbeat_ms: 0,
-            epoch: self.broker.role().epoch,
-        };
-        let mut brokers = vec![info(self.broker.route_id(), me.advertised())];
+        let mut brokers = vec![crate::remoting::namesrv::local_info(&self.broker)];
         if let Some(master) = self.broker.role().master() {
-            brokers.insert(0, info(0, master.to_string()));
+            let info = BrokerInfo {
+                broker_id: 0,
+                endpoint: master.to_string(),
+                remoting_endpoint: String::new(),
+                ..brokers[0].clone()
+            };
+            brokers.insert(0, info);
         }
         Ok(vec![GroupRoute { broker_name: me.broker_name.clone(), brokers, topic: Some(topic_route(&cfg)) }])
     }

@@ -2,7 +2,6 @@
 //! translates wire messages into engine calls and nothing more (DESIGN.md §1).
 
 pub mod admin;
-pub mod checker;
 pub mod clients;
 pub mod cluster;
 pub mod convert;

@@ -98,6 +98,7 @@ mod tests {
                 endpoint: endpoint.into(),
                 last_heartbeat_ms: 0,
                 epoch: 0,
+                ..Default::default()
             }),
             topics: topics
                 .iter()

@@ -1,5 +1,5 @@
-//! The nameserver process: the [`RouteTable`] behind the `ferrocket.v1.Namesrv` gRPC service,
-//! and the task that drops brokers that stopped registering (RocketMQ `NamesrvController`).
+//! The nameserver process: the [`RouteTable`] behind the `ferrocket.v1.Namesrv` gRPC service
+//! and RocketMQ Remoting's route requests (one port for both), and the task that drops brokers that stopped registering (RocketMQ `NamesrvController`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,8 +98,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     if let Some(addr) = cfg.metrics_listen {
         let t = table.clone();
         let metrics = Arc::new(move || render_metrics(&t.lock()));
-        crate::http::serve(addr, metrics, Arc::new(|| Ok(())), stop_rx).await?;
+        crate::http::serve(addr, metrics, Arc::new(|| Ok(())), stop_rx.clone()).await?;
     }
+    // Remoting clients dial the same port (9876) as gRPC ones.
+    let remoting = crate::remoting::namesrv::processor(crate::remoting::namesrv::Routes::Table(table.clone()));
+    let incoming = crate::remoting::conn::shared_port(listener, remoting, stop_rx);
     let expiry = cfg.broker_expiry_ms;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis((expiry / 10).clamp(100, 5_000)));
@@ -115,13 +118,10 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .add_service(NamesrvServer::new(service))
         .add_optional_service(controller)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                crate::http::shutdown_signal().await;
-                let _ = stop_tx.send(true);
-            },
-        );
+        .serve_with_incoming_shutdown(incoming, async move {
+            crate::http::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
     crate::server::announce_ready(&cfg, "nameserver")?;
     server.await?;
     tracing::info!("stopped cleanly");

@@ -14,7 +14,18 @@ use tonic::transport::Channel;
 /// A broker process; killed on drop.
 pub struct Proc {
     pub child: Child,
+    /// gRPC address.
     pub addr: String,
+    /// Remoting address of the broker.
+    pub remoting: String,
+    /// Remoting address of the standalone nameserver.
+    pub namesrv: String,
+}
+
+/// A port free on 127.0.0.1 now (bound and released).
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
 }
 
 impl Drop for Proc {
@@ -38,9 +49,15 @@ pub fn binary() -> std::path::PathBuf {
 
 /// Starts `ferrocket <mode>` on a free port with `config` (TOML lines) and waits (at most 30 s)
 /// for its `ready` line.
+/// Its Remoting ports are free ones too.
 pub fn start(mode: &str, data_dir: &Path, config: &str) -> Proc {
     let cfg = data_dir.with_extension("toml");
-    std::fs::write(&cfg, config).unwrap();
+    let (remoting, namesrv) = (free_addr(), free_addr());
+    std::fs::write(
+        &cfg,
+        format!("remoting_listen = \"{remoting}\"\nremoting_namesrv_listen = \"{namesrv}\"\n{config}"),
+    )
+    .unwrap();
     let mut child = Command::new(binary())
         .args([
             mode,
@@ -65,7 +82,7 @@ pub fn start(mode: &str, data_dir: &Path, config: &str) -> Proc {
     let line = rx.recv_timeout(Duration::from_secs(30)).expect("broker ready within 30 s");
     let addr =
         line.strip_prefix("ready ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).trim().to_string();
-    Proc { child, addr }
+    Proc { child, addr, remoting, namesrv }
 }
 
 pub async fn client(addr: &str) -> MessagingServiceClient<Channel> {

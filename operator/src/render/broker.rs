@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::{container, env, field_env, pod_spec, template_meta};
-use super::{hash, labels, selector, Ctx, Manifests, BROKER_PORT, METRICS_PORT};
+use super::{hash, labels, selector, Ctx, Manifests, BROKER_PORT, METRICS_PORT, REMOTING_PORT};
 use crate::crd::{BrokerSet, FlushDiskType, Replication};
 
 /// Where a broker pod finds its config file.
@@ -29,12 +29,15 @@ pub fn group_name(name: &str, g: i32) -> String {
 /// The `broker.toml` of group `group`: the keys the operator owns. The BrokerSet's
 /// `spec.config` reaches the brokers as `FERROCKET_<KEY>` environment variables instead (their
 /// values are strings; the broker reads env values as numbers, booleans or lists as the key
-/// needs). Each pod adds `broker_id` and `advertised_addr` from its own name, also as env.
-pub fn broker_config(bs: &BrokerSet, group: &str, namesrv_addr: &str, controller_addr: &str) -> String {
+/// needs). Each pod adds `broker_id`, `advertised_addr` and `remoting_advertised_addr` from its
+/// own name, also as env. The cluster name (RocketMQ `brokerClusterName`) is the BrokerSet's.
+pub fn broker_config(bs: &BrokerSet, cluster: &str, group: &str, namesrv_addr: &str, controller_addr: &str) -> String {
     let s = &bs.spec;
     let quoted = |v: &str| serde_json::to_string(v).expect("strings serialize");
     [
         ("listen", quoted(&format!("0.0.0.0:{BROKER_PORT}"))),
+        ("remoting_listen", quoted(&format!("0.0.0.0:{REMOTING_PORT}"))),
+        ("cluster_name", quoted(cluster)),
         ("data_dir", quoted("/data")),
         ("metrics_listen", quoted(&format!("0.0.0.0:{METRICS_PORT}"))),
         ("broker_name", quoted(group)),
@@ -55,7 +58,7 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
     let group = group_name(&ctx.name, g);
     let all = labels(&ctx.name, "broker", Some(&group));
     let select = selector(&ctx.name, "broker", Some(&group));
-    let config = broker_config(ctx.bs, &group, &ctx.namesrv_addr(), &ctx.controller_addr());
+    let config = broker_config(ctx.bs, &ctx.name, &group, &ctx.namesrv_addr(), &ctx.controller_addr());
     let config_map_name = format!("{group}-config");
     m.config_maps.push(ConfigMap {
         metadata: ctx.meta(&config_map_name, all.clone()),
@@ -74,11 +77,15 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
         envs.push(field_env("FERROCKET_BROKER_ID", "metadata.labels['apps.kubernetes.io/pod-index']"));
     }
     envs.push(env("FERROCKET_ADVERTISED_ADDR", &format!("$(POD_NAME).{group}.$(POD_NAMESPACE).svc:{BROKER_PORT}")));
+    envs.push(env(
+        "FERROCKET_REMOTING_ADVERTISED_ADDR",
+        &format!("$(POD_NAME).{group}.$(POD_NAMESPACE).svc:{REMOTING_PORT}"),
+    ));
     envs.extend(extra.iter().map(|(k, v)| env(k, v)));
     let mut c = container(
         ctx,
         &["broker", "--config", CONFIG_FILE],
-        ("grpc", BROKER_PORT),
+        &[("grpc", BROKER_PORT), ("remoting", REMOTING_PORT)],
         envs,
         vec![
             VolumeMount { name: "data".into(), mount_path: "/data".into(), ..Default::default() },
@@ -138,7 +145,11 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
             // Slaves must reach their master (and the controller them) before they are ready.
             publish_not_ready_addresses: Some(true),
             selector: Some(select.clone()),
-            ports: Some(vec![port("grpc", BROKER_PORT), port("metrics", METRICS_PORT)]),
+            ports: Some(vec![
+                port("grpc", BROKER_PORT),
+                port("remoting", REMOTING_PORT),
+                port("metrics", METRICS_PORT),
+            ]),
             ..Default::default()
         }),
         ..Default::default()
@@ -147,7 +158,7 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
         metadata: ctx.meta(&format!("{group}-client"), all.clone()),
         spec: Some(ServiceSpec {
             selector: Some(select.clone()),
-            ports: Some(vec![port("grpc", BROKER_PORT)]),
+            ports: Some(vec![port("grpc", BROKER_PORT), port("remoting", REMOTING_PORT)]),
             ..Default::default()
         }),
         ..Default::default()

@@ -34,7 +34,9 @@ pub use broker::{broker_config, group_name, CONFIG_FILE};
 
 /// gRPC port of brokers (RocketMQ 5 proxy's default).
 pub const BROKER_PORT: i32 = 8081;
-/// Port of nameservers and of the controller.
+/// RocketMQ Remoting port of every broker (RocketMQ `listenPort`).
+pub const REMOTING_PORT: i32 = 10911;
+/// Port of nameservers (gRPC and Remoting on one port) and of the controller.
 pub const NAMESRV_PORT: i32 = 9876;
 /// Port of `/metrics`, `/healthz` and `/readyz` on every pod.
 pub const METRICS_PORT: i32 = 9100;

@@ -35,7 +35,7 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
     let c = container(
         ctx,
         &["namesrv", "--listen", &listen],
-        ("namesrv", NAMESRV_PORT),
+        &[("namesrv", NAMESRV_PORT)],
         vec![env("FERROCKET_METRICS_LISTEN", &metrics)],
         Vec::new(),
     );
@@ -74,7 +74,7 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
     let c = container(
         ctx,
         &["namesrv", "--listen", &listen, "--data-dir", "/data"],
-        ("namesrv", NAMESRV_PORT),
+        &[("namesrv", NAMESRV_PORT)],
         vec![env("FERROCKET_ENABLE_CONTROLLER", "true"), env("FERROCKET_METRICS_LISTEN", &metrics)],
         vec![VolumeMount { name: "data".into(), mount_path: "/data".into(), ..Default::default() }],
     );

@@ -47,35 +47,28 @@ pub fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
 }
 
-/// The `ferrocket` container: `args`, a named port `port_name` = `port`, the metrics port, the
+/// The `ferrocket` container: `args`, its named `ports` (name, port), the metrics port, the
 /// probes (liveness `/healthz`; readiness `/readyz`; a startup probe that allows 10 minutes of
 /// recovery), `env` and `mounts`.
 pub fn container(
     ctx: &Ctx,
     args: &[&str],
-    (port_name, port): (&str, i32),
+    ports: &[(&str, i32)],
     env: Vec<EnvVar>,
     mounts: Vec<VolumeMount>,
 ) -> Container {
+    // Protocol explicit: (containerPort, protocol) is the merge key server-side apply needs.
+    let port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
     Container {
         name: "ferrocket".into(),
         image: Some(ctx.bs.spec.image.clone()),
         args: Some(args.iter().map(|a| a.to_string()).collect()),
-        ports: Some(vec![
-            // Protocol explicit: (containerPort, protocol) is the merge key server-side apply needs.
-            ContainerPort {
-                name: Some(port_name.into()),
-                container_port: port,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("metrics".into()),
-                container_port: METRICS_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
+        ports: Some(ports.iter().map(|(n, p)| port(n, *p)).chain([port("metrics", METRICS_PORT)]).collect()),
         env: Some(env),
         volume_mounts: Some(mounts),
         liveness_probe: Some(probe("/healthz", 10, 3)),

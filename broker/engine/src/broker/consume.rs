@@ -311,22 +311,7 @@ impl Broker {
         attempts: u32,
     ) -> Result<u64, BrokerError> {
         let dlq = g.dlq_topic();
-        if self.topics.get(&dlq).is_none() {
-            let cfg = TopicConfig {
-                name: dlq.clone(),
-                queue_count: 1,
-                permission: Permission::ReadWrite,
-                message_types: MessageType::ALL.to_vec(),
-            };
-            match self.topics.upsert_any(cfg.clone()) {
-                Ok(_) => {}
-                Err(TopicError::Io { err, .. }) if is_no_space(&err) => {
-                    tracing::warn!(topic = %dlq, "DLQ topic created in memory: the disk is full; written once there is space");
-                    self.topics.registry().insert_unpersisted(cfg);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.group_topic_or_create(&dlq)?;
         let mut rec = self.store.read(e)?;
         rec.topic = dlq;
         rec.queue_id = 0;
@@ -349,6 +334,34 @@ impl Broker {
         self.metrics.consume.dead_lettered.inc();
         self.wake_consumers();
         Ok(end)
+    }
+
+    /// A group's retry or DLQ topic (`%RETRY%<group>`, `%DLQ%<group>`), created on first use with
+    /// one queue, readable and writable, accepting every type (RocketMQ creates both with one
+    /// queue). On a full disk it is kept in memory and written once there is space. Errors: an
+    /// illegal name, I/O other than a full disk.
+    pub(crate) fn group_topic_or_create(&self, name: &str) -> Result<TopicConfig, BrokerError> {
+        if let Some(t) = self.topics.get(name) {
+            return Ok(t);
+        }
+        let cfg = TopicConfig {
+            name: name.to_string(),
+            queue_count: 1,
+            permission: Permission::ReadWrite,
+            message_types: MessageType::ALL.to_vec(),
+        };
+        match self.topics.upsert_any(cfg.clone()) {
+            Ok(_) => tracing::info!(topic = name, "group topic created"),
+            Err(TopicError::Io { err, .. }) if is_no_space(&err) => {
+                tracing::warn!(
+                    topic = name,
+                    "group topic created in memory: the disk is full; written once there is space"
+                );
+                self.topics.registry().insert_unpersisted(cfg.clone());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(cfg)
     }
 
     /// Appends an ack record, then applies it (an ack the log does not hold is never reported as

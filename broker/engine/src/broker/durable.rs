@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::{Broker, BrokerError, Consumer, Delivery, Pulled, SendOk};
+use super::{Broker, BrokerError, Consumer, Delivery, Pulled, SendBack, SendOk, SentBack};
 use crate::config::Replication;
 use crate::consume::filter::Filter;
 use crate::store::record::Record;
@@ -228,6 +228,15 @@ impl Broker {
         poll: Duration,
     ) -> Result<Vec<Delivery>, BrokerError> {
         self.long_poll(poll, || self.receive(c, topic, filter, batch, invisible_ms)).await
+    }
+
+    /// Sends a consumed message back for another attempt (see [`SendBack`]): returns once the
+    /// copy is durable as a send is. Errors: unknown group (auto-creation off), no message at the
+    /// offset, the errors of a send, and those of the durability wait.
+    pub async fn send_back(&self, req: &SendBack) -> Result<SentBack, BrokerError> {
+        let (to, end) = self.send_back_now(req)?;
+        self.durable(end, Level::Replicated).await?;
+        Ok(to)
     }
 
     /// [`Broker::pull`] held as a long poll of at most `poll` while it finds no message.

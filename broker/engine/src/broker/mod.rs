@@ -6,6 +6,7 @@ mod consume;
 mod durable;
 mod failover;
 mod retention;
+mod retry;
 mod timer;
 mod transactions;
 
@@ -19,6 +20,7 @@ use thiserror::Error;
 pub use consume::{Consumer, Pulled, PROP_DLQ_ATTEMPTS, PROP_DLQ_DROPPED, PROP_DLQ_ORIGIN_TOPIC};
 pub use durable::{Outgoing, Sent};
 pub use retention::CleanReport;
+pub use retry::{SendBack, SentBack, PROP_DELAY_LEVEL, PROP_ORIGIN_MESSAGE_ID, PROP_RETRY_TOPIC};
 pub use transactions::{Check, CheckOutcome};
 
 use crate::config::{BrokerRole, Config};
@@ -139,6 +141,9 @@ pub struct SendOk {
     pub queue_id: u32,
     /// Its offset in that queue (0 for a scheduled message until it is delivered).
     pub queue_offset: u64,
+    /// CommitLog offset of the stored record (for a scheduled message, of its timer record; for
+    /// a transaction, of its half message): what an offset message id encodes.
+    pub physical_offset: u64,
 }
 
 /// One message handed to a consumer.
@@ -229,6 +234,8 @@ pub struct Broker {
     rotate: AtomicUsize,
     /// Per topic: the next queue a message without a message group goes to ([`ANY_QUEUE`]).
     send_rotation: Mutex<std::collections::HashMap<String, u32>>,
+    /// Queue locks of orderly pull consumers.
+    locks: crate::consume::locks::QueueLocks,
     /// Bumped when a message may have become available without a new one (FIFO acks, nacks to 0,
     /// dead letters, offset resets): wakes long polls.
     wakeups: tokio::sync::watch::Sender<u64>,
@@ -339,6 +346,7 @@ impl Broker {
             metrics,
             rotate: AtomicUsize::new(0),
             send_rotation: Mutex::new(std::collections::HashMap::new()),
+            locks: Default::default(),
             wakeups: tokio::sync::watch::channel(0).0,
             dispatched,
             flushed,
@@ -461,7 +469,7 @@ impl Broker {
     pub(crate) fn append_message(&self, rec: &mut Record, ty: MessageType) -> Result<(SendOk, u64), BrokerError> {
         self.check_send(rec, ty)?;
         let r = self.store.append(rec, true, RecordClass::Message)?;
-        Ok((SendOk { queue_id: rec.queue_id, queue_offset: r.queue_offset }, r.end))
+        Ok((SendOk { queue_id: rec.queue_id, queue_offset: r.queue_offset, physical_offset: r.physical_offset }, r.end))
     }
 
     /// The checks every send makes: disk not too full, properties within
@@ -513,6 +521,11 @@ impl Broker {
         let q = *next % n;
         *next = next.wrapping_add(1);
         q
+    }
+
+    /// The queue locks of orderly pull consumers (LOCK_BATCH_MQ).
+    pub fn queue_locks(&self) -> &crate::consume::locks::QueueLocks {
+        &self.locks
     }
 
     /// The broker's metrics (transaction counters among them).

@@ -46,7 +46,7 @@ impl Broker {
         let r = self.store.append(rec, false, RecordClass::Message)?;
         let key = (deliver_at_ms, r.physical_offset);
         t.add(key, r.size);
-        Ok((SendOk { queue_id, queue_offset: 0 }, r.end, timer::recall_handle(key)))
+        Ok((SendOk { queue_id, queue_offset: 0, physical_offset: r.physical_offset }, r.end, timer::recall_handle(key)))
     }
 
     /// Cancels a scheduled message of `topic` by its recall handle; returns its message id.

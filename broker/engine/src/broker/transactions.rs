@@ -46,14 +46,19 @@ impl Broker {
         let mut tx = self.tx.lock();
         let r = self.store.append(rec, true, RecordClass::Message)?;
         tx.add_half(rec, r.size, check_timing(&self.cfg));
-        Ok((SendOk { queue_id, queue_offset: r.queue_offset }, r.end, txn::transaction_id(r.queue_offset)))
+        Ok((
+            SendOk { queue_id, queue_offset: r.queue_offset, physical_offset: r.physical_offset },
+            r.end,
+            txn::transaction_id(r.queue_offset),
+        ))
     }
 
     /// Ends a transaction: `Some(Commit)` writes the real message and an op record, `Some(Rollback)`
     /// only the op record, `None` (unknown) leaves it open for the next check-back. A repeated
     /// COMMIT or ROLLBACK is answered without writing anything. Returns the CommitLog end to
     /// make durable and whether a message (the commit's) was written, if anything was. `reason` (`client` or
-    /// `check`) is kept in the op record. Errors: [`BrokerError::InvalidTransaction`] for an
+    /// `check`) is kept in the op record. An empty `topic` is not checked (RocketMQ 4.x Remoting
+    /// clients do not send it). Errors: [`BrokerError::InvalidTransaction`] for an
     /// unknown or mismatched transaction, [`BrokerError::TransactionConflict`] for an end that
     /// contradicts an earlier one, store errors.
     pub(crate) fn end_transaction_now(
@@ -81,7 +86,9 @@ impl Broker {
             .cloned()
             .ok_or_else(|| BrokerError::InvalidTransaction(format!("no open transaction {transaction_id}")))?;
         let stored = self.store.read_record(p.physical_offset, p.size)?;
-        if stored.properties.get(PROP_MSG_ID).map(String::as_str) != Some(message_id) || p.topic != topic {
+        if stored.properties.get(PROP_MSG_ID).map(String::as_str) != Some(message_id)
+            || (!topic.is_empty() && p.topic != topic)
+        {
             return Err(BrokerError::InvalidTransaction(format!(
                 "transaction {transaction_id} does not belong to message {message_id} of topic {topic}"
             )));

@@ -1,8 +1,9 @@
 //! Consumption: consumer group config, filters (TAG and SQL92), receipt handles, per-group
-//! progress (pop state), and dead-lettering.
+//! progress (pop state), queue locks of orderly consumers, and dead-lettering.
 
 pub mod filter;
 pub mod groups;
 pub mod handle;
+pub mod locks;
 pub mod sql;
 pub mod state;

@@ -1,0 +1,251 @@
+//! Serving Remoting connections: read frames, run each request as its own task (a long-polling
+//! pull must not hold up the sends behind it), write responses in any order (they carry their
+//! request's `opaque`), and send this server's own requests to a client (check-backs).
+//!
+//! A frame that does not decode closes its connection with a WARN naming the peer; nothing else
+//! is affected (RocketMQ's `NettyDecoder` closes the channel the same way).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::command::{Command, SerializeType, MAX_FRAME};
+
+/// Requests of one connection being served at once; the next waits (back-pressure on a client
+/// that pipelines, e.g. oneway sends).
+const IN_FLIGHT_PER_CONNECTION: usize = 1024;
+/// Frames queued for writing on one connection.
+const WRITE_QUEUE: usize = 1024;
+
+/// One client connection, shared by the tasks serving its requests.
+pub struct Connection {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Unique per process, for the client tables.
+    pub id: u64,
+    out: mpsc::Sender<Vec<u8>>,
+    /// The serialization of the client's last request: this server's requests use it.
+    ser: Mutex<SerializeType>,
+    next_opaque: AtomicI32,
+}
+
+impl Connection {
+    /// Queues a frame for the client; false if the connection is gone.
+    pub async fn send(&self, cmd: &Command) -> bool {
+        self.out.send(cmd.encode()).await.is_ok()
+    }
+
+    /// Sends a oneway request of `code` with `ext` header fields and `body` to the client, in the
+    /// serialization it speaks. False if the connection is gone.
+    pub async fn notify(&self, code: i32, ext: &[(&str, String)], body: Vec<u8>) -> bool {
+        self.send(&self.oneway(code, ext, body)).await
+    }
+
+    fn oneway(&self, code: i32, ext: &[(&str, String)], body: Vec<u8>) -> Command {
+        let opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed);
+        let mut cmd = Command::request(code, opaque, true, *self.ser.lock());
+        for (k, v) in ext {
+            cmd.put(k, v);
+        }
+        cmd.body = body;
+        cmd
+    }
+
+    /// As [`Connection::notify`] without waiting: false if the connection is gone or its write
+    /// queue is full.
+    pub fn try_notify(&self, code: i32, ext: &[(&str, String)], body: Vec<u8>) -> bool {
+        self.out.try_send(self.oneway(code, ext, body).encode()).is_ok()
+    }
+
+    /// True while the client is connected.
+    pub fn is_open(&self) -> bool {
+        !self.out.is_closed()
+    }
+}
+
+/// What a server does with requests: `handle` answers one (None for no answer: oneway requests
+/// get none anyway), `closed` is told when a connection ends.
+#[derive(Clone)]
+pub struct Processor {
+    /// Serves one request.
+    pub handle: Arc<Handler>,
+    /// Called once when a connection ends.
+    pub closed: Arc<dyn Fn(&Connection) + Send + Sync>,
+}
+
+/// Serves one request of a connection: the response, or None for none.
+pub type Handler = dyn Fn(Arc<Connection>, Command) -> BoxFuture<Option<Command>> + Send + Sync;
+
+/// A boxed future of a request handler.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts Remoting connections on `listener` until `stop` turns true.
+pub fn spawn_listener(listener: TcpListener, processor: Processor, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((stream, peer)) => spawn_connection(stream, peer, processor.clone()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "remoting accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            }
+        }
+    });
+}
+
+/// Longest a new connection on a shared port may stay silent before it is dropped.
+const SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts connections on a port that serves gRPC and Remoting both (the nameserver's): a
+/// connection whose first byte is `P` (the HTTP/2 preface) goes to the returned stream, for
+/// tonic; any other is served as Remoting (a frame's first byte is 0 below 16 MiB). Stops
+/// accepting when `stop` turns true.
+pub fn shared_port(
+    listener: TcpListener,
+    processor: Processor,
+    mut stop: watch::Receiver<bool>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TcpStream>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            };
+            let (tx, processor) = (tx.clone(), processor.clone());
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await {
+                    Ok(Ok(1)) if first[0] == b'P' => {
+                        let _ = stream.set_nodelay(true);
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Ok(1)) => spawn_connection(stream, peer, processor),
+                    _ => {} // closed, failed or silent
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Serves one accepted connection on its own tasks.
+pub fn spawn_connection(stream: TcpStream, peer: SocketAddr, processor: Processor) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    let conn = Arc::new(Connection {
+        peer,
+        id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
+        out: tx,
+        ser: Mutex::new(SerializeType::Json),
+        next_opaque: AtomicI32::new(1),
+    });
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Some(frame) = rx.recv().await {
+            buf.clear();
+            buf.extend_from_slice(&frame);
+            while let Ok(more) = rx.try_recv() {
+                buf.extend_from_slice(&more);
+                if buf.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let limit = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
+        loop {
+            let frame = match read_frame(&mut rd).await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "remoting connection closed: malformed frame");
+                    break;
+                }
+            };
+            let cmd = match Command::decode(&frame) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "remoting connection closed: malformed frame");
+                    break;
+                }
+            };
+            if cmd.is_response() {
+                continue; // answers to this server's oneway requests: nothing waits for them
+            }
+            *conn.ser.lock() = cmd.ser;
+            let Ok(permit) = limit.clone().acquire_owned().await else { break };
+            let (conn, handle) = (conn.clone(), processor.handle.clone());
+            tokio::spawn(async move {
+                let oneway = cmd.is_oneway();
+                let reply = handle(conn.clone(), cmd).await;
+                drop(permit);
+                if let (Some(reply), false) = (reply, oneway) {
+                    conn.send(&reply).await;
+                }
+            });
+        }
+        (processor.closed)(&conn);
+    });
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The length prefix is outside 4..=16 MiB.
+    #[error("frame length {0} outside 4..={MAX_FRAME}")]
+    Length(u32),
+    /// The connection failed or ended inside a frame.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one frame (without its length prefix); None at a clean end of stream. The buffer grows
+/// as bytes arrive, so a length that lies costs nothing until the bytes come.
+pub async fn read_frame(rd: &mut (impl AsyncRead + Unpin)) -> Result<Option<Vec<u8>>, ReadError> {
+    let mut len = [0u8; 4];
+    match rd.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let n = u32::from_be_bytes(len);
+    if !(4..=MAX_FRAME as u32).contains(&n) {
+        return Err(ReadError::Length(n));
+    }
+    let mut frame = Vec::with_capacity((n as usize).min(64 << 10));
+    let got = rd.take(n as u64).read_to_end(&mut frame).await?;
+    if got < n as usize {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("frame ends after {got} of {n} bytes"),
+        )
+        .into());
+    }
+    Ok(Some(frame))
+}

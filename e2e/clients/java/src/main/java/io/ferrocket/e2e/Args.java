@@ -1,0 +1,78 @@
+package io.ferrocket.e2e;
+
+import java.util.HashMap;
+import java.util.Map;
+import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
+import org.apache.rocketmq.common.consumer.ConsumeFromWhere;
+
+/** `--key value` and bare `--flag` arguments, JSON output lines and the consumer set-up, for the drivers. */
+final class Args {
+    private final Map<String, String> values = new HashMap<>();
+
+    Args(String[] argv) {
+        for (int i = 0; i < argv.length; i++) {
+            String k = argv[i].replaceFirst("^--", "");
+            boolean hasValue = i + 1 < argv.length && !argv[i + 1].startsWith("--");
+            values.put(k, hasValue ? argv[++i] : "true");
+        }
+    }
+
+    String get(String key, String dflt) {
+        return values.getOrDefault(key, dflt);
+    }
+
+    int getInt(String key, int dflt) {
+        return Integer.parseInt(get(key, Integer.toString(dflt)));
+    }
+
+    /** One JSON object from alternating keys and values (strings quoted, numbers as they are, maps as objects). */
+    static String json(Object... kv) {
+        StringBuilder b = new StringBuilder("{");
+        for (int i = 0; i < kv.length; i += 2) {
+            if (i > 0) b.append(',');
+            b.append(quote(kv[i].toString())).append(':');
+            Object v = kv[i + 1];
+            if (v instanceof Map) {
+                Map<?, ?> m = (Map<?, ?>) v;
+                Object[] inner = new Object[m.size() * 2];
+                int j = 0;
+                for (Map.Entry<?, ?> e : new java.util.TreeMap<>(m).entrySet()) {
+                    inner[j++] = e.getKey();
+                    inner[j++] = String.valueOf(e.getValue());
+                }
+                b.append(json(inner));
+            } else {
+                b.append(v instanceof Number || v instanceof Boolean ? v.toString() : quote(String.valueOf(v)));
+            }
+        }
+        return b.append('}').toString();
+    }
+
+    private static String quote(String s) {
+        StringBuilder b = new StringBuilder("\"");
+        for (char c : s.toCharArray()) {
+            if (c == '"' || c == '\\') b.append('\\').append(c);
+            else if (c < 0x20) b.append(String.format("\\u%04x", (int) c));
+            else b.append(c);
+        }
+        return b.append('"').toString();
+    }
+
+    /** A push consumer of `--group` (default `group`) on `--namesrv`, from the first offset. */
+    static DefaultMQPushConsumer pushConsumer(Args a, String group) {
+        DefaultMQPushConsumer c = new DefaultMQPushConsumer(a.get("group", group));
+        c.setNamesrvAddr(a.get("namesrv", "127.0.0.1:9876"));
+        c.setConsumeFromWhere(ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET);
+        // Its own client id: a broadcasting consumer keeps its offsets in ~/.rocketmq_offsets/<client id>,
+        // which with the default instance name would carry over from earlier runs.
+        c.setInstanceName("e2e-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
+        // Shutdown lets the listener threads finish, so the offsets it persists cover every message consumed.
+        c.setAwaitTerminationMillisWhenShutdown(10000);
+        return c;
+    }
+
+    static synchronized void emit(Object... kv) {
+        System.out.println(json(kv));
+        System.out.flush();
+    }
+}

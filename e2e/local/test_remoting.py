@@ -1,0 +1,286 @@
+"""RocketMQ Remoting: the official Java client (`rocketmq-client` 5.3.3 and 4.9.8) and the Go
+client (`rocketmq-client-go/v2`), unchanged, against real `ferrocket` processes: producers in
+every send mode, push consumers with retries through `%RETRY%<group>` to `%DLQ%<group>`, orderly
+and lite pull consumers, broadcasting, delay levels, transactions with check-back, SYNC_FLUSH
+under `kill -9`, a nameserver routing to two broker groups, and messages crossing between
+Remoting and gRPC clients with the same ids and properties.
+
+The drivers are `e2e/clients/java` (built by its build.sh) and `e2e/clients/go`; each prints one
+JSON line per message.
+"""
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import BIN, CLIENTS, admin, run_client, wait_for
+
+JAVA = CLIENTS / "java"
+GO = CLIENTS / "go" / "ferrocket-e2e-go"
+VERSIONS = ["5", "4"]
+# Every delay level 1 s: retries in tests come after seconds, not minutes.
+FAST_LEVELS = {"delay_levels": ["1s"] * 18}
+
+
+def java_cmd(cls, version="5", **opts):
+    """The command line of a Java driver; its class path is in an @argfile (it is long)."""
+    cp_file = JAVA / "target" / f"cp-{version}.txt"
+    assert cp_file.exists(), "the Java drivers are not built: run e2e/clients/java/build.sh"
+    argfile = JAVA / "target" / f"java-{version}.args"
+    argfile.write_text(f"-cp {JAVA / 'target' / f'classes-{version}'}:{cp_file.read_text().strip()}\n")
+    args = ["java", "-Xmx256m", f"@{argfile}", f"io.ferrocket.e2e.{cls}"]
+    for k, v in opts.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return args
+
+
+def lines(out):
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def java(cls, version="5", **opts):
+    """Runs one Java driver to its end (its own --timeout or --hold plus two minutes at most);
+    returns its JSON lines."""
+    limit = int(opts.get("timeout", opts.get("hold", 60))) + 120
+    p = subprocess.run(java_cmd(cls, version, **opts), capture_output=True, text=True, timeout=limit)
+    assert p.returncode == 0, f"{cls} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+    return lines(p.stdout)
+
+
+class Background:
+    """A driver running beside the test; its JSON lines are collected as they come."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.rows = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.rows.append(json.loads(line))
+
+    def wait(self, timeout):
+        self.proc.wait(timeout=timeout)
+        self.reader.join(10)
+        assert self.proc.returncode == 0, f"driver failed ({self.proc.returncode}): {self.proc.stderr.read()[-4000:]}"
+        return self.rows
+
+
+def go(role, **opts):
+    assert GO.exists(), "the Go driver is not built: go build in e2e/clients/go"
+    args = [str(GO), role]
+    for k, v in opts.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, f"go {role} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+    return lines(p.stdout)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_send_mode_then_a_push_consumer_gets_each_message_once(broker, version):
+    ns, topic = broker.namesrv, f"modes-{version}"
+    sent = []
+    for mode, n in [("sync", 300), ("async", 300), ("oneway", 100), ("batch", 300)]:
+        rows = java("Producer", version, namesrv=ns, topic=topic, mode=mode, count=n, body=mode)
+        assert rows[-1] == {"sent": n}, rows[-3:]
+        sent += [r["id"] for r in rows[:-1]]
+    assert len(set(sent)) == 1000
+    rows = java("PushConsumer", version, namesrv=ns, topic=topic, group=f"g-{version}", expect=1000, timeout=120)
+    got = [r["id"] for r in rows[:-1]]
+    assert rows[-1]["received"] == 1000, rows[-1]
+    assert sorted(got) == sorted(sent), "every message exactly once, by id"
+    # The group's offsets reached the broker: nothing is left to consume.
+    progress = admin(broker, "group", "describe", f"g-{version}")
+    assert sum(q["lag"] for q in progress["queues"] if q["topic"] == topic) == 0, progress
+
+
+def test_reconsume_later_goes_through_the_retry_topic_to_the_dlq(broker_factory):
+    b = broker_factory(**FAST_LEVELS)
+    sent = [r["id"] for r in java("Producer", namesrv=b.namesrv, topic="flaky", count=3)[:-1]]
+    rows = java("PushConsumer", namesrv=b.namesrv, topic="flaky", group="flaky-g", fail=100, max_reconsume=2,
+                until_deliveries=9, poll_namesrv_ms=1000, timeout=90)
+    deliveries = rows[:-1]
+    for id in sent:
+        mine = [d for d in deliveries if d["id"] == id]
+        assert [d["reconsumeTimes"] for d in mine] == [0, 1, 2], mine
+        assert [d["topic"] for d in mine] == ["flaky"] * 3, "the client restores the topic of a retried message"
+    # After maxReconsumeTimes the broker dead-letters it: readable from %DLQ%<group>.
+    dlq = java("PushConsumer", namesrv=b.namesrv, topic="%DLQ%flaky-g", group="dlq-reader", expect=3, timeout=60)
+    assert sorted(r["id"] for r in dlq[:-1]) == sorted(sent)
+    assert {r["reconsumeTimes"] for r in dlq[:-1]} == {3}
+    assert {r["props"].get("RETRY_TOPIC") for r in dlq[:-1]} == {"flaky"}
+    topics = {q["topic"]: q for q in admin(b, "group", "describe", "flaky-g")["queues"]}
+    assert topics["%RETRY%flaky-g"]["max_offset"] == 6, "two retry rounds of three messages went through %RETRY%"
+
+
+def test_delay_level_3_arrives_ten_seconds_after_the_send(broker):
+    consumer = Background(java_cmd("PushConsumer", namesrv=broker.namesrv, topic="later", group="later-g", expect=2,
+                                   timeout=90))
+    java("Producer", namesrv=broker.namesrv, topic="later", count=1, body="warm-up")
+    wait_for(lambda: any(r.get("body") == "warm-up-0" for r in consumer.rows), 60, "the consumer to be consuming")
+    sent = java("Producer", namesrv=broker.namesrv, topic="later", count=1, delay_level=3, body="delayed")[0]
+    rows = consumer.wait(60)
+    got = next(r for r in rows if r.get("id") == sent["id"])
+    late = got["at"] - sent["sentAt"]
+    assert 10_000 <= late <= 11_000, f"delay level 3 (10 s) arrived after {late} ms"
+
+
+def test_transactions_commit_roll_back_and_are_checked_back(broker_factory):
+    b = broker_factory(transaction_timeout_ms=1000, transaction_check_interval_ms=1000)
+    ns = b.namesrv
+    committed = [r["id"] for r in java("TxProducer", namesrv=ns, topic="tx", count=2, action="commit")[:-1]]
+    java("TxProducer", namesrv=ns, topic="tx", count=1, action="rollback", body="rolled-back")
+    # UNKNOW at first: the broker checks back over the producer group's connection.
+    rows = java("TxProducer", namesrv=ns, topic="tx", count=2, action="unknown", checker="commit", until_checks=2,
+                hold=60, body="checked")
+    checked = [r["id"] for r in rows if "id" in r]
+    assert sorted(r["checked"] for r in rows if "checked" in r) == sorted(checked)
+    rows = java("TxProducer", namesrv=ns, topic="tx", count=1, action="unknown", checker="rollback", until_checks=1,
+                hold=60, body="checked-rollback")
+    assert rows[-1]["checks"] >= 1
+    got = java("PushConsumer", namesrv=ns, topic="tx", group="tx-g", expect=4, timeout=60)
+    assert sorted(r["id"] for r in got[:-1]) == sorted(committed + checked)
+    assert not any(r["body"].startswith(("rolled-back", "checked-rollback")) for r in got[:-1])
+    assert admin(b, "tx", "list")["open"] == 0
+
+
+def test_an_orderly_consumer_keeps_queue_order_through_a_failure(broker):
+    java("Producer", namesrv=broker.namesrv, topic="ordered", count=40)
+    rows = java("OrderlyConsumer", namesrv=broker.namesrv, topic="ordered", group="ordered-g", expect=40,
+                fail_index=5, timeout=60)
+    assert rows[-1]["received"] == 40
+    per_queue = {}
+    for r in rows[:-1]:
+        per_queue.setdefault(r["queue"], []).append(r["offset"])
+    for q, offsets in per_queue.items():
+        assert offsets == sorted(offsets), f"queue {q} out of order: {offsets}"
+    assert [r["index"] for r in rows[:-1]].count("5") == 2, "the failed message came again, before the next"
+
+
+@pytest.mark.parametrize("mode", ["subscribe", "assign"])
+def test_lite_pull_consumer(broker, mode):
+    sent = [r["id"] for r in java("Producer", namesrv=broker.namesrv, topic=f"lite-{mode}", count=50)[:-1]]
+    rows = java("LitePullConsumer", namesrv=broker.namesrv, topic=f"lite-{mode}", group=f"lite-{mode}-g", mode=mode,
+                expect=50, timeout=60)
+    assert sorted(r["id"] for r in rows[:-1]) == sorted(sent)
+
+
+def test_broadcasting_consumers_each_get_every_message(broker):
+    sent = [r["id"] for r in java("Producer", namesrv=broker.namesrv, topic="bcast", count=20)[:-1]]
+    consumers = [Background(java_cmd("PushConsumer", namesrv=broker.namesrv, topic="bcast", group="bcast-g",
+                                     broadcast="true", expect=20, timeout=60)) for _ in range(2)]
+    for c in consumers:
+        rows = c.wait(90)
+        assert sorted(r["id"] for r in rows[:-1]) == sorted(sent)
+
+
+def test_messages_cross_between_remoting_and_grpc_clients(broker):
+    # Java over Remoting -> Python over gRPC.
+    sent = java("Producer", namesrv=broker.namesrv, topic="cross", count=20, tag="TagJ", keys="jk-")[:-1]
+    got = run_client("python", "receive", broker, topic="cross", group="cross-py", count=20, timeout=30)
+    by_id = {r["id"]: r for r in got}
+    assert sorted(by_id) == sorted(r["id"] for r in sent)
+    for s in sent:
+        r = by_id[s["id"]]
+        assert r["tag"] == "TagJ" and r["props"]["index"] == str(int(r["body"].split("-")[-1]))
+        assert r["keys"] == [f"jk-{r['body'].split('-')[-1]}"]
+    # Python over gRPC -> Java over Remoting.
+    py = run_client("python", "send", broker, topic="cross-back", count=20)
+    rows = java("PushConsumer", namesrv=broker.namesrv, topic="cross-back", group="cross-java", expect=20, timeout=60)
+    got = {r["id"]: r for r in rows[:-1]}
+    assert sorted(got) == sorted(r["id"] for r in py)
+    for p in py:
+        r = got[p["id"]]
+        assert (r["tags"], r["body"], r["keys"]) == (p["tag"], p["body"], p["keys"][0])
+        assert r["props"]["origin"] == "python" and r["props"]["i"] == p["body"].split("-")[-1]
+
+
+def test_sync_flush_kill9_loses_no_acknowledged_send(broker_factory):
+    b = broker_factory(flush_disk_type="sync")
+    producer = Background(java_cmd("Producer", namesrv=b.namesrv, topic="durable", count=100000, send_timeout_ms=2000))
+    wait_for(lambda: len(producer.rows) >= 300, 60, "300 acknowledged sends")
+    b.kill9()
+    acked = [r["id"] for r in list(producer.rows) if "id" in r]
+    producer.proc.kill()
+    b.start()
+    rows = java("PushConsumer", namesrv=b.namesrv, topic="durable", group="after-crash", expect=len(acked), timeout=90)
+    assert set(acked) <= {r["id"] for r in rows[:-1]}, "an acknowledged send was lost"
+
+
+def test_a_nameserver_routes_remoting_clients_to_two_broker_groups(broker_factory):
+    ns = broker_factory(mode="namesrv")
+    groups = [broker_factory(mode="broker", broker_name=f"g{i}", namesrv_addrs=[ns.endpoint], auto_create_topic=True,
+                             heartbeat_interval_ms=1000) for i in range(2)]
+    for g in groups:
+        subprocess.run([str(BIN), "topic", "create", "spread", "--queues", "2", "--server", g.endpoint], check=True,
+                       capture_output=True, timeout=30)
+    status = json.loads(subprocess.run([str(BIN), "cluster", "status", "--namesrv", ns.endpoint, "--json"],
+                                       capture_output=True, text=True, check=True, timeout=30).stdout)
+    assert sorted(b["remoting_endpoint"] for b in status["brokers"]) == sorted(g.remoting for g in groups), status
+
+    def both_serve_spread():
+        st = json.loads(subprocess.run([str(BIN), "cluster", "status", "--namesrv", ns.endpoint, "--json"],
+                                       capture_output=True, text=True, check=True, timeout=30).stdout)
+        return sum(any(t["name"] == "spread" for t in b["topics"]) for b in st["brokers"]) == 2
+    wait_for(both_serve_spread, 30, "both groups to register topic spread")
+    rows = java("Producer", namesrv=ns.endpoint, topic="spread", count=40)
+    sent = [r["id"] for r in rows[:-1]]
+    # An offset message id begins with its broker's address (8 bytes of hex).
+    hosts = {r["offsetMsgId"][:16] for r in rows[:-1]}
+    assert len(hosts) == 2, "the producer spread its sends over both broker groups"
+    got = java("PushConsumer", namesrv=ns.endpoint, topic="spread", group="spread-g", expect=40, timeout=90)
+    assert sorted(r["id"] for r in got[:-1]) == sorted(sent)
+
+
+def test_the_go_client_produces_consumes_and_answers_check_backs(broker_factory):
+    b = broker_factory(transaction_timeout_ms=1000, transaction_check_interval_ms=1000)
+    sent = []
+    for mode in ["sync", "async"]:
+        rows = go("producer", namesrv=b.namesrv, topic="go", count=10, mode=mode)
+        assert rows[-1] == {"sent": 10}, rows[-3:]
+        sent += [r["id"] for r in rows[:-1]]
+    rows = go("consumer", namesrv=b.namesrv, topic="go", group="go-g", count=20, timeout=60)
+    assert sorted({r["id"] for r in rows[:-1]}) == sorted(sent)
+    rows = go("txproducer", namesrv=b.namesrv, topic="go-tx", count=2, action="unknown", checker="commit", hold=60)
+    assert rows[-1]["checks"] >= 2, rows
+    ids = [r["id"] for r in rows if "id" in r]
+    got = go("consumer", namesrv=b.namesrv, topic="go-tx", group="go-tx-g", count=2, timeout=60)
+    assert sorted(r["id"] for r in got[:-1]) == sorted(ids)
+
+
+def test_a_spring_boot_application_sends_and_listens(broker):
+    cp = (CLIENTS / "spring" / "target" / "cp-boot.txt")
+    assert cp.exists(), "the Spring application is not built: run e2e/clients/java/build.sh"
+    argfile = CLIENTS / "spring" / "target" / "java.args"
+    argfile.write_text(f"-cp {CLIENTS / 'spring' / 'target' / 'classes-boot'}:{cp.read_text().strip()}\n")
+    p = subprocess.run(["java", "-Xmx256m", f"@{argfile}", "io.ferrocket.e2e.spring.App",
+                        f"--rocketmq.name-server={broker.namesrv}", "--e2e.topic=spring", "--e2e.count=10",
+                        "--e2e.timeout=90"], capture_output=True, text=True, timeout=180)
+    rows = lines(p.stdout)
+    assert p.returncode == 0, f"{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    assert sorted(r["sent"] for r in rows if "sent" in r) == sorted(r["received"] for r in rows if "received" in r
+                                                                    and isinstance(r["received"], str))
+
+
+def test_the_cpp_client_produces_and_consumes(broker):
+    python = CLIENTS / "cpp" / ".venv" / "bin" / "python"
+    assert python.exists(), "the C++ client venv is missing: ./scripts/test creates it"
+
+    def cpp(*args):
+        p = subprocess.run([str(python), str(CLIENTS / "cpp" / "client.py"), *args, "--namesrv", broker.namesrv],
+                           capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, f"{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+        return lines(p.stdout)
+
+    sent = cpp("send", "--topic", "cpp", "--count", "10")
+    got = cpp("consume", "--topic", "cpp", "--group", "cpp-g", "--count", "10", "--timeout", "90")
+    assert got[-1] == {"received": 10}
+    assert sorted(r["id"] for r in got[:-1]) == sorted(r["id"] for r in sent)
+    assert {(r["tags"], r["index"]) for r in got[:-1]} == {("TagC", str(i)) for i in range(10)}
+    # And a Java consumer reads what the C++ producer sent, with the same ids.
+    rows = java("PushConsumer", namesrv=broker.namesrv, topic="cpp", group="cpp-java", expect=10, timeout=60)
+    assert sorted(r["id"] for r in rows[:-1]) == sorted(r["id"] for r in sent)
