@@ -59,37 +59,30 @@ pub fn spawn(
 /// of its topic, else to a Remoting connection of its producer group; at most
 /// [`MAX_CHECKS_PER_PRODUCER_PER_TICK`] per producer (`sent` counts this tick's).
 fn deliver(clients: &Clients, remoting: &RemotingBroker, sent: &mut HashMap<String, usize>, c: &Check) -> CheckOutcome {
-    let Some((id, session)) = clients.producer_for(&c.client_id, &c.topic) else {
-        let Some((group, conn)) = crate::remoting::txn::producer_of(remoting, c) else {
+    // The producer, and how to hand it the check without waiting (false: its queue is full).
+    let (producer, send): (String, Box<dyn FnOnce() -> bool + '_>) =
+        if let Some((id, session)) = clients.producer_for(&c.client_id, &c.topic) {
+            let cmd = TelemetryCommand {
+                status: None,
+                command: Some(Command::RecoverOrphanedTransactionCommand(RecoverOrphanedTransactionCommand {
+                    message: Some(record_to_wire(&c.message, None, "")),
+                    transaction_id: c.transaction_id.clone(),
+                })),
+            };
+            (id, Box::new(move || session.tx.try_send(Ok(cmd)).is_ok()))
+        } else if let Some((group, conn)) = crate::remoting::txn::producer_of(remoting, c) {
+            (group, Box::new(move || crate::remoting::txn::check_back(remoting, &conn, c)))
+        } else {
             tracing::debug!(transaction = %c.transaction_id, topic = %c.topic, "no live producer to check back with");
             return CheckOutcome::NoProducer;
         };
-        let n = sent.entry(group).or_default();
-        if *n >= MAX_CHECKS_PER_PRODUCER_PER_TICK {
-            return CheckOutcome::Deferred;
-        }
-        if !crate::remoting::txn::check_back(remoting, &conn, c) {
-            return CheckOutcome::Deferred;
-        }
-        *n += 1;
-        return CheckOutcome::Sent;
-    };
-    let n = sent.entry(id.clone()).or_default();
+    let n = sent.entry(producer).or_default();
     if *n >= MAX_CHECKS_PER_PRODUCER_PER_TICK {
         return CheckOutcome::Deferred;
     }
-    let cmd = TelemetryCommand {
-        status: None,
-        command: Some(Command::RecoverOrphanedTransactionCommand(RecoverOrphanedTransactionCommand {
-            message: Some(record_to_wire(&c.message, None, "")),
-            transaction_id: c.transaction_id.clone(),
-        })),
-    };
-    match session.tx.try_send(Ok(cmd)) {
-        Ok(()) => {
-            *n += 1;
-            CheckOutcome::Sent
-        }
-        Err(_) => CheckOutcome::Deferred, // the stream is full: ask again next tick
+    if !send() {
+        return CheckOutcome::Deferred; // the stream or connection is full: ask again next tick
     }
+    *n += 1;
+    CheckOutcome::Sent
 }

@@ -14,9 +14,7 @@ use ferrocket::remoting::command::{Command, SerializeType, MAX_FRAME};
 use proptest::prelude::*;
 
 fn request(code: i32, opaque: i32, ser: SerializeType) -> Command {
-    let mut c = Command::request(code, opaque, false, ser);
-    c.language = "JAVA".into();
-    c
+    Command::request(code, opaque, false, ser)
 }
 
 proptest! {
@@ -127,9 +125,7 @@ fn garbage_connections_are_closed_and_other_clients_are_served() {
     assert!(r.remark.unwrap_or_default().contains("topic"));
 
     // Oneway: no answer. The next reply on the connection is the next request's.
-    let mut oneway = Command::request(9999, 14, true, SerializeType::Json);
-    oneway.language = "JAVA".into();
-    good.write_all(&oneway.encode()).unwrap();
+    good.write_all(&Command::request(9999, 14, true, SerializeType::Json).encode()).unwrap();
     let mut q = request(GET_MIN_OFFSET, 15, SerializeType::Json);
     q.put("topic", "nothing").put("queueId", 0);
     assert_eq!(roundtrip(&mut good, &q).opaque, 15);

@@ -17,20 +17,26 @@ import pytest
 
 from conftest import BIN, CLIENTS, admin, run_client, wait_for
 
-JAVA = CLIENTS / "java"
 GO = CLIENTS / "go" / "ferrocket-e2e-go"
 VERSIONS = ["5", "4"]
 # Every delay level 1 s: retries in tests come after seconds, not minutes.
 FAST_LEVELS = {"delay_levels": ["1s"] * 18}
 
 
+def jvm(project, build):
+    """`java` with the class path of one build of `project` (by e2e/clients/java/build.sh) in an
+    @argfile (it is long)."""
+    target = CLIENTS / project / "target"
+    cp_file = target / f"cp-{build}.txt"
+    assert cp_file.exists(), f"{project} is not built: run e2e/clients/java/build.sh"
+    argfile = target / f"java-{build}.args"
+    argfile.write_text(f"-cp {target / f'classes-{build}'}:{cp_file.read_text().strip()}\n")
+    return ["java", "-Xmx256m", f"@{argfile}"]
+
+
 def java_cmd(cls, version="5", **opts):
-    """The command line of a Java driver; its class path is in an @argfile (it is long)."""
-    cp_file = JAVA / "target" / f"cp-{version}.txt"
-    assert cp_file.exists(), "the Java drivers are not built: run e2e/clients/java/build.sh"
-    argfile = JAVA / "target" / f"java-{version}.args"
-    argfile.write_text(f"-cp {JAVA / 'target' / f'classes-{version}'}:{cp_file.read_text().strip()}\n")
-    args = ["java", "-Xmx256m", f"@{argfile}", f"io.ferrocket.e2e.{cls}"]
+    """The command line of a Java driver built against client `version` (5 or 4)."""
+    args = [*jvm("java", version), f"io.ferrocket.e2e.{cls}"]
     for k, v in opts.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     return args
@@ -253,11 +259,7 @@ def test_the_go_client_produces_consumes_and_answers_check_backs(broker_factory)
 
 
 def test_a_spring_boot_application_sends_and_listens(broker):
-    cp = (CLIENTS / "spring" / "target" / "cp-boot.txt")
-    assert cp.exists(), "the Spring application is not built: run e2e/clients/java/build.sh"
-    argfile = CLIENTS / "spring" / "target" / "java.args"
-    argfile.write_text(f"-cp {CLIENTS / 'spring' / 'target' / 'classes-boot'}:{cp.read_text().strip()}\n")
-    p = subprocess.run(["java", "-Xmx256m", f"@{argfile}", "io.ferrocket.e2e.spring.App",
+    p = subprocess.run([*jvm("spring", "boot"), "io.ferrocket.e2e.spring.App",
                         f"--rocketmq.name-server={broker.namesrv}", "--e2e.topic=spring", "--e2e.count=10",
                         "--e2e.timeout=90"], capture_output=True, text=True, timeout=180)
     rows = lines(p.stdout)

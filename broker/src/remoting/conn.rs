@@ -88,15 +88,20 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// Accepts Remoting connections on `listener` until `stop` turns true.
-pub fn spawn_listener(listener: TcpListener, processor: Processor, mut stop: watch::Receiver<bool>) {
+/// Calls `accepted` with every connection `listener` accepts, until `stop` turns true. A failed
+/// accept (such as running out of file descriptors) is logged and retried after 100 ms.
+fn accept_loop(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    mut accepted: impl FnMut(TcpStream, SocketAddr) + Send + 'static,
+) {
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
-                    Ok((stream, peer)) => spawn_connection(stream, peer, processor.clone()),
+                    Ok((stream, peer)) => accepted(stream, peer),
                     Err(e) => {
-                        tracing::warn!(error = %e, "remoting accept failed");
+                        tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     }
                 },
@@ -104,6 +109,11 @@ pub fn spawn_listener(listener: TcpListener, processor: Processor, mut stop: wat
             }
         }
     });
+}
+
+/// Accepts Remoting connections on `listener` until `stop` turns true.
+pub fn spawn_listener(listener: TcpListener, processor: Processor, stop: watch::Receiver<bool>) {
+    accept_loop(listener, stop, move |stream, peer| spawn_connection(stream, peer, processor.clone()));
 }
 
 /// Longest a new connection on a shared port may stay silent before it is dropped.
@@ -116,35 +126,22 @@ const SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub fn shared_port(
     listener: TcpListener,
     processor: Processor,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TcpStream>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-            };
-            let (tx, processor) = (tx.clone(), processor.clone());
-            tokio::spawn(async move {
-                let mut first = [0u8; 1];
-                match tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await {
-                    Ok(Ok(1)) if first[0] == b'P' => {
-                        let _ = stream.set_nodelay(true);
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Ok(1)) => spawn_connection(stream, peer, processor),
-                    _ => {} // closed, failed or silent
+    accept_loop(listener, stop, move |stream, peer| {
+        let (tx, processor) = (tx.clone(), processor.clone());
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == b'P' => {
+                    let _ = stream.set_nodelay(true);
+                    let _ = tx.send(Ok(stream)).await;
                 }
-            });
-        }
+                Ok(Ok(1)) => spawn_connection(stream, peer, processor),
+                _ => {} // closed, failed or silent
+            }
+        });
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }

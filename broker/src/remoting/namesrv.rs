@@ -118,8 +118,23 @@ fn addrs(g: &GroupRoute) -> Vec<(u32, String)> {
         .collect()
 }
 
-fn cluster_of(g: &GroupRoute) -> String {
-    g.brokers.first().map(|b| b.cluster.clone()).filter(|c| !c.is_empty()).unwrap_or_else(|| "DefaultCluster".into())
+/// A broker's cluster name; a registration without one (an older broker) is RocketMQ's default.
+fn cluster_of(b: &BrokerInfo) -> &str {
+    if b.cluster.is_empty() {
+        "DefaultCluster"
+    } else {
+        &b.cluster
+    }
+}
+
+/// BrokerData (`route/BrokerData.java`): one broker group's addresses by broker id.
+fn broker_data_json(name: &str, cluster: &str, addrs: &[(u32, String)], quote: bool) -> String {
+    format!(
+        "{{\"brokerAddrs\":{},\"brokerName\":{},\"cluster\":{},\"enableActingMaster\":false}}",
+        id_map(addrs, quote),
+        Value::String(name.to_string()),
+        Value::String(cluster.to_string()),
+    )
 }
 
 /// TopicRouteData (`route/TopicRouteData.java`) for `groups`, compact JSON.
@@ -131,12 +146,8 @@ pub fn route_json(groups: &[GroupRoute], quote: bool) -> String {
         if a.is_empty() {
             continue;
         }
-        brokers.push(format!(
-            "{{\"brokerAddrs\":{},\"brokerName\":{},\"cluster\":{},\"enableActingMaster\":false}}",
-            id_map(&a, quote),
-            Value::String(g.broker_name.clone()),
-            Value::String(cluster_of(g)),
-        ));
+        // `a` is not empty, so neither is the group.
+        brokers.push(broker_data_json(&g.broker_name, cluster_of(&g.brokers[0]), &a, quote));
         let t = g.topic.clone().unwrap_or_default();
         queues.push(
             json!({
@@ -162,8 +173,7 @@ fn cluster_info_json(brokers: &[(BrokerInfo, Vec<String>)], quote: bool) -> Stri
     type Group = (String, Vec<(u32, String)>);
     let mut groups: BTreeMap<&str, Group> = BTreeMap::new();
     for (b, _) in brokers.iter().filter(|(b, _)| !b.remoting_endpoint.is_empty()) {
-        let cluster = if b.cluster.is_empty() { "DefaultCluster".to_string() } else { b.cluster.clone() };
-        let e = groups.entry(&b.broker_name).or_insert_with(|| (cluster, Vec::new()));
+        let e = groups.entry(&b.broker_name).or_insert_with(|| (cluster_of(b).to_string(), Vec::new()));
         e.1.push((b.broker_id, b.remoting_endpoint.clone()));
     }
     let mut clusters: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -171,13 +181,7 @@ fn cluster_info_json(brokers: &[(BrokerInfo, Vec<String>)], quote: bool) -> Stri
         .iter()
         .map(|(name, (cluster, addrs))| {
             clusters.entry(cluster.as_str()).or_default().push(name);
-            format!(
-                "{}:{{\"brokerAddrs\":{},\"brokerName\":{},\"cluster\":{},\"enableActingMaster\":false}}",
-                Value::String(name.to_string()),
-                id_map(addrs, quote),
-                Value::String(name.to_string()),
-                Value::String(cluster.clone())
-            )
+            format!("{}:{}", Value::String(name.to_string()), broker_data_json(name, cluster, addrs, quote))
         })
         .collect();
     format!("{{\"brokerAddrTable\":{{{}}},\"clusterAddrTable\":{}}}", table.join(","), json!(clusters))
