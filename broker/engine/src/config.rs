@@ -426,28 +426,34 @@ mod tests {
         });
     }
 
+    /// Loads `text` as the config file alone. It runs in a `Jail` because `Config::load` reads
+    /// the process environment, which another test's jail may be setting at the same moment.
+    #[allow(clippy::result_large_err)]
+    fn load_file(text: &str) -> anyhow::Result<Config> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("f.toml", text)?;
+            let file = jail.directory().join("f.toml");
+            out = Some(Config::load(Config::default(), Some(&file), &Overrides::default()));
+            Ok(())
+        });
+        out.unwrap()
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("f.toml");
-        std::fs::write(&file, "no_such_key = 1\n").unwrap();
-        let err = Config::load(Config::default(), Some(&file), &Overrides::default()).unwrap_err();
+        let err = load_file("no_such_key = 1\n").unwrap_err();
         assert!(err.to_string().contains("no_such_key"), "{err}");
-        std::fs::write(&file, "default_queue_count = 0\n").unwrap();
-        let err = Config::load(Config::default(), Some(&file), &Overrides::default()).unwrap_err();
+        let err = load_file("default_queue_count = 0\n").unwrap_err();
         assert!(err.to_string().contains("default_queue_count"), "{err}");
     }
 
     #[test]
     fn closed_sets_parse_their_values_and_refuse_others_naming_the_allowed_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("f.toml");
         // What the operator renders for a SYNC group's slave.
-        std::fs::write(&file, "replication = \"sync\"\nbroker_role = \"slave\"\nflush_disk_type = \"sync\"\n").unwrap();
-        let cfg = Config::load(Config::default(), Some(&file), &Overrides::default()).unwrap();
+        let cfg = load_file("replication = \"sync\"\nbroker_role = \"slave\"\nflush_disk_type = \"sync\"\n").unwrap();
         assert_eq!((cfg.replication, cfg.broker_role), (Replication::Sync, BrokerRole::Slave));
-        std::fs::write(&file, "replication = \"SYNC\"\n").unwrap();
-        let err = format!("{:#}", Config::load(Config::default(), Some(&file), &Overrides::default()).unwrap_err());
+        let err = format!("{:#}", load_file("replication = \"SYNC\"\n").unwrap_err());
         assert!(err.contains("replication") && err.contains("`async`") && err.contains("`sync`"), "{err}");
     }
 }
