@@ -12,12 +12,15 @@ import json
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import BIN, CLIENTS, admin, run_client, wait_for
+from conftest import BIN, CLIENTS, admin, client_args, run_client, wait_for
 
 GO = CLIENTS / "go" / "ferrocket-e2e-go"
+# Built by scripts/test into the cache (its dependency tree takes minutes to build cold).
+RUST = Path.home() / ".cache" / "ferrocket" / "rust-remoting" / "release" / "ferrocket-e2e-rust-remoting"
 VERSIONS = ["5", "4"]
 # Every delay level 1 s: retries in tests come after seconds, not minutes.
 FAST_LEVELS = {"delay_levels": ["1s"] * 18}
@@ -78,11 +81,21 @@ class Background:
 
 def go(role, **opts):
     assert GO.exists(), "the Go driver is not built: go build in e2e/clients/go"
-    args = [str(GO), role]
+    return native(GO, role, **opts)
+
+
+def rust(role, **opts):
+    assert RUST.exists(), "the rocketmq-client-rust driver is not built: ./scripts/test builds it"
+    return native(RUST, role, **opts)
+
+
+def native(binary, role, **opts):
+    """Runs a Go or Rust driver binary to its end; returns its JSON lines."""
+    args = [str(binary), role]
     for k, v in opts.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     p = subprocess.run(args, capture_output=True, text=True, timeout=180)
-    assert p.returncode == 0, f"go {role} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+    assert p.returncode == 0, f"{binary.name} {role} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
     return lines(p.stdout)
 
 
@@ -205,6 +218,52 @@ def test_messages_cross_between_remoting_and_grpc_clients(broker):
         assert r["props"]["origin"] == "python" and r["props"]["i"] == p["body"].split("-")[-1]
 
 
+def test_a_pop_consumer_is_assigned_pops_acks_and_retries_by_invisible_time(broker):
+    # clientRebalance=false: QUERY_ASSIGNMENT, then POP_MESSAGE / ACK_MESSAGE, and for
+    # RECONSUME_LATER a CHANGE_MESSAGE_INVISIBLETIME (10 s, the client's first pop delay level).
+    sent = [r["id"] for r in java("Producer", namesrv=broker.namesrv, topic="popped", count=5)[:-1]]
+    rows = java("PushConsumer", namesrv=broker.namesrv, topic="popped", group="pop-g", pop=True, fail=1, expect=5,
+                timeout=90)
+    assert rows[-1]["received"] == 5, rows[-1]
+    for id in sent:
+        mine = [r for r in rows[:-1] if r["id"] == id]
+        assert [r["reconsumeTimes"] for r in mine] == [0, 1], mine
+        assert mine[1]["at"] - mine[0]["at"] >= 9_000, "redelivered after the changed invisible time, not at once"
+        assert mine[0]["props"]["POP_CK"].split(" ")[5] == "broker-a", "POP_CK names the broker the ack goes to"
+    progress = admin(broker, "group", "describe", "pop-g")
+    assert sum(q["lag"] for q in progress["queues"] if q["topic"] == "popped") == 0, progress
+
+
+def test_a_group_shared_by_a_java_pop_consumer_and_a_python_grpc_consumer_gets_each_message_once(broker):
+    total = 300
+    java_c = Background(java_cmd("PushConsumer", namesrv=broker.namesrv, topic="mixed", group="mixed-g", pop=True,
+                                 expect=total, timeout=150))
+    py_c = Background(client_args("python", "push", broker, topic="mixed", group="mixed-g", count=total, timeout=150))
+    try:
+        def by_whom():
+            return ({r["id"] for r in java_c.rows if "id" in r}, {r["id"] for r in py_c.rows if "id" in r})
+
+        # Both members are consuming before the bulk of the messages goes out.
+        sent = []
+        deadline = time.monotonic() + 90
+        while not all(by_whom()):
+            assert time.monotonic() < deadline, f"both members consuming: {[len(s) for s in by_whom()]}"
+            sent += [r["id"] for r in java("Producer", namesrv=broker.namesrv, topic="mixed", count=10)[:-1]]
+            wait_for(lambda: len(set.union(*by_whom())) >= len(sent) or all(by_whom()), 30, "the round to arrive")
+        sent += [r["id"] for r in java("Producer", namesrv=broker.namesrv, topic="mixed", count=total - len(sent))[:-1]]
+        wait_for(lambda: set.union(*by_whom()) >= set(sent), 90, "every message at one member or the other")
+        time.sleep(2)  # a window for a duplicate to show
+        java_ids, py_ids = by_whom()
+        deliveries = [r["id"] for r in java_c.rows + py_c.rows if "id" in r]
+        assert sorted(deliveries) == sorted(sent), "every message exactly once across the two protocols"
+        assert java_ids and py_ids, "both members consumed"
+        progress = admin(broker, "group", "describe", "mixed-g")
+        assert sum(q["lag"] for q in progress["queues"] if q["topic"] == "mixed") == 0, progress
+    finally:
+        for c in (java_c, py_c):
+            c.proc.kill()
+
+
 def test_sync_flush_kill9_loses_no_acknowledged_send(broker_factory):
     b = broker_factory(flush_disk_type="sync")
     producer = Background(java_cmd("Producer", namesrv=b.namesrv, topic="durable", count=100000, send_timeout_ms=2000))
@@ -266,6 +325,22 @@ def test_a_spring_boot_application_sends_and_listens(broker):
     assert p.returncode == 0, f"{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     assert sorted(r["sent"] for r in rows if "sent" in r) == sorted(r["received"] for r in rows if "received" in r
                                                                     and isinstance(r["received"], str))
+
+
+def test_the_rust_client_produces_and_push_consumes_by_pull_and_by_pop(broker):
+    sent = rust("send", namesrv=broker.namesrv, topic="rusty", count=10)
+    assert sent[-1] == {"sent": 10}
+    ids = sorted(r["id"] for r in sent[:-1])
+    for group, pop in [("rust-pull", {}), ("rust-pop", {"pop": "true"})]:
+        got = rust("push", namesrv=broker.namesrv, topic="rusty", group=group, expect=10, timeout=90, **pop)
+        assert got[-1] == {"received": 10}, got[-3:]
+        assert sorted({r["id"] for r in got[:-1]}) == ids, group
+        assert {(r["tags"], r["topic"]) for r in got[:-1]} == {("TagR", "rusty")}
+        lag = admin(broker, "group", "describe", group)["queues"]
+        assert sum(q["lag"] for q in lag if q["topic"] == "rusty") == 0, (group, lag)
+    # And a Java consumer reads what the Rust producer sent, with the same ids.
+    rows = java("PushConsumer", namesrv=broker.namesrv, topic="rusty", group="rust-java", expect=10, timeout=60)
+    assert sorted(r["id"] for r in rows[:-1]) == ids
 
 
 def test_the_cpp_client_produces_and_consumes(broker):

@@ -413,7 +413,8 @@ mod tests {
             to_record(&msg(), &Config::default(), "1.2.3.4:5").unwrap();
         assert_eq!((ty, deliver_at_ms), (MessageType::Normal, None));
         rec.queue_offset = 7;
-        let d = Delivery { record: rec, receipt_handle: "h".into(), attempt: 1, invisible_ms: 30_000 };
+        let d =
+            Delivery { record: rec, receipt_handle: "h".into(), attempt: 1, invisible_ms: 30_000, visible_at_ms: 0 };
         let w = to_wire(&d, "ns");
         let sp = w.system_properties.unwrap();
         assert_eq!(sp.message_id, "01ABC");

@@ -101,6 +101,11 @@ async fn handle(rb: &RemotingBroker, conn: &Arc<Connection>, req: &Command) -> C
     let r = match req.code {
         SEND_MESSAGE | SEND_MESSAGE_V2 | SEND_BATCH_MESSAGE => super::send::send(rb, conn, req).await,
         PULL_MESSAGE | LITE_PULL_MESSAGE => super::pull::pull(rb, req).await,
+        QUERY_ASSIGNMENT => super::pop::query_assignment(rb, req),
+        POP_MESSAGE => super::pop::pop(rb, req).await,
+        ACK_MESSAGE => super::pop::ack(rb, req).await,
+        BATCH_ACK_MESSAGE => super::pop::batch_ack(rb, req).await,
+        CHANGE_MESSAGE_INVISIBLETIME => super::pop::change_invisible(rb, req),
         HEART_BEAT => heartbeat(rb, conn, req),
         UNREGISTER_CLIENT => unregister(rb, req),
         GET_CONSUMER_LIST_BY_GROUP => consumer_list(rb, req),

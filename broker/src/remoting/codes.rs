@@ -51,6 +51,16 @@ pub const SEND_MESSAGE_V2: i32 = 310;
 pub const SEND_BATCH_MESSAGE: i32 = 320;
 /// LITE_PULL_MESSAGE (5.x DefaultLitePullConsumer).
 pub const LITE_PULL_MESSAGE: i32 = 361;
+/// QUERY_ASSIGNMENT: a 5.x consumer with `clientRebalance=false` asks the broker for its queues.
+pub const QUERY_ASSIGNMENT: i32 = 400;
+/// POP_MESSAGE (5.x pop consumers). Above `i16::MAX`: JSON serialization only (REMOTING.md).
+pub const POP_MESSAGE: i32 = 200050;
+/// ACK_MESSAGE: acks one popped message by its `extraInfo`.
+pub const ACK_MESSAGE: i32 = 200051;
+/// BATCH_ACK_MESSAGE: acks of several popped messages, per queue a bit set of offsets.
+pub const BATCH_ACK_MESSAGE: i32 = 200151;
+/// CHANGE_MESSAGE_INVISIBLETIME: a popped message's new invisible time (RECONSUME_LATER).
+pub const CHANGE_MESSAGE_INVISIBLETIME: i32 = 200053;
 
 /// SUCCESS.
 pub const SUCCESS: i32 = 0;
@@ -86,6 +96,12 @@ pub const QUERY_NOT_FOUND: i32 = 22;
 pub const SUBSCRIPTION_PARSE_FAILED: i32 = 23;
 /// SUBSCRIPTION_GROUP_NOT_EXIST.
 pub const SUBSCRIPTION_GROUP_NOT_EXIST: i32 = 26;
+/// INVALID_PARAMETER.
+pub const INVALID_PARAMETER: i32 = 29;
+/// NO_MESSAGE: an ack or invisible-time change names no delivery in flight.
+pub const NO_MESSAGE: i32 = 208;
+/// POLLING_TIMEOUT: a pop's long poll ended with nothing to deliver.
+pub const POLLING_TIMEOUT: i32 = 210;
 
 /// `flag` bit 0: the command is a response.
 pub const FLAG_RESPONSE: i32 = 1;

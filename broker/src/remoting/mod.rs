@@ -4,9 +4,9 @@
 //! - [`command`]: frames and their JSON / ROCKETMQ header serializations; [`codes`].
 //! - [`conn`]: serving connections (one task per request, responses in any order).
 //! - [`namesrv`]: the nameserver's routes, cluster info and topic list.
-//! - [`broker`]: the broker's requests ([`send`], [`pull`], [`txn`], [`query`], clients, offsets
-//!   and queue locks), over the
-//!   engine; [`clients`]: consumer and producer groups from heartbeats.
+//! - [`broker`]: the broker's requests ([`send`], [`pull`], [`pop`], [`txn`], [`query`], clients,
+//!   offsets and queue locks), over the engine; [`clients`]: consumer and producer groups from
+//!   heartbeats.
 //! - [`wire`]: messages as Remoting lays them out (pull bodies, offset message ids, batches).
 //! - [`header`]: reading a request's custom header fields.
 
@@ -17,6 +17,7 @@ pub mod command;
 pub mod conn;
 pub mod header;
 pub mod namesrv;
+pub mod pop;
 pub mod pull;
 pub mod query;
 pub mod send;

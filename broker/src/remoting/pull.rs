@@ -25,7 +25,7 @@ const MAX_SUSPEND_MS: u64 = 30_000;
 const MAX_PULL_BATCH: usize = 1024;
 
 /// The filter of an expression of `kind` (`TAG` or `SQL92`). Errors: SUBSCRIPTION_PARSE_FAILED.
-fn filter_of(expr: &str, kind: Option<&str>) -> Result<Filter, Refusal> {
+pub(super) fn filter_of(expr: &str, kind: Option<&str>) -> Result<Filter, Refusal> {
     match kind {
         Some(k) if k.eq_ignore_ascii_case("SQL92") => SqlFilter::parse(expr).map(Filter::Sql),
         _ => TagFilter::parse(expr).map(Filter::Tag),

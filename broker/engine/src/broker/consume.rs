@@ -244,7 +244,13 @@ impl Broker {
                         pop_id: f.pop_id,
                         broker_name: self.cfg.broker_name.clone(),
                     };
-                    out.push(Delivery { record, receipt_handle: handle.encode(), attempt: f.attempt, invisible_ms });
+                    out.push(Delivery {
+                        record,
+                        receipt_handle: handle.encode(),
+                        attempt: f.attempt,
+                        invisible_ms,
+                        visible_at_ms: f.visible_at_ms,
+                    });
                 }
                 Ok(_) => skip.push((q, off)), // tag hash collision, or the SQL filter said no
                 Err(e) => {
@@ -427,6 +433,26 @@ impl Broker {
             return Err(BrokerError::InvalidHandle("expired: the invisible time has passed".into()));
         }
         Ok((h, f))
+    }
+
+    /// The receipt handle of the delivery in flight at `queue`/`offset` of `topic` whose
+    /// invisible time ends at `visible_at_ms` (ms since the epoch). A Remoting batch ack names
+    /// deliveries so (by pop time plus invisible time, not by handle); a delivery handed out
+    /// again or given a new invisible time since has another end and is not named. `None`
+    /// when no such delivery is in flight.
+    pub fn handle_at(&self, c: Consumer, topic: &str, queue: u32, offset: u64, visible_at_ms: u64) -> Option<String> {
+        let (_, progress) = self.progress_of(c).ok()?;
+        let state = self.consume.lock();
+        let f = state.queues.get(&(progress, topic.to_string(), queue))?.inflight.get(&offset)?;
+        (f.visible_at_ms == visible_at_ms && f.attempt > 0).then(|| {
+            ReceiptHandle {
+                queue_id: queue,
+                queue_offset: offset,
+                pop_id: f.pop_id,
+                broker_name: self.cfg.broker_name.clone(),
+            }
+            .encode()
+        })
     }
 
     /// The consumer's group config (the defaults if unknown) and its progress name.

@@ -157,6 +157,8 @@ pub struct Delivery {
     pub attempt: u32,
     /// How long it stays invisible, ms.
     pub invisible_ms: u64,
+    /// When it becomes visible again, ms since the epoch: its invisible time ends here.
+    pub visible_at_ms: u64,
 }
 
 /// Contents of `config/state.json`: consumer progress and open transactions, both as of one

@@ -15,13 +15,17 @@ import org.apache.rocketmq.common.message.MessageExt;
  * `--expect` distinct message ids arrived or `--timeout` seconds passed. `--fail N` answers
  * RECONSUME_LATER to the first N deliveries of every message (`--until-deliveries` then ends it
  * after that many deliveries); `--max-reconsume` sets maxReconsumeTimes, `--poll-namesrv-ms`
- * pollNameServerInterval.
+ * pollNameServerInterval. `--pop` (5.x only) sets clientRebalance=false: the broker assigns the
+ * queues (QUERY_ASSIGNMENT) and the consumer pops and acks instead of pulling.
  */
 public final class PushConsumer {
     public static void main(String[] argv) throws Exception {
         Args a = new Args(argv);
         DefaultMQPushConsumer c = Args.pushConsumer(a, "e2e-consumer");
         if (a.get("broadcast", null) != null) broadcasting(c);
+        if (a.get("pop", null) != null) {
+            c.getClass().getMethod("setClientRebalance", boolean.class).invoke(c, false); // absent in 4.x
+        }
         c.setMaxReconsumeTimes(a.getInt("max-reconsume", 16));
         c.setPollNameServerInterval(a.getInt("poll-namesrv-ms", 30000));
         c.subscribe(a.get("topic", "e2e"), a.get("expression", "*"));
