@@ -5,6 +5,8 @@ messages under ASYNC_FLUSH and SYNC_FLUSH, each the median of --runs runs on a f
 Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fio on the PATH)
        scripts/bench.py --delivery-only [--runs 3]   (needs the e2e client drivers: run ./scripts/test once)
        scripts/bench.py --replication-only [--runs 3] [--seconds 10]
+       scripts/bench.py --remoting-only [--runs 3] [--seconds 10]   (Ferrocket against Apache RocketMQ
+           5.3.3 from its jars, over Remoting with the Java load generator; needs ./scripts/test once)
 Prints a Markdown table. Standard library only.
 """
 import argparse
@@ -272,8 +274,12 @@ def main():
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--compare-with", metavar="BINARY",
                    help="only the produce rows, this tree's broker against BINARY (another build), runs interleaved")
+    p.add_argument("--remoting-only", action="store_true",
+                   help="only Remoting sends and push consumption, Ferrocket and Apache RocketMQ interleaved")
     a = p.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ferrocket"], cwd=ROOT, check=True)
+    if a.remoting_only:
+        return print_remoting(a.runs, a.seconds)
     if a.compare_with:
         return print_comparison(pathlib.Path(a.compare_with), a.runs, a.seconds, a.concurrency)
     if a.memory_only:
@@ -320,6 +326,82 @@ def print_comparison(other, runs, seconds, concurrency):
                 rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in rs)
                 print(f"| {flush} | {batch} | {name} | {med['msgs_per_sec']:.0f} | {med['p99_ms']:.2f} | "
                       f"{med['broker_cpu_us_per_msg']:.1f} | {rates} |", flush=True)
+
+
+def java_bench(namesrv, **opts):
+    """One run of the Java Remoting load generator (e2e/clients/java Bench, client 5.3.3)."""
+    target = ROOT / "e2e" / "clients" / "java" / "target"
+    cp = f"{target / 'classes-5'}:{(target / 'cp-5.txt').read_text().strip()}"
+    args = ["java", "-Xmx1g", "-cp", cp, "io.ferrocket.e2e.Bench", "--namesrv", namesrv]
+    for k, v in opts.items():
+        args += [f"--{k}", str(v)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=900).stdout
+    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+
+
+@contextlib.contextmanager
+def remoting_target(system, flush):
+    """Yields (namesrv address, broker pid) of a fresh Ferrocket standalone or Apache RocketMQ
+    (nameserver + proxy with its embedded broker) with topic `bench` of 8 queues."""
+    if system == "ferrocket":
+        ns, rem = free_port(), free_port()
+        config = (f'flush_disk_type = "{flush}"\nremoting_listen = "127.0.0.1:{rem}"\n'
+                  f'remoting_namesrv_listen = "127.0.0.1:{ns}"\n')
+        with fresh_broker(config) as (broker, addr):
+            subprocess.run([str(BIN), "topic", "create", "bench", "--queues", "8", "--server", addr],
+                           check=True, capture_output=True)
+            yield f"127.0.0.1:{ns}", broker.pid
+        return
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("rocketmq", ROOT / "e2e" / "reference" / "rocketmq.py")
+    rocketmq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rocketmq)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="rocketmq-bench-", dir="/var/tmp"))
+    ref = rocketmq.RocketMQ(work, flush={"async": "ASYNC_FLUSH", "sync": "SYNC_FLUSH"}[flush])
+    try:
+        ref.start()
+        ref.create_topic("bench", queues=8)
+        yield ref.namesrv, ref.pids()[0]
+    finally:
+        ref.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def remoting_once(system, flush, seconds, drain_n):
+    """Sync sends from 1 and 32 threads, async sends from 8, then a push consumer draining what
+    was sent; each with the broker's CPU µs per message."""
+    rows = {}
+    with remoting_target(system, flush) as (namesrv, pid):
+        for name, opts in [("sync x1", {"mode": "sync", "threads": 1}), ("sync x32", {"mode": "sync", "threads": 32}),
+                           ("async x8", {"mode": "async", "threads": 8})]:
+            before = cpu_seconds(pid)
+            r = java_bench(namesrv, topic="bench", seconds=seconds, size=1024, **opts)
+            r["broker_cpu_us_per_msg"] = (cpu_seconds(pid) - before) * 1e6 / max(r["sent"], 1)
+            rows[name] = r
+        before = cpu_seconds(pid)
+        r = java_bench(namesrv, mode="drain", topic="bench", group="bench-drain", expect=drain_n, threads=16)
+        r["broker_cpu_us_per_msg"] = (cpu_seconds(pid) - before) * 1e6 / max(r["received"], 1)
+        rows["push drain"] = r
+    return rows
+
+
+def print_remoting(runs, seconds):
+    """Ferrocket and Apache RocketMQ 5.3.3 over Remoting, one run of each in turn, medians of `runs`."""
+    print("| flush | load | system | msgs/s (median) | p50 ms | p99 ms | broker CPU µs/msg | runs (msgs/s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for flush in ("async", "sync"):
+        results = {"ferrocket": [], "rocketmq": []}
+        for _ in range(runs):
+            for system in results:
+                # Drain a fixed backlog: what the sync x1 run of the slower system sends at least.
+                results[system].append(remoting_once(system, flush, seconds, drain_n=20_000))
+        for load in results["ferrocket"][0]:
+            for system, rs in results.items():
+                rows = sorted((r[load] for r in rs), key=lambda r: r["rate"])
+                med = rows[len(rows) // 2]
+                rates = ", ".join(f"{r['rate']:.0f}" for r in rows)
+                print(f"| {flush} | {load} | {system} | {med['rate']:.0f} | {med.get('p50_ms', 0):.2f} | "
+                      f"{med.get('p99_ms', 0):.2f} | {med['broker_cpu_us_per_msg']:.1f} | {rates} |", flush=True)
 
 
 def print_memory():
