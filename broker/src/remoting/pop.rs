@@ -18,10 +18,9 @@ use super::broker::{refusal, RemotingBroker};
 use super::codes::*;
 use super::command::Command;
 use super::header::{Header, Refusal};
-use super::pull::filter_of;
+use super::pull::{filter_of, heartbeat_filter};
 use super::wire::encode_message;
 use crate::broker::{BrokerError, Consumer};
-use crate::consume::filter::Filter;
 use crate::consume::handle::ReceiptHandle;
 use crate::store::now_ms;
 
@@ -116,12 +115,8 @@ pub async fn pop(rb: &RemotingBroker, req: &Command) -> Result<Command, Refusal>
     }
     let filter = match h.get("exp") {
         Some(exp) => filter_of(exp, h.get("expType"))?,
-        None => match rb.clients.subscription(group, topic) {
-            Some(s) => filter_of(&s.sub_string, s.expression_type.as_deref())?,
-            None => Filter::ALL,
-        },
+        None => heartbeat_filter(rb, group, topic)?,
     };
-    broker.check_receivable(topic).map_err(|e| refusal(&e))?;
     let consumer = Consumer { group, client_id: "" };
     let poll = std::time::Duration::from_millis(poll_ms);
     let popped = broker

@@ -33,6 +33,15 @@ pub(super) fn filter_of(expr: &str, kind: Option<&str>) -> Result<Filter, Refusa
     .map_err(|e| (SUBSCRIPTION_PARSE_FAILED, format!("cannot parse subscription {expr:?}: {e}")))
 }
 
+/// The filter of `group`'s subscription to `topic` as its members' heartbeats gave it; every
+/// message when none did. Errors: SUBSCRIPTION_PARSE_FAILED.
+pub(super) fn heartbeat_filter(rb: &RemotingBroker, group: &str, topic: &str) -> Result<Filter, Refusal> {
+    match rb.clients.subscription(group, topic) {
+        Some(s) => filter_of(&s.sub_string, s.expression_type.as_deref()),
+        None => Ok(Filter::ALL),
+    }
+}
+
 /// Handles one pull.
 pub async fn pull(rb: &RemotingBroker, req: &Command) -> Result<Command, Refusal> {
     let h = Header::of(req);
@@ -56,10 +65,7 @@ pub async fn pull(rb: &RemotingBroker, req: &Command) -> Result<Command, Refusal
     let filter = if sys_flag & SUBSCRIPTION != 0 {
         filter_of(h.get("subscription").unwrap_or("*"), h.get("expressionType"))?
     } else {
-        match rb.clients.subscription(group, topic) {
-            Some(s) => filter_of(&s.sub_string, s.expression_type.as_deref())?,
-            None => Filter::ALL,
-        }
+        heartbeat_filter(rb, group, topic)?
     };
     let store = broker.store();
     let mut found = broker.pull(topic, q, offset, max_msgs, &filter);
