@@ -274,12 +274,14 @@ def main():
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--compare-with", metavar="BINARY",
                    help="only the produce rows, this tree's broker against BINARY (another build), runs interleaved")
+    p.add_argument("--flush", nargs="+", default=["async", "sync"], choices=["async", "sync"],
+                   help="with --remoting-only: the flush modes to run")
     p.add_argument("--remoting-only", action="store_true",
                    help="only Remoting sends and push consumption, Ferrocket and Apache RocketMQ interleaved")
     a = p.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ferrocket"], cwd=ROOT, check=True)
     if a.remoting_only:
-        return print_remoting(a.runs, a.seconds)
+        return print_remoting(a.runs, a.seconds, a.flush)
     if a.compare_with:
         return print_comparison(pathlib.Path(a.compare_with), a.runs, a.seconds, a.concurrency)
     if a.memory_only:
@@ -335,14 +337,16 @@ def java_bench(namesrv, **opts):
     args = ["java", "-Xmx1g", "-cp", cp, "io.ferrocket.e2e.Bench", "--namesrv", namesrv]
     for k, v in opts.items():
         args += [f"--{k}", str(v)]
-    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=900).stdout
-    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    p = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise RuntimeError(f"Bench {opts} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return json.loads([line for line in p.stdout.splitlines() if line.startswith("{")][-1])
 
 
 @contextlib.contextmanager
 def remoting_target(system, flush):
-    """Yields (namesrv address, broker pid) of a fresh Ferrocket standalone or Apache RocketMQ
-    (nameserver + proxy with its embedded broker) with topic `bench` of 8 queues."""
+    """Yields (Remoting nameserver address, gRPC address, broker pid) of a fresh Ferrocket standalone
+    or Apache RocketMQ (nameserver + proxy with its embedded broker) with topic `bench` of 8 queues."""
     if system == "ferrocket":
         ns, rem = free_port(), free_port()
         config = (f'flush_disk_type = "{flush}"\nremoting_listen = "127.0.0.1:{rem}"\n'
@@ -350,7 +354,7 @@ def remoting_target(system, flush):
         with fresh_broker(config) as (broker, addr):
             subprocess.run([str(BIN), "topic", "create", "bench", "--queues", "8", "--server", addr],
                            check=True, capture_output=True)
-            yield f"127.0.0.1:{ns}", broker.pid
+            yield f"127.0.0.1:{ns}", addr, broker.pid
         return
     import importlib.util
     spec = importlib.util.spec_from_file_location("rocketmq", ROOT / "e2e" / "reference" / "rocketmq.py")
@@ -361,47 +365,61 @@ def remoting_target(system, flush):
     try:
         ref.start()
         ref.create_topic("bench", queues=8)
-        yield ref.namesrv, ref.pids()[0]
+        yield ref.namesrv, ref.grpc, ref.pids()[0]
     finally:
         ref.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def remoting_once(system, flush, seconds, drain_n):
-    """Sync sends from 1 and 32 threads, async sends from 8, then a push consumer draining what
-    was sent; each with the broker's CPU µs per message."""
+def remoting_once(system, flush, seconds):
+    """Sync sends from 1 and 32 threads, async sends from 8, then a push consumer draining all that
+    was sent; each with the broker's CPU µs per message. Fails on a short drain; failed sends are
+    counted (`errors`)."""
     rows = {}
-    with remoting_target(system, flush) as (namesrv, pid):
+    with remoting_target(system, flush) as (namesrv, grpc, pid):
+        backlog = 0
         for name, opts in [("sync x1", {"mode": "sync", "threads": 1}), ("sync x32", {"mode": "sync", "threads": 32}),
                            ("async x8", {"mode": "async", "threads": 8})]:
             before = cpu_seconds(pid)
             r = java_bench(namesrv, topic="bench", seconds=seconds, size=1024, **opts)
             r["broker_cpu_us_per_msg"] = (cpu_seconds(pid) - before) * 1e6 / max(r["sent"], 1)
+            backlog += r["sent"] + 1  # and the warm-up send that fetched the route
             rows[name] = r
         before = cpu_seconds(pid)
-        r = java_bench(namesrv, mode="drain", topic="bench", group="bench-drain", expect=drain_n, threads=16)
+        r = java_bench(namesrv, mode="drain", topic="bench", group="bench-drain", expect=backlog, threads=16)
         r["broker_cpu_us_per_msg"] = (cpu_seconds(pid) - before) * 1e6 / max(r["received"], 1)
+        assert r["received"] >= backlog, f"{system} drain: {r['received']} of {backlog}"
         rows["push drain"] = r
+        if system != "ferrocket":
+            return rows  # `ferrocket bench` sends no client id, which the proxy requires
+        # The same broker over gRPC: `ferrocket bench`, 32 senders of 1 KiB, one message per call.
+        before = cpu_seconds(pid)
+        g = bench_cli(grpc, "--mode", "produce", "--topic", "bench", "--concurrency", "32", "--size", "1024",
+                      "--duration", f"{seconds}s")["produce"]
+        rows["gRPC send x32"] = {"rate": g["msgs_per_sec"], "p50_ms": g["p50_ms"], "p99_ms": g["p99_ms"],
+                                 "broker_cpu_us_per_msg": (cpu_seconds(pid) - before) * 1e6 / max(g["messages"], 1)}
     return rows
 
 
-def print_remoting(runs, seconds):
+def print_remoting(runs, seconds, flushes):
     """Ferrocket and Apache RocketMQ 5.3.3 over Remoting, one run of each in turn, medians of `runs`."""
-    print("| flush | load | system | msgs/s (median) | p50 ms | p99 ms | broker CPU µs/msg | runs (msgs/s) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for flush in ("async", "sync"):
+    print("| flush | load | system | msgs/s (median) | p50 ms | p99 ms | broker CPU µs/msg | failed sends | runs (msgs/s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for flush in flushes:
         results = {"ferrocket": [], "rocketmq": []}
         for _ in range(runs):
             for system in results:
-                # Drain a fixed backlog: what the sync x1 run of the slower system sends at least.
-                results[system].append(remoting_once(system, flush, seconds, drain_n=20_000))
+                results[system].append(remoting_once(system, flush, seconds))
         for load in results["ferrocket"][0]:
             for system, rs in results.items():
+                if load not in rs[0]:
+                    continue
                 rows = sorted((r[load] for r in rs), key=lambda r: r["rate"])
                 med = rows[len(rows) // 2]
                 rates = ", ".join(f"{r['rate']:.0f}" for r in rows)
+                failed = sum(r.get("errors", 0) for r in rows)
                 print(f"| {flush} | {load} | {system} | {med['rate']:.0f} | {med.get('p50_ms', 0):.2f} | "
-                      f"{med.get('p99_ms', 0):.2f} | {med['broker_cpu_us_per_msg']:.1f} | {rates} |", flush=True)
+                      f"{med.get('p99_ms', 0):.2f} | {med['broker_cpu_us_per_msg']:.1f} | {failed} | {rates} |", flush=True)
 
 
 def print_memory():

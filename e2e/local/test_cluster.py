@@ -41,6 +41,10 @@ def test_messages_sent_through_one_broker_spread_over_both_groups_and_all_arrive
     assert sum(stored.values()) == 200 and all(v > 0 for v in stored.values()), stored
     # A consumer connected to the other broker receives from both groups.
     got = run_client("python", "receive", b, topic="spread", group="g", count=200, timeout=60)
+    missing = {m["id"] for m in sent} - {m["id"] for m in got}
+    # Where the missing ones were sent, and what each group's master says of the consumer group.
+    assert not missing, ([m["queue"] for m in sent if m["id"] in missing],
+                         [admin(x, "group", "describe", "g") for x in (a, b)])
     assert collections.Counter(m["id"] for m in got) == collections.Counter(m["id"] for m in sent)
     # A consumer group configured once reaches every group's master.
     cli(a, "group", "create", "everywhere", "--fifo", "--max-delivery-attempts", "5",

@@ -29,9 +29,16 @@ public final class Bench {
     public static void main(String[] argv) throws Exception {
         Args a = new Args(argv);
         String mode = a.get("mode", "sync");
-        if (mode.equals("drain")) drain(a);
-        else produce(a, mode.equals("async"));
-        System.exit(0); // the client may leave non-daemon threads behind
+        // The client leaves non-daemon threads behind: exit explicitly, on failure too, or the JVM
+        // would outlive an exception thrown here.
+        try {
+            if (mode.equals("drain")) drain(a);
+            else produce(a, mode.equals("async"));
+        } catch (Throwable e) {
+            e.printStackTrace();
+            System.exit(1);
+        }
+        System.exit(0);
     }
 
     private static void produce(Args a, boolean async) throws Exception {
@@ -44,7 +51,16 @@ public final class Bench {
         String topic = a.get("topic", "bench");
         byte[] body = new byte[a.getInt("size", 1024)];
         Arrays.fill(body, (byte) 'x');
-        p.send(new Message(topic, body)); // routes fetched before the clock starts
+        // Routes fetched before the clock starts (a topic just created may take a moment to be routed).
+        for (long until = System.currentTimeMillis() + 30_000; ; ) {
+            try {
+                p.send(new Message(topic, body));
+                break;
+            } catch (Exception e) {
+                if (System.currentTimeMillis() > until) throw e;
+                Thread.sleep(500);
+            }
+        }
         int threads = a.getInt("threads", 8);
         long end = System.nanoTime() + a.getInt("seconds", 10) * 1_000_000_000L;
         AtomicLong ok = new AtomicLong(), errors = new AtomicLong();
@@ -111,7 +127,7 @@ public final class Bench {
         c.setPullBatchSize(32);
         c.setConsumeMessageBatchMaxSize(1);
         c.subscribe(a.get("topic", "bench"), "*");
-        long expect = a.getInt("expect", 100_000);
+        long expect = Long.parseLong(a.get("expect", "100000"));
         AtomicLong got = new AtomicLong(), first = new AtomicLong(), last = new AtomicLong();
         Object done = new Object();
         c.registerMessageListener((MessageListenerConcurrently) (msgs, ctx) -> {
@@ -123,7 +139,7 @@ public final class Bench {
             return ConsumeConcurrentlyStatus.CONSUME_SUCCESS;
         });
         c.start();
-        long deadline = System.currentTimeMillis() + a.getInt("timeout", 300) * 1000L;
+        long deadline = System.currentTimeMillis() + a.getInt("timeout", 120) * 1000L;
         synchronized (done) {
             while (last.get() == 0 && System.currentTimeMillis() < deadline) done.wait(200);
         }
