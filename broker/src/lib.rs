@@ -7,7 +7,8 @@
 //! - [`namesrv`]: the nameserver role (route table) and the master election controller.
 //! - [`cluster`]: every loop that talks to another process (registration, controller client,
 //!   slave session).
-//! - [`server`]: running a broker process; [`bench`]: the load generator.
+//! - [`server`]: running a broker process; [`port`] and [`tls`]: what a gRPC port accepts (TLS
+//!   and plaintext side by side, Remoting on the nameserver's); [`bench`]: the load generator.
 //!
 //! Below it, by crate: `ferrocket-engine` (policy and durability), `ferrocket-store` (files),
 //! `ferrocket-proto` (wire contracts and clients), `ferrocket-runtime` (probes, signals).
@@ -17,8 +18,10 @@ pub mod checkback;
 pub mod cluster;
 pub mod grpc;
 pub mod namesrv;
+pub mod port;
 pub mod remoting;
 pub mod server;
+pub mod tls;
 
 // The layers underneath, under the names the modules above use for them.
 use ferrocket_engine::store;

@@ -19,14 +19,14 @@ use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::clients::Nameservers;
 use crate::proto::namesrv::ha_server::HaServer;
 use crate::proto::v2::messaging_service_server::MessagingServiceServer;
-use tonic::transport::server::TcpIncoming;
 
 /// Longest a graceful shutdown waits for open calls before closing anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `cfg` until SIGTERM or SIGINT: gRPC on `listen`, Remoting on `remoting_listen`, and with
+/// Serves `cfg` until SIGTERM or SIGINT: gRPC on `listen` (TLS beside plaintext, `tls_mode`), Remoting on `remoting_listen`, and with
 /// `standalone` a Remoting nameserver on `remoting_namesrv_listen` that routes every topic here.
-/// Errors: an address cannot be bound, or the data directory cannot be opened or recovered.
+/// Errors: an address cannot be bound, the data directory cannot be opened or recovered, or the
+/// TLS certificate cannot be loaded.
 pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     let bind = |addr: std::net::SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
@@ -88,14 +88,16 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     }
     let ha = HaServer::new(crate::grpc::ha::HaService::new(broker.clone(), stop_rx.clone()));
     let admin = AdminService::new(broker.clone(), nameservers.clone());
-    let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx, nameservers);
+    let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx.clone(), nameservers);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
+    let port = crate::port::Port { tls: crate::tls::acceptor(&cfg)?, remoting: None };
+    let incoming = crate::port::serve(listener, port, stop_rx.clone());
     let ending = broker.clone();
     let server = tonic::transport::Server::builder()
         .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))
         .add_service(AdminServer::new(admin))
         .add_service(ha)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             crate::http::shutdown_signal().await;
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);

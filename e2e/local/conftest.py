@@ -20,10 +20,23 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLIENTS = ROOT / "e2e" / "clients"
 BIN = pathlib.Path(os.environ.get("FERROCKET_BIN", ROOT / "target" / "release" / "ferrocket"))
 PYTHON = os.environ.get("FERROCKET_E2E_PYTHON", str(CLIENTS / "python" / ".venv" / "bin" / "python"))
+def jvm(project, build):
+    """`java` with the class path of one build of `project` (by e2e/clients/java/build.sh) in an
+    @argfile (it is long)."""
+    target = CLIENTS / project / "target"
+    cp_file = target / f"cp-{build}.txt"
+    assert cp_file.exists(), f"{project} is not built: run e2e/clients/java/build.sh"
+    argfile = target / f"java-{build}.args"
+    argfile.write_text(f"-cp {target / f'classes-{build}'}:{cp_file.read_text().strip()}\n")
+    return ["java", "-Xmx256m", f"@{argfile}"]
+
+
 CLIENT_CMDS = {
-    "python": [PYTHON, str(CLIENTS / "python" / "client.py")],
-    "node": ["node", str(CLIENTS / "node" / "client.js")],
-    "rust": [str(CLIENTS / "rust-v5" / "target" / "release" / "ferrocket-e2e-rust-v5")],
+    "python": lambda: [PYTHON, str(CLIENTS / "python" / "client.py")],
+    "node": lambda: ["node", str(CLIENTS / "node" / "client.js")],
+    "rust": lambda: [str(CLIENTS / "rust-v5" / "target" / "release" / "ferrocket-e2e-rust-v5")],
+    # rocketmq-client-java 5.0.8 with its defaults: TLS to the broker's gRPC port.
+    "java": lambda: [*jvm("java-grpc", "grpc"), "io.ferrocket.e2e.grpc.Client"],
 }
 ALL_CLIENTS = list(CLIENT_CMDS)
 
@@ -107,7 +120,7 @@ def broker(broker_factory):
 def client_args(kind, cmd, broker, **opts):
     """The command line of one client driver command: `k=v` becomes `--k v`, `True` a bare flag,
     `False` a `--no-k` flag."""
-    args = [*CLIENT_CMDS[kind], cmd, "--endpoint", broker.endpoint]
+    args = [*CLIENT_CMDS[kind](), cmd, "--endpoint", broker.endpoint]
     for k, v in opts.items():
         flag = k.replace("_", "-")
         if v is False:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, CLIENTS, admin, client_args, run_client, wait_for
+from conftest import BIN, CLIENTS, admin, client_args, jvm, run_client, wait_for
 
 GO = CLIENTS / "go" / "ferrocket-e2e-go"
 # Built by scripts/test into the cache (its dependency tree takes minutes to build cold).
@@ -24,17 +24,6 @@ RUST = Path.home() / ".cache" / "ferrocket" / "rust-remoting" / "release" / "fer
 VERSIONS = ["5", "4"]
 # Every delay level 1 s: retries in tests come after seconds, not minutes.
 FAST_LEVELS = {"delay_levels": ["1s"] * 18}
-
-
-def jvm(project, build):
-    """`java` with the class path of one build of `project` (by e2e/clients/java/build.sh) in an
-    @argfile (it is long)."""
-    target = CLIENTS / project / "target"
-    cp_file = target / f"cp-{build}.txt"
-    assert cp_file.exists(), f"{project} is not built: run e2e/clients/java/build.sh"
-    argfile = target / f"java-{build}.args"
-    argfile.write_text(f"-cp {target / f'classes-{build}'}:{cp_file.read_text().strip()}\n")
-    return ["java", "-Xmx256m", f"@{argfile}"]
 
 
 def java_cmd(cls, version="5", **opts):

@@ -45,6 +45,19 @@ impl Replication {
     }
 }
 
+/// What a gRPC port (broker and nameserver) accepts. Config values: `permissive`, `disabled`.
+/// (A TLS-only mode needs Ferrocket's own processes to dial with TLS too: registration,
+/// replication and the CLI still speak plaintext.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// TLS and plaintext side by side, told apart by the first byte (RocketMQ's proxy with
+    /// `tlsTestModeEnable`, its default): every official client connects with its defaults.
+    Permissive,
+    /// Plaintext only.
+    Disabled,
+}
+
 /// Broker configuration. Every field is a config key (DESIGN.md §7); units are in the names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -174,6 +187,14 @@ pub struct Config {
     pub controller_heartbeat_timeout_ms: u64,
     /// Address of the Prometheus `/metrics` endpoint; none by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS on the gRPC port (`permissive`: TLS and plaintext both, as RocketMQ's proxy).
+    pub tls_mode: TlsMode,
+    /// PEM certificate chain served on the gRPC port (cert-manager's `tls.crt`), with
+    /// `tls_key_file`; read again when it changes. Unset: a self-signed certificate made on first
+    /// start and kept in `<data_dir>/tls/`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file` (cert-manager's `tls.key`).
+    pub tls_key_file: Option<PathBuf>,
     /// How often consumer progress is snapshotted to `config/consumer_offsets.json`, ms.
     pub consumer_snapshot_interval_ms: u64,
 }
@@ -255,6 +276,9 @@ impl Default for Config {
             controller_heartbeat_interval_ms: 1_000,
             controller_heartbeat_timeout_ms: 4_000,
             metrics_listen: None,
+            tls_mode: TlsMode::Permissive,
+            tls_cert_file: None,
+            tls_key_file: None,
             consumer_snapshot_interval_ms: 5_000,
         }
     }
@@ -357,6 +381,10 @@ impl Config {
             self.controller_heartbeat_interval_ms > 0
                 && self.controller_heartbeat_timeout_ms > self.controller_heartbeat_interval_ms,
             "controller_heartbeat_timeout_ms must be larger than controller_heartbeat_interval_ms (> 0)"
+        );
+        ensure!(
+            self.tls_cert_file.is_some() == self.tls_key_file.is_some(),
+            "tls_cert_file and tls_key_file must be set together"
         );
         Ok(())
     }

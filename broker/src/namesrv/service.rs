@@ -102,7 +102,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
     // Remoting clients dial the same port (9876) as gRPC ones.
     let remoting = crate::remoting::namesrv::processor(crate::remoting::namesrv::Routes::Table(table.clone()));
-    let incoming = crate::remoting::conn::shared_port(listener, remoting, stop_rx);
+    let port = crate::port::Port { tls: crate::tls::acceptor(&cfg)?, remoting: Some(remoting) };
+    let incoming = crate::port::serve(listener, port, stop_rx);
     let expiry = cfg.broker_expiry_ms;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis((expiry / 10).clamp(100, 5_000)));

@@ -90,7 +90,7 @@ static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Calls `accepted` with every connection `listener` accepts, until `stop` turns true. A failed
 /// accept (such as running out of file descriptors) is logged and retried after 100 ms.
-fn accept_loop(
+pub(crate) fn accept_loop(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     mut accepted: impl FnMut(TcpStream, SocketAddr) + Send + 'static,
@@ -114,36 +114,6 @@ fn accept_loop(
 /// Accepts Remoting connections on `listener` until `stop` turns true.
 pub fn spawn_listener(listener: TcpListener, processor: Processor, stop: watch::Receiver<bool>) {
     accept_loop(listener, stop, move |stream, peer| spawn_connection(stream, peer, processor.clone()));
-}
-
-/// Longest a new connection on a shared port may stay silent before it is dropped.
-const SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Accepts connections on a port that serves gRPC and Remoting both (the nameserver's): a
-/// connection whose first byte is `P` (the HTTP/2 preface) goes to the returned stream, for
-/// tonic; any other is served as Remoting (a frame's first byte is 0 below 16 MiB). Stops
-/// accepting when `stop` turns true.
-pub fn shared_port(
-    listener: TcpListener,
-    processor: Processor,
-    stop: watch::Receiver<bool>,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TcpStream>> {
-    let (tx, rx) = mpsc::channel(64);
-    accept_loop(listener, stop, move |stream, peer| {
-        let (tx, processor) = (tx.clone(), processor.clone());
-        tokio::spawn(async move {
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await {
-                Ok(Ok(1)) if first[0] == b'P' => {
-                    let _ = stream.set_nodelay(true);
-                    let _ = tx.send(Ok(stream)).await;
-                }
-                Ok(Ok(1)) => spawn_connection(stream, peer, processor),
-                _ => {} // closed, failed or silent
-            }
-        });
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Serves one accepted connection on its own tasks.

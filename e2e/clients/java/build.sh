@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Java Remoting drivers against the official rocketmq-client 5.x and 4.9.8
 # (java/target/classes-5, classes-4, class paths in target/cp-5.txt, cp-4.txt) and the Spring Boot
-# application on rocketmq-spring-boot-starter (spring/target/classes, cp.txt). Maven fetches the
+# application on rocketmq-spring-boot-starter (spring/target/classes-boot, cp-boot.txt), and the gRPC
+# driver on rocketmq-client-java 5.0.8 (java-grpc/target/classes-grpc, cp-grpc.txt). Maven fetches the
 # jars into ~/.m2 once; classes are rebuilt only when their sources change.
 set -euo pipefail
 clients=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,3 +25,4 @@ build() {
 build "$clients/java" 5 -Drocketmq.client.version=5.3.3
 build "$clients/java" 4 -Drocketmq.client.version=4.9.8
 build "$clients/spring" boot
+build "$clients/java-grpc" grpc
