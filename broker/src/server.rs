@@ -23,8 +23,9 @@ use crate::proto::v2::messaging_service_server::MessagingServiceServer;
 /// Longest a graceful shutdown waits for open calls before closing anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `cfg` until SIGTERM or SIGINT: gRPC on `listen` (TLS beside plaintext, `tls_mode`), Remoting on `remoting_listen`, and with
-/// `standalone` a Remoting nameserver on `remoting_namesrv_listen` that routes every topic here.
+/// Serves `cfg` until SIGTERM or SIGINT: gRPC on `listen` (TLS beside plaintext, `tls_mode`),
+/// Remoting on `remoting_listen`, and with `standalone` a Remoting nameserver on
+/// `remoting_namesrv_listen` that routes every topic here.
 /// Errors: an address cannot be bound, the data directory cannot be opened or recovered, or the
 /// TLS certificate cannot be loaded.
 pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
@@ -39,6 +40,8 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     if let Some(l) = &remoting_namesrv {
         cfg.remoting_namesrv_listen = l.local_addr()?;
     }
+    // Before recovery, which can take long: a bad certificate fails the start at once.
+    let tls = crate::tls::acceptor(&cfg)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // Probes answer during recovery too: alive, not ready.
     let opened: Arc<OnceLock<Arc<Broker>>> = Arc::default();
@@ -90,8 +93,7 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     let admin = AdminService::new(broker.clone(), nameservers.clone());
     let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx.clone(), nameservers);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
-    let port = crate::port::Port { tls: crate::tls::acceptor(&cfg)?, remoting: None };
-    let incoming = crate::port::serve(listener, port, stop_rx.clone());
+    let incoming = crate::port::serve(listener, crate::port::Port { tls, remoting: None }, stop_rx.clone());
     let ending = broker.clone();
     let server = tonic::transport::Server::builder()
         .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))
