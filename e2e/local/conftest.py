@@ -20,6 +20,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLIENTS = ROOT / "e2e" / "clients"
 BIN = pathlib.Path(os.environ.get("FERROCKET_BIN", ROOT / "target" / "release" / "ferrocket"))
 PYTHON = os.environ.get("FERROCKET_E2E_PYTHON", str(CLIENTS / "python" / ".venv" / "bin" / "python"))
+
+
 def jvm(project, build):
     """`java` with the class path of one build of `project` (by e2e/clients/java/build.sh) in an
     @argfile (it is long)."""
