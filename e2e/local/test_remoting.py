@@ -10,13 +10,12 @@ JSON line per message.
 """
 import json
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, CLIENTS, admin, client_args, jvm, run_client, wait_for
+from conftest import BIN, CLIENTS, Background, admin, client_args, java, java_cmd, jvm, lines, run_client, wait_for
 
 GO = CLIENTS / "go" / "ferrocket-e2e-go"
 # Built by scripts/test into the cache (its dependency tree takes minutes to build cold).
@@ -24,48 +23,6 @@ RUST = Path.home() / ".cache" / "ferrocket" / "rust-remoting" / "release" / "fer
 VERSIONS = ["5", "4"]
 # Every delay level 1 s: retries in tests come after seconds, not minutes.
 FAST_LEVELS = {"delay_levels": ["1s"] * 18}
-
-
-def java_cmd(cls, version="5", **opts):
-    """The command line of a Java driver built against client `version` (5 or 4)."""
-    args = [*jvm("java", version), f"io.ferrocket.e2e.{cls}"]
-    for k, v in opts.items():
-        args += [f"--{k.replace('_', '-')}", str(v)]
-    return args
-
-
-def lines(out):
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-
-def java(cls, version="5", **opts):
-    """Runs one Java driver to its end (its own --timeout or --hold plus two minutes at most);
-    returns its JSON lines."""
-    limit = int(opts.get("timeout", opts.get("hold", 60))) + 120
-    p = subprocess.run(java_cmd(cls, version, **opts), capture_output=True, text=True, timeout=limit)
-    assert p.returncode == 0, f"{cls} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
-    return lines(p.stdout)
-
-
-class Background:
-    """A driver running beside the test; its JSON lines are collected as they come."""
-
-    def __init__(self, args):
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.rows = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.rows.append(json.loads(line))
-
-    def wait(self, timeout):
-        self.proc.wait(timeout=timeout)
-        self.reader.join(10)
-        assert self.proc.returncode == 0, f"driver failed ({self.proc.returncode}): {self.proc.stderr.read()[-4000:]}"
-        return self.rows
 
 
 def go(role, **opts):

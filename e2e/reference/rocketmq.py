@@ -33,6 +33,17 @@ def install():
     return LIB
 
 
+def mqadmin(namesrv, *args, home=None, check=True):
+    """Runs RocketMQ's `mqadmin <args> -n <namesrv>` (MQAdminStartup) against any nameserver,
+    Ferrocket's too; returns its stdout. With `check`, a non-zero exit fails."""
+    home = home or install().parent
+    cmd = ["java", "-Xmx256m", *JVM_OPENS, f"-Duser.home={home}", "-cp", f"{LIB}/*",
+           "org.apache.rocketmq.tools.command.MQAdminStartup", *args, "-n", namesrv]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "ROCKETMQ_HOME": str(home)})
+    assert not check or p.returncode == 0, f"mqadmin {args} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+    return p.stdout
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,10 +67,13 @@ def wait_port(port, proc, log, timeout):
 class RocketMQ:
     """A running reference: nameserver and proxy with its embedded broker."""
 
-    def __init__(self, workdir, flush="ASYNC_FLUSH", heap_mb=2048):
+    def __init__(self, workdir, flush="ASYNC_FLUSH", heap_mb=2048, proxy_conf=None, **broker_conf):
+        """`broker_conf`: more broker.conf settings (RocketMQ `BrokerConfig` / `MessageStoreConfig`
+        names), e.g. `transactionCheckInterval=5000`; `proxy_conf`: more rmq-proxy.json settings
+        (`ProxyConfig` names, numbers)."""
         self.dir = pathlib.Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.flush, self.heap_mb = flush, heap_mb
+        self.flush, self.heap_mb, self.broker_conf, self.proxy_conf = flush, heap_mb, broker_conf, proxy_conf or {}
         self.procs = []
 
     def _java(self, name, main, args, heap_mb, logback):
@@ -85,10 +99,11 @@ class RocketMQ:
             f"brokerClusterName={CLUSTER}", "brokerName=ref-a", "brokerId=0", f"listenPort={broker_port}",
             f"namesrvAddr={self.namesrv}", f"storePathRootDir={store}", f"storePathCommitLog={store}/commitlog",
             f"flushDiskType={self.flush}", "brokerRole=ASYNC_MASTER", "autoCreateTopicEnable=true",
-            "diskMaxUsedSpaceRatio=95", ""]))
+            "diskMaxUsedSpaceRatio=95", *(f"{k}={v}" for k, v in self.broker_conf.items()), ""]))
         (self.dir / "rmq-proxy.json").write_text(
             f'{{"rocketMQClusterName": "{CLUSTER}", "grpcServerPort": {grpc_port}, '
-            f'"remotingListenPort": {remoting_port}, "namesrvAddr": "{self.namesrv}"}}')
+            f'"remotingListenPort": {remoting_port}, "namesrvAddr": "{self.namesrv}"'
+            + "".join(f', "{k}": {v}' for k, v in self.proxy_conf.items()) + "}")
         self.proxy, log = self._java("proxy", "org.apache.rocketmq.proxy.ProxyStartup",
                                      ["-pm", "local", "-bc", str(self.dir / "broker.conf"),
                                       "-pc", str(self.dir / "rmq-proxy.json"), "-n", self.namesrv],
@@ -100,16 +115,29 @@ class RocketMQ:
 
     def admin(self, *args):
         """Runs `mqadmin <args> -n <namesrv>` (MQAdminStartup); returns its output."""
-        cmd = ["java", "-Xmx256m", *JVM_OPENS, f"-Duser.home={self.dir}", "-cp", f"{LIB}/*",
-               "org.apache.rocketmq.tools.command.MQAdminStartup", *args, "-n", self.namesrv]
-        env = {**os.environ, "ROCKETMQ_HOME": str(self.dir)}
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
-        assert p.returncode == 0, f"mqadmin {args} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
-        return p.stdout
+        return mqadmin(self.namesrv, *args, home=self.dir)
 
     def create_topic(self, name, queues=8, message_type="NORMAL"):
         self.admin("updateTopic", "-c", CLUSTER, "-t", name, "-r", str(queues), "-w", str(queues),
                    "-a", f"+message.type={message_type}")
+
+    def create_group(self, name, fifo=False, max_attempts=None):
+        """A subscription group; `fifo` is consumeMessageOrderly, `max_attempts` the deliveries
+        before the DLQ (RocketMQ's retryMaxTimes is the redeliveries: one less)."""
+        args = ["updateSubGroup", "-c", CLUSTER, "-g", name]
+        if fifo:
+            args += ["-o", "true"]
+        if max_attempts:
+            args += ["-r", str(max_attempts - 1)]
+        self.admin(*args)
+
+    def queue_ranges(self, topic):
+        """(min offset, max offset) of each queue of `topic` (`mqadmin topicStatus`), by queue id;
+        None if the topic has no route."""
+        out = mqadmin(self.namesrv, "topicStatus", "-t", topic, home=self.dir, check=False)
+        rows = [line.split() for line in out.splitlines()]
+        ranges = sorted((int(r[1]), int(r[2]), int(r[3])) for r in rows if len(r) >= 4 and r[1].isdigit())
+        return [(low, high) for _, low, high in ranges] or None
 
     def pids(self):
         """The process ids whose CPU time is the broker's: the proxy JVM (it embeds the broker)."""

@@ -15,7 +15,7 @@ use super::header::{Header, Refusal};
 use crate::broker::{Broker, BrokerError, SendBack};
 use crate::consume::groups::GroupError;
 use crate::store::StoreError;
-use crate::topics::{MessageType, Permission, TopicConfig, TopicError};
+use crate::topics::TopicError;
 
 /// A broker's Remoting front end: the engine, the clients known from heartbeats, and the
 /// address this broker's offset message ids name.
@@ -116,7 +116,9 @@ async fn handle(rb: &RemotingBroker, conn: &Arc<Connection>, req: &Command) -> C
         END_TRANSACTION => super::txn::end_transaction(rb, req).await,
         LOCK_BATCH_MQ | UNLOCK_BATCH_MQ => lock_batch(rb, req),
         VIEW_MESSAGE_BY_ID | QUERY_MESSAGE => super::query::query(rb, req),
-        UPDATE_AND_CREATE_TOPIC => create_topic(rb, req),
+        UPDATE_AND_CREATE_TOPIC => super::admin::create_topic(rb, req),
+        GET_CONSUME_STATS => super::admin::consume_stats(rb, req),
+        GET_TOPIC_CONFIG => super::admin::topic_config(rb, req),
         code => Err((REQUEST_CODE_NOT_SUPPORTED, format!("request code {code} is not supported by this broker"))),
     };
     reply(req, r)
@@ -258,26 +260,4 @@ fn lock_batch(rb: &RemotingBroker, req: &Command) -> Result<Command, Refusal> {
         held.into_iter().map(|(topic, queue_id)| MessageQueue { topic, broker_name: me.clone(), queue_id }).collect();
     r.body = json!({ "lockOKMQSet": ok }).to_string().into_bytes();
     Ok(r)
-}
-
-/// UPDATE_AND_CREATE_TOPIC (`mqadmin updateTopic`): queues are the larger of the read and write
-/// counts (Ferrocket's queues are both); `perm` is RocketMQ's bits (READ 4, WRITE 2).
-fn create_topic(rb: &RemotingBroker, req: &Command) -> Result<Command, Refusal> {
-    let h = Header::of(req);
-    let name = h.text("topic")?;
-    let queues = h.opt_num::<u32>("writeQueueNums")?.unwrap_or(0).max(h.opt_num::<u32>("readQueueNums")?.unwrap_or(0));
-    let permission = match h.opt_num::<u32>("perm")?.unwrap_or(6) & 6 {
-        6 => Permission::ReadWrite,
-        4 => Permission::Read,
-        2 => Permission::Write,
-        _ => Permission::None,
-    };
-    let cfg = TopicConfig {
-        name: name.to_string(),
-        queue_count: if queues == 0 { rb.broker.config().default_queue_count } else { queues },
-        permission,
-        message_types: MessageType::ALL.to_vec(),
-    };
-    rb.broker.topics().upsert(cfg).map_err(|e| refusal(&BrokerError::Topic(e)))?;
-    Ok(Command::response_to(req, SUCCESS, None))
 }

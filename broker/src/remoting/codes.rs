@@ -45,10 +45,14 @@ pub const GET_ROUTEINFO_BY_TOPIC: i32 = 105;
 pub const GET_BROKER_CLUSTER_INFO: i32 = 106;
 /// GET_ALL_TOPIC_LIST_FROM_NAMESERVER (nameserver).
 pub const GET_ALL_TOPIC_LIST_FROM_NAMESERVER: i32 = 206;
+/// GET_CONSUME_STATS: a group's offsets against the queues' (`mqadmin consumerProgress`).
+pub const GET_CONSUME_STATS: i32 = 208;
 /// SEND_MESSAGE_V2: one-letter header names.
 pub const SEND_MESSAGE_V2: i32 = 310;
 /// SEND_BATCH_MESSAGE.
 pub const SEND_BATCH_MESSAGE: i32 = 320;
+/// GET_TOPIC_CONFIG: one topic's config on this broker (mqadmin).
+pub const GET_TOPIC_CONFIG: i32 = 351;
 /// LITE_PULL_MESSAGE (5.x DefaultLitePullConsumer).
 pub const LITE_PULL_MESSAGE: i32 = 361;
 /// QUERY_ASSIGNMENT: a 5.x consumer with `clientRebalance=false` asks the broker for its queues.

@@ -6,10 +6,11 @@
 //! - [`namesrv`]: the nameserver's routes, cluster info and topic list.
 //! - [`broker`]: the broker's requests ([`send`], [`pull`], [`pop`], [`txn`], [`query`], clients,
 //!   offsets and queue locks), over the engine; [`clients`]: consumer and producer groups from
-//!   heartbeats.
+//!   heartbeats; [`admin`]: mqadmin's broker requests.
 //! - [`wire`]: messages as Remoting lays them out (pull bodies, offset message ids, batches).
 //! - [`header`]: reading a request's custom header fields.
 
+pub mod admin;
 pub mod broker;
 pub mod clients;
 pub mod codes;

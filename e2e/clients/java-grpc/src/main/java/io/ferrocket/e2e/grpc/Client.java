@@ -2,7 +2,7 @@ package io.ferrocket.e2e.grpc;
 
 /**
  * Drives the official RocketMQ 5.x Java gRPC client (rocketmq-client-java 5.0.8) for the e2e
- * suite: `send`, `receive` (SimpleConsumer) and `txsend`, with the command line and output of
+ * suite: `send`, `receive` (SimpleConsumer), `push` (PushConsumer) and `txsend`, with the command line and output of
  * ../python/client.py.
  */
 public final class Client {
@@ -13,8 +13,9 @@ public final class Client {
             switch (argv.length > 0 ? argv[0] : "") {
                 case "send" -> Send.run(a);
                 case "receive" -> Receive.run(a);
+                case "push" -> Push.run(a);
                 case "txsend" -> TxSend.run(a);
-                default -> throw new IllegalArgumentException("usage: send|receive|txsend --endpoint HOST:PORT ...");
+                default -> throw new IllegalArgumentException("usage: send|receive|push|txsend --endpoint HOST:PORT ...");
             }
         } catch (Throwable e) {
             e.printStackTrace();
