@@ -8,7 +8,6 @@ gRPC: the Python client (rocketmq-python-client 5.1.2) and the Java client (rock
 5.0.8, TLS on as by default). Remoting: the Java client rocketmq-client 5.3.3 through the target's
 nameserver. Administration: RocketMQ's own mqadmin against both.
 """
-import json
 import pathlib
 import re
 import subprocess
@@ -248,4 +247,4 @@ def test_mqadmin_finds_a_message_by_key_and_by_id(target, names):
                                          check=False)) and want in o and o, 30, "the key to be indexed")
     assert want in out
     out = mqadmin(target.namesrv, "queryMsgByUniqueKey", "-t", topic, "-i", want)
-    assert "findme-3" in out and json.dumps(topic)[1:-1] in out, out
+    assert "findme-3" in out and topic in out, out
