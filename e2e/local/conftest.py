@@ -29,7 +29,12 @@ def jvm(project, build):
     cp_file = target / f"cp-{build}.txt"
     assert cp_file.exists(), f"{project} is not built: run e2e/clients/java/build.sh"
     argfile = target / f"java-{build}.args"
-    argfile.write_text(f"-cp {target / f'classes-{build}'}:{cp_file.read_text().strip()}\n")
+    text = f"-cp {target / f'classes-{build}'}:{cp_file.read_text().strip()}\n"
+    # A JVM started a moment ago may still be reading the file: never truncate it in place.
+    if not argfile.exists() or argfile.read_text() != text:
+        tmp = argfile.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(argfile)
     return ["java", "-Xmx256m", f"@{argfile}"]
 
 
@@ -82,6 +87,8 @@ CLIENT_CMDS = {
     "rust": lambda: [str(CLIENTS / "rust-v5" / "target" / "release" / "ferrocket-e2e-rust-v5")],
     # rocketmq-client-java 5.0.8 with its defaults: TLS to the broker's gRPC port.
     "java": lambda: [*jvm("java-grpc", "grpc"), "io.ferrocket.e2e.grpc.Client"],
+    # github.com/apache/rocketmq-clients/golang/v5 v5.1.4 with its defaults: TLS as well.
+    "go": lambda: [str(CLIENTS / "go-grpc" / "ferrocket-e2e-go-grpc")],
 }
 ALL_CLIENTS = list(CLIENT_CMDS)
 

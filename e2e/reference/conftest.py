@@ -73,9 +73,10 @@ class Ferrocket:
 
 
 class Reference:
-    """Apache RocketMQ 5.3.3: nameserver plus proxy in local mode, SQL92 filtering switched on
-    (`enablePropertyFilter`, off by default: without it the reference refuses SQL92 subscriptions),
-    the proxy's caches refreshed every second."""
+    """Apache RocketMQ 5.3.3: nameserver plus proxy in local mode, SQL92 filtering and recall
+    switched on (`enablePropertyFilter` and `recallMessageEnable`, both off by default: without
+    them the reference refuses SQL92 subscriptions and answers a recall 'operation is
+    forbidden'), the proxy's caches refreshed every second."""
 
     name = "rocketmq"
 
@@ -84,7 +85,7 @@ class Reference:
         # test is seen within a second instead.
         refresh = {f"{c}CacheRefreshSeconds": 1 for c in ("topicRouteService", "topicConfig", "subscriptionGroupConfig")}
         self.ref = rocketmq.RocketMQ(workdir, proxy_conf=refresh, transactionCheckInterval=SHARED["check_interval_ms"],
-                                     enablePropertyFilter="true")
+                                     enablePropertyFilter="true", recallMessageEnable="true")
 
     def start(self):
         self.ref.start()

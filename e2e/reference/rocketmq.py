@@ -9,6 +9,7 @@ proxy embeds the broker), on free loopback ports, with a temporary store.
 `install()` copies the jars into ~/.cache/ferrocket/rocketmq-<version>/lib once (Maven, from
 e2e/reference/pom.xml).
 """
+import json
 import os
 import pathlib
 import signal
@@ -42,6 +43,29 @@ def mqadmin(namesrv, *args, home=None, check=True):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "ROCKETMQ_HOME": str(home)})
     assert not check or p.returncode == 0, f"mqadmin {args} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
     return p.stdout
+
+
+def route_code(namesrv, topic):
+    """The response code of a Remoting GET_ROUTEINFO_BY_TOPIC (105) for `topic` to `namesrv`:
+    0 once the nameserver has a route, 17 (TOPIC_NOT_EXIST) before. JSON-serialised header, as
+    RocketMQ's clients send it (REMOTING.md)."""
+    host, port = namesrv.rsplit(":", 1)
+    header = json.dumps({"code": 105, "flag": 0, "language": "JAVA", "opaque": 1, "version": 0,
+                         "serializeTypeCurrentRPC": "JSON", "extFields": {"topic": topic}}).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall((4 + len(header)).to_bytes(4, "big") + len(header).to_bytes(4, "big") + header)
+        frame = b""
+        while len(frame) < 8:
+            chunk = s.recv(65536)
+            assert chunk, "the nameserver closed the connection"
+            frame += chunk
+        length, header_len = int.from_bytes(frame[:4], "big"), int.from_bytes(frame[4:8], "big") & 0xFFFFFF
+        while len(frame) < 8 + header_len:
+            chunk = s.recv(65536)
+            assert chunk, "the nameserver closed the connection"
+            frame += chunk
+        assert header_len <= length
+        return json.loads(frame[8:8 + header_len])["code"]
 
 
 def free_port():
@@ -111,6 +135,12 @@ class RocketMQ:
         self.grpc, self.remoting = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{remoting_port}"
         wait_port(grpc_port, self.proxy, log, 120)
         wait_port(broker_port, self.proxy, log, 60)
+        # Registered: the nameserver routes the cluster's own topic (`clusterTopicEnable`), so an
+        # `mqadmin updateTopic -c` right after the start finds the broker.
+        deadline = time.monotonic() + 60
+        while route_code(self.namesrv, CLUSTER) != 0:
+            assert time.monotonic() < deadline, f"the broker did not register within 60 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
         return self
 
     def admin(self, *args):
@@ -118,8 +148,15 @@ class RocketMQ:
         return mqadmin(self.namesrv, *args, home=self.dir)
 
     def create_topic(self, name, queues=8, message_type="NORMAL"):
+        """Creates the topic and waits (at most 30 s) until the nameserver routes it: the broker
+        registers the change on its own thread, and a client that asks first gets 'No topic route
+        info in name server'."""
         self.admin("updateTopic", "-c", CLUSTER, "-t", name, "-r", str(queues), "-w", str(queues),
                    "-a", f"+message.type={message_type}")
+        deadline = time.monotonic() + 30
+        while route_code(self.namesrv, name) != 0:
+            assert time.monotonic() < deadline, f"topic {name} not routed 30 s after updateTopic"
+            time.sleep(0.2)
 
     def create_group(self, name, fifo=False, max_attempts=None):
         """A subscription group; `fifo` is consumeMessageOrderly, `max_attempts` the deliveries

@@ -302,6 +302,6 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
 
 /// Schedules a DELAY message for `at` (ms since the epoch) as SendMessage does; its recall handle.
 fn schedule(b: &Broker, record: Record, at: u64) -> Result<String, BrokerError> {
-    let mut batch = [Outgoing { record, ty: MessageType::Delay, deliver_at_ms: Some(at) }];
+    let mut batch = [Outgoing { record, ty: MessageType::Delay, deliver_at_ms: Some(at), check_type: true }];
     block(b.send_batch(&mut batch, "producer")).remove(0).map(|s| s.recall_handle)
 }

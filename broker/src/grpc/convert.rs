@@ -234,7 +234,7 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing
         body: msg.body.clone(),
         ..Default::default()
     };
-    Ok(Outgoing { record: rec, ty, deliver_at_ms })
+    Ok(Outgoing { record: rec, ty, deliver_at_ms, check_type: true })
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -409,7 +409,7 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_what_the_client_sent() {
-        let Outgoing { record: mut rec, ty, deliver_at_ms } =
+        let Outgoing { record: mut rec, ty, deliver_at_ms, .. } =
             to_record(&msg(), &Config::default(), "1.2.3.4:5").unwrap();
         assert_eq!((ty, deliver_at_ms), (MessageType::Normal, None));
         rec.queue_offset = 7;

@@ -128,7 +128,8 @@ pub async fn send(rb: &RemotingBroker, conn: &Arc<Connection>, req: &Command) ->
             body,
             ..Default::default()
         };
-        batch.push(Outgoing { record, ty, deliver_at_ms });
+        // No type check, as RocketMQ's broker makes none for Remoting (only its proxy, for gRPC).
+        batch.push(Outgoing { record, ty, deliver_at_ms, check_type: false });
     }
     let results = rb.broker.send_batch(&mut batch, producer).await;
     let mut ids = Vec::with_capacity(results.len());

@@ -84,6 +84,10 @@ def receive(a):
     arrived."""
     consumer = SimpleConsumer(config(a), a.group, {a.topic: filter_of(a)}, await_duration=a.poll)
     consumer.startup()
+    # The client's startup waits for the server's settings only for a PushConsumer; a receive sent
+    # before they arrive can reach a server that has not seen the subscription yet (RocketMQ's proxy
+    # then fails it with a NullPointerException on Settings.getSubscription). Wait as it would.
+    consumer._init_settings_event.wait(10)
     got = 0
     wanted = set(open(a.until_ids).read().split()) if a.until_ids else None
     deadline = time.monotonic() + a.timeout

@@ -37,6 +37,9 @@ pub struct Outgoing {
     pub record: Record,
     /// The message type the client declared.
     pub ty: MessageType,
+    /// Whether the topic must accept `ty` ([`BrokerError::TypeNotAccepted`] otherwise). RocketMQ's
+    /// proxy checks it for gRPC sends; its broker does not for Remoting sends.
+    pub check_type: bool,
     /// For a DELAY message: when to deliver it, ms since the Unix epoch.
     pub deliver_at_ms: Option<u64>,
 }
@@ -94,7 +97,7 @@ impl Broker {
     /// topic not writable, queue out of range, type not accepted, disk full, store errors, and
     /// those of the durability wait.
     pub async fn send(&self, rec: &mut Record, ty: MessageType) -> Result<SendOk, BrokerError> {
-        let (ok, end) = self.append_message(rec, ty)?;
+        let (ok, end) = self.append_message(rec, Some(ty))?;
         self.durable(end, Level::Replicated).await?;
         Ok(ok)
     }
@@ -109,17 +112,18 @@ impl Broker {
         let mut results: Vec<Result<Sent, BrokerError>> = batch
             .iter_mut()
             .map(|m| {
+                let check = m.check_type;
                 let (at, end, transaction_id, recall_handle) = match (m.ty, m.deliver_at_ms) {
                     (MessageType::Transaction, _) => {
-                        let (at, end, id) = self.append_half(&mut m.record, producer)?;
+                        let (at, end, id) = self.append_half(&mut m.record, producer, check)?;
                         (at, end, id, String::new())
                     }
                     (MessageType::Delay, Some(due)) => {
-                        let (at, end, handle) = self.append_scheduled(&mut m.record, due)?;
+                        let (at, end, handle) = self.append_scheduled(&mut m.record, due, check)?;
                         (at, end, String::new(), handle)
                     }
                     (ty, _) => {
-                        let (at, end) = self.append_message(&mut m.record, ty)?;
+                        let (at, end) = self.append_message(&mut m.record, check.then_some(ty))?;
                         (at, end, String::new(), String::new())
                     }
                 };

@@ -466,18 +466,24 @@ impl Broker {
         Ok(self.topics.get(name).unwrap_or(cfg))
     }
 
-    /// Appends a message (`rec` with topic, queue id, properties and body set) of type `ty`;
-    /// returns where it went and the CommitLog end to make durable. Errors: as [`Broker::send`].
-    pub(crate) fn append_message(&self, rec: &mut Record, ty: MessageType) -> Result<(SendOk, u64), BrokerError> {
-        self.check_send(rec, ty)?;
+    /// Appends a message (`rec` with topic, queue id, properties and body set), checking that its
+    /// topic accepts type `accepts` where that is given; returns where it went and the CommitLog
+    /// end to make durable. Errors: as [`Broker::send`].
+    pub(crate) fn append_message(
+        &self,
+        rec: &mut Record,
+        accepts: Option<MessageType>,
+    ) -> Result<(SendOk, u64), BrokerError> {
+        self.check_send(rec, accepts)?;
         let r = self.store.append(rec, true, RecordClass::Message)?;
         Ok((SendOk { queue_id: rec.queue_id, queue_offset: r.queue_offset, physical_offset: r.physical_offset }, r.end))
     }
 
     /// The checks every send makes: disk not too full, properties within
     /// [`crate::limits::MAX_PROPERTIES_BYTES`], topic exists (or is auto-created), writable, queue
-    /// in range, message type accepted. Picks the queue of a message sent to [`ANY_QUEUE`].
-    fn check_send(&self, rec: &mut Record, ty: MessageType) -> Result<(), BrokerError> {
+    /// in range, and message type `accepts` accepted where it is given. Picks the queue of a
+    /// message sent to [`ANY_QUEUE`].
+    fn check_send(&self, rec: &mut Record, accepts: Option<MessageType>) -> Result<(), BrokerError> {
         if self.is_slave() {
             return Err(StoreError::ReadOnly.into());
         }
@@ -500,7 +506,7 @@ impl Broker {
                 count: topic.queue_count,
             });
         }
-        if !topic.message_types.contains(&ty) {
+        if let Some(ty) = accepts.filter(|ty| !topic.message_types.contains(ty)) {
             return Err(BrokerError::TypeNotAccepted { topic: topic.name, ty, accepts: topic.message_types });
         }
         Ok(())

@@ -125,7 +125,7 @@ impl Broker {
         let level = if req.delay_level == 0 { 3 + times } else { req.delay_level as u32 };
         let now = now_ms();
         let due = self.delay_level_due(level, now).unwrap_or(now);
-        let (_, end, _) = self.append_scheduled(&mut rec, due)?;
+        let (_, end, _) = self.append_scheduled(&mut rec, due, false)?;
         Ok((SentBack::Retry { due_ms: due }, end))
     }
 }

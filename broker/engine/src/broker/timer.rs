@@ -26,6 +26,7 @@ impl Broker {
         &self,
         rec: &mut Record,
         deliver_at_ms: u64,
+        check_type: bool,
     ) -> Result<(SendOk, u64, String), BrokerError> {
         let now = now_ms();
         if deliver_at_ms > now + self.cfg.timer_max_delay_ms {
@@ -35,10 +36,11 @@ impl Broker {
                 self.cfg.timer_max_delay_ms
             )));
         }
-        self.check_send(rec, MessageType::Delay)?;
+        let accepts = check_type.then_some(MessageType::Delay);
+        self.check_send(rec, accepts)?;
         if deliver_at_ms <= now {
             rec.properties.insert(timer::PROP_DELIVER_MS.into(), deliver_at_ms.to_string());
-            return self.append_message(rec, MessageType::Delay).map(|(s, end)| (s, end, String::new()));
+            return self.append_message(rec, accepts).map(|(s, end)| (s, end, String::new()));
         }
         let queue_id = rec.queue_id;
         timer::to_timer_record(rec, deliver_at_ms);

@@ -35,9 +35,15 @@ impl Broker {
     /// Stores a TRANSACTION message as a half message (invisible to consumers) and returns where
     /// it went with its transaction id. `client_id` is the producer's (`x-mq-client-id`), asked
     /// first when the transaction is checked back. Returns the CommitLog end to make durable
-    /// too. Errors: as [`Broker::send`].
-    pub(crate) fn append_half(&self, rec: &mut Record, client_id: &str) -> Result<(SendOk, u64, String), BrokerError> {
-        self.check_send(rec, MessageType::Transaction)?;
+    /// too; `check_type`: whether the topic must accept TRANSACTION messages. Errors: as
+    /// [`Broker::send`].
+    pub(crate) fn append_half(
+        &self,
+        rec: &mut Record,
+        client_id: &str,
+        check_type: bool,
+    ) -> Result<(SendOk, u64, String), BrokerError> {
+        self.check_send(rec, check_type.then_some(MessageType::Transaction))?;
         let (topic, queue_id) = (std::mem::replace(&mut rec.topic, txn::HALF_TOPIC.into()), rec.queue_id);
         rec.properties.insert(txn::PROP_REAL_TOPIC.into(), topic);
         rec.properties.insert(txn::PROP_REAL_QID.into(), queue_id.to_string());

@@ -10,6 +10,13 @@ final class Args {
     private final Map<String, String> values = new HashMap<>();
 
     Args(String[] argv) {
+        // A driver whose main thread fails exits 1 at once: the client's non-daemon threads would
+        // otherwise keep the JVM up until the test's timeout.
+        Thread.currentThread().setUncaughtExceptionHandler((t, e) -> {
+            e.printStackTrace();
+            System.err.flush();
+            Runtime.getRuntime().halt(1);
+        });
         for (int i = 0; i < argv.length; i++) {
             String k = argv[i].replaceFirst("^--", "");
             boolean hasValue = i + 1 < argv.length && !argv[i + 1].startsWith("--");
