@@ -7,6 +7,8 @@ Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fi
        scripts/bench.py --replication-only [--runs 3] [--seconds 10]
        scripts/bench.py --remoting-only [--runs 3] [--seconds 10]   (Ferrocket against Apache RocketMQ
            5.3.3 from its jars, over Remoting with the Java load generator; needs ./scripts/test once)
+       scripts/bench.py --grpc-reference [--runs 3] [--seconds 10]   (the same two over gRPC, both
+           driven by `ferrocket bench`; needs ./scripts/test once)
 Prints a Markdown table. Standard library only.
 """
 import argparse
@@ -278,8 +280,12 @@ def main():
                    help="with --remoting-only: the flush modes to run")
     p.add_argument("--remoting-only", action="store_true",
                    help="only Remoting sends and push consumption, Ferrocket and Apache RocketMQ interleaved")
+    p.add_argument("--grpc-reference", action="store_true",
+                   help="only gRPC sends, receives, transactions and end-to-end latency, Ferrocket and Apache RocketMQ interleaved")
     a = p.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ferrocket"], cwd=ROOT, check=True)
+    if a.grpc_reference:
+        return print_grpc_reference(a.runs, a.seconds)
     if a.remoting_only:
         return print_remoting(a.runs, a.seconds, a.flush)
     if a.compare_with:
@@ -346,14 +352,16 @@ def java_bench(namesrv, **opts):
 @contextlib.contextmanager
 def remoting_target(system, flush):
     """Yields (Remoting nameserver address, gRPC address, broker pid) of a fresh Ferrocket standalone
-    or Apache RocketMQ (nameserver + proxy with its embedded broker) with topic `bench` of 8 queues."""
+    or Apache RocketMQ (nameserver + proxy with its embedded broker) with topic `bench` of 8 queues
+    and the TRANSACTION topic `benchtx` of 8."""
     if system == "ferrocket":
         ns, rem = free_port(), free_port()
         config = (f'flush_disk_type = "{flush}"\nremoting_listen = "127.0.0.1:{rem}"\n'
                   f'remoting_namesrv_listen = "127.0.0.1:{ns}"\n')
         with fresh_broker(config) as (broker, addr):
-            subprocess.run([str(BIN), "topic", "create", "bench", "--queues", "8", "--server", addr],
-                           check=True, capture_output=True)
+            for topic, ty in (("bench", "normal"), ("benchtx", "transaction")):
+                subprocess.run([str(BIN), "topic", "create", topic, "--queues", "8", "--types", ty, "--server", addr],
+                               check=True, capture_output=True)
             yield f"127.0.0.1:{ns}", addr, broker.pid
         return
     import importlib.util
@@ -365,6 +373,7 @@ def remoting_target(system, flush):
     try:
         ref.start()
         ref.create_topic("bench", queues=8)
+        ref.create_topic("benchtx", queues=8, message_type="TRANSACTION")
         yield ref.namesrv, ref.grpc, ref.pids()[0]
     finally:
         ref.stop()
@@ -391,7 +400,7 @@ def remoting_once(system, flush, seconds):
         assert r["received"] >= backlog, f"{system} drain: {r['received']} of {backlog}"
         rows["push drain"] = r
         if system != "ferrocket":
-            return rows  # `ferrocket bench` sends no client id, which the proxy requires
+            return rows  # the gRPC rows of both systems are --grpc-reference's
         # The same broker over gRPC: `ferrocket bench`, 32 senders of 1 KiB, one message per call.
         before = cpu_seconds(pid)
         g = bench_cli(grpc, "--mode", "produce", "--topic", "bench", "--concurrency", "32", "--size", "1024",
@@ -420,6 +429,89 @@ def print_remoting(runs, seconds, flushes):
                 failed = sum(r.get("errors", 0) for r in rows)
                 print(f"| {flush} | {load} | {system} | {med['rate']:.0f} | {med.get('p50_ms', 0):.2f} | "
                       f"{med.get('p99_ms', 0):.2f} | {med['broker_cpu_us_per_msg']:.1f} | {failed} | {rates} |", flush=True)
+
+
+GRPC_SENDS = [("send", 1, 1), ("send", 1, 16), ("send", 32, 1), ("send", 32, 16)]
+
+
+def grpc_once(system, flush, seconds):
+    """Over gRPC with `ferrocket bench`: sends of 1 KiB from 1 and 32 senders, 1 and 16 messages per
+    call; 32 receivers (receive+ack) draining all of that; transactional send+commit from 32 senders.
+    Each row with the broker's CPU µs per message; the broker's peak RSS at the end."""
+    rows = {}
+    with remoting_target(system, flush) as (_, addr, pid):
+        backlog = 0
+        for side, conc, batch in GRPC_SENDS:
+            before = cpu_seconds(pid)
+            r = bench_cli(addr, "--mode", "produce", "--topic", "bench", "--concurrency", str(conc), "--batch", str(batch),
+                          "--duration", f"{seconds}s")["produce"]
+            r["cpu"] = (cpu_seconds(pid) - before) * 1e6 / max(r["messages"], 1)
+            backlog += r["messages"]
+            rows[f"{side} x{conc} batch {batch}"] = r
+        before = cpu_seconds(pid)
+        r = bench_cli(addr, "--mode", "consume", "--topic", "bench", "--group", "drain", "--messages", str(backlog),
+                      "--duration", "120s")["consume"]
+        r["cpu"] = (cpu_seconds(pid) - before) * 1e6 / max(r["messages"], 1)
+        r["backlog"] = backlog
+        rows["receive+ack x32 (drain)"] = r
+        before = cpu_seconds(pid)
+        r = bench_cli(addr, "--mode", "tx", "--topic", "benchtx", "--duration", f"{seconds}s")["produce"]
+        r["cpu"] = (cpu_seconds(pid) - before) * 1e6 / max(r["messages"], 1)
+        rows["tx send+commit x32"] = r
+        rows["peak RSS MiB"] = rss_mib(pid)[2]
+    return rows
+
+
+def e2e_once(system, rate, seconds):
+    """End-to-end latency (send to receive) at `rate` msgs/s from 32 senders to 32 receivers, after
+    a 5 s warm-up at the same rate (which also makes the group's first offsets)."""
+    with remoting_target(system, "async") as (_, addr, pid):
+        bench_cli(addr, "--mode", "both", "--topic", "bench", "--group", "e2e", "--rate", str(rate), "--duration", "5s")
+        before = cpu_seconds(pid)
+        r = bench_cli(addr, "--mode", "both", "--topic", "bench", "--group", "e2e", "--rate", str(rate),
+                      "--duration", f"{seconds}s")
+        r["consume"]["cpu"] = (cpu_seconds(pid) - before) * 1e6 / max(r["consume"]["messages"], 1)
+        return r["consume"]
+
+
+def print_grpc_reference(runs, seconds):
+    """Ferrocket and Apache RocketMQ 5.3.3 over gRPC, one run of each in turn, medians of `runs`; then
+    end-to-end latency at half of the slower system's median rate for 32 single-message senders."""
+    print("| flush | load | system | msgs/s (median) | p50 ms | p99 ms | broker CPU µs/msg | failed calls | runs (msgs/s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    systems = ("ferrocket", "rocketmq")
+    x32, peaks = {}, []
+    for flush in ("async", "sync"):
+        results = {s: [] for s in systems}
+        for _ in range(runs):
+            for system in systems:
+                results[system].append(grpc_once(system, flush, seconds))
+        for load in results["ferrocket"][0]:
+            if load == "peak RSS MiB":
+                continue
+            for system, rs in results.items():
+                rows = sorted((r[load] for r in rs), key=lambda r: r["msgs_per_sec"])
+                med = rows[len(rows) // 2]
+                if flush == "async" and load == "send x32 batch 1":
+                    x32[system] = med["msgs_per_sec"]
+                rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in rows)
+                print(f"| {flush} | {load} | {system} | {med['msgs_per_sec']:.0f} | {med['p50_ms']:.2f} | "
+                      f"{med['p99_ms']:.2f} | {med['cpu']:.1f} | {sum(r['errors'] for r in rows)} | {rates} |", flush=True)
+        for system, rs in results.items():
+            peaks.append(f"{flush} {system}: " + ", ".join(f"{r['peak RSS MiB']:.0f}" for r in rs))
+    print("\nbroker peak RSS (VmHWM), MiB per run: " + "; ".join(peaks))
+    rate = int(min(x32.values()) / 2)
+    print(f"\n| end-to-end at {rate} msgs/s | system | p50 ms | p99 ms | p999 ms | max ms | received msgs/s | broker CPU µs/msg |")
+    print("|---|---|---|---|---|---|---|---|")
+    results = {s: [] for s in systems}
+    for _ in range(runs):
+        for system in systems:
+            results[system].append(e2e_once(system, rate, seconds))
+    for system, rs in results.items():
+        for r in sorted(rs, key=lambda r: r["e2e_ms"][1]):
+            e = r["e2e_ms"]
+            print(f"| async | {system} | {e[0]:.2f} | {e[1]:.2f} | {e[2]:.2f} | {e[3]:.2f} | {r['msgs_per_sec']:.0f} | "
+                  f"{r['cpu']:.1f} |", flush=True)
 
 
 def print_memory():

@@ -1,5 +1,7 @@
 //! `ferrocket bench`: load generator speaking the RocketMQ 5 gRPC protocol (the same calls the
-//! official clients make), for throughput and latency figures (docs/BENCHMARKS.md).
+//! official clients make), for throughput and latency figures (docs/BENCHMARKS.md). It drives
+//! Ferrocket and Apache RocketMQ's proxy alike: every call carries a client id, and receivers
+//! announce their subscription on a Telemetry stream first, as the official clients do.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::proto::requests::{self, resource as res};
@@ -78,6 +82,10 @@ pub struct BenchOpts {
     /// --delay-after, e.g. `10s`: messages / spread is the due rate.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub delay_spread: Duration,
+    /// Send at most this many messages per second over all senders (0: as fast as they can).
+    /// Each message then carries its send time, and receivers report end-to-end latency.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
 }
 
 /// Results of one side.
@@ -101,6 +109,10 @@ pub struct SideReport {
     /// received, ms (p50, p99, p999, max).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lateness_ms: Option<[f64; 4]>,
+    /// Receive side, with `--rate`: receive time minus send time of each message, ms (p50, p99,
+    /// p999, max).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e_ms: Option<[f64; 4]>,
 }
 
 /// Results of a run.
@@ -126,6 +138,8 @@ struct Side {
     hist: Mutex<Histogram<u64>>,
     /// Receive time minus delivery time of DELAY messages, µs.
     late: Mutex<Histogram<u64>>,
+    /// Receive time minus send time (`--rate` runs), µs.
+    e2e: Mutex<Histogram<u64>>,
 }
 
 impl Side {
@@ -135,6 +149,7 @@ impl Side {
             errors: AtomicU64::new(0),
             hist: Mutex::new(Histogram::new(3).expect("3 sig figs")),
             late: Mutex::new(Histogram::new(3).expect("3 sig figs")),
+            e2e: Mutex::new(Histogram::new(3).expect("3 sig figs")),
         })
     }
     fn report(&self, secs: f64, size: usize) -> SideReport {
@@ -149,14 +164,85 @@ impl Side {
             p99_ms: q(0.99),
             p999_ms: q(0.999),
             errors: self.errors.load(Ordering::Relaxed),
-            lateness_ms: {
-                let l = self.late.lock();
-                let q = |p| l.value_at_quantile(p) as f64 / 1000.0;
-                (!l.is_empty()).then(|| [q(0.5), q(0.99), q(0.999), l.max() as f64 / 1000.0])
-            },
+            lateness_ms: quantiles_ms(&self.late.lock()),
+            e2e_ms: quantiles_ms(&self.e2e.lock()),
         }
     }
 }
+
+/// p50, p99, p999 and max of a histogram of µs, in ms; None if it is empty.
+fn quantiles_ms(h: &Histogram<u64>) -> Option<[f64; 4]> {
+    let q = |p| h.value_at_quantile(p) as f64 / 1000.0;
+    (!h.is_empty()).then(|| [q(0.5), q(0.99), q(0.999), h.max() as f64 / 1000.0])
+}
+
+/// User property holding a message's send time, µs since the Unix epoch (`--rate` runs).
+const SENT_AT: &str = "bench-sent-us";
+
+/// Adds the headers the official clients send on every call (`x-mq-client-id`, `x-mq-language`,
+/// `x-mq-protocol`; apache/rocketmq-clients `Signature`). Apache RocketMQ's proxy refuses a call
+/// without a client id (CLIENT_ID_REQUIRED) and finds a receive's subscription by it.
+#[derive(Clone)]
+struct ClientHeaders(AsciiMetadataValue);
+
+impl tonic::service::Interceptor for ClientHeaders {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let m = req.metadata_mut();
+        m.insert("x-mq-client-id", self.0.clone());
+        m.insert("x-mq-language", AsciiMetadataValue::from_static("RUST"));
+        m.insert("x-mq-protocol", AsciiMetadataValue::from_static("v2"));
+        Ok(req)
+    }
+}
+
+type Client = MessagingServiceClient<InterceptedService<Channel, ClientHeaders>>;
+
+/// Announces a SimpleConsumer of `group` on `topic` (all tags) over a Telemetry stream and waits
+/// (at most 10 s) for the broker's answer, as the official clients do before their first receive.
+/// The returned stream must stay open while the receivers run. Errors: the call fails or the
+/// broker answers with a non-OK status.
+async fn announce_consumer(
+    c: &mut Client,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<tonic::Streaming<TelemetryCommand>> {
+    let ms = |ms: u64| prost_types::Duration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 };
+    let settings = Settings {
+        client_type: Some(ClientType::SimpleConsumer as i32),
+        request_timeout: Some(ms(10_000)),
+        pub_sub: Some(settings::PubSub::Subscription(Subscription {
+            group: res(group),
+            subscriptions: vec![SubscriptionEntry {
+                topic: res(topic),
+                expression: Some(FilterExpression { r#type: FilterType::Tag as i32, expression: "*".into() }),
+            }],
+            fifo: Some(false),
+            receive_batch_size: Some(32),
+            long_polling_timeout: Some(ms(RECEIVE_POLL_MS)),
+            ..Default::default()
+        })),
+        user_agent: Some(Ua {
+            language: Language::Rust as i32,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let command = TelemetryCommand { status: None, command: Some(telemetry_command::Command::Settings(settings)) };
+    // The request stream stays open (pending after the settings): closing it ends the session.
+    let outbound = tokio_stream::StreamExt::chain(tokio_stream::once(command), tokio_stream::pending());
+    let mut replies = c.telemetry(outbound).await?.into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), replies.message()).await;
+    let reply = first.map_err(|_| anyhow::anyhow!("no answer to the consumer's settings within 10 s"))??;
+    let status = reply.and_then(|r| r.status);
+    anyhow::ensure!(status.is_none() || requests::ok(&status), "settings refused: {status:?}");
+    Ok(replies)
+}
+
+/// Long-polling time of each ReceiveMessage, ms (Apache RocketMQ's proxy raises it to its minimum
+/// of 5,000), and the call's deadline, ms, which must cover it.
+const RECEIVE_POLL_MS: u64 = 1_000;
+const RECEIVE_DEADLINE_MS: u64 = 20_000;
 
 /// Delivery time of the `k`-th of `n` DELAY messages: `start_ms + after`, plus `k / n` of `spread`.
 fn due_ms(start_ms: u64, after: Duration, spread: Duration, k: u64, n: u64) -> u64 {
@@ -167,19 +253,33 @@ fn timestamp(ms: u64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 
-/// Runs the benchmark. Errors: the broker cannot be reached or the topic has no route.
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Runs the benchmark. Errors: the broker cannot be reached, the topic has no route or the
+/// broker refuses the receivers' subscription.
 pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     let endpoint = format!("http://{}", o.server);
+    let headers = ClientHeaders(format!("ferrocket-bench@{}@{}", std::process::id(), now_us()).parse()?);
     // A few connections, so one HTTP/2 connection is not the bottleneck.
     let mut channels = Vec::new();
     for _ in 0..o.concurrency.div_ceil(8).max(1) {
         channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
     }
-    let mut client = MessagingServiceClient::new(channels[0].clone());
+    let connect = |ch: Channel| MessagingServiceClient::with_interceptor(ch, headers.clone());
+    let mut client = connect(channels[0].clone());
     let route = client.query_route(QueryRouteRequest { topic: res(&o.topic), endpoints: None }).await?.into_inner();
     let queues = route.message_queues.len().max(1) as i32;
     anyhow::ensure!(requests::ok(&route.status), "no route for {}: {:?}", o.topic, route.status);
     anyhow::ensure!(o.delay_after.is_none() || o.messages > 0, "--delay-after needs --messages");
+    let _session = match o.mode.receives() {
+        true => Some(announce_consumer(&mut client, &o.group, &o.topic).await?),
+        false => None,
+    };
+    // Each sender's pace with --rate: one call per `interval`.
+    let interval =
+        (o.rate > 0).then(|| Duration::from_secs_f64((o.concurrency * o.batch.max(1)) as f64 / o.rate as f64));
     let start_ms = crate::store::now_ms();
     let stop = Arc::new(AtomicBool::new(false));
     let claimed = Arc::new(AtomicU64::new(0)); // messages senders have started on (for --messages)
@@ -199,10 +299,15 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                 (false, None) => MessageType::Normal,
             };
             let (delay_after, spread) = (o.delay_after, o.delay_spread);
+            let mut c = connect(ch);
             senders.push(tokio::spawn(async move {
-                let mut c = MessagingServiceClient::new(ch);
                 let mut i = 0u64;
+                let mut next = tokio::time::Instant::now();
                 while !stop.load(Ordering::Relaxed) {
+                    if let Some(every) = interval {
+                        tokio::time::sleep_until(next).await;
+                        next += every;
+                    }
                     let first = claimed.fetch_add(batch as u64, Ordering::Relaxed);
                     if limit > 0 && first >= limit {
                         break;
@@ -211,9 +316,13 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                     for k in first..first + batch as u64 {
                         i += 1;
                         let delivery_timestamp = delay_after.map(|d| timestamp(due_ms(start_ms, d, spread, k, limit)));
+                        let mut user_properties = std::collections::HashMap::new();
+                        if interval.is_some() {
+                            user_properties.insert(SENT_AT.to_string(), now_us().to_string());
+                        }
                         messages.push(Message {
                             topic: res(&topic),
-                            user_properties: Default::default(),
+                            user_properties,
                             system_properties: Some(SystemProperties {
                                 message_id: format!("B{t:04}{i:012}"),
                                 tag: Some("bench".into()),
@@ -249,11 +358,12 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         if o.mode.receives() {
             let ch = channels[(t + 1) % channels.len()].clone();
             let (stop, side, topic, group) = (stop.clone(), cons.clone(), o.topic.clone(), o.group.clone());
+            let mut c = connect(ch);
             tasks.push(tokio::spawn(async move {
-                let mut c = MessagingServiceClient::new(ch);
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
-                    let req = requests::receive(&group, &topic, 32, 60_000, 1_000);
+                    let mut req = tonic::Request::new(requests::receive(&group, &topic, 32, 60_000, RECEIVE_POLL_MS));
+                    req.set_timeout(Duration::from_millis(RECEIVE_DEADLINE_MS));
                     let Ok(resp) = c.receive_message(req).await else {
                         side.errors.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -265,8 +375,11 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                             let sp = m.system_properties.unwrap_or_default();
                             if let Some(due) = &sp.delivery_timestamp {
                                 let due_us = due.seconds * 1_000_000 + due.nanos as i64 / 1000;
-                                let now_us = crate::store::now_ms() as i64 * 1000;
-                                let _ = side.late.lock().record((now_us - due_us).max(0) as u64);
+                                let at_us = crate::store::now_ms() as i64 * 1000;
+                                let _ = side.late.lock().record((at_us - due_us).max(0) as u64);
+                            }
+                            if let Some(sent) = m.user_properties.get(SENT_AT).and_then(|v| v.parse::<u64>().ok()) {
+                                let _ = side.e2e.lock().record(now_us().saturating_sub(sent));
                             }
                             entries.push(AckMessageEntry {
                                 message_id: sp.message_id,
