@@ -7,8 +7,8 @@ Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fi
        scripts/bench.py --replication-only [--runs 3] [--seconds 10]
        scripts/bench.py --remoting-only [--runs 3] [--seconds 10]   (Ferrocket against Apache RocketMQ
            5.3.3 from its jars, over Remoting with the Java load generator; needs ./scripts/test once)
-       scripts/bench.py --grpc-reference [--runs 3] [--seconds 10]   (the same two over gRPC, both
-           driven by `ferrocket bench`; needs ./scripts/test once)
+       scripts/bench.py --grpc-reference [--runs 3] [--seconds 10] [--e2e-rate N ...]   (the same two
+           over gRPC, both driven by `ferrocket bench`; needs ./scripts/test once)
 Prints a Markdown table. Standard library only.
 """
 import argparse
@@ -282,10 +282,12 @@ def main():
                    help="only Remoting sends and push consumption, Ferrocket and Apache RocketMQ interleaved")
     p.add_argument("--grpc-reference", action="store_true",
                    help="only gRPC sends, receives, transactions and end-to-end latency, Ferrocket and Apache RocketMQ interleaved")
+    p.add_argument("--e2e-rate", type=int, nargs="+", default=[],
+                   help="with --grpc-reference: only end-to-end latency, at each of these rates (msgs/s)")
     a = p.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ferrocket"], cwd=ROOT, check=True)
     if a.grpc_reference:
-        return print_grpc_reference(a.runs, a.seconds)
+        return print_grpc_reference(a.runs, a.seconds, a.e2e_rate)
     if a.remoting_only:
         return print_remoting(a.runs, a.seconds, a.flush)
     if a.compare_with:
@@ -471,12 +473,18 @@ def e2e_once(system, rate, seconds):
         r = bench_cli(addr, "--mode", "both", "--topic", "bench", "--group", "e2e", "--rate", str(rate),
                       "--duration", f"{seconds}s")
         r["consume"]["cpu"] = (cpu_seconds(pid) - before) * 1e6 / max(r["consume"]["messages"], 1)
+        r["consume"]["sent_per_sec"] = r["produce"]["msgs_per_sec"]
         return r["consume"]
 
 
-def print_grpc_reference(runs, seconds):
+def print_grpc_reference(runs, seconds, e2e_rates=()):
     """Ferrocket and Apache RocketMQ 5.3.3 over gRPC, one run of each in turn, medians of `runs`; then
-    end-to-end latency at half of the slower system's median rate for 32 single-message senders."""
+    end-to-end latency at half of the slower system's median rate for 32 single-message senders,
+    or only that at each of `e2e_rates` (msgs/s) if given."""
+    if e2e_rates:
+        for rate in e2e_rates:
+            print_e2e(runs, seconds, rate)
+        return
     print("| flush | load | system | msgs/s (median) | p50 ms | p99 ms | broker CPU µs/msg | failed calls | runs (msgs/s) |")
     print("|---|---|---|---|---|---|---|---|---|")
     systems = ("ferrocket", "rocketmq")
@@ -500,9 +508,14 @@ def print_grpc_reference(runs, seconds):
         for system, rs in results.items():
             peaks.append(f"{flush} {system}: " + ", ".join(f"{r['peak RSS MiB']:.0f}" for r in rs))
     print("\nbroker peak RSS (VmHWM), MiB per run: " + "; ".join(peaks))
-    rate = int(min(x32.values()) / 2)
-    print(f"\n| end-to-end at {rate} msgs/s | system | p50 ms | p99 ms | p999 ms | max ms | received msgs/s | broker CPU µs/msg |")
-    print("|---|---|---|---|---|---|---|---|")
+    print_e2e(runs, seconds, int(min(x32.values()) / 2))
+
+
+def print_e2e(runs, seconds, rate):
+    """End-to-end latency at `rate` msgs/s, one run of each system in turn; every run is listed."""
+    print(f"\n| end-to-end at {rate} msgs/s | system | p50 ms | p99 ms | p999 ms | max ms | sent msgs/s | received msgs/s | broker CPU µs/msg |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    systems = ("ferrocket", "rocketmq")
     results = {s: [] for s in systems}
     for _ in range(runs):
         for system in systems:
@@ -510,7 +523,7 @@ def print_grpc_reference(runs, seconds):
     for system, rs in results.items():
         for r in sorted(rs, key=lambda r: r["e2e_ms"][1]):
             e = r["e2e_ms"]
-            print(f"| async | {system} | {e[0]:.2f} | {e[1]:.2f} | {e[2]:.2f} | {e[3]:.2f} | {r['msgs_per_sec']:.0f} | "
+            print(f"| async | {system} | {e[0]:.2f} | {e[1]:.2f} | {e[2]:.2f} | {e[3]:.2f} | {r['sent_per_sec']:.0f} | {r['msgs_per_sec']:.0f} | "
                   f"{r['cpu']:.1f} |", flush=True)
 
 

@@ -240,8 +240,9 @@ async fn announce_consumer(
 }
 
 /// Long-polling time of each ReceiveMessage, ms (Apache RocketMQ's proxy raises it to its minimum
-/// of 5,000), and the call's deadline, ms, which must cover it.
+/// of 5,000).
 const RECEIVE_POLL_MS: u64 = 1_000;
+/// Deadline of each ReceiveMessage call, ms: it must cover the proxy's polling time.
 const RECEIVE_DEADLINE_MS: u64 = 20_000;
 
 /// Delivery time of the `k`-th of `n` DELAY messages: `start_ms + after`, plus `k / n` of `spread`.
