@@ -211,7 +211,9 @@ impl Signal {
         if !self.flag.load(Ordering::Acquire) {
             self.cv.wait_for(&mut g, timeout);
         }
-        self.flag.store(false, Ordering::Release);
+        // A swap, not a store: a notify that set the flag after a timed-out wait is then either
+        // seen here (and its append with it) or left set for the next wait, never erased.
+        self.flag.swap(false, Ordering::AcqRel);
     }
 }
 
