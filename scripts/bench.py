@@ -9,11 +9,15 @@ Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fi
            5.3.3 from its jars, over Remoting with the Java load generator; needs ./scripts/test once)
        scripts/bench.py --grpc-reference [--runs 3] [--seconds 10] [--e2e-rate N ...]   (the same two
            over gRPC, both driven by `ferrocket bench`; needs ./scripts/test once)
+       scripts/bench.py --peers [--runs 3] [--seconds 8]   (Ferrocket against NATS JetStream and
+           RabbitMQ from Debian, all driven by bench/peers' `peer-bench`; installs the two servers
+           with apt-get if they are missing)
 Prints a Markdown table. Standard library only.
 """
 import argparse
 import contextlib
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -284,8 +288,12 @@ def main():
                    help="only gRPC sends, receives, transactions and end-to-end latency, Ferrocket and Apache RocketMQ interleaved")
     p.add_argument("--e2e-rate", type=int, nargs="+", default=[],
                    help="with --grpc-reference: only end-to-end latency, at each of these rates (msgs/s)")
+    p.add_argument("--peers", action="store_true",
+                   help="only Ferrocket against NATS JetStream and RabbitMQ on one load generator, runs interleaved")
     a = p.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ferrocket"], cwd=ROOT, check=True)
+    if a.peers:
+        return print_peers(a.runs, a.seconds)
     if a.grpc_reference:
         return print_grpc_reference(a.runs, a.seconds, a.e2e_rate)
     if a.remoting_only:
@@ -525,6 +533,172 @@ def print_e2e(runs, seconds, rate):
             e = r["e2e_ms"]
             print(f"| async | {system} | {e[0]:.2f} | {e[1]:.2f} | {e[2]:.2f} | {e[3]:.2f} | {r['sent_per_sec']:.0f} | {r['msgs_per_sec']:.0f} | "
                   f"{r['cpu']:.1f} |", flush=True)
+
+
+PEER_BENCH = ROOT / "target" / "release" / "peer-bench"
+PEER_PACKAGES = {"nats": ("nats-server", "nats-server"), "rabbitmq": ("rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server")}
+
+
+def install_peers():
+    """Installs Debian's NATS and RabbitMQ servers if they are missing (as scripts/test installs its
+    packages); neither is started as a service: each run starts its own."""
+    need = [pkg for pkg, exe in PEER_PACKAGES.values() if not shutil.which(exe)]
+    if need:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(sudo + ["apt-get", "update", "-q"], check=True, capture_output=True)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-q", "--no-install-recommends", *need], check=True,
+                       capture_output=True, env=env)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "ferrocket-peers"], cwd=ROOT, check=True)
+
+
+def tree_cpu_seconds(pid):
+    """User + system CPU time of a process and of its live descendants, s (RabbitMQ's beam.smp runs
+    under the rabbitmq-server shell script)."""
+    parents = {}
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    tree, total = {pid}, 0.0
+    for p in sorted(parents):  # children have higher pids than their parents here (no pid wrap in a run)
+        if parents[p] in tree:
+            tree.add(p)
+    for p in tree:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(p)
+    return total
+
+
+def wait_port(port, proc, timeout=60):
+    """Waits (at most `timeout` s) until 127.0.0.1:`port` accepts; raises if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def peer_server(system, flush="async"):
+    """Yields (address, pid of the process to measure) of a fresh server on loopback with a data
+    directory of its own, removed afterwards: Ferrocket standalone with `flush` ("async" or "sync"),
+    NATS JetStream (file store), or RabbitMQ (a node of its own, with its own epmd port)."""
+    if system == "ferrocket":
+        with fresh_broker(f'flush_disk_type = "{flush}"\n') as (broker, addr):
+            yield addr, broker.pid
+        return
+    work = pathlib.Path(tempfile.mkdtemp(prefix=f"{system}-bench-", dir="/var/tmp"))
+    port, env = free_port(), dict(os.environ)
+    if system == "nats":
+        args = ["nats-server", "-js", "-sd", str(work / "js"), "-a", "127.0.0.1", "-p", str(port)]
+    else:
+        (work / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{port}\n")
+        (work / "enabled_plugins").write_text("[].\n")
+        (work / "home").mkdir()
+        env.update(HOME=str(work / "home"), RABBITMQ_NODENAME=f"bench{port}@localhost", RABBITMQ_CONF_ENV_FILE="/dev/null",
+                   RABBITMQ_MNESIA_BASE=str(work / "mnesia"), RABBITMQ_LOG_BASE=str(work / "log"),
+                   RABBITMQ_CONFIG_FILE=str(work / "rabbitmq.conf"), RABBITMQ_ENABLED_PLUGINS_FILE=str(work / "enabled_plugins"),
+                   RABBITMQ_DIST_PORT=str(free_port()), ERL_EPMD_PORT=str(free_port()))
+        args = [PEER_PACKAGES["rabbitmq"][1]]
+    server = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_port(port, server)
+        yield f"127.0.0.1:{port}", server.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        if system == "rabbitmq":  # epmd daemonises out of the process group
+            subprocess.run(["epmd", "-kill"], env=env, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def peer_bench(system, addr, *args, queue_type="classic"):
+    """One run of `peer-bench` against `system` at `addr`; its JSON report."""
+    extra = ["--queue-type", queue_type] if system == "rabbitmq" else []
+    out = subprocess.run([str(PEER_BENCH), "--system", system, "--server", addr, "--topic", "bench", *extra, *args],
+                         capture_output=True, text=True, check=True, timeout=300).stdout
+    return json.loads(out)
+
+
+PEER_SENDS = [("send x32, 1 in flight", 32, 1), ("send x32, 16 in flight", 32, 16)]
+PEER_DRAIN = 200_000
+
+
+def peer_once(system, seconds):
+    """The rows of docs/BENCHMARKS.md's peer table for one system: after a 2 s warm-up, 32 publishers
+    awaiting each acknowledgement with 1 and 16 in flight (Ferrocket: a batch of 16 per call), then 32
+    consumers draining 200,000 of that backlog (or all of it, if less); on a fresh server, SYNC_FLUSH (Ferrocket) or a quorum
+    queue (RabbitMQ) from 32 publishers and from 1 (NATS 2.9 has no per-message sync). Each row
+    carries the server's CPU µs per message; "peak RSS MiB" is the largest process's VmHWM."""
+    rows = {}
+
+    def measure(name, addr, pid, *args, **kw):
+        before = tree_cpu_seconds(pid)
+        r = peer_bench(system, addr, *args, **kw)
+        side = r["produce"] or r["consume"]
+        side["cpu"] = (tree_cpu_seconds(pid) - before) * 1e6 / max(side["messages"], 1)
+        rows[name] = side
+        return side
+
+    def peak_rss(pid):
+        peaks = []
+        for stat in pathlib.Path("/proc").glob("[0-9]*/status"):
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                st = dict(l.split(":", 1) for l in stat.read_text().splitlines() if ":" in l)
+                if int(st["PPid"]) == pid or int(stat.parent.name) == pid:
+                    peaks.append(int(st["VmHWM"].split()[0]) / 1024)
+        return max(peaks, default=0)
+
+    with peer_server(system) as (addr, pid):
+        backlog = peer_bench(system, addr, "--mode", "produce", "--concurrency", "32", "--duration", "2s")["produce"]["messages"]
+        for name, conc, window in PEER_SENDS:
+            backlog += measure(f"async: {name}", addr, pid, "--mode", "produce", "--concurrency", str(conc),
+                               "--batch", str(window), "--duration", f"{seconds}s")["messages"]
+        want = min(backlog, PEER_DRAIN)
+        drained = measure("async: receive+ack x32, drain", addr, pid, "--mode", "consume", "--concurrency", "32",
+                          "--messages", str(want), "--duration", "120s")
+        assert drained["messages"] >= want, f"{system} drained {drained['messages']} of {want}"
+        rows["peak RSS MiB"] = peak_rss(pid)
+    if system == "nats":
+        return rows
+    queue_type = "quorum" if system == "rabbitmq" else "classic"
+    with peer_server(system, "sync") as (addr, pid):
+        for conc in (32, 1):
+            measure(f"sync: send x{conc}, 1 in flight", addr, pid, "--mode", "produce", "--concurrency", str(conc),
+                    "--duration", f"{seconds}s", queue_type=queue_type)
+    return rows
+
+
+def print_peers(runs, seconds):
+    """Ferrocket, NATS JetStream and RabbitMQ on the same generator, one run of each in turn (so
+    drift on a shared machine hits all alike), medians of `runs`, with Ferrocket's rate over NATS's."""
+    install_peers()
+    systems = ("ferrocket", "nats", "rabbitmq")
+    results = {s: [] for s in systems}
+    for _ in range(runs):
+        for system in systems:
+            results[system].append(peer_once(system, seconds))
+    print("| load | system | msgs/s (median) | p50 ms | p99 ms | server CPU µs/msg | Ferrocket / this | failed calls | runs (msgs/s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for load in results["ferrocket"][0]:
+        if load == "peak RSS MiB":
+            continue
+        medians = {}
+        for system, rs in results.items():
+            if load not in rs[0]:
+                continue
+            rows = sorted((r[load] for r in rs), key=lambda r: r["msgs_per_sec"])
+            medians[system] = med = rows[len(rows) // 2]
+            ratio = medians["ferrocket"]["msgs_per_sec"] / max(med["msgs_per_sec"], 1e-9)
+            rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in rows)
+            print(f"| {load} | {system} | {med['msgs_per_sec']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} | "
+                  f"{med['cpu']:.1f} | {ratio:.2f} | {sum(r['errors'] for r in rows)} | {rates} |", flush=True)
+    print("\npeak RSS (VmHWM of the largest process), MiB per run: " + "; ".join(
+        f"{s}: " + ", ".join(f"{r['peak RSS MiB']:.0f}" for r in rs) for s, rs in results.items()))
 
 
 def print_memory():

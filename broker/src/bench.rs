@@ -132,7 +132,9 @@ pub struct BenchReport {
     pub consume: Option<SideReport>,
 }
 
-struct Side {
+/// The counters and call-latency histogram of one side of a run, shared by its tasks; also used
+/// by the peer load generator (bench/peers) so every system is measured the same way.
+pub struct Side {
     count: AtomicU64,
     errors: AtomicU64,
     hist: Mutex<Histogram<u64>>,
@@ -143,7 +145,8 @@ struct Side {
 }
 
 impl Side {
-    fn new() -> Arc<Side> {
+    /// An empty side.
+    pub fn new() -> Arc<Side> {
         Arc::new(Side {
             count: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -152,7 +155,21 @@ impl Side {
             e2e: Mutex::new(Histogram::new(3).expect("3 sig figs")),
         })
     }
-    fn report(&self, secs: f64, size: usize) -> SideReport {
+    /// Messages counted so far.
+    pub fn messages(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+    /// Records one call that started at `start`: `n` messages if `ok`, else one error.
+    pub fn record(&self, start: Instant, ok: bool, n: u64) {
+        if ok {
+            self.count.fetch_add(n, Ordering::Relaxed);
+            let _ = self.hist.lock().record(start.elapsed().as_micros() as u64);
+        } else {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    /// The report of a run of `secs` seconds with bodies of `size` bytes.
+    pub fn report(&self, secs: f64, size: usize) -> SideReport {
         let h = self.hist.lock();
         let n = self.count.load(Ordering::Relaxed);
         let q = |p| h.value_at_quantile(p) as f64 / 1000.0;
@@ -352,7 +369,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                             ok &= c.end_transaction(end).await.is_ok_and(|r| requests::ok(&r.into_inner().status));
                         }
                     }
-                    record(&side, start, ok, batch as u64);
+                    side.record(start, ok, batch as u64);
                 }
             }));
         }
@@ -398,7 +415,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                         .await
                         .map(|r| requests::ok(&r.into_inner().status))
                         .unwrap_or(false);
-                    record(&side, start, ok, n);
+                    side.record(start, ok, n);
                 }
             }));
         }
@@ -412,7 +429,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         }
     } else if o.messages > 0 {
         // A consume-only --messages run ends when that many were received (or at the deadline).
-        while cons.count.load(Ordering::Relaxed) < o.messages && tokio::time::Instant::now() < deadline {
+        while cons.messages() < o.messages && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     } else {
@@ -431,13 +448,4 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         produce: o.mode.sends().then(|| prod.report(secs, o.size)),
         consume: o.mode.receives().then(|| cons.report(secs, o.size)),
     })
-}
-
-fn record(side: &Side, start: Instant, ok: bool, n: u64) {
-    if ok {
-        side.count.fetch_add(n, Ordering::Relaxed);
-        let _ = side.hist.lock().record(start.elapsed().as_micros() as u64);
-    } else {
-        side.errors.fetch_add(1, Ordering::Relaxed);
-    }
 }

@@ -1,0 +1,286 @@
+//! `peer-bench`: one load generator for Ferrocket, NATS JetStream and RabbitMQ, so that
+//! docs/BENCHMARKS.md compares them with the same publishers, in-flight window, body size and
+//! duration (issue "the cost of one call"). scripts/bench.py --peers starts the servers and runs it.
+//!
+//! - Ferrocket: `ferrocket bench` itself (the RocketMQ 5 gRPC calls of the official clients); a
+//!   publisher's window of `--batch` messages is one SendMessage call.
+//! - NATS JetStream: async-nats; a publisher publishes `--batch` messages to a file-store stream and
+//!   then awaits their PubAcks. Consumers share one durable pull consumer (explicit acks) and fetch
+//!   up to 32 messages per pull.
+//! - RabbitMQ: lapin; a publisher has its own channel in confirm mode and publishes `--batch`
+//!   persistent messages to a durable queue (`--queue-type classic` or `quorum`), then awaits their
+//!   confirms. Consumers each have a channel with a prefetch of 32 and ack every delivery.
+//!
+//! Prints the report of `ferrocket bench --json` (messages, msgs/s, call latency percentiles in ms,
+//! errors); a call is one window of `--batch` messages, or one fetch (NATS) or delivery (RabbitMQ).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use ferrocket::bench::{BenchOpts, BenchReport, Mode, Side};
+use futures_util::StreamExt;
+
+/// The system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum System {
+    Ferrocket,
+    Nats,
+    Rabbitmq,
+}
+
+/// RabbitMQ's queue types: classic (written to disk lazily) or quorum (Raft, fsync before confirm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum QueueType {
+    Classic,
+    Quorum,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "peer-bench", about = "One load generator for Ferrocket, NATS JetStream and RabbitMQ")]
+struct Cli {
+    /// Which server `--server` is (NATS: its client port; RabbitMQ: its AMQP port, user guest).
+    #[arg(long, value_enum)]
+    system: System,
+    /// RabbitMQ only: the queue's type.
+    #[arg(long, value_enum, default_value_t = QueueType::Classic)]
+    queue_type: QueueType,
+    /// The run; `--batch` is each publisher's in-flight window and `--messages` ends a consume run.
+    #[command(flatten)]
+    opts: BenchOpts,
+}
+
+/// Publishers (and consumers) per server connection, as `ferrocket bench` shares its channels.
+const TASKS_PER_CONNECTION: usize = 8;
+/// Messages a consumer asks for at once: NATS's fetch size, RabbitMQ's prefetch, Ferrocket's
+/// ReceiveMessage batch.
+const CONSUMER_BATCH: usize = 32;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let o = cli.opts.clone();
+    anyhow::ensure!(matches!(o.mode, Mode::Produce | Mode::Consume), "--mode is produce or consume");
+    let report = match cli.system {
+        System::Ferrocket => ferrocket::bench::run(o).await?,
+        System::Nats => nats(&o).await?,
+        System::Rabbitmq => rabbitmq(&o, cli.queue_type).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Runs `task(i)` for each of `--concurrency` tasks until `--duration` ends or, in a consume run
+/// with `--messages`, until that many were counted; then reports `side`.
+async fn drive<F, Fut>(o: &BenchOpts, side: Arc<Side>, stop: Arc<AtomicBool>, task: F) -> BenchReport
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..o.concurrency).map(|i| tokio::spawn(task(i))).collect();
+    let deadline = tokio::time::Instant::now() + o.duration;
+    if o.mode == Mode::Consume && o.messages > 0 {
+        while side.messages() < o.messages && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else {
+        tokio::time::sleep_until(deadline).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    let report = side.report(secs, o.size);
+    let produce = o.mode == Mode::Produce;
+    BenchReport {
+        size: o.size,
+        concurrency: o.concurrency,
+        batch: o.batch,
+        seconds: secs,
+        produce: produce.then(|| report.clone()),
+        consume: (!produce).then_some(report),
+    }
+}
+
+/// NATS JetStream: stream `--topic` (file storage, subject `--topic`) and durable pull consumer
+/// `--group`, both created if absent. Errors: the server cannot be reached or refuses them.
+async fn nats(o: &BenchOpts) -> anyhow::Result<BenchReport> {
+    use async_nats::jetstream::{self, consumer, stream};
+    let mut contexts = Vec::new();
+    for _ in 0..o.concurrency.div_ceil(TASKS_PER_CONNECTION).max(1) {
+        let client = async_nats::connect(o.server.as_str()).await.context("connecting to NATS")?;
+        contexts.push(jetstream::new(client));
+    }
+    let config = stream::Config {
+        name: o.topic.clone(),
+        subjects: vec![o.topic.clone()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let stream = contexts[0].get_or_create_stream(config).await.context("creating the stream")?;
+    let (side, stop) = (Side::new(), Arc::new(AtomicBool::new(false)));
+    let body = bytes::Bytes::from(vec![b'x'; o.size]);
+    if o.mode == Mode::Produce {
+        let (batch, subject) = (o.batch.max(1), o.topic.clone());
+        return Ok(drive(o, side.clone(), stop.clone(), |i| {
+            let (js, side, stop, body, subject) =
+                (contexts[i % contexts.len()].clone(), side.clone(), stop.clone(), body.clone(), subject.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let mut acks = Vec::with_capacity(batch);
+                    let mut ok = true;
+                    for _ in 0..batch {
+                        match js.publish(subject.clone(), body.clone()).await {
+                            Ok(ack) => acks.push(ack),
+                            Err(_) => ok = false,
+                        }
+                    }
+                    for ack in acks {
+                        ok &= ack.await.is_ok();
+                    }
+                    side.record(start, ok, batch as u64);
+                }
+            }
+        })
+        .await);
+    }
+    let durable = consumer::pull::Config {
+        durable_name: Some(o.group.clone()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        max_ack_pending: (o.concurrency * CONSUMER_BATCH * 4) as i64,
+        ..Default::default()
+    };
+    let pull: consumer::PullConsumer =
+        stream.get_or_create_consumer(&o.group, durable).await.context("creating the consumer")?;
+    Ok(drive(o, side.clone(), stop.clone(), |_| {
+        let (pull, side, stop) = (pull.clone(), side.clone(), stop.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let fetched = pull.fetch().max_messages(CONSUMER_BATCH).expires(Duration::from_secs(1)).messages();
+                let Ok(mut batch) = fetched.await else {
+                    side.record(start, false, 0);
+                    continue;
+                };
+                let (mut n, mut ok) = (0, true);
+                while let Some(m) = batch.next().await {
+                    match m {
+                        Ok(m) => {
+                            ok &= m.ack().await.is_ok();
+                            n += 1;
+                        }
+                        Err(_) => ok = false,
+                    }
+                }
+                if n > 0 || !ok {
+                    side.record(start, ok, n);
+                }
+            }
+        }
+    })
+    .await)
+}
+
+/// RabbitMQ: durable queue `--topic` of `queue_type` on the default exchange, declared if absent.
+/// Errors: the server cannot be reached or refuses the declaration.
+async fn rabbitmq(o: &BenchOpts, queue_type: QueueType) -> anyhow::Result<BenchReport> {
+    use lapin::options::*;
+    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    let uri = format!("amqp://guest:guest@{}/%2f", o.server);
+    let mut connections = Vec::new();
+    for _ in 0..o.concurrency.div_ceil(TASKS_PER_CONNECTION).max(1) {
+        connections.push(Connection::connect(&uri, ConnectionProperties::default()).await.context("connecting")?);
+    }
+    let mut arguments = FieldTable::default();
+    let kind = match queue_type {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    };
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    let setup = connections[0].create_channel().await?;
+    setup
+        .queue_declare(o.topic.as_str().into(), QueueDeclareOptions::durable(), arguments)
+        .await
+        .context("declaring the queue")?;
+    let mut channels = Vec::new();
+    for i in 0..o.concurrency {
+        let channel = connections[i % connections.len()].create_channel().await?;
+        match o.mode {
+            Mode::Produce => channel.confirm_select(ConfirmSelectOptions::default()).await?,
+            _ => channel.basic_qos(CONSUMER_BATCH as u16, BasicQosOptions::default()).await?,
+        }
+        channels.push(channel);
+    }
+    let (side, stop) = (Side::new(), Arc::new(AtomicBool::new(false)));
+    let body = Arc::new(vec![b'x'; o.size]);
+    if o.mode == Mode::Produce {
+        let batch = o.batch.max(1);
+        return Ok(drive(o, side.clone(), stop.clone(), |i| {
+            let (channel, side, stop, body, queue) =
+                (channels[i].clone(), side.clone(), stop.clone(), body.clone(), o.topic.clone());
+            async move {
+                let persistent = BasicProperties::default().with_delivery_mode(2);
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let mut confirms = Vec::with_capacity(batch);
+                    let mut ok = true;
+                    for _ in 0..batch {
+                        let sent = channel
+                            .basic_publish(
+                                "".into(),
+                                queue.as_str().into(),
+                                BasicPublishOptions::default(),
+                                &body,
+                                persistent.clone(),
+                            )
+                            .await;
+                        match sent {
+                            Ok(confirm) => confirms.push(confirm),
+                            Err(_) => ok = false,
+                        }
+                    }
+                    for confirm in confirms {
+                        ok &= confirm.await.is_ok_and(|c| c.is_ack());
+                    }
+                    side.record(start, ok, batch as u64);
+                }
+            }
+        })
+        .await);
+    }
+    Ok(drive(o, side.clone(), stop.clone(), |i| {
+        let (channel, side, stop, queue) = (channels[i].clone(), side.clone(), stop.clone(), o.topic.clone());
+        async move {
+            let tag = format!("peer-bench-{i}");
+            let consumed = channel.basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                Default::default(),
+                Default::default(),
+            );
+            let Ok(mut deliveries) = consumed.await else {
+                side.record(Instant::now(), false, 0);
+                return;
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let next = tokio::time::timeout(Duration::from_secs(1), deliveries.next()).await;
+                match next {
+                    Ok(Some(Ok(d))) => {
+                        let acked = d.ack(BasicAckOptions::default()).await.is_ok();
+                        side.record(start, acked, 1);
+                    }
+                    Ok(Some(Err(_))) | Ok(None) => side.record(start, false, 0),
+                    Err(_) => {} // nothing left to deliver within 1 s
+                }
+            }
+        }
+    })
+    .await)
+}
