@@ -49,6 +49,7 @@ impl MappedFile {
             ));
         }
         let map = MmapRaw::map_raw(&file)?;
+        advise(&map, path, memmap2::Advice::Random);
         Ok(MappedFile { path: path.to_path_buf(), start, size, map, backed: AtomicU64::new(0), file })
     }
 
@@ -90,6 +91,9 @@ impl MappedFile {
         // SAFETY: in bounds; the single writer owns this unpublished range (type contract), and
         // its blocks are reserved, so the store cannot fault.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos as usize), data.len()) }
+        if pos + data.len() as u64 == self.size {
+            self.seal(); // full: the writer has moved on to the next segment
+        }
         Ok(())
     }
 
@@ -123,6 +127,12 @@ impl MappedFile {
             }
         }
         Ok(())
+    }
+
+    /// Tells the kernel that the segment is only read from now on (it is full, and a later segment
+    /// takes the writes): consumers catching up read it sequentially, so it gets readahead again.
+    fn seal(&self) {
+        advise(&self.map, &self.path, memmap2::Advice::Normal);
     }
 
     /// Records that every block of the file is reserved (it was created with [`create_allocated`]).
@@ -176,6 +186,19 @@ fn create_allocated(path: &Path, size: u64) -> io::Result<()> {
                 format!("allocating {size} bytes for {}: {e}", path.display()),
             ))
         }
+    }
+}
+
+/// Sets the kernel's paging advice for a whole mapping; a refusal only costs speed, so it is logged.
+///
+/// Segments that are written get `Random`. With the default advice, faults on a file mapping read
+/// ahead into large folios (2 MiB on this machine's Linux 6.18 ext4), and the first store into a clean
+/// large folio dirties all of it: each SYNC_FLUSH msync of one 1 KiB message then wrote the whole
+/// folio back, 2 MiB of disk writes per message once the readahead window had grown
+/// (docs/BENCHMARKS.md run 9). `Random` turns readahead off, so faults map single 4 KiB pages.
+fn advise(map: &MmapRaw, path: &Path, advice: memmap2::Advice) {
+    if let Err(e) = map.advise(advice) {
+        tracing::warn!(file = %path.display(), error = %e, ?advice, "madvise refused");
     }
 }
 
@@ -238,6 +261,11 @@ impl MappedFileQueue {
                 ));
             }
             files.push(Arc::new(MappedFile::open(&path, start, segment_bytes)?));
+        }
+        // The last segment may be the CommitLog's spare, so the one before it may still be
+        // written; every earlier one is only read.
+        for f in files.iter().rev().skip(2) {
+            f.seal();
         }
         Ok(MappedFileQueue { dir: dir.to_path_buf(), segment_bytes, files: RwLock::new(files), preallocate: false })
     }
@@ -352,6 +380,36 @@ mod tests {
         let q = MappedFileQueue::load(dir.path(), 4096).unwrap();
         assert_eq!(q.find(4096 + 10).unwrap().slice(10, 3), b"abc");
         assert!(q.find(0).is_none());
+    }
+
+    /// Whether the kernel marks `f`'s mapping random-read (the `rr` VmFlag of /proc/self/smaps).
+    fn random_read(f: &MappedFile) -> bool {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let start = format!("{:x}-", f.map.as_ptr() as usize);
+        // Each mapping's block of lines ends with its VmFlags.
+        let mut mapping = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        let flags = mapping.find(|l| l.starts_with("VmFlags"));
+        flags.unwrap_or_else(|| panic!("no mapping at {start} in smaps")).split_whitespace().any(|w| w == "rr")
+    }
+
+    #[test]
+    fn segments_are_random_read_while_written_and_read_ahead_once_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = MappedFileQueue::load(dir.path(), 8192).unwrap();
+        let (first, second) = (q.find_or_create(0).unwrap(), q.find_or_create(8192).unwrap());
+        assert!(random_read(&first) && random_read(&second), "new segments turn readahead off");
+        first.write(0, &[1; 4096]).unwrap();
+        assert!(random_read(&first), "a segment being written keeps readahead off");
+        first.write(4096, &[2; 4096]).unwrap();
+        assert!(!random_read(&first), "a full segment gets readahead back");
+        assert!(random_read(&second));
+        drop((first, second, q));
+        for start in [16384, 24576] {
+            MappedFileQueue::load(dir.path(), 8192).unwrap().find_or_create(start).unwrap();
+        }
+        let q = MappedFileQueue::load(dir.path(), 8192).unwrap();
+        let modes: Vec<bool> = q.segments().iter().map(|f| random_read(f)).collect();
+        assert_eq!(modes, [false, false, true, true], "on reload, all but the last two are only read");
     }
 
     #[test]
