@@ -552,18 +552,23 @@ def install_peers():
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "ferrocket-peers"], cwd=ROOT, check=True)
 
 
-def tree_cpu_seconds(pid):
-    """User + system CPU time of a process and of its live descendants, s (RabbitMQ's beam.smp runs
-    under the rabbitmq-server shell script)."""
+def process_tree(pid):
+    """`pid` and its live descendants (RabbitMQ's beam.smp runs under the rabbitmq-server script)."""
     parents = {}
     for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    tree, total = {pid}, 0.0
+    tree = {pid}
     for p in sorted(parents):  # children have higher pids than their parents here (no pid wrap in a run)
         if parents[p] in tree:
             tree.add(p)
-    for p in tree:
+    return tree
+
+
+def tree_cpu_seconds(pid):
+    """User + system CPU time of a process and of its live descendants, s."""
+    total = 0.0
+    for p in process_tree(pid):
         with contextlib.suppress(OSError):
             total += cpu_seconds(p)
     return total
@@ -633,7 +638,8 @@ def peer_once(system, seconds):
     awaiting each acknowledgement with 1 and 16 in flight (Ferrocket: a batch of 16 per call), then 32
     consumers draining 200,000 of that backlog (or all of it, if less); on a fresh server, SYNC_FLUSH (Ferrocket) or a quorum
     queue (RabbitMQ) from 32 publishers and from 1 (NATS 2.9 has no per-message sync). Each row
-    carries the server's CPU µs per message; "peak RSS MiB" is the largest process's VmHWM."""
+    carries the server's CPU µs per message; "memory MiB" is the largest process's (peak resident,
+    anonymous resident) after the drain."""
     rows = {}
 
     def measure(name, addr, pid, *args, **kw):
@@ -644,14 +650,15 @@ def peer_once(system, seconds):
         rows[name] = side
         return side
 
-    def peak_rss(pid):
-        peaks = []
-        for stat in pathlib.Path("/proc").glob("[0-9]*/status"):
-            with contextlib.suppress(OSError, KeyError, ValueError):
-                st = dict(l.split(":", 1) for l in stat.read_text().splitlines() if ":" in l)
-                if int(st["PPid"]) == pid or int(stat.parent.name) == pid:
-                    peaks.append(int(st["VmHWM"].split()[0]) / 1024)
-        return max(peaks, default=0)
+    def memory(pid):
+        """(peak resident, anonymous resident now) MiB of the largest process of the server; the
+        first counts the file pages it maps (Ferrocket's CommitLog), the second only its heap."""
+        sizes = []
+        for p in process_tree(pid):
+            with contextlib.suppress(OSError):
+                anon, _total, peak = rss_mib(p)
+                sizes.append((peak, anon))
+        return max(sizes, default=(0, 0))
 
     with peer_server(system) as (addr, pid):
         backlog = peer_bench(system, addr, "--mode", "produce", "--concurrency", "32", "--duration", "2s")["produce"]["messages"]
@@ -662,7 +669,7 @@ def peer_once(system, seconds):
         drained = measure("async: receive+ack x32, drain", addr, pid, "--mode", "consume", "--concurrency", "32",
                           "--messages", str(want), "--duration", "120s")
         assert drained["messages"] >= want, f"{system} drained {drained['messages']} of {want}"
-        rows["peak RSS MiB"] = peak_rss(pid)
+        rows["memory MiB"] = memory(pid)
     if system == "nats":
         return rows
     queue_type = "quorum" if system == "rabbitmq" else "classic"
@@ -685,7 +692,7 @@ def print_peers(runs, seconds):
     print("| load | system | msgs/s (median) | p50 ms | p99 ms | server CPU µs/msg | Ferrocket / this | failed calls | runs (msgs/s) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for load in results["ferrocket"][0]:
-        if load == "peak RSS MiB":
+        if load == "memory MiB":
             continue
         medians = {}
         for system, rs in results.items():
@@ -697,8 +704,8 @@ def print_peers(runs, seconds):
             rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in rows)
             print(f"| {load} | {system} | {med['msgs_per_sec']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} | "
                   f"{med['cpu']:.1f} | {ratio:.2f} | {sum(r['errors'] for r in rows)} | {rates} |", flush=True)
-    print("\npeak RSS (VmHWM of the largest process), MiB per run: " + "; ".join(
-        f"{s}: " + ", ".join(f"{r['peak RSS MiB']:.0f}" for r in rs) for s, rs in results.items()))
+    print("\nlargest server process after the drain, MiB per run (peak resident VmHWM / anonymous resident RssAnon): " + "; ".join(
+        f"{s}: " + ", ".join("{:.0f} / {:.0f}".format(*r["memory MiB"]) for r in rs) for s, rs in results.items()))
 
 
 def print_memory():
