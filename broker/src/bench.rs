@@ -144,6 +144,17 @@ pub struct Side {
     e2e: Mutex<Histogram<u64>>,
 }
 
+/// Waits until `side` has counted `messages` (looking every 20 ms; 0: no count ends the wait) or
+/// `deadline` passes.
+pub async fn wait_for_messages(side: &Side, messages: u64, deadline: tokio::time::Instant) {
+    if messages == 0 {
+        return tokio::time::sleep_until(deadline).await;
+    }
+    while side.messages() < messages && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Side {
     /// An empty side.
     pub fn new() -> Arc<Side> {
@@ -427,13 +438,9 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         for t in senders.drain(..) {
             let _ = tokio::time::timeout_at(deadline, t).await;
         }
-    } else if o.messages > 0 {
-        // A consume-only --messages run ends when that many were received (or at the deadline).
-        while cons.messages() < o.messages && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     } else {
-        tokio::time::sleep_until(deadline).await;
+        // A consume-only --messages run ends when that many were received (or at the deadline).
+        wait_for_messages(&cons, o.messages, deadline).await;
     }
     stop.store(true, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();

@@ -82,13 +82,8 @@ where
     let started = Instant::now();
     let tasks: Vec<_> = (0..o.concurrency).map(|i| tokio::spawn(task(i))).collect();
     let deadline = tokio::time::Instant::now() + o.duration;
-    if o.mode == Mode::Consume && o.messages > 0 {
-        while side.messages() < o.messages && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    } else {
-        tokio::time::sleep_until(deadline).await;
-    }
+    let messages = if o.mode == Mode::Consume { o.messages } else { 0 };
+    ferrocket::bench::wait_for_messages(&side, messages, deadline).await;
     stop.store(true, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     for t in tasks {
