@@ -439,7 +439,8 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
             let _ = tokio::time::timeout_at(deadline, t).await;
         }
     } else {
-        // A consume-only --messages run ends when that many were received (or at the deadline).
+        // Otherwise the run ends at the deadline, or, consume-only with --messages, once that
+        // many were received.
         wait_for_messages(&cons, o.messages, deadline).await;
     }
     stop.store(true, Ordering::Relaxed);
