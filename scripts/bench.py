@@ -374,12 +374,8 @@ def remoting_target(system, flush):
                                check=True, capture_output=True)
             yield f"127.0.0.1:{ns}", addr, broker.pid
         return
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("rocketmq", ROOT / "e2e" / "reference" / "rocketmq.py")
-    rocketmq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rocketmq)
     work = pathlib.Path(tempfile.mkdtemp(prefix="rocketmq-bench-", dir="/var/tmp"))
-    ref = rocketmq.RocketMQ(work, flush={"async": "ASYNC_FLUSH", "sync": "SYNC_FLUSH"}[flush])
+    ref = reference_module().RocketMQ(work, flush={"async": "ASYNC_FLUSH", "sync": "SYNC_FLUSH"}[flush])
     try:
         ref.start()
         ref.create_topic("bench", queues=8)
@@ -574,16 +570,13 @@ def tree_cpu_seconds(pid):
     return total
 
 
-def wait_port(port, proc, timeout=60):
-    """Waits (at most `timeout` s) until 127.0.0.1:`port` accepts; raises if `proc` exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port} after {timeout} s")
+def reference_module():
+    """e2e/reference/rocketmq.py (Apache RocketMQ from its jars, and its process helpers)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("rocketmq", ROOT / "e2e" / "reference" / "rocketmq.py")
+    rocketmq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rocketmq)
+    return rocketmq
 
 
 @contextlib.contextmanager
@@ -608,9 +601,11 @@ def peer_server(system, flush="async"):
                    RABBITMQ_CONFIG_FILE=str(work / "rabbitmq.conf"), RABBITMQ_ENABLED_PLUGINS_FILE=str(work / "enabled_plugins"),
                    RABBITMQ_DIST_PORT=str(free_port()), ERL_EPMD_PORT=str(free_port()))
         args = [PEER_PACKAGES["rabbitmq"][1]]
-    server = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = work / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_port(port, server)
+        reference_module().wait_port(port, server, log, 60)
         yield f"127.0.0.1:{port}", server.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
