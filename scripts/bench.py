@@ -171,6 +171,12 @@ def scrape(port):
     return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
 
 
+def by_rate(runs):
+    """(the median run, all runs slowest first) of bench reports, by msgs/s."""
+    ordered = sorted(runs, key=lambda r: r["msgs_per_sec"])
+    return ordered[len(ordered) // 2], ordered
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -320,7 +326,7 @@ def main():
         for side, mode, batch, fill in rows:
             key = "consume" if mode == "consume" else "produce"
             runs = [bench_once(flush, mode, a.seconds, a.concurrency, batch, fill)[key] for _ in range(a.runs)]
-            med = sorted(runs, key=lambda r: r["msgs_per_sec"])[len(runs) // 2]
+            med, _ = by_rate(runs)
             rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in runs)
             print(f"| {flush} | {side} | {batch} | {med['msgs_per_sec']:.0f} | {med['mib_per_sec']:.1f} | "
                   f"{med['p50_ms']:.2f} | {med['p99_ms']:.2f} | {med['p999_ms']:.2f} | {med['broker_cpu_us_per_msg']:.1f} | {rates} |",
@@ -340,7 +346,7 @@ def print_comparison(other, runs, seconds, concurrency):
                 results["this tree"].append(bench_once(flush, "produce", seconds, concurrency, batch)["produce"])
                 results[other.name].append(bench_once(flush, "produce", seconds, concurrency, batch, binary=other)["produce"])
             for name, rs in results.items():
-                med = sorted(rs, key=lambda r: r["msgs_per_sec"])[len(rs) // 2]
+                med, _ = by_rate(rs)
                 rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in rs)
                 print(f"| {flush} | {batch} | {name} | {med['msgs_per_sec']:.0f} | {med['p99_ms']:.2f} | "
                       f"{med['broker_cpu_us_per_msg']:.1f} | {rates} |", flush=True)
@@ -502,8 +508,7 @@ def print_grpc_reference(runs, seconds, e2e_rates=()):
             if load == "peak RSS MiB":
                 continue
             for system, rs in results.items():
-                rows = sorted((r[load] for r in rs), key=lambda r: r["msgs_per_sec"])
-                med = rows[len(rows) // 2]
+                med, rows = by_rate(r[load] for r in rs)
                 if flush == "async" and load == "send x32 batch 1":
                     x32[system] = med["msgs_per_sec"]
                 rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in rows)
@@ -693,8 +698,8 @@ def print_peers(runs, seconds):
         for system, rs in results.items():
             if load not in rs[0]:
                 continue
-            rows = sorted((r[load] for r in rs), key=lambda r: r["msgs_per_sec"])
-            medians[system] = med = rows[len(rows) // 2]
+            med, rows = by_rate(r[load] for r in rs)
+            medians[system] = med
             ratio = medians["ferrocket"]["msgs_per_sec"] / max(med["msgs_per_sec"], 1e-9)
             rates = ", ".join(f"{r['msgs_per_sec']:.0f}" for r in rows)
             print(f"| {load} | {system} | {med['msgs_per_sec']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} | "
