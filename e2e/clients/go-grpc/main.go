@@ -56,10 +56,10 @@ func deref(s *string) string {
 
 // opts are every subcommand's flags; each subcommand reads the ones it knows.
 type opts struct {
-	endpoint, topic, group, tag, keyPrefix, bodyPrefix, filter, action, checker  string
-	count, messageGroups, invisible, poll, failEvery, untilAttempts, untilChecks int
-	delay, timeout, hold                                                         float64
-	ack, sql                                                                     bool
+	endpoint, topic, group, tag, keyPrefix, bodyPrefix, filter, action, checker                string
+	count, messageGroups, invisible, poll, failEvery, untilAttempts, untilChecks, untilChecked int
+	delay, timeout, hold                                                                       float64
+	ack, sql                                                                                   bool
 }
 
 func (o *opts) config() *rmq.Config {
@@ -98,6 +98,7 @@ func parse(cmd string, args []string) *opts {
 	f.StringVar(&o.checker, "checker", "commit", "txsend: the check-back answer, commit, rollback or unknown")
 	f.Float64Var(&o.hold, "hold", 0, "txsend: stay up answering check-backs, s")
 	f.IntVar(&o.untilChecks, "until-checks", 0, "txsend: stop holding after this many check-backs")
+	f.IntVar(&o.untilChecked, "until-checked", 0, "txsend: stop holding once this many messages sent here were checked back")
 	f.Parse(args)
 	if *noAck {
 		o.ack = false

@@ -11,7 +11,9 @@ import (
 
 // txsend: --count transactional messages, each committed, rolled back or left open (--action);
 // the TransactionChecker answers check-backs with --checker and prints {"check": id}. Stays up
-// --hold s, or until --until-checks check-backs arrived.
+// --hold s, or until --until-checks check-backs arrived, or until --until-checked of the messages
+// this process sent were checked back (Apache RocketMQ may also check back an earlier producer's
+// transaction that already ended: apache/rocketmq#1517).
 func txsend(o *opts) error {
 	answer, known := map[string]rmq.TransactionResolution{"commit": rmq.COMMIT, "rollback": rmq.ROLLBACK,
 		"unknown": rmq.UNKNOWN}[o.checker]
@@ -19,15 +21,18 @@ func txsend(o *opts) error {
 		return fmt.Errorf("unknown --checker %q", o.checker)
 	}
 	var mu sync.Mutex
-	checks := 0
-	enough := make(chan struct{})
+	checks, mine, checked := 0, map[string]bool{}, map[string]bool{}
+	enough, once := make(chan struct{}), sync.Once{}
 	checker := &rmq.TransactionChecker{Check: func(m *rmq.MessageView) rmq.TransactionResolution {
 		mu.Lock()
 		defer mu.Unlock()
 		emit(map[string]any{"check": m.GetMessageId(), "answer": o.checker})
 		checks++
-		if o.untilChecks > 0 && checks == o.untilChecks {
-			close(enough)
+		if mine[m.GetMessageId()] {
+			checked[m.GetMessageId()] = true
+		}
+		if o.untilChecks > 0 && checks >= o.untilChecks || o.untilChecked > 0 && len(checked) >= o.untilChecked {
+			once.Do(func() { close(enough) })
 		}
 		return answer
 	}}
@@ -43,6 +48,9 @@ func txsend(o *opts) error {
 		if err != nil {
 			return err
 		}
+		mu.Lock()
+		mine[r[0].MessageID] = true
+		mu.Unlock()
 		emit(map[string]any{"id": r[0].MessageID, "body": string(m.Body)})
 		switch o.action {
 		case "commit":

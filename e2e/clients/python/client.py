@@ -162,17 +162,21 @@ def push(a):
 def txsend(a):
     """Transactional messages: send --count, then commit / rollback / leave open (--action); the
     checker answers check-backs with --checker and prints {"check": id}. Stays up --hold seconds,
-    or until --until-checks check-backs arrived."""
+    or until --until-checks check-backs arrived, or until --until-checked of the messages this
+    process sent were checked back (Apache RocketMQ may also check back an earlier producer's
+    transaction that already ended: apache/rocketmq#1517)."""
     answer = {"commit": TransactionResolution.COMMIT, "rollback": TransactionResolution.ROLLBACK,
               "unknown": TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED}[a.checker]
-    lock, enough, checks = threading.Lock(), threading.Event(), [0]
+    lock, enough, checks, mine, checked = threading.Lock(), threading.Event(), [0], set(), set()
 
     class Checker(TransactionChecker):
         def check(self, message):
             with lock:
                 emit({"check": message.message_id, "answer": a.checker})
                 checks[0] += 1
-                if a.until_checks and checks[0] >= a.until_checks:
+                if message.message_id in mine:
+                    checked.add(message.message_id)
+                if a.until_checks and checks[0] >= a.until_checks or a.until_checked and len(checked) >= a.until_checked:
                     enough.set()
             return answer
 
@@ -186,6 +190,8 @@ def txsend(a):
             m.body = f"{a.body_prefix}-{i}".encode()
             m.tag = a.tag
             receipt = producer.send(m, tx)
+            with lock:
+                mine.add(receipt.message_id)
             emit({"id": receipt.message_id, "body": m.body.decode()})
             if a.commit_after_file:
                 wait_for_file(a.commit_after_file, 120)
@@ -257,6 +263,8 @@ def main():
     t.add_argument("--checker", choices=["commit", "rollback", "unknown"], default="commit")
     t.add_argument("--hold", type=float, default=0, help="stay up answering check-backs, s")
     t.add_argument("--until-checks", type=int, default=0, help="stop holding after this many check-backs")
+    t.add_argument("--until-checked", type=int, default=0,
+                   help="stop holding once this many of the messages sent here were checked back")
     t.add_argument("--commit-after-file", default="",
                    help="commit each message once this file exists; print {committed} or {commit_error}")
     a = p.parse_args()
