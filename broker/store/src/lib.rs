@@ -6,7 +6,8 @@
 //! Retention ([`retention`]) deletes old segments when the broker asks.
 //!
 //! Threads: the dispatcher turns new CommitLog records into ConsumeQueue and IndexFile entries
-//! (RocketMQ `ReputMessageService`); the flush thread fsyncs the CommitLog (every
+//! (RocketMQ `ReputMessageService`) and maps the CommitLog pages ahead of the writer
+//! ([`CommitLog::populate_ahead`]); the flush thread fsyncs the CommitLog (every
 //! `flush_interval_ms` for ASYNC_FLUSH, as soon as a writer waits for SYNC_FLUSH: group commit)
 //! and writes the checkpoint once a second.
 
@@ -560,6 +561,7 @@ impl Store {
                         if let Some(why) = paused.take() {
                             tracing::info!(offset = next, was = %why, "dispatching again");
                         }
+                        self.commitlog.populate_ahead();
                         if !stopping {
                             // Under load, let appends accumulate instead of parking and being
                             // woken for every one or two of them (a context switch each): at most
