@@ -315,10 +315,15 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     let (prod, cons) = (Side::new(), Side::new());
     let (mut senders, mut tasks) = (Vec::new(), Vec::new());
     let body = vec![b'x'; o.size];
+    // The official 5.x clients fill in born_host themselves (the Python client its local IP).
+    let born_host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "ferrocket-bench".into());
     for t in 0..o.concurrency {
         let ch = channels[t % channels.len()].clone();
         if o.mode.sends() {
             let (stop, side, body, topic) = (stop.clone(), prod.clone(), body.clone(), o.topic.clone());
+            let born_host = born_host.clone();
             let batch = o.batch.max(1);
             let mode = o.mode;
             let (limit, claimed) = (o.messages, claimed.clone());
@@ -358,6 +363,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                                 message_type: ty as i32,
                                 queue_id: ((t as u64 + i) % queues as u64) as i32,
                                 delivery_timestamp,
+                                born_host: born_host.clone(),
                                 ..Default::default()
                             }),
                             body: body.clone(),

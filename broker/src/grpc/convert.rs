@@ -3,6 +3,7 @@
 //! field is refused with its own status code before anything is stored.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use md5::{Digest as _, Md5};
 use prost_types::{Duration as PbDuration, Timestamp};
@@ -100,9 +101,16 @@ pub fn check_topic(topic: Option<&Resource>) -> Result<String, Refusal> {
     Ok(name.to_string())
 }
 
-/// Turns a wire message into a record for `SendMessage`. `peer` is the producer's address.
+/// Turns a wire message into a record for `SendMessage`. `store_host` is this broker's
+/// `host:port` as records store it (at most 255 bytes, [`store_host`]); `peer` is the producer's
+/// socket address, the born host of messages whose client sent none (formatted only then).
 /// Errors: a status naming the first bad field.
-pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing, Refusal> {
+pub fn to_record(
+    msg: &v2::Message,
+    cfg: &Config,
+    store_host: &str,
+    peer: Option<SocketAddr>,
+) -> Result<Outgoing, Refusal> {
     let topic = check_topic(msg.topic.as_ref())?;
     if topics::is_system(&topic) {
         return Err(refuse(Code::IllegalTopic, format!("topic {topic} is reserved for the broker")));
@@ -221,7 +229,11 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing
         None => crate::store::now_ms(),
         Some(t) => ts_to_ms(t).ok_or_else(|| refuse(Code::BadRequest, "born_timestamp out of range"))?,
     };
-    let born_host = if sp.born_host.is_empty() { peer.to_string() } else { sp.born_host.clone() };
+    let born_host = match (sp.born_host.is_empty(), peer) {
+        (false, _) => sp.born_host.clone(),
+        (true, Some(p)) => p.to_string(),
+        (true, None) => String::new(),
+    };
     let rec = Record {
         topic,
         // The broker picks the queue, as RocketMQ's proxy does (its `SendMessageQueueSelector`
@@ -229,12 +241,18 @@ pub fn to_record(msg: &v2::Message, cfg: &Config, peer: &str) -> Result<Outgoing
         queue_id: ANY_QUEUE,
         born_timestamp: born,
         born_host: truncate(born_host, 255),
-        store_host: truncate(cfg.advertised(), 255),
+        store_host: store_host.to_owned(),
         properties: props,
         body: msg.body.clone(),
         ..Default::default()
     };
     Ok(Outgoing { record: rec, ty, deliver_at_ms, check_type: true })
+}
+
+/// The `store_host` of the records this broker writes: its advertised `host:port`, cut to the
+/// 255 bytes a record holds. Computed once per service, not per message.
+pub fn store_host(cfg: &Config) -> String {
+    truncate(cfg.advertised(), 255)
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -404,13 +422,13 @@ mod tests {
     }
 
     fn code_of(m: v2::Message) -> i32 {
-        to_record(&m, &Config::default(), "p").map(|_| Code::Ok as i32).unwrap_or_else(|s| s.code)
+        to_record(&m, &Config::default(), "b:1", None).map(|_| Code::Ok as i32).unwrap_or_else(|s| s.code)
     }
 
     #[test]
     fn round_trip_keeps_what_the_client_sent() {
         let Outgoing { record: mut rec, ty, deliver_at_ms, .. } =
-            to_record(&msg(), &Config::default(), "1.2.3.4:5").unwrap();
+            to_record(&msg(), &Config::default(), "b:1", "1.2.3.4:5".parse().ok()).unwrap();
         assert_eq!((ty, deliver_at_ms), (MessageType::Normal, None));
         rec.queue_offset = 7;
         let d =

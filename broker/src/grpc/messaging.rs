@@ -19,7 +19,7 @@ use crate::proto::v2::{self, messaging_service_server::MessagingService, telemet
 
 use super::admin::topic_route;
 use super::clients::{merged_settings, Clients, Session};
-use super::convert::{check_group, check_topic, duration_to_ms, ms_to_ts, to_record, to_wire};
+use super::convert::{self, check_group, check_topic, duration_to_ms, ms_to_ts, to_record, to_wire};
 use super::routes;
 use super::status::{from_broker, is_ok, ok, status};
 use crate::proto::clients::Nameservers;
@@ -42,6 +42,8 @@ pub struct Messaging {
     epochs: Arc<AtomicU64>,
     /// Where routes come from in a cluster; `None` in standalone mode.
     nameservers: Option<Arc<Nameservers>>,
+    /// The `store_host` of the records sent here ([`convert::store_host`]).
+    store_host: String,
 }
 
 impl Messaging {
@@ -55,7 +57,8 @@ impl Messaging {
         stopping: watch::Receiver<bool>,
         nameservers: Option<Arc<Nameservers>>,
     ) -> Messaging {
-        Messaging { broker, clients, stopping, epochs: Arc::new(AtomicU64::new(0)), nameservers }
+        let store_host = convert::store_host(broker.config());
+        Messaging { broker, clients, stopping, epochs: Arc::new(AtomicU64::new(0)), nameservers, store_host }
     }
 
     /// The broker groups serving `topic`: the nameservers' routes when this broker has
@@ -190,7 +193,7 @@ impl MessagingService for Messaging {
     }
 
     async fn send_message(&self, req: Request<SendMessageRequest>) -> GrpcResult<SendMessageResponse> {
-        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = req.remote_addr();
         let client = client_id(&req).unwrap_or_default();
         let r = req.into_inner();
         if r.messages.is_empty() {
@@ -204,7 +207,7 @@ impl MessagingService for Messaging {
         let mut refused = Vec::with_capacity(r.messages.len());
         let mut batch = Vec::with_capacity(r.messages.len());
         for m in &r.messages {
-            match to_record(m, cfg, &peer) {
+            match to_record(m, cfg, &self.store_host, peer) {
                 Ok(out) => {
                     refused.push(None);
                     batch.push(out);
