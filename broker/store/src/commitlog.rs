@@ -362,8 +362,9 @@ impl CommitLog {
         if from == u64::MAX {
             return;
         }
-        from = from.max(self.committed());
-        let to = self.committed() + POPULATE_AHEAD;
+        let committed = self.committed();
+        from = from.max(committed);
+        let to = committed + POPULATE_AHEAD;
         while from < to {
             let Some(file) = self.files.find(from) else { break };
             let end = to.min(file.end());

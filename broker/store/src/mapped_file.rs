@@ -395,14 +395,18 @@ mod tests {
         assert!(q.find(0).is_none());
     }
 
-    /// Whether the kernel marks `f`'s mapping random-read (the `rr` VmFlag of /proc/self/smaps).
-    fn random_read(f: &MappedFile) -> bool {
+    /// The first line starting with `field` in the block of `f`'s mapping in /proc/self/smaps
+    /// (each block ends with its VmFlags).
+    fn smaps_line(f: &MappedFile, field: &str) -> String {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let start = format!("{:x}-", f.map.as_ptr() as usize);
-        // Each mapping's block of lines ends with its VmFlags.
         let mut mapping = smaps.lines().skip_while(|l| !l.starts_with(&start));
-        let flags = mapping.find(|l| l.starts_with("VmFlags"));
-        flags.unwrap_or_else(|| panic!("no mapping at {start} in smaps")).split_whitespace().any(|w| w == "rr")
+        mapping.find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} for {start} in smaps")).to_string()
+    }
+
+    /// Whether the kernel marks `f`'s mapping random-read (the `rr` VmFlag).
+    fn random_read(f: &MappedFile) -> bool {
+        smaps_line(f, "VmFlags").split_whitespace().any(|w| w == "rr")
     }
 
     #[test]
@@ -425,13 +429,9 @@ mod tests {
         assert_eq!(modes, [false, false, true, true], "on reload, all but the last two are only read");
     }
 
-    /// Resident bytes of `f`'s mapping (its `Rss` in /proc/self/smaps).
+    /// Resident bytes of `f`'s mapping (its `Rss`).
     fn resident(f: &MappedFile) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let start = format!("{:x}-", f.map.as_ptr() as usize);
-        let mut mapping = smaps.lines().skip_while(|l| !l.starts_with(&start));
-        let rss = mapping.find(|l| l.starts_with("Rss:")).unwrap_or_else(|| panic!("no mapping at {start} in smaps"));
-        rss.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+        smaps_line(f, "Rss:").split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
     }
 
     #[test]
