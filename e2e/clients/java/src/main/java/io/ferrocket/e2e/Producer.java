@@ -38,7 +38,8 @@ public final class Producer {
         switch (mode) {
             case "sync":
                 for (Message m : msgs) {
-                    report(p.send(m), System.currentTimeMillis());
+                    long at = System.currentTimeMillis(); // before the send: the broker stamps the message after it
+                    report(p.send(m), at);
                     sent++;
                 }
                 break;
@@ -46,10 +47,11 @@ public final class Producer {
                 CountDownLatch done = new CountDownLatch(count);
                 int[] ok = {0};
                 for (Message m : msgs) {
+                    long at = System.currentTimeMillis();
                     p.send(m, new SendCallback() {
                         public void onSuccess(SendResult r) {
                             synchronized (ok) { ok[0]++; }
-                            report(r, System.currentTimeMillis());
+                            report(r, at);
                             done.countDown();
                         }
                         public void onException(Throwable e) {
