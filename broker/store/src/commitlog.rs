@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::mapped_file::{MappedFile, MappedFileQueue};
-use super::record::{self, DecodeError, Peek, Record};
+use super::record::{self, DecodeError, Peek, Record, RecordView};
 use super::StoreError;
 
 /// Where an appended record landed.
@@ -44,11 +44,12 @@ pub enum RecordClass {
     Control,
 }
 
-/// What lies at a CommitLog offset.
+/// What lies at a CommitLog offset: `R` is the verified record, owned ([`Record`]) or borrowed
+/// from the segment ([`RecordView`]).
 #[derive(Debug)]
-pub enum ReadAt {
+pub enum ReadAt<R = Box<Record>> {
     /// A verified record and the offset of the next one.
-    Record(Box<Record>, u64),
+    Record(R, u64),
     /// A segment filler: the next record is at the given offset (the next segment).
     Blank(u64),
     /// Nothing written here yet.
@@ -391,6 +392,15 @@ impl CommitLog {
 
 /// Reads the record at global `offset` in `file`, not looking at bytes at or past `limit`.
 pub(crate) fn read_in_file(file: &MappedFile, offset: u64, limit: u64) -> Result<ReadAt, StoreError> {
+    Ok(match view_in_file(file, offset, limit)? {
+        ReadAt::Record(view, next) => ReadAt::Record(Box::new(view.to_record()), next),
+        ReadAt::Blank(next) => ReadAt::Blank(next),
+        ReadAt::End => ReadAt::End,
+    })
+}
+
+/// [`read_in_file`], borrowing the record from the segment's mapping.
+pub(crate) fn view_in_file(file: &MappedFile, offset: u64, limit: u64) -> Result<ReadAt<RecordView<'_>>, StoreError> {
     let pos = offset - file.start();
     let avail = (file.end().min(limit) - offset) as usize;
     match record::peek(file.slice(pos, avail.min(8))).map_err(|e| corrupt(file, offset, e))? {
@@ -400,11 +410,11 @@ pub(crate) fn read_in_file(file: &MappedFile, offset: u64, limit: u64) -> Result
             if size as usize > avail {
                 return Err(corrupt(file, offset, DecodeError::Truncated { need: size as usize, have: avail }));
             }
-            let rec = Record::decode(file.slice(pos, size as usize)).map_err(|e| corrupt(file, offset, e))?;
-            if rec.physical_offset != offset {
+            let view = RecordView::parse(file.slice(pos, size as usize)).map_err(|e| corrupt(file, offset, e))?;
+            if view.physical_offset != offset {
                 return Err(corrupt(file, offset, DecodeError::Malformed("physical_offset")));
             }
-            Ok(ReadAt::Record(Box::new(rec), offset + size as u64))
+            Ok(ReadAt::Record(view, offset + size as u64))
         }
     }
 }

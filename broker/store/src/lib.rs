@@ -37,7 +37,7 @@ pub use commitlog::RecordClass;
 use commitlog::{AppendResult, CommitLog, ReadAt};
 use consume_queue::{tag_hash, ConsumeQueue, ConsumeQueueTable, CqEntry};
 use index_file::IndexService;
-use record::Record;
+use record::{Record, RecordView};
 pub use recovery::{Corruption, RecoveryReport};
 
 /// sys_flag bit: the record gets no ConsumeQueue or IndexFile entry (internal logs such as acks).
@@ -479,7 +479,8 @@ impl Store {
             let Ok(ReadAt::Record(rec, _)) = self.commitlog.read_at(off) else {
                 continue;
             };
-            if index_keys(&rec).iter().any(|k| k == key) {
+            let prop = |name| rec.properties.get(name).map(String::as_str);
+            if index_keys(&rec.topic, prop(PROP_KEYS), prop(PROP_MSG_ID)).iter().any(|k| k == key) {
                 out.push(*rec);
                 if out.len() == max {
                     break;
@@ -539,7 +540,7 @@ impl Store {
                     &self.commitlog,
                     from,
                     end,
-                    |rec, size| match dispatch_record(&self.cqs, &mut self.index.lock(), rec, size) {
+                    |rec| match dispatch_record(&self.cqs, &mut self.index.lock(), rec) {
                         Ok(()) => ControlFlow::Continue(()),
                         Err(e) => {
                             failed = Some(e);
@@ -625,40 +626,39 @@ impl Store {
     }
 }
 
-/// Writes the ConsumeQueue and IndexFile entries of one record of `size` bytes. Errors: the
-/// ConsumeQueue entry cannot be written (the record must be dispatched again later, or its
-/// message would never be delivered). An IndexFile entry that cannot be written is skipped and
-/// logged: the index only serves lookups by key, and every hit is verified anyway.
-fn dispatch_record(cqs: &ConsumeQueueTable, index: &mut IndexService, rec: &Record, size: u32) -> io::Result<()> {
+/// Writes the ConsumeQueue and IndexFile entries of one record. Errors: the ConsumeQueue entry
+/// cannot be written (the record must be dispatched again later, or its message would never be
+/// delivered). An IndexFile entry that cannot be written is skipped and logged: the index only
+/// serves lookups by key, and every hit is verified anyway.
+fn dispatch_record(cqs: &ConsumeQueueTable, index: &mut IndexService, rec: &RecordView) -> io::Result<()> {
     if rec.sys_flag & SYS_FLAG_NO_DISPATCH != 0 {
         return Ok(());
     }
     let entry = CqEntry {
         physical_offset: rec.physical_offset,
-        size,
-        tag_hash: rec.properties.get(PROP_TAGS).map(|t| tag_hash(t)).unwrap_or(0),
+        size: rec.size,
+        tag_hash: rec.property(PROP_TAGS).map(tag_hash).unwrap_or(0),
     };
-    cqs.get_or_create(&rec.topic, rec.queue_id)
+    cqs.get_or_create(rec.topic, rec.queue_id)
         .and_then(|q| q.put(rec.queue_offset, entry))
         .map_err(|e| io::Error::new(e.kind(), format!("ConsumeQueue {} queue {}: {e}", rec.topic, rec.queue_id)))?;
-    for key in index_keys(rec) {
+    for key in index_keys(rec.topic, rec.property(PROP_KEYS), rec.property(PROP_MSG_ID)) {
         let put = index.put(&key, rec.physical_offset, rec.store_timestamp);
         index.note(put);
     }
     Ok(())
 }
 
-/// The IndexFile keys of a record: `<topic>#<key>` for each key and `#id#<message id>`.
-pub fn index_keys(rec: &Record) -> Vec<String> {
-    let mut keys: Vec<String> = rec
-        .properties
-        .get(PROP_KEYS)
-        .map(|ks| ks.split(KEY_SEPARATOR).filter(|k| !k.is_empty()).map(|k| format!("{}#{k}", rec.topic)).collect())
+/// The IndexFile keys of a message of `topic` with the KEYS property `keys` (separated by
+/// spaces) and the message id `msg_id`: `<topic>#<key>` for each key and `#id#<message id>`.
+pub fn index_keys(topic: &str, keys: Option<&str>, msg_id: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = keys
+        .map(|ks| ks.split(KEY_SEPARATOR).filter(|k| !k.is_empty()).map(|k| format!("{topic}#{k}")).collect())
         .unwrap_or_default();
-    if let Some(id) = rec.properties.get(PROP_MSG_ID) {
-        keys.push(format!("#id#{id}"));
+    if let Some(id) = msg_id {
+        out.push(format!("#id#{id}"));
     }
-    keys
+    out
 }
 
 #[cfg(test)]

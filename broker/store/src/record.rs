@@ -91,14 +91,6 @@ pub enum DecodeError {
         /// CRC32 of the bytes.
         computed: u32,
     },
-    #[error("body CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    /// The body CRC does not match.
-    BodyCrc {
-        /// CRC32 in the record.
-        stored: u32,
-        /// CRC32 of the body.
-        computed: u32,
-    },
     /// A length field does not fit the record (names the field).
     #[error("malformed field {0}")]
     Malformed(&'static str),
@@ -212,9 +204,56 @@ impl Record {
         Ok(b)
     }
 
-    /// Decodes and verifies one message record at the start of `buf` (which may hold more).
-    /// Errors: [`DecodeError`] for anything that is not a complete, checksummed message record.
+    /// Decodes and verifies one message record at the start of `buf` (which may hold more): a
+    /// [`RecordView`] copied into owned fields. Errors: as [`RecordView::parse`].
     pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
+        RecordView::parse(buf).map(|v| v.to_record())
+    }
+}
+
+/// One verified message record, borrowed from the bytes it was parsed from: what the dispatcher
+/// and recovery read for every record, without allocating the topic, properties and body.
+/// Fields as in [`Record`]; `properties` is still in RocketMQ's `name\x01value\x02` encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Total size of the record, bytes.
+    pub size: u32,
+    /// Queue of the message in its topic.
+    pub queue_id: u32,
+    /// RocketMQ's per-message flag.
+    pub flag: u32,
+    /// Position of the message in its ConsumeQueue.
+    pub queue_offset: u64,
+    /// Byte position of this record in the CommitLog.
+    pub physical_offset: u64,
+    /// Broker flags.
+    pub sys_flag: u32,
+    /// When the producer created the message, ms since the Unix epoch.
+    pub born_timestamp: u64,
+    /// When the broker stored it, ms since the Unix epoch.
+    pub store_timestamp: u64,
+    /// Times the message was sent back for retry.
+    pub reconsume_times: u32,
+    /// CommitLog offset of the half message this one commits (0 otherwise).
+    pub prepared_transaction_offset: u64,
+    /// Producer address, `host:port`.
+    pub born_host: &'a str,
+    /// Broker address, `host:port`.
+    pub store_host: &'a str,
+    /// Topic the record belongs to.
+    pub topic: &'a str,
+    /// The encoded properties (see [`decode_properties`]).
+    pub properties: &'a str,
+    /// The message body.
+    pub body: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// Parses and verifies one message record at the start of `buf` (which may hold more).
+    /// The record CRC covers every byte after it, the stored body CRC included, so a body CRC
+    /// that disagrees with the body cannot pass it and is not computed again. Errors:
+    /// [`DecodeError`] for anything that is not a complete, checksummed message record.
+    pub fn parse(buf: &'a [u8]) -> Result<RecordView<'a>, DecodeError> {
         let size = match peek(buf)? {
             Peek::Message(size) => size as usize,
             Peek::Blank(_) => return Err(DecodeError::BadMagic(BLANK_MAGIC)),
@@ -234,19 +273,15 @@ impl Record {
         let store_host = r.str8("store_host")?;
         let topic = r.str8("topic")?;
         let plen = r.u16("properties")? as usize;
-        let props =
+        let properties =
             std::str::from_utf8(r.take(plen, "properties")?).map_err(|_| DecodeError::Malformed("properties"))?;
         let blen = r.u32("body")? as usize;
-        let body = r.take(blen, "body")?.to_vec();
+        let body = r.take(blen, "body")?;
         if r.pos != size {
             return Err(DecodeError::Malformed("total_size"));
         }
-        let body_crc = be32(rec, 12);
-        let computed = crc32fast::hash(&body);
-        if body_crc != computed {
-            return Err(DecodeError::BodyCrc { stored: body_crc, computed });
-        }
-        Ok(Record {
+        Ok(RecordView {
+            size: size as u32,
             queue_id: be32(rec, 16),
             flag: be32(rec, 20),
             queue_offset: be64(rec, 24),
@@ -259,9 +294,37 @@ impl Record {
             born_host,
             store_host,
             topic,
-            properties: decode_properties(props),
+            properties,
             body,
         })
+    }
+
+    /// The value of property `name`, found in the encoded properties without decoding them all.
+    pub fn property(&self, name: &str) -> Option<&'a str> {
+        self.properties.split(PROPERTY_SEPARATOR).find_map(|kv| match kv.split_once(NAME_VALUE_SEPARATOR) {
+            Some((k, v)) if k == name => Some(v),
+            _ => None,
+        })
+    }
+
+    /// The record with owned fields.
+    pub fn to_record(&self) -> Record {
+        Record {
+            queue_id: self.queue_id,
+            flag: self.flag,
+            queue_offset: self.queue_offset,
+            physical_offset: self.physical_offset,
+            sys_flag: self.sys_flag,
+            born_timestamp: self.born_timestamp,
+            store_timestamp: self.store_timestamp,
+            reconsume_times: self.reconsume_times,
+            prepared_transaction_offset: self.prepared_transaction_offset,
+            born_host: self.born_host.to_string(),
+            store_host: self.store_host.to_string(),
+            topic: self.topic.to_string(),
+            properties: decode_properties(self.properties),
+            body: self.body.to_vec(),
+        }
     }
 }
 
@@ -309,10 +372,9 @@ impl<'a> Reader<'a> {
         self.pos = end;
         Ok(s)
     }
-    fn str8(&mut self, field: &'static str) -> Result<String, DecodeError> {
+    fn str8(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         let n = self.take(1, field)?[0] as usize;
-        let s = self.take(n, field)?;
-        String::from_utf8(s.to_vec()).map_err(|_| DecodeError::Malformed(field))
+        std::str::from_utf8(self.take(n, field)?).map_err(|_| DecodeError::Malformed(field))
     }
     fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.take(2, field)?.try_into().expect("2 bytes")))
@@ -399,7 +461,13 @@ mod tests {
             prop_assert_eq!(peek(&bytes).unwrap(), Peek::Message(bytes.len() as u32));
             let mut with_tail = bytes.clone();
             with_tail.extend_from_slice(&[7u8; 9]);
-            prop_assert_eq!(Record::decode(&with_tail).unwrap(), r);
+            prop_assert_eq!(Record::decode(&with_tail).unwrap(), r.clone());
+            let view = RecordView::parse(&with_tail).unwrap();
+            prop_assert_eq!(view.size as usize, bytes.len());
+            for (k, v) in &r.properties {
+                prop_assert_eq!(view.property(k), Some(v.as_str()));
+            }
+            prop_assert_eq!(view.property("\u{3}absent"), None);
         }
     }
 }

@@ -12,11 +12,11 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use super::checkpoint;
-use super::commitlog::{read_in_file, CommitLog, ReadAt};
+use super::commitlog::{view_in_file, CommitLog, ReadAt};
 use super::consume_queue::ConsumeQueueTable;
 use super::index_file::IndexService;
 use super::mapped_file::MappedFile;
-use super::record::{self, Record};
+use super::record::{self, Record, RecordView};
 use super::{dispatch_record, StoreConfig, StoreError};
 
 /// A damaged CommitLog region.
@@ -78,7 +78,7 @@ fn resync(file: &MappedFile, from: u64, limit: u64) -> Option<u64> {
     while p + 8 <= end {
         let window = file.slice(p - file.start() + 4, 4);
         if window == magic {
-            if let Ok(ReadAt::Record(..)) = read_in_file(file, p, limit) {
+            if let Ok(ReadAt::Record(..)) = view_in_file(file, p, limit) {
                 return Some(p);
             }
         } else if window == record::BLANK_MAGIC.to_be_bytes() {
@@ -93,14 +93,14 @@ fn resync(file: &MappedFile, from: u64, limit: u64) -> Option<u64> {
     None
 }
 
-/// Visits every record in `from..limit`, skipping (and reporting through `on_corrupt`) damaged
-/// regions that valid records follow, until `on_record` breaks (the scan then ends at that
-/// record). Returns where it stopped.
+/// Visits every record in `from..limit`, borrowed from the segment, skipping (and reporting
+/// through `on_corrupt`) damaged regions that valid records follow, until `on_record` breaks (the
+/// scan then ends at that record). Returns where it stopped.
 pub(crate) fn scan_raw(
     log: &CommitLog,
     from: u64,
     limit: u64,
-    mut on_record: impl FnMut(&Record, u32) -> ControlFlow<()>,
+    mut on_record: impl FnMut(&RecordView) -> ControlFlow<()>,
     mut on_corrupt: impl FnMut(&Corruption),
 ) -> ScanEnd {
     let mut pos = from;
@@ -108,9 +108,9 @@ pub(crate) fn scan_raw(
         let Some(file) = log.files().find(pos) else {
             break;
         };
-        match read_in_file(&file, pos, limit) {
+        match view_in_file(&file, pos, limit) {
             Ok(ReadAt::Record(rec, next)) => {
-                if on_record(&rec, (next - pos) as u32).is_break() {
+                if on_record(&rec).is_break() {
                     break;
                 }
                 pos = next;
@@ -151,8 +151,8 @@ pub(crate) fn scan(
     mut on_record: impl FnMut(&Record, u32),
     on_corrupt: impl FnMut(&Corruption),
 ) -> Result<u64, StoreError> {
-    let visit = |rec: &Record, size| {
-        on_record(rec, size);
+    let visit = |rec: &RecordView| {
+        on_record(&rec.to_record(), rec.size);
         ControlFlow::Continue(())
     };
     let end = scan_raw(log, from, limit, visit, on_corrupt);
@@ -208,14 +208,14 @@ pub(crate) fn recover(
         &log,
         from,
         max,
-        |rec, size| {
+        |rec| {
             report.records += 1;
             if rec.sys_flag & super::SYS_FLAG_NO_DISPATCH == 0 {
-                let next = next_offsets.entry((rec.topic.clone(), rec.queue_id)).or_default();
+                let next = next_offsets.entry((rec.topic.to_string(), rec.queue_id)).or_default();
                 *next = (*next).max(rec.queue_offset + 1);
             }
             if undispatched.is_none() {
-                if let Err(e) = dispatch_record(&cqs, &mut index, rec, size) {
+                if let Err(e) = dispatch_record(&cqs, &mut index, rec) {
                     tracing::error!(offset = rec.physical_offset, error = %e,
                         "cannot write a ConsumeQueue entry during recovery; the dispatcher resumes here once there is space");
                     undispatched = Some(rec.physical_offset);
