@@ -634,15 +634,22 @@ fn dispatch_record(cqs: &ConsumeQueueTable, index: &mut IndexService, rec: &Reco
     if rec.sys_flag & SYS_FLAG_NO_DISPATCH != 0 {
         return Ok(());
     }
-    let entry = CqEntry {
-        physical_offset: rec.physical_offset,
-        size: rec.size,
-        tag_hash: rec.property(PROP_TAGS).map(tag_hash).unwrap_or(0),
-    };
+    // One walk over the encoded properties for the three the dispatcher needs.
+    let (mut tags, mut keys, mut msg_id) = (None, None, None);
+    for (name, value) in rec.properties() {
+        match name {
+            PROP_TAGS => tags = Some(value),
+            PROP_KEYS => keys = Some(value),
+            PROP_MSG_ID => msg_id = Some(value),
+            _ => {}
+        }
+    }
+    let entry =
+        CqEntry { physical_offset: rec.physical_offset, size: rec.size, tag_hash: tags.map(tag_hash).unwrap_or(0) };
     cqs.get_or_create(rec.topic, rec.queue_id)
         .and_then(|q| q.put(rec.queue_offset, entry))
         .map_err(|e| io::Error::new(e.kind(), format!("ConsumeQueue {} queue {}: {e}", rec.topic, rec.queue_id)))?;
-    for key in index_keys(rec.topic, rec.property(PROP_KEYS), rec.property(PROP_MSG_ID)) {
+    for key in index_keys(rec.topic, keys, msg_id) {
         let put = index.put(&key, rec.physical_offset, rec.store_timestamp);
         index.note(put);
     }

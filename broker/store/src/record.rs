@@ -299,12 +299,16 @@ impl<'a> RecordView<'a> {
         })
     }
 
-    /// The value of property `name`, found in the encoded properties without decoding them all.
+    /// The properties as `(name, value)` pairs, in stored order, read from the encoded string;
+    /// entries without a separator are skipped (as [`decode_properties`] does).
+    pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.properties.split(PROPERTY_SEPARATOR).filter_map(|kv| kv.split_once(NAME_VALUE_SEPARATOR))
+    }
+
+    /// The value of property `name`. A scan of the encoded properties: to read several, walk
+    /// [`Self::properties`] once.
     pub fn property(&self, name: &str) -> Option<&'a str> {
-        self.properties.split(PROPERTY_SEPARATOR).find_map(|kv| match kv.split_once(NAME_VALUE_SEPARATOR) {
-            Some((k, v)) if k == name => Some(v),
-            _ => None,
-        })
+        self.properties().find_map(|(k, v)| (k == name).then_some(v))
     }
 
     /// The record with owned fields.
