@@ -76,7 +76,8 @@ pub enum FlushDiskType {
 pub struct Listeners {
     /// Every record below this offset is dispatched to the ConsumeQueues and IndexFiles.
     pub dispatched: Option<Box<dyn Fn(u64) + Send + Sync>>,
-    /// The CommitLog is on disk below this offset.
+    /// The CommitLog is on disk below this offset. Called from every thread that flushes, so two
+    /// calls may arrive out of order: keep the highest.
     pub flushed: Option<Box<dyn Fn(u64) + Send + Sync>>,
     /// A record was appended; the CommitLog now ends at this offset (replication streams wait
     /// on it: under SYNC replication they must not wait for the dispatcher).
@@ -231,6 +232,10 @@ pub struct Store {
     listeners: Listeners,
     dispatch_signal: Signal,
     flush_signal: Signal,
+    /// Held by whoever runs a group commit: the flush thread or a writer leading one inline
+    /// ([`Store::try_flush_inline`]), so at most one writer's thread (a tokio worker in the
+    /// broker) is ever blocked on the disk.
+    flushing: Mutex<()>,
     stopping: AtomicBool,
     /// Set on a slave: [`Store::append`] refuses, [`Store::append_raw`] writes.
     replica: AtomicBool,
@@ -260,6 +265,7 @@ impl Store {
             listeners,
             dispatch_signal: Signal::default(),
             flush_signal: Signal::default(),
+            flushing: Mutex::new(()),
             stopping: AtomicBool::new(false),
             replica: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
@@ -415,6 +421,46 @@ impl Store {
     /// [`Listeners::flushed`] calls it).
     pub fn request_flush(&self) {
         self.flush_signal.notify();
+    }
+
+    /// SYNC_FLUSH group commit led by a writer: when no flush is under way, flushes the CommitLog
+    /// on the calling thread and publishes the new flushed offset through [`Listeners::flushed`],
+    /// saving the hand-off to the flush thread and back (two thread wake-ups per flush, most of
+    /// the cost of a lone SYNC_FLUSH sender; docs/BENCHMARKS.md run 12). Returns the flushed
+    /// offset, or None when another thread is flushing: the caller then requests a flush and
+    /// waits, and that flush or the next one covers its record. Blocks for the msync of what was
+    /// written since the last flush, however long the disk takes (the leader alone is answered
+    /// after `sync_flush_timeout_ms` on a stalled disk; its followers still time out). A failed
+    /// flush is logged, as by the flush thread, and returns None.
+    pub fn try_flush_inline(&self) -> Option<u64> {
+        let _leader = self.flushing.try_lock()?;
+        self.flush_commitlog()
+    }
+
+    /// Flushes the CommitLog and publishes the offset, waiting for a flush under way first.
+    fn flush_commitlog_locked(&self) -> Option<u64> {
+        let _g = self.flushing.lock();
+        self.flush_commitlog()
+    }
+
+    /// Flushes the CommitLog and publishes the offset (the caller holds `flushing`). None on a
+    /// failed flush, which is logged.
+    fn flush_commitlog(&self) -> Option<u64> {
+        let started = Instant::now();
+        let before = self.commitlog.flushed();
+        match self.commitlog.flush() {
+            Ok(f) => {
+                if let (true, Some(observe)) = (f > before, &self.listeners.flush_ms) {
+                    observe(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                self.listeners.flushed(f);
+                Some(f)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "CommitLog flush failed");
+                None
+            }
+        }
     }
 
     /// Lets the dispatcher go no further than CommitLog offset `limit` (a record boundary), or
@@ -605,17 +651,7 @@ impl Store {
         let mut last_checkpoint = Instant::now();
         while !self.stopping.load(Ordering::Acquire) {
             self.flush_signal.wait(interval);
-            let started = Instant::now();
-            let before = self.commitlog.flushed();
-            match self.commitlog.flush() {
-                Ok(f) => {
-                    if let (true, Some(observe)) = (f > before, &self.listeners.flush_ms) {
-                        observe(started.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    self.listeners.flushed(f);
-                }
-                Err(e) => tracing::error!(error = %e, "CommitLog flush failed"),
-            }
+            let _ = self.flush_commitlog_locked();
             if last_checkpoint.elapsed() >= Duration::from_secs(1) {
                 if let Err(e) = self.flush_all() {
                     tracing::error!(error = %e, "checkpoint failed");

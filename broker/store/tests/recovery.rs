@@ -213,3 +213,54 @@ fn group_commit_acknowledges_every_writer_after_an_fsync() {
     assert!(fsyncs > 0 && fsyncs < 100, "{fsyncs} fsyncs for 200 acknowledged writes");
     store.shutdown().unwrap();
 }
+
+/// SYNC_FLUSH with writers leading the group commit as the engine does: the first to find no
+/// flush under way flushes on its own thread ([`Store::try_flush_inline`]), the others hand the
+/// flush to the flush thread and wait. Every write is acknowledged only after a flush that covers
+/// it, whichever thread ran it, and a leader's flush also covers what others appended before it.
+#[test]
+fn writers_leading_the_group_commit_are_each_covered_by_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let flushed = Arc::new((std::sync::Mutex::new(0u64), std::sync::Condvar::new()));
+    let f = flushed.clone();
+    let listeners = Listeners {
+        flushed: Some(Box::new(move |o| {
+            // Flushes on several threads may publish out of order.
+            let mut g = f.0.lock().unwrap();
+            *g = (*g).max(o);
+            f.1.notify_all();
+        })),
+        ..Default::default()
+    };
+    let store = Store::open(cfg(dir.path(), FlushDiskType::Sync), listeners).unwrap();
+    let led = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let writers: Vec<_> = (0..8u32)
+        .map(|t| {
+            let (store, flushed, led) = (store.clone(), flushed.clone(), led.clone());
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let r = store.append(&mut msg("g", t * 100 + i), true, RecordClass::Message).unwrap();
+                    match store.try_flush_inline() {
+                        Some(f) => {
+                            assert!(f >= r.end, "an inline flush returned {f}, before its writer's end {}", r.end);
+                            led.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        None => store.request_flush(),
+                    }
+                    let (lock, cv) = &*flushed;
+                    let guard = lock.lock().unwrap();
+                    let (guard, timeout) =
+                        cv.wait_timeout_while(guard, std::time::Duration::from_secs(10), |f| *f < r.end).unwrap();
+                    assert!(!timeout.timed_out() && *guard >= r.end, "no flush covered {} within 10 s", r.end);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(led.load(std::sync::atomic::Ordering::Relaxed) > 0, "no writer led a flush");
+    assert!(store.commitlog_fsyncs() <= 200, "more flushes than writes");
+    assert_eq!(store.flushed(), store.commitlog_end());
+    store.shutdown().unwrap();
+}

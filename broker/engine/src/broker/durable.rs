@@ -73,7 +73,11 @@ impl Broker {
     async fn durable(&self, end: u64, level: Level) -> Result<(), BrokerError> {
         if self.store.flush_disk_type() == FlushDiskType::Sync {
             let mut flushed = self.flushed.subscribe();
-            self.store.request_flush();
+            // The first writer to find no flush under way leads the group commit itself; the
+            // others (and a leader whose flush failed) hand it to the flush thread and wait.
+            if !matches!(self.store.try_flush_inline(), Some(f) if f >= end) {
+                self.store.request_flush();
+            }
             let timeout = Duration::from_millis(self.cfg.sync_flush_timeout_ms);
             let waited = tokio::time::timeout(timeout, flushed.wait_for(|f| *f >= end)).await.map(|r| r.is_ok());
             match waited {
