@@ -429,17 +429,11 @@ impl Store {
     /// the cost of a lone SYNC_FLUSH sender; docs/BENCHMARKS.md run 12). Returns the flushed
     /// offset, or None when another thread is flushing: the caller then requests a flush and
     /// waits, and that flush or the next one covers its record. Blocks for the msync of what was
-    /// written since the last flush, however long the disk takes (the leader alone is answered
-    /// after `sync_flush_timeout_ms` on a stalled disk; its followers still time out). A failed
-    /// flush is logged, as by the flush thread, and returns None.
+    /// written since the last flush, however long the disk takes: on a stalled disk the leader
+    /// is answered when its msync returns, not at `sync_flush_timeout_ms` (its followers still
+    /// time out). A failed flush is logged, as by the flush thread, and returns None.
     pub fn try_flush_inline(&self) -> Option<u64> {
         let _leader = self.flushing.try_lock()?;
-        self.flush_commitlog()
-    }
-
-    /// Flushes the CommitLog and publishes the offset, waiting for a flush under way first.
-    fn flush_commitlog_locked(&self) -> Option<u64> {
-        let _g = self.flushing.lock();
         self.flush_commitlog()
     }
 
@@ -651,7 +645,10 @@ impl Store {
         let mut last_checkpoint = Instant::now();
         while !self.stopping.load(Ordering::Acquire) {
             self.flush_signal.wait(interval);
-            let _ = self.flush_commitlog_locked();
+            {
+                let _one_flusher = self.flushing.lock(); // waits out a writer's inline flush
+                let _ = self.flush_commitlog();
+            }
             if last_checkpoint.elapsed() >= Duration::from_secs(1) {
                 if let Err(e) = self.flush_all() {
                     tracing::error!(error = %e, "checkpoint failed");

@@ -170,20 +170,39 @@ fn corrupt_middle_record_is_reported_and_skipped_not_cut() {
     assert!(ids.contains(&"ID00000009".to_string()), "records after the damage stay readable");
 }
 
+/// The highest offset [`Listeners::flushed`] has published, and listeners that keep it (flushes on
+/// several threads may publish out of order).
+type Flushed = Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>;
+
+fn flush_watch() -> (Flushed, Listeners) {
+    let flushed: Flushed = Arc::default();
+    let f = flushed.clone();
+    let listeners = Listeners {
+        flushed: Some(Box::new(move |o| {
+            let mut g = f.0.lock().unwrap();
+            *g = (*g).max(o);
+            f.1.notify_all();
+        })),
+        ..Default::default()
+    };
+    (flushed, listeners)
+}
+
+/// Waits (10 s at most) until a published flush covers CommitLog offset `end`, as a SYNC_FLUSH
+/// sender does before it is acknowledged.
+fn await_flush(flushed: &Flushed, end: u64) {
+    let (lock, cv) = &**flushed;
+    let guard = lock.lock().unwrap();
+    let (guard, timeout) = cv.wait_timeout_while(guard, std::time::Duration::from_secs(10), |f| *f < end).unwrap();
+    assert!(!timeout.timed_out() && *guard >= end, "no flush covered {end} within 10 s");
+}
+
 /// SYNC_FLUSH: many concurrent writers share fsyncs (group commit), each waits for its own,
 /// as the engine does: ask for a flush, then wait for [`Listeners::flushed`] to pass its end.
 #[test]
 fn group_commit_acknowledges_every_writer_after_an_fsync() {
     let dir = tempfile::tempdir().unwrap();
-    let flushed = Arc::new((std::sync::Mutex::new(0u64), std::sync::Condvar::new()));
-    let f = flushed.clone();
-    let listeners = Listeners {
-        flushed: Some(Box::new(move |o| {
-            *f.0.lock().unwrap() = o;
-            f.1.notify_all();
-        })),
-        ..Default::default()
-    };
+    let (flushed, listeners) = flush_watch();
     let store = Store::open(cfg(dir.path(), FlushDiskType::Sync), listeners).unwrap();
     let writers: Vec<_> = (0..8u32)
         .map(|t| {
@@ -193,11 +212,7 @@ fn group_commit_acknowledges_every_writer_after_an_fsync() {
                 for i in 0..25 {
                     let r = store.append(&mut msg("g", t * 100 + i), true, RecordClass::Message).unwrap();
                     store.request_flush();
-                    let (lock, cv) = &*flushed;
-                    let guard = lock.lock().unwrap();
-                    let (guard, timeout) =
-                        cv.wait_timeout_while(guard, std::time::Duration::from_secs(10), |f| *f < r.end).unwrap();
-                    assert!(!timeout.timed_out() && *guard >= r.end, "no fsync covered {} within 10 s", r.end);
+                    await_flush(&flushed, r.end);
                     ends.push(r.end);
                 }
                 ends
@@ -221,17 +236,7 @@ fn group_commit_acknowledges_every_writer_after_an_fsync() {
 #[test]
 fn writers_leading_the_group_commit_are_each_covered_by_a_flush() {
     let dir = tempfile::tempdir().unwrap();
-    let flushed = Arc::new((std::sync::Mutex::new(0u64), std::sync::Condvar::new()));
-    let f = flushed.clone();
-    let listeners = Listeners {
-        flushed: Some(Box::new(move |o| {
-            // Flushes on several threads may publish out of order.
-            let mut g = f.0.lock().unwrap();
-            *g = (*g).max(o);
-            f.1.notify_all();
-        })),
-        ..Default::default()
-    };
+    let (flushed, listeners) = flush_watch();
     let store = Store::open(cfg(dir.path(), FlushDiskType::Sync), listeners).unwrap();
     let led = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let writers: Vec<_> = (0..8u32)
@@ -247,11 +252,7 @@ fn writers_leading_the_group_commit_are_each_covered_by_a_flush() {
                         }
                         None => store.request_flush(),
                     }
-                    let (lock, cv) = &*flushed;
-                    let guard = lock.lock().unwrap();
-                    let (guard, timeout) =
-                        cv.wait_timeout_while(guard, std::time::Duration::from_secs(10), |f| *f < r.end).unwrap();
-                    assert!(!timeout.timed_out() && *guard >= r.end, "no flush covered {} within 10 s", r.end);
+                    await_flush(&flushed, r.end);
                 }
             })
         })
