@@ -76,8 +76,9 @@ pub enum FlushDiskType {
 pub struct Listeners {
     /// Every record below this offset is dispatched to the ConsumeQueues and IndexFiles.
     pub dispatched: Option<Box<dyn Fn(u64) + Send + Sync>>,
-    /// The CommitLog is on disk below this offset. Called from every thread that flushes, so two
-    /// calls may arrive out of order: keep the highest.
+    /// The CommitLog is on disk below this offset. Called by whichever thread flushed (the flush
+    /// thread, a writer leading a group commit, a checkpoint), one at a time, with offsets that
+    /// only rise.
     pub flushed: Option<Box<dyn Fn(u64) + Send + Sync>>,
     /// A record was appended; the CommitLog now ends at this offset (replication streams wait
     /// on it: under SYNC replication they must not wait for the dispatcher).
@@ -232,9 +233,10 @@ pub struct Store {
     listeners: Listeners,
     dispatch_signal: Signal,
     flush_signal: Signal,
-    /// Held by whoever runs a group commit: the flush thread or a writer leading one inline
-    /// ([`Store::try_flush_inline`]), so at most one writer's thread (a tokio worker in the
-    /// broker) is ever blocked on the disk.
+    /// Held by whoever flushes the CommitLog and publishes the offset: the flush thread, a writer
+    /// leading a group commit inline ([`Store::try_flush_inline`]) or a checkpoint. So at most one
+    /// writer's thread (a tokio worker in the broker) is ever blocked on the disk, and
+    /// [`Listeners::flushed`] sees offsets in order.
     flushing: Mutex<()>,
     stopping: AtomicBool,
     /// Set on a slave: [`Store::append`] refuses, [`Store::append_raw`] writes.
@@ -542,8 +544,11 @@ impl Store {
     pub fn flush_all(&self) -> io::Result<()> {
         let _one_writer = self.checkpoint_lock.lock();
         let dispatched = self.dispatched();
-        let flushed = self.commitlog.flush()?;
-        self.listeners.flushed(flushed);
+        {
+            let _one_flusher = self.flushing.lock(); // keeps the published offset rising
+            let flushed = self.commitlog.flush()?;
+            self.listeners.flushed(flushed);
+        }
         for (_, q) in self.cqs.all() {
             q.flush()?;
         }

@@ -170,8 +170,8 @@ fn corrupt_middle_record_is_reported_and_skipped_not_cut() {
     assert!(ids.contains(&"ID00000009".to_string()), "records after the damage stay readable");
 }
 
-/// The highest offset [`Listeners::flushed`] has published, and listeners that keep it (flushes on
-/// several threads may publish out of order).
+/// The offset [`Listeners::flushed`] last published, and listeners that keep it and check that it
+/// never goes back (whichever thread flushed).
 type Flushed = Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>;
 
 fn flush_watch() -> (Flushed, Listeners) {
@@ -180,7 +180,8 @@ fn flush_watch() -> (Flushed, Listeners) {
     let listeners = Listeners {
         flushed: Some(Box::new(move |o| {
             let mut g = f.0.lock().unwrap();
-            *g = (*g).max(o);
+            assert!(o >= *g, "the flushed offset went back from {} to {o}", *g);
+            *g = o;
             f.1.notify_all();
         })),
         ..Default::default()

@@ -282,10 +282,8 @@ impl Broker {
                 dispatched: Some(Box::new(move |o| {
                     d.send_replace(o);
                 })),
-                // Flushes on several threads (the flush thread, a writer leading a group commit,
-                // a checkpoint) may publish out of order: the offset only rises.
                 flushed: Some(Box::new(move |o| {
-                    f.send_if_modified(|v| std::mem::replace(v, (*v).max(o)) < o);
+                    f.send_replace(o);
                 })),
                 // Called for every record: skip the watch's lock while no replication stream
                 // waits (a stream subscribes before it looks for bytes, so it misses none).
