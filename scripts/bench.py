@@ -588,10 +588,13 @@ def reference_module():
 def peer_server(system, flush="async"):
     """Yields (address, pid of the process to measure) of a fresh server on loopback with a data
     directory of its own, removed afterwards: Ferrocket standalone with `flush` ("async" or "sync"),
-    NATS JetStream (file store), or RabbitMQ (a node of its own, with its own epmd port)."""
-    if system == "ferrocket":
-        with fresh_broker(f'flush_disk_type = "{flush}"\n') as (broker, addr):
-            yield addr, broker.pid
+    NATS JetStream (file store), or RabbitMQ (a node of its own, with its own epmd port).
+    "ferrocket-remoting" is Ferrocket standalone too, addressed at its Remoting port."""
+    if system.startswith("ferrocket"):
+        remoting = f"127.0.0.1:{free_port()}"
+        config = f'flush_disk_type = "{flush}"\nremoting_listen = "{remoting}"\nremoting_namesrv_listen = "127.0.0.1:{free_port()}"\n'
+        with fresh_broker(config) as (broker, addr):
+            yield (remoting if system == "ferrocket-remoting" else addr), broker.pid
         return
     work = pathlib.Path(tempfile.mkdtemp(prefix=f"{system}-bench-", dir="/var/tmp"))
     port, env = free_port(), dict(os.environ)
@@ -622,8 +625,11 @@ def peer_server(system, flush="async"):
 
 
 def peer_bench(system, addr, *args, queue_type="classic"):
-    """One run of `peer-bench` against `system` at `addr`; its JSON report."""
+    """One run of `peer-bench` against `system` at `addr`; its JSON report. "ferrocket-remoting" is
+    `--system ferrocket --protocol remoting` (sends only)."""
     extra = ["--queue-type", queue_type] if system == "rabbitmq" else []
+    if system == "ferrocket-remoting":
+        system, extra = "ferrocket", ["--protocol", "remoting"]
     out = subprocess.run([str(PEER_BENCH), "--system", system, "--server", addr, "--topic", "bench", *extra, *args],
                          capture_output=True, text=True, check=True, timeout=300).stdout
     return json.loads(out)
@@ -639,7 +645,8 @@ def peer_once(system, seconds):
     consumers draining 200,000 of that backlog (or all of it, if less); on a fresh server, SYNC_FLUSH (Ferrocket) or a quorum
     queue (RabbitMQ) from 32 publishers and from 1 (NATS 2.9 has no per-message sync). Each row
     carries the server's CPU µs per message; "memory MiB" is the largest process's (peak resident,
-    anonymous resident) after the drain."""
+    anonymous resident) after the drain. "ferrocket-remoting" (Ferrocket with the load over Remoting,
+    as the Java producer sends) has the send rows only."""
     rows = {}
 
     def measure(name, addr, pid, *args, **kw):
@@ -665,10 +672,11 @@ def peer_once(system, seconds):
         for name, conc, window in PEER_SENDS:
             backlog += measure(f"async: {name}", addr, pid, "--mode", "produce", "--concurrency", str(conc),
                                "--batch", str(window), "--duration", f"{seconds}s")["messages"]
-        want = min(backlog, PEER_DRAIN)
-        drained = measure("async: receive+ack x32, drain", addr, pid, "--mode", "consume", "--concurrency", "32",
-                          "--messages", str(want), "--duration", "120s")
-        assert drained["messages"] >= want, f"{system} drained {drained['messages']} of {want}"
+        if system != "ferrocket-remoting":  # its load generator only sends
+            want = min(backlog, PEER_DRAIN)
+            drained = measure("async: receive+ack x32, drain", addr, pid, "--mode", "consume", "--concurrency", "32",
+                              "--messages", str(want), "--duration", "120s")
+            assert drained["messages"] >= want, f"{system} drained {drained['messages']} of {want}"
         rows["memory MiB"] = memory(pid)
     if system == "nats":
         return rows
@@ -684,7 +692,7 @@ def print_peers(runs, seconds):
     """Ferrocket, NATS JetStream and RabbitMQ on the same generator, one run of each in turn (so
     drift on a shared machine hits all alike), medians of `runs`, with Ferrocket's rate over NATS's."""
     install_peers()
-    systems = ("ferrocket", "nats", "rabbitmq")
+    systems = ("ferrocket", "ferrocket-remoting", "nats", "rabbitmq")
     results = {s: [] for s in systems}
     for _ in range(runs):
         for system in systems:

@@ -2,6 +2,7 @@
 //! official clients make), for throughput and latency figures (docs/BENCHMARKS.md). It drives
 //! Ferrocket and Apache RocketMQ's proxy alike: every call carries a client id, and receivers
 //! announce their subscription on a Telemetry stream first, as the official clients do.
+//! `--protocol remoting` sends as the Java Remoting producer does instead ([`remoting`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,17 @@ use tonic::transport::Channel;
 use crate::proto::requests::{self, resource as res};
 use crate::proto::v2::messaging_service_client::MessagingServiceClient;
 use crate::proto::v2::*;
+
+pub mod remoting;
+
+/// Which protocol the load speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// RocketMQ 5 gRPC, the calls of the official 5.x clients.
+    Grpc,
+    /// RocketMQ Remoting, as the Java `DefaultMQProducer` sends ([`remoting`]; senders only).
+    Remoting,
+}
 
 /// Which sides to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,9 +59,12 @@ impl Mode {
 /// What to run (also the `ferrocket bench` flags).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchOpts {
-    /// Broker address, `host:port`.
+    /// Broker address, `host:port`: its gRPC port, or its Remoting port with `--protocol remoting`.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub server: String,
+    /// The protocol of the load.
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    pub protocol: Protocol,
     /// Topic to send to and receive from (auto-created in standalone mode).
     #[arg(long, default_value = "bench")]
     pub topic: String,
@@ -286,9 +301,39 @@ fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
+/// Lets the spawned `senders` and receiver `tasks` run until the senders are done with a
+/// `--messages` run, or `--duration` ends (or, consume-only with `--messages`, `received` counted
+/// that many); then sets `stop`, waits for every task and returns the seconds measured.
+async fn run_until_done(
+    o: &BenchOpts,
+    mut senders: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    received: &Side,
+    stop: &AtomicBool,
+) -> f64 {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + o.duration;
+    if o.messages > 0 && o.mode.sends() {
+        for t in senders.drain(..) {
+            let _ = tokio::time::timeout_at(deadline, t).await;
+        }
+    } else {
+        wait_for_messages(received, o.messages, deadline).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    for t in senders.into_iter().chain(tasks) {
+        let _ = t.await;
+    }
+    secs
+}
+
 /// Runs the benchmark. Errors: the broker cannot be reached, the topic has no route or the
-/// broker refuses the receivers' subscription.
+/// broker refuses the receivers' subscription; over Remoting, a mode other than produce.
 pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
+    if o.protocol == Protocol::Remoting {
+        return remoting::run(o).await;
+    }
     let endpoint = format!("http://{}", o.server);
     let headers = ClientHeaders(format!("ferrocket-bench@{}@{}", std::process::id(), now_us()).parse()?);
     // A few connections, so one HTTP/2 connection is not the bottleneck.
@@ -437,23 +482,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
             }));
         }
     }
-    let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + o.duration;
-    if o.messages > 0 && o.mode.sends() {
-        // A --messages run ends when its senders are done (or at the deadline).
-        for t in senders.drain(..) {
-            let _ = tokio::time::timeout_at(deadline, t).await;
-        }
-    } else {
-        // Otherwise the run ends at the deadline, or, consume-only with --messages, once that
-        // many were received.
-        wait_for_messages(&cons, o.messages, deadline).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let secs = started.elapsed().as_secs_f64();
-    for t in senders.into_iter().chain(tasks) {
-        let _ = t.await;
-    }
+    let secs = run_until_done(&o, senders, tasks, &cons, &stop).await;
     Ok(BenchReport {
         size: o.size,
         concurrency: o.concurrency,

@@ -27,3 +27,14 @@ def test_peer_bench_produces_and_drains_on_every_system(system):
                                "--messages", str(sent["messages"]), "--duration", "60s")["consume"]
         assert got["errors"] == 0, got
         assert got["messages"] >= sent["messages"], f"{system}: {got['messages']} of {sent['messages']} delivered"
+
+
+def test_peer_bench_sends_to_ferrocket_over_remoting():
+    """The harness's Remoting row: Ferrocket's Remoting port acknowledges every send, one message and
+    a batch per call (broker/tests/bench.rs checks that they are delivered)."""
+    assert bench.PEER_BENCH.exists(), "peer-bench is not built: ./scripts/test builds it"
+    with bench.peer_server("ferrocket-remoting") as (addr, _pid):
+        for batch in ("1", "4"):
+            sent = bench.peer_bench("ferrocket-remoting", addr, "--mode", "produce", "--concurrency", "4",
+                                    "--batch", batch, "--duration", "1s")["produce"]
+            assert sent["messages"] > 0 and sent["errors"] == 0, sent

@@ -3,7 +3,9 @@
 //! duration (issue "the cost of one call"). scripts/bench.py --peers starts the servers and runs it.
 //!
 //! - Ferrocket: `ferrocket bench` itself (the RocketMQ 5 gRPC calls of the official clients); a
-//!   publisher's window of `--batch` messages is one SendMessage call.
+//!   publisher's window of `--batch` messages is one SendMessage call. With `--protocol remoting`
+//!   (sends only) it sends as the Java Remoting producer does: SEND_MESSAGE_V2, or one
+//!   SEND_BATCH_MESSAGE per window.
 //! - NATS JetStream: async-nats; a publisher publishes `--batch` messages to a file-store stream and
 //!   then awaits their PubAcks. Consumers share one durable pull consumer (explicit acks) and fetch
 //!   up to 32 messages per pull.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -23,11 +24,15 @@ use super::command::{Command, SerializeType, MAX_FRAME};
 const IN_FLIGHT_PER_CONNECTION: usize = 1024;
 /// Frames queued for writing on one connection.
 const WRITE_QUEUE: usize = 1024;
+/// Bytes read from a connection's socket at once, at most.
+const READ_BUFFER: usize = 64 << 10;
 
 /// One client connection, shared by the tasks serving its requests.
 pub struct Connection {
     /// The client's address.
     pub peer: SocketAddr,
+    /// `peer` as text (`ip:port`), formatted once: every stored message names it as born host.
+    pub peer_text: String,
     /// Unique per process, for the client tables.
     pub id: u64,
     out: mpsc::Sender<Vec<u8>>,
@@ -119,31 +124,19 @@ pub fn spawn_listener(listener: TcpListener, processor: Processor, stop: watch::
 /// Serves one accepted connection on its own tasks.
 pub fn spawn_connection(stream: TcpStream, peer: SocketAddr, processor: Processor) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    let (rd, wr) = stream.into_split();
+    // Buffered: a client pipelines requests, and one read then takes several frames.
+    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
     let conn = Arc::new(Connection {
         peer,
+        peer_text: peer.to_string(),
         id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
         out: tx,
         ser: Mutex::new(SerializeType::Json),
         next_opaque: AtomicI32::new(1),
     });
-    tokio::spawn(async move {
-        let mut buf = Vec::new();
-        while let Some(frame) = rx.recv().await {
-            buf.clear();
-            buf.extend_from_slice(&frame);
-            while let Ok(more) = rx.try_recv() {
-                buf.extend_from_slice(&more);
-                if buf.len() > 1 << 20 {
-                    break;
-                }
-            }
-            if wr.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    });
+    spawn_writer(wr, rx);
     tokio::spawn(async move {
         let limit = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
         loop {
@@ -178,6 +171,27 @@ pub fn spawn_connection(stream: TcpStream, peer: SocketAddr, processor: Processo
             });
         }
         (processor.closed)(&conn);
+    });
+}
+
+/// Writes the frames queued on `rx` to `wr` until either side closes: whatever is queued when a
+/// write starts (up to 1 MiB) goes in that one write, as Netty flushes a channel's pending writes.
+pub fn spawn_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Some(frame) = rx.recv().await {
+            buf.clear();
+            buf.extend_from_slice(&frame);
+            while let Ok(more) = rx.try_recv() {
+                buf.extend_from_slice(&more);
+                if buf.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
     });
 }
 

@@ -121,7 +121,7 @@ pub async fn send(rb: &RemotingBroker, conn: &Arc<Connection>, req: &Command) ->
             // The transaction type bits describe the send, not the stored message.
             sys_flag: sys_flag & 0xFFFF & !SYS_FLAG_TRANSACTION_BITS,
             born_timestamp: if born == 0 { now } else { born },
-            born_host: conn.peer.to_string(),
+            born_host: conn.peer_text.clone(),
             store_host: rb.store_host.clone(),
             reconsume_times,
             properties: props,
