@@ -72,8 +72,9 @@ impl Connection {
     }
 }
 
-/// The request a producer makes for `bodies` to `queue_id` of `topic`: SEND_MESSAGE_V2 for one
-/// message, SEND_BATCH_MESSAGE (header field `m` = batch) for several.
+/// The request a producer makes to `queue_id` of `topic` for one message per unique id in `ids`,
+/// each with `body`: SEND_MESSAGE_V2 for one, SEND_BATCH_MESSAGE (header field `m` = batch) for
+/// several.
 fn send_request(topic: &str, queue_id: u64, ids: &[String], body: &[u8]) -> Command {
     let props = |id: &str| {
         let p: BTreeMap<String, String> =
