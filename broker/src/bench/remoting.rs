@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{BenchOpts, BenchReport, Mode, Side};
 use crate::remoting::codes::{SEND_BATCH_MESSAGE, SEND_MESSAGE_V2, SUCCESS};
 use crate::remoting::command::{Command, SerializeType};
-use crate::remoting::conn::{read_frame, spawn_writer};
+use crate::remoting::conn::{read_frame, split};
 use crate::store::record::encode_properties;
 
 /// Queues a sender spreads its messages over: a Java producer's `defaultTopicQueueNums`, the
@@ -30,7 +29,7 @@ const PRODUCER_GROUP: &str = "bench-producer";
 /// Requests in flight on one connection, by `opaque`, and the way to their answers.
 type Pending = Arc<Mutex<HashMap<i32, oneshot::Sender<Command>>>>;
 
-/// One client connection: a writer task (the server's, [`spawn_writer`]), and a reader task that
+/// One client connection, split as the server splits its own ([`split`]), and a reader task that
 /// hands each response to the request it answers.
 struct Connection {
     out: mpsc::Sender<Vec<u8>>,
@@ -41,15 +40,10 @@ struct Connection {
 impl Connection {
     /// Connects to `addr`. Errors: the connection is refused.
     async fn open(addr: &str) -> anyhow::Result<Arc<Connection>> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
-        let (out, rx) = mpsc::channel::<Vec<u8>>(1024);
-        spawn_writer(wr, rx);
+        let (mut rd, out) = split(TcpStream::connect(addr).await?);
         let pending: Pending = Arc::default();
         let waiting = pending.clone();
         tokio::spawn(async move {
-            let mut rd = BufReader::with_capacity(64 << 10, rd);
             while let Ok(Some(frame)) = read_frame(&mut rd).await {
                 let Ok(resp) = Command::decode(&frame) else { break };
                 if let Some(tx) = waiting.lock().remove(&resp.opaque) {

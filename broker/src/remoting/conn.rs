@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -23,9 +23,9 @@ use super::command::{Command, SerializeType, MAX_FRAME};
 /// that pipelines, e.g. oneway sends).
 const IN_FLIGHT_PER_CONNECTION: usize = 1024;
 /// Frames queued for writing on one connection.
-const WRITE_QUEUE: usize = 1024;
+pub const WRITE_QUEUE: usize = 1024;
 /// Bytes read from a connection's socket at once, at most.
-const READ_BUFFER: usize = 64 << 10;
+pub const READ_BUFFER: usize = 64 << 10;
 
 /// One client connection, shared by the tasks serving its requests.
 pub struct Connection {
@@ -123,11 +123,7 @@ pub fn spawn_listener(listener: TcpListener, processor: Processor, stop: watch::
 
 /// Serves one accepted connection on its own tasks.
 pub fn spawn_connection(stream: TcpStream, peer: SocketAddr, processor: Processor) {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    // Buffered: a client pipelines requests, and one read then takes several frames.
-    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    let (mut rd, tx) = split(stream);
     let conn = Arc::new(Connection {
         peer,
         peer_text: peer.to_string(),
@@ -136,7 +132,6 @@ pub fn spawn_connection(stream: TcpStream, peer: SocketAddr, processor: Processo
         ser: Mutex::new(SerializeType::Json),
         next_opaque: AtomicI32::new(1),
     });
-    spawn_writer(wr, rx);
     tokio::spawn(async move {
         let limit = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
         loop {
@@ -174,9 +169,21 @@ pub fn spawn_connection(stream: TcpStream, peer: SocketAddr, processor: Processo
     });
 }
 
+/// A Remoting connection as either end uses it: reads through a buffer of [`READ_BUFFER`] bytes
+/// (the peer pipelines, so one read takes several frames), and frames sent on the returned queue
+/// (at most [`WRITE_QUEUE`] waiting) are written by a task of their own ([`spawn_writer`]).
+/// TCP_NODELAY is set.
+pub fn split(stream: TcpStream) -> (BufReader<OwnedReadHalf>, mpsc::Sender<Vec<u8>>) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    spawn_writer(wr, rx);
+    (BufReader::with_capacity(READ_BUFFER, rd), tx)
+}
+
 /// Writes the frames queued on `rx` to `wr` until either side closes: whatever is queued when a
 /// write starts (up to 1 MiB) goes in that one write, as Netty flushes a channel's pending writes.
-pub fn spawn_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+fn spawn_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
     tokio::spawn(async move {
         let mut buf = Vec::new();
         while let Some(frame) = rx.recv().await {
