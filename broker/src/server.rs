@@ -13,6 +13,7 @@ use crate::broker::Broker;
 use crate::cluster::registration;
 use crate::config::Config;
 use crate::grpc::admin::AdminService;
+use crate::grpc::auth::SuperOnly;
 use crate::grpc::clients::Clients;
 use crate::grpc::messaging::Messaging;
 use crate::proto::admin::admin_server::AdminServer;
@@ -68,7 +69,8 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     let broker = tokio::task::spawn_blocking(move || Broker::open(open_cfg)).await??;
     let _ = opened.set(broker.clone());
     let clients = Arc::new(Clients::default());
-    let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone()));
+    let signer = crate::cluster::signer(&broker);
+    let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone(), signer));
     // Both idle while the role does not need them (a promotion or demotion switches them over).
     crate::cluster::slave::spawn_slave(broker.clone(), nameservers.clone(), stop_rx.clone());
     if let Some(addr) = &cfg.controller_addr {
@@ -89,7 +91,12 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
         let routes = crate::remoting::namesrv::Routes::Local(broker.clone());
         crate::remoting::conn::spawn_listener(l, crate::remoting::namesrv::processor(routes), stop_rx.clone());
     }
-    let ha = HaServer::new(crate::grpc::ha::HaService::new(broker.clone(), stop_rx.clone()));
+    // Replication and Admin are for the cluster's own processes and its operators: super users.
+    let super_only = SuperOnly::new(broker.auth().clone(), broker.metrics().auth_refused.clone());
+    let ha = HaServer::with_interceptor(
+        crate::grpc::ha::HaService::new(broker.clone(), stop_rx.clone()),
+        super_only.clone(),
+    );
     let admin = AdminService::new(broker.clone(), nameservers.clone());
     let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx.clone(), nameservers);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
@@ -97,7 +104,7 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     let ending = broker.clone();
     let server = tonic::transport::Server::builder()
         .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))
-        .add_service(AdminServer::new(admin))
+        .add_service(AdminServer::with_interceptor(admin, super_only))
         .add_service(ha)
         .serve_with_incoming_shutdown(incoming, async move {
             crate::http::shutdown_signal().await;

@@ -12,14 +12,14 @@ fn half(topic: &str, id: &str) -> Message {
     m
 }
 
-async fn send_half(c: &mut MessagingServiceClient, topic: &str, id: &str) -> String {
+async fn send_half(c: &mut Client, topic: &str, id: &str) -> String {
     let r = c.send_message(SendMessageRequest { messages: vec![half(topic, id)] }).await.unwrap().into_inner();
     assert_eq!(code(&r.status), Code::Ok);
     assert!(!r.entries[0].transaction_id.is_empty());
     r.entries[0].transaction_id.clone()
 }
 
-async fn end(c: &mut MessagingServiceClient, topic: &str, id: &str, tx: &str, r: TransactionResolution) -> Code {
+async fn end(c: &mut Client, topic: &str, id: &str, tx: &str, r: TransactionResolution) -> Code {
     let req = EndTransactionRequest {
         topic: res(topic),
         message_id: id.into(),
@@ -30,9 +30,6 @@ async fn end(c: &mut MessagingServiceClient, topic: &str, id: &str, tx: &str, r:
     };
     code(&c.end_transaction(req).await.unwrap().into_inner().status)
 }
-
-type MessagingServiceClient =
-    ferrocket_proto::v2::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>;
 
 #[tokio::test]
 async fn end_transaction_is_idempotent_refuses_contradictions_and_unknown_ids() {
@@ -82,22 +79,4 @@ async fn end_transaction_is_idempotent_refuses_contradictions_and_unknown_ids() 
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line:?} missing from:\n{metrics}");
     }
-}
-
-/// An address on 127.0.0.1 that was free a moment ago.
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// The body of a plain HTTP/1.1 GET.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }

@@ -3,6 +3,8 @@
 //! request codes get REQUEST_CODE_NOT_SUPPORTED, oneway requests no answer at all.
 
 mod common;
+#[path = "common/remoting.rs"]
+mod remoting_io;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,6 +14,7 @@ use common::start;
 use ferrocket::remoting::codes::*;
 use ferrocket::remoting::command::{Command, SerializeType, MAX_FRAME};
 use proptest::prelude::*;
+use remoting_io::roundtrip;
 
 fn request(code: i32, opaque: i32, ser: SerializeType) -> Command {
     Command::request(code, opaque, false, ser)
@@ -43,19 +46,6 @@ proptest! {
         let _ = Command::decode(&frame);
         let _ = Command::decode(&frame[..cut.index(frame.len() + 1)]);
     }
-}
-
-fn roundtrip(s: &mut TcpStream, req: &Command) -> Command {
-    s.write_all(&req.encode()).unwrap();
-    read_reply(s).expect("a reply")
-}
-
-fn read_reply(s: &mut TcpStream) -> std::io::Result<Command> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let mut frame = vec![0; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut frame)?;
-    Ok(Command::decode(&frame).expect("the server's frames decode"))
 }
 
 /// True once the server closed `s` (EOF or reset) within 10 s.

@@ -11,6 +11,7 @@ use ferrocket_proto::admin::{
     UpsertGroupRequest,
 };
 use ferrocket_proto::clients::Nameservers;
+use ferrocket_proto::signing::Signer;
 use kube::ResourceExt;
 use tonic::transport::Channel;
 
@@ -60,7 +61,9 @@ impl Brokers {
     /// The master endpoint of every broker group of `bs` registered with its nameservers, by
     /// group name. Errors: [`AdminError::Unreachable`] when no nameserver answered.
     pub async fn masters(&self, bs: &BrokerSet) -> Result<BTreeMap<String, String>, AdminError> {
-        let ns = Nameservers::from_list(&self.nameserver_address(bs));
+        // Unsigned: what the operator renders runs without authentication (issue 15's operator
+        // half gives it the cluster's credentials).
+        let ns = Nameservers::from_list(&self.nameserver_address(bs), Signer::default());
         match tokio::time::timeout(CALL_TIMEOUT, ns.masters()).await {
             Ok(Ok(m)) => Ok(m.into_iter().collect()),
             Ok(Err(e)) => Err(AdminError::Unreachable(e.to_string())),
@@ -71,7 +74,7 @@ impl Brokers {
     /// Roles, epochs, offsets and in-sync sets of every broker of `bs` (the Admin
     /// `ClusterStatus` the CLI's `cluster status` prints). Errors: no nameserver answered.
     pub async fn cluster_status(&self, bs: &BrokerSet) -> Result<ClusterStatusResponse, AdminError> {
-        let ns = Nameservers::from_list(&self.nameserver_address(bs));
+        let ns = Nameservers::from_list(&self.nameserver_address(bs), Signer::default());
         // Dead brokers cost one Admin timeout (3 s), asked concurrently.
         match tokio::time::timeout(CALL_TIMEOUT * 2, ferrocket_proto::clients::cluster_status(&ns)).await {
             Ok(Ok(s)) => Ok(s),

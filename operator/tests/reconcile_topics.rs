@@ -37,7 +37,11 @@ async fn brokers() -> Brokers {
     let broker = common::start("broker", &dir.path().join("b"), &config);
     let namesrv_addr = namesrv.addr.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !Nameservers::from_list(&namesrv_addr).masters().await.is_ok_and(|m| m.iter().any(|(g, _)| g == "demo-0")) {
+    while !Nameservers::from_list(&namesrv_addr, Default::default())
+        .masters()
+        .await
+        .is_ok_and(|m| m.iter().any(|(g, _)| g == "demo-0"))
+    {
         assert!(Instant::now() < deadline, "demo-0 registered with the nameserver within 20 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -197,6 +197,19 @@ pub struct Config {
     pub tls_key_file: Option<PathBuf>,
     /// How often consumer progress is snapshotted to `config/consumer_offsets.json`, ms.
     pub consumer_snapshot_interval_ms: u64,
+    /// Verify every request's signature ([`crate::auth`]; RocketMQ `authenticationEnabled`).
+    /// Off by default; needs `auth_access_key` and `auth_secret_key`.
+    pub auth_enabled: bool,
+    /// The cluster's own super user (RocketMQ `initAuthenticationUser` and
+    /// `innerClientAuthenticationCredentials` in one): Ferrocket's processes sign their calls to
+    /// each other with it, and operators use it. Not stored; the same on every process.
+    pub auth_access_key: Option<String>,
+    /// Its secret key; better set as `FERROCKET_AUTH_SECRET_KEY` than in a file.
+    pub auth_secret_key: Option<String>,
+    /// Farthest a gRPC request's signed `x-mq-date-time` may be from this process's clock, ms
+    /// (15 min, as AWS SigV4); older signatures are refused as replays. 0 turns the check off
+    /// (the Python client signs its local time as if it were UTC).
+    pub auth_clock_skew_ms: u64,
 }
 
 impl Default for Config {
@@ -280,6 +293,10 @@ impl Default for Config {
             tls_cert_file: None,
             tls_key_file: None,
             consumer_snapshot_interval_ms: 5_000,
+            auth_enabled: false,
+            auth_access_key: None,
+            auth_secret_key: None,
+            auth_clock_skew_ms: 15 * 60_000,
         }
     }
 }

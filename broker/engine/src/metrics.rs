@@ -26,6 +26,15 @@ pub struct GroupLabel {
     pub topic: String,
 }
 
+/// Labels of refused requests.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    /// `grpc` or `remoting`.
+    pub protocol: &'static str,
+    /// [`crate::auth::Refusal::reason`].
+    pub reason: &'static str,
+}
+
 /// Label of per-slave metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SlaveLabel {
@@ -125,6 +134,8 @@ pub struct Metrics {
     pub replication_lag: Family<SlaveLabel, Gauge>,
     /// A master's slaves in sync (`ha_max_lag_bytes`, `ha_max_lag_ms`); set when scraped.
     pub slaves_in_sync: Gauge,
+    /// Requests refused by authentication or authorization, per protocol and reason.
+    pub auth_refused: Family<RefusalLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -186,6 +197,8 @@ impl Default for Metrics {
         registry.register("replication_lag_bytes", "CommitLog bytes a connected slave lacks", replication_lag.clone());
         let slaves_in_sync = Gauge::default();
         registry.register("slaves_in_sync", "Slaves in sync with this master", slaves_in_sync.clone());
+        let auth_refused = Family::<RefusalLabel, Counter>::default();
+        registry.register("auth_refused", "Requests refused by authentication or authorization", auth_refused.clone());
         Metrics {
             registry,
             tx,
@@ -197,6 +210,7 @@ impl Default for Metrics {
             consumer_lag,
             replication_lag,
             slaves_in_sync,
+            auth_refused,
         }
     }
 }

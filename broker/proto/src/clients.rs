@@ -16,21 +16,25 @@ use crate::admin::admin_client::AdminClient;
 use crate::admin::{BrokerStatus, ClusterStatusResponse, ReplicaStatus, ReplicaStatusRequest};
 use crate::namesrv::namesrv_client::NamesrvClient;
 use crate::namesrv::*;
+use crate::signing::{SignedChannel, Signer};
 
 /// Longest one call to a nameserver may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The nameservers of a broker (or of the CLI): resolves their addresses and keeps one lazily
-/// connected channel to each.
+/// connected channel to each. Every call is signed by its [`Signer`] (and so are the calls
+/// [`cluster_status`] makes to the brokers).
 pub struct Nameservers {
     addrs: Vec<String>,
     channels: Mutex<HashMap<SocketAddr, Channel>>,
+    signer: Signer,
 }
 
 impl Nameservers {
-    /// Nameservers at `addrs` (`host:port` each). Nothing is dialled until used.
-    pub fn new(addrs: Vec<String>) -> Arc<Nameservers> {
-        Arc::new(Nameservers { addrs, channels: Mutex::new(HashMap::new()) })
+    /// Nameservers at `addrs` (`host:port` each), called as `signer` signs. Nothing is dialled
+    /// until used.
+    pub fn new(addrs: Vec<String>, signer: Signer) -> Arc<Nameservers> {
+        Arc::new(Nameservers { addrs, channels: Mutex::new(HashMap::new()), signer })
     }
 
     /// Every address the configured entries resolve to now (all A/AAAA records of a name),
@@ -49,8 +53,8 @@ impl Nameservers {
     }
 
     /// A Namesrv client on the channel to `addr`. Errors: an address that makes no URI.
-    pub fn client(&self, addr: SocketAddr) -> anyhow::Result<NamesrvClient<Channel>> {
-        Ok(NamesrvClient::new(self.channel(addr)?))
+    pub fn client(&self, addr: SocketAddr) -> anyhow::Result<NamesrvClient<SignedChannel>> {
+        Ok(NamesrvClient::with_interceptor(self.channel(addr)?, self.signer.clone()))
     }
 
     fn channel(&self, addr: SocketAddr) -> anyhow::Result<Channel> {
@@ -69,15 +73,16 @@ impl Nameservers {
         Ok(ch)
     }
 
-    /// Asks the nameservers in turn, `call` getting the channel to each, until one answers.
-    /// Errors: none answered (the message says why each failed).
-    async fn ask<T, Fut>(&self, call: impl Fn(Channel) -> Fut) -> anyhow::Result<T>
+    /// Asks the nameservers in turn, `call` getting the signed channel to each, until one
+    /// answers. Errors: none answered (the message says why each failed).
+    async fn ask<T, Fut>(&self, call: impl Fn(SignedChannel) -> Fut) -> anyhow::Result<T>
     where
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut errors = Vec::new();
         for addr in self.resolve().await {
-            match call(self.channel(addr)?).await {
+            let ch = tonic::service::interceptor::InterceptedService::new(self.channel(addr)?, self.signer.clone());
+            match call(ch).await {
                 Ok(v) => return Ok(v),
                 Err(e) => errors.push(format!("{addr}: {}", e.message())),
             }
@@ -100,8 +105,8 @@ impl Nameservers {
     }
 
     /// Nameservers from a comma-separated `host:port` list (the CLI's `--namesrv`).
-    pub fn from_list(list: &str) -> Arc<Nameservers> {
-        Nameservers::new(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    pub fn from_list(list: &str, signer: Signer) -> Arc<Nameservers> {
+        Nameservers::new(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(), signer)
     }
 
     /// The master (broker id 0, of the highest epoch) of every registered broker group:
@@ -168,10 +173,11 @@ impl Nameservers {
 /// Longest a broker is given to report its state.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Asks one broker for its [`ReplicaStatus`]. Errors: it did not answer within 3 s.
-async fn ask(endpoint: &str) -> anyhow::Result<ReplicaStatus> {
+/// Asks one broker for its [`ReplicaStatus`], signed by `signer`. Errors: it did not answer
+/// within 3 s.
+async fn ask(endpoint: &str, signer: Signer) -> anyhow::Result<ReplicaStatus> {
     let ch = Channel::from_shared(format!("http://{endpoint}"))?.connect_timeout(ASK_TIMEOUT).timeout(ASK_TIMEOUT);
-    let mut c = AdminClient::new(ch.connect().await?);
+    let mut c = AdminClient::with_interceptor(ch.connect().await?, signer);
     Ok(c.replica_status(ReplicaStatusRequest {}).await?.into_inner())
 }
 
@@ -184,9 +190,10 @@ pub async fn cluster_status(ns: &Nameservers) -> anyhow::Result<ClusterStatusRes
     let asks: Vec<_> = registrations
         .into_iter()
         .map(|r| {
+            let signer = ns.signer.clone();
             tokio::spawn(async move {
                 let broker = r.broker.unwrap_or_default();
-                let (replica, error) = match ask(&broker.endpoint).await {
+                let (replica, error) = match ask(&broker.endpoint, signer).await {
                     Ok(s) => (Some(s), String::new()),
                     Err(e) => (None, e.to_string()),
                 };

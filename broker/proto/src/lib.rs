@@ -28,6 +28,7 @@ pub mod ferrocket {
 
 pub mod clients;
 pub mod requests;
+pub mod signing;
 
 /// The RocketMQ 5.x wire contract (`apache.rocketmq.v2`, from apache/rocketmq-apis).
 pub use apache::rocketmq::v2;

@@ -1,6 +1,7 @@
 //! The `ferrocket` command: run a broker (`standalone`, `broker`), manage topics, benchmark.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrocket_engine::config::{Config, Overrides};
@@ -11,6 +12,7 @@ use ferrocket_proto::admin::{
     ListTransactionsRequest, QueryMessageRequest, TopicConfig, UpsertGroupRequest,
 };
 use ferrocket_proto::clients::Nameservers;
+use ferrocket_proto::signing::{SignedChannel, Signer};
 use ferrocket_proto::v2::{MessageType, Permission};
 
 #[derive(Parser)]
@@ -18,6 +20,20 @@ use ferrocket_proto::v2::{MessageType, Permission};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Access key the CLI signs its calls with (a super user's, where authentication is on); the
+    /// same variable as the broker's `auth_access_key`.
+    #[arg(long, global = true, env = "FERROCKET_AUTH_ACCESS_KEY")]
+    auth_access_key: Option<String>,
+    /// Its secret key.
+    #[arg(long, global = true, env = "FERROCKET_AUTH_SECRET_KEY", hide_env_values = true)]
+    auth_secret_key: Option<String>,
+}
+
+/// What signs the CLI's calls (set once from the command line).
+static SIGNER: OnceLock<Signer> = OnceLock::new();
+
+fn signer() -> Signer {
+    SIGNER.get().cloned().unwrap_or_default()
 }
 
 #[derive(clap::Args, Clone)]
@@ -81,6 +97,14 @@ enum Cmd {
         server: String,
         #[command(flatten)]
         cluster: ClusterTarget,
+    },
+    /// Manage users (authentication) through the Admin service of a master.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        /// Broker address.
+        #[arg(long, global = true, default_value = "127.0.0.1:8081")]
+        server: String,
     },
     /// Look up stored messages through the IndexFile.
     Message {
@@ -204,6 +228,28 @@ enum GroupCmd {
 }
 
 #[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user, or replace it (its secret, kind and state).
+    Create {
+        /// Access key.
+        name: String,
+        /// Secret key, 6 to 128 bytes.
+        #[arg(long, env = "FERROCKET_USER_SECRET_KEY", hide_env_values = true)]
+        secret_key: String,
+        /// A super user (Admin and everything else).
+        #[arg(long = "super")]
+        super_user: bool,
+        /// Keep the user but refuse it.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Delete a user.
+    Delete { name: String },
+    /// Every user (without secrets).
+    List,
+}
+
+#[derive(Subcommand)]
 enum MessageCmd {
     /// A message by id.
     Get {
@@ -260,6 +306,8 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let credentials = cli.auth_access_key.as_deref().zip(cli.auth_secret_key.as_deref());
+    let _ = SIGNER.set(Signer::from(credentials));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(cli.cmd)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -293,7 +341,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     .await
                     .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                     .into_inner(),
-                None => ferrocket_proto::clients::cluster_status(&Nameservers::from_list(&namesrv)).await?,
+                None => ferrocket_proto::clients::cluster_status(&Nameservers::from_list(&namesrv, signer())).await?,
             };
             print_cluster_status(&status, json)
         }
@@ -327,6 +375,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             _ => group(cmd, &server).await,
         },
         Cmd::Message { cmd, server } => message(cmd, &server).await,
+        Cmd::User { cmd, server } => user(cmd, &server).await,
         Cmd::Bench { opts, json } => {
             let r = ferrocket::bench::run(opts).await?;
             if json {
@@ -394,14 +443,43 @@ async fn tx_list(server: &str, topic: String, limit: u32, json: bool) -> anyhow:
     Ok(())
 }
 
-async fn admin(server: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-    AdminClient::connect(format!("http://{server}")).await.map_err(|e| anyhow::anyhow!("cannot reach {server}: {e}"))
+/// An Admin client of `server`, its calls signed with the CLI's credentials. Errors: unreachable.
+async fn admin(server: &str) -> anyhow::Result<AdminClient<SignedChannel>> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{server}"))?
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {server}: {e}"))?;
+    Ok(AdminClient::with_interceptor(ch, signer()))
+}
+
+async fn user(cmd: UserCmd, server: &str) -> anyhow::Result<()> {
+    use ferrocket_proto::admin::{DeleteUserRequest, ListUsersRequest, UpsertUserRequest, User};
+    let mut c = admin(server).await?;
+    let failed = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    match cmd {
+        UserCmd::Create { name, secret_key, super_user, disabled } => {
+            let user = User { name: name.clone(), secret: secret_key, super_user, disabled };
+            c.upsert_user(UpsertUserRequest { user: Some(user) }).await.map_err(failed)?;
+            println!("user {name} saved");
+        }
+        UserCmd::Delete { name } => {
+            c.delete_user(DeleteUserRequest { name: name.clone() }).await.map_err(failed)?;
+            println!("user {name} deleted");
+        }
+        UserCmd::List => {
+            for u in c.list_users(ListUsersRequest { with_secrets: false }).await.map_err(failed)?.into_inner().users {
+                let kind = if u.super_user { "super" } else { "normal" };
+                println!("{:<40} {kind:<7} {}", u.name, if u.disabled { "disabled" } else { "enabled" });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The gRPC endpoints of the masters of `groups` (all groups if empty), from the nameservers.
 /// Errors: no nameserver answered, or a named group has no registered master.
 async fn masters(namesrv: &str, groups: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    let mut masters = Nameservers::from_list(namesrv).masters().await?;
+    let mut masters = Nameservers::from_list(namesrv, signer()).masters().await?;
     masters.retain(|(name, _)| groups.is_empty() || groups.contains(name));
     for g in groups {
         anyhow::ensure!(

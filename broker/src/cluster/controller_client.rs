@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+use crate::proto::signing::SignedChannel;
+
 use crate::broker::Broker;
 use crate::proto::namesrv::controller_client::ControllerClient;
 use crate::proto::namesrv::{AlterSyncStateSetRequest, ControllerHeartbeat, GroupView};
@@ -31,7 +33,7 @@ pub fn spawn(broker: Arc<Broker>, controller_addr: String, mut stopping: watch::
                 return;
             }
         };
-        let mut client = ControllerClient::new(channel);
+        let mut client = ControllerClient::with_interceptor(channel, super::signer(&broker));
         let interval = Duration::from_millis(broker.config().controller_heartbeat_interval_ms);
         let mut last_heartbeat: Option<tokio::time::Instant> = None;
         let mut failing = false;
@@ -67,7 +69,7 @@ pub fn spawn(broker: Arc<Broker>, controller_addr: String, mut stopping: watch::
     });
 }
 
-async fn heartbeat(broker: &Broker, client: &mut ControllerClient<Channel>) -> Result<GroupView, tonic::Status> {
+async fn heartbeat(broker: &Broker, client: &mut ControllerClient<SignedChannel>) -> Result<GroupView, tonic::Status> {
     let cfg = broker.config();
     let hb = ControllerHeartbeat {
         broker_name: cfg.broker_name.clone(),
@@ -107,7 +109,7 @@ async fn apply(broker: &Arc<Broker>, view: GroupView) {
 /// As master: if the slaves in sync now differ from the set the controller confirmed, proposes
 /// the new set and, once accepted, waits on it. Errors: the controller refused (this broker was
 /// fenced) or could not be reached (the confirmed set stays: sends keep waiting on it).
-async fn maintain_sync_set(broker: &Broker, client: &mut ControllerClient<Channel>) -> Result<(), tonic::Status> {
+async fn maintain_sync_set(broker: &Broker, client: &mut ControllerClient<SignedChannel>) -> Result<(), tonic::Status> {
     let replicas = broker.replicas();
     let live = replicas.in_sync(broker.store().commitlog_end());
     if replicas.confirmed().as_ref() == Some(&live) {

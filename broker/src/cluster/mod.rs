@@ -5,3 +5,12 @@
 pub mod controller_client;
 pub mod registration;
 pub mod slave;
+
+use crate::broker::Broker;
+use crate::proto::signing::Signer;
+
+/// What signs this broker's calls to other Ferrocket processes: the cluster's own credentials
+/// (`auth_access_key`), or nothing when they are not set.
+pub fn signer(broker: &Broker) -> Signer {
+    Signer::from(broker.auth().own_credentials())
+}

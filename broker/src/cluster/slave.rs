@@ -10,10 +10,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use crate::proto::signing::SignedChannel;
+
 use crate::broker::Broker;
 use crate::grpc::ha::{epochs_from_pb, epochs_to_pb};
 use crate::proto::admin::admin_client::AdminClient;
-use crate::proto::admin::{ListGroupsRequest, ListTopicsRequest};
+use crate::proto::admin::{ListGroupsRequest, ListTopicsRequest, ListUsersRequest};
 use crate::proto::clients::Nameservers;
 use crate::proto::namesrv::ha_client::HaClient;
 use crate::proto::namesrv::SlaveReport;
@@ -67,7 +69,11 @@ async fn session(
     };
     let first = SlaveReport { epochs: epochs_to_pb(&broker.epoch_history()), ..report(broker.store().commitlog_end()) };
     report_tx.send(first).await?;
-    let mut chunks = HaClient::new(ch.clone()).replicate(ReceiverStream::new(report_rx)).await?.into_inner();
+    let signer = super::signer(broker);
+    let mut chunks = HaClient::with_interceptor(ch.clone(), signer.clone())
+        .replicate(ReceiverStream::new(report_rx))
+        .await?
+        .into_inner();
     let hello = chunks.message().await?.ok_or_else(|| anyhow::anyhow!("the master ended the stream at once"))?;
     if hello.offset < broker.store().commitlog_end() {
         let (b, to) = (broker.clone(), hello.offset);
@@ -80,7 +86,7 @@ async fn session(
     broker.set_replication_lag(Some(hello.master_end.saturating_sub(broker.store().commitlog_end())));
     tracing::info!(master, from = broker.store().commitlog_end(), "replicating from master");
     *failing = false;
-    let mut admin = AdminClient::new(ch);
+    let mut admin = AdminClient::with_interceptor(ch, signer);
     let mut last_sync = tokio::time::Instant::now() - CONFIG_SYNC;
     let role = broker.role();
     let mut role_rx = broker.subscribe_role();
@@ -104,9 +110,9 @@ async fn session(
     }
 }
 
-/// Makes the slave's topics and consumer groups the master's (the slave must be able to take
-/// over): creates and updates what the master has, deletes what it no longer has.
-async fn sync_config(broker: &Arc<Broker>, admin: &mut AdminClient<Channel>) -> anyhow::Result<()> {
+/// Makes the slave's topics, consumer groups and users the master's (the slave must be able to
+/// take over): creates and updates what the master has, deletes what it no longer has.
+async fn sync_config(broker: &Arc<Broker>, admin: &mut AdminClient<SignedChannel>) -> anyhow::Result<()> {
     let topics = admin.list_topics(ListTopicsRequest {}).await?.into_inner().topics;
     let keep: std::collections::HashSet<&str> = topics.iter().map(|t| t.name.as_str()).collect();
     for t in &topics {
@@ -125,6 +131,8 @@ async fn sync_config(broker: &Arc<Broker>, admin: &mut AdminClient<Channel>) -> 
     for gone in broker.groups().list().into_iter().filter(|g| !keep.contains(g.name.as_str())) {
         broker.groups().delete(&gone.name)?;
     }
+    let users = admin.list_users(ListUsersRequest { with_secrets: true }).await?.into_inner().users;
+    broker.auth().replace_users(users.iter().map(crate::grpc::admin::user_from_pb).collect())?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, UserError};
 use crate::broker::Broker;
 use crate::consume::groups::{self, Backoff, ConsumeType, GroupError};
 use crate::proto::admin::{admin_server::Admin, *};
@@ -130,6 +131,29 @@ pub fn group_to_pb(g: &groups::GroupConfig) -> GroupConfig {
     }
 }
 
+fn user_status(e: UserError) -> Status {
+    match e {
+        UserError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        UserError::NotFound(_) => Status::not_found(e.to_string()),
+        UserError::Io(..) => Status::internal(e.to_string()),
+    }
+}
+
+/// Wire -> engine user.
+pub fn user_from_pb(u: &User) -> auth::User {
+    let kind = if u.super_user { auth::UserKind::Super } else { auth::UserKind::Normal };
+    auth::User { name: u.name.clone(), secret: u.secret.clone(), kind, enabled: !u.disabled }
+}
+
+fn user_to_pb(u: &auth::User, with_secret: bool) -> User {
+    User {
+        name: u.name.clone(),
+        secret: if with_secret { u.secret.clone() } else { String::new() },
+        super_user: u.kind == auth::UserKind::Super,
+        disabled: !u.enabled,
+    }
+}
+
 fn group_status(e: GroupError) -> Status {
     match e {
         GroupError::Invalid(_) => Status::invalid_argument(e.to_string()),
@@ -140,6 +164,28 @@ fn group_status(e: GroupError) -> Status {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn upsert_user(&self, req: Request<UpsertUserRequest>) -> Result<Response<UpsertUserResponse>, Status> {
+        self.require_master()?;
+        let u = req.into_inner().user.ok_or_else(|| Status::invalid_argument("user missing"))?;
+        self.broker.auth().upsert_user(user_from_pb(&u)).map_err(user_status)?;
+        tracing::info!(user = %u.name, super_user = u.super_user, disabled = u.disabled, "user configured");
+        Ok(Response::new(UpsertUserResponse {}))
+    }
+
+    async fn delete_user(&self, req: Request<DeleteUserRequest>) -> Result<Response<DeleteUserResponse>, Status> {
+        self.require_master()?;
+        let name = req.into_inner().name;
+        self.broker.auth().delete_user(&name).map_err(user_status)?;
+        tracing::info!(user = %name, "user deleted");
+        Ok(Response::new(DeleteUserResponse {}))
+    }
+
+    async fn list_users(&self, req: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        let with = req.into_inner().with_secrets;
+        let users = self.broker.auth().users().iter().map(|u| user_to_pb(u, with)).collect();
+        Ok(Response::new(ListUsersResponse { users }))
+    }
+
     async fn upsert_group(&self, req: Request<UpsertGroupRequest>) -> Result<Response<UpsertGroupResponse>, Status> {
         self.require_master()?;
         let g = req.into_inner().group.ok_or_else(|| Status::invalid_argument("group missing"))?;

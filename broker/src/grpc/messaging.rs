@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Streaming};
 
+use crate::auth::Identity;
 use crate::broker::{Broker, Consumer};
 use crate::consume::filter::{Filter, TagFilter};
 use crate::consume::sql::SqlFilter;
@@ -89,6 +90,17 @@ impl Messaging {
             brokers.insert(0, info);
         }
         Ok(vec![GroupRoute { broker_name: me.broker_name.clone(), brokers, topic: Some(topic_route(&cfg)) }])
+    }
+}
+
+impl Messaging {
+    /// Authenticates a call (everyone is admitted while authentication is off). A refusal is
+    /// logged and counted, and comes back as the status to answer with (UNAUTHORIZED).
+    fn admit<T>(&self, req: &Request<T>) -> Result<Option<Identity>, v2::Status> {
+        super::auth::identify(self.broker.auth(), req.metadata(), crate::store::now_ms()).map_err(|r| {
+            crate::auth::record_refusal(&self.broker.metrics().auth_refused, "grpc", req.remote_addr(), &r);
+            super::auth::status(&r)
+        })
     }
 }
 
@@ -175,6 +187,9 @@ fn one_status<T: Send + 'static>(item: T) -> Stream_<T> {
 #[tonic::async_trait]
 impl MessagingService for Messaging {
     async fn query_route(&self, req: Request<QueryRouteRequest>) -> GrpcResult<QueryRouteResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(QueryRouteResponse { status: Some(s), ..Default::default() }));
+        }
         let r = req.into_inner();
         let reply =
             |status, message_queues| Ok(Response::new(QueryRouteResponse { status: Some(status), message_queues }));
@@ -188,11 +203,17 @@ impl MessagingService for Messaging {
         }
     }
 
-    async fn heartbeat(&self, _req: Request<HeartbeatRequest>) -> GrpcResult<HeartbeatResponse> {
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> GrpcResult<HeartbeatResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(HeartbeatResponse { status: Some(s) }));
+        }
         Ok(Response::new(HeartbeatResponse { status: Some(ok()) }))
     }
 
     async fn send_message(&self, req: Request<SendMessageRequest>) -> GrpcResult<SendMessageResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(SendMessageResponse { status: Some(s), ..Default::default() }));
+        }
         let peer = req.remote_addr();
         let client = client_id(&req).unwrap_or_default();
         let r = req.into_inner();
@@ -247,6 +268,9 @@ impl MessagingService for Messaging {
     }
 
     async fn query_assignment(&self, req: Request<QueryAssignmentRequest>) -> GrpcResult<QueryAssignmentResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(QueryAssignmentResponse { status: Some(s), ..Default::default() }));
+        }
         let r = req.into_inner();
         let reply =
             |status, assignments| Ok(Response::new(QueryAssignmentResponse { status: Some(status), assignments }));
@@ -266,6 +290,11 @@ impl MessagingService for Messaging {
     type ReceiveMessageStream = Stream_<ReceiveMessageResponse>;
 
     async fn receive_message(&self, req: Request<ReceiveMessageRequest>) -> GrpcResult<Self::ReceiveMessageStream> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(one_status(ReceiveMessageResponse {
+                content: Some(receive_message_response::Content::Status(s)),
+            })));
+        }
         let deadline_ms = grpc_timeout_ms(&req);
         let client = client_id(&req).unwrap_or_default();
         let r = req.into_inner();
@@ -345,6 +374,9 @@ impl MessagingService for Messaging {
     }
 
     async fn ack_message(&self, req: Request<AckMessageRequest>) -> GrpcResult<AckMessageResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(AckMessageResponse { status: Some(s), ..Default::default() }));
+        }
         let client = client_id(&req).unwrap_or_default();
         let r = req.into_inner();
         let reply = |s, entries| Ok(Response::new(AckMessageResponse { status: Some(s), entries }));
@@ -382,6 +414,9 @@ impl MessagingService for Messaging {
         &self,
         req: Request<ForwardMessageToDeadLetterQueueRequest>,
     ) -> GrpcResult<ForwardMessageToDeadLetterQueueResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(ForwardMessageToDeadLetterQueueResponse { status: Some(s) }));
+        }
         let client = client_id(&req).unwrap_or_default();
         let r = req.into_inner();
         let reply = |s| Ok(Response::new(ForwardMessageToDeadLetterQueueResponse { status: Some(s) }));
@@ -399,6 +434,11 @@ impl MessagingService for Messaging {
     type PullMessageStream = Stream_<PullMessageResponse>;
 
     async fn pull_message(&self, req: Request<PullMessageRequest>) -> GrpcResult<Self::PullMessageStream> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(one_status(PullMessageResponse {
+                content: Some(pull_message_response::Content::Status(s)),
+            })));
+        }
         use pull_message_response::Content;
         let deadline_ms = grpc_timeout_ms(&req);
         let r = req.into_inner();
@@ -446,6 +486,9 @@ impl MessagingService for Messaging {
     }
 
     async fn update_offset(&self, req: Request<UpdateOffsetRequest>) -> GrpcResult<UpdateOffsetResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(UpdateOffsetResponse { status: Some(s) }));
+        }
         let r = req.into_inner();
         let reply = |s| Ok(Response::new(UpdateOffsetResponse { status: Some(s) }));
         let (group, (topic, q)) = match (check_group(r.group.as_ref()), queue_of(r.message_queue.as_ref())) {
@@ -462,6 +505,9 @@ impl MessagingService for Messaging {
     }
 
     async fn get_offset(&self, req: Request<GetOffsetRequest>) -> GrpcResult<GetOffsetResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(GetOffsetResponse { status: Some(s), ..Default::default() }));
+        }
         let r = req.into_inner();
         let reply = |s, offset| Ok(Response::new(GetOffsetResponse { status: Some(s), offset }));
         let (group, (topic, q)) = match (check_group(r.group.as_ref()), queue_of(r.message_queue.as_ref())) {
@@ -475,6 +521,9 @@ impl MessagingService for Messaging {
     }
 
     async fn query_offset(&self, req: Request<QueryOffsetRequest>) -> GrpcResult<QueryOffsetResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(QueryOffsetResponse { status: Some(s), ..Default::default() }));
+        }
         let r = req.into_inner();
         let reply = |s, offset| Ok(Response::new(QueryOffsetResponse { status: Some(s), offset }));
         let (topic, q) = match queue_of(r.message_queue.as_ref()) {
@@ -501,6 +550,9 @@ impl MessagingService for Messaging {
     }
 
     async fn end_transaction(&self, req: Request<EndTransactionRequest>) -> GrpcResult<EndTransactionResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(EndTransactionResponse { status: Some(s) }));
+        }
         let r = req.into_inner();
         let reply = |s| Ok(Response::new(EndTransactionResponse { status: Some(s) }));
         let topic = match check_topic(r.topic.as_ref()) {
@@ -526,6 +578,9 @@ impl MessagingService for Messaging {
     type TelemetryStream = Stream_<TelemetryCommand>;
 
     async fn telemetry(&self, req: Request<Streaming<TelemetryCommand>>) -> GrpcResult<Self::TelemetryStream> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(one_status(TelemetryCommand { status: Some(s), command: None })));
+        }
         let id = client_id(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
@@ -577,6 +632,9 @@ impl MessagingService for Messaging {
         &self,
         req: Request<NotifyClientTerminationRequest>,
     ) -> GrpcResult<NotifyClientTerminationResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(NotifyClientTerminationResponse { status: Some(s) }));
+        }
         if let Some(id) = client_id(&req) {
             self.clients.remove(&id, None);
         }
@@ -587,6 +645,9 @@ impl MessagingService for Messaging {
         &self,
         req: Request<ChangeInvisibleDurationRequest>,
     ) -> GrpcResult<ChangeInvisibleDurationResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(ChangeInvisibleDurationResponse { status: Some(s), ..Default::default() }));
+        }
         let client = client_id(&req).unwrap_or_default();
         let r = req.into_inner();
         let reply = |s, handle: String| {
@@ -621,6 +682,9 @@ impl MessagingService for Messaging {
     }
 
     async fn recall_message(&self, req: Request<RecallMessageRequest>) -> GrpcResult<RecallMessageResponse> {
+        if let Err(s) = self.admit(&req) {
+            return Ok(Response::new(RecallMessageResponse { status: Some(s), ..Default::default() }));
+        }
         let r = req.into_inner();
         let reply = |s, message_id| Ok(Response::new(RecallMessageResponse { status: Some(s), message_id }));
         let topic = match check_topic(r.topic.as_ref()) {

@@ -2,6 +2,7 @@
 //! translates wire messages into engine calls and nothing more (DESIGN.md §1).
 
 pub mod admin;
+pub mod auth;
 pub mod clients;
 pub mod cluster;
 pub mod convert;

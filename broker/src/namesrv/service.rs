@@ -4,11 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrocket_engine::metrics::RefusalLabel;
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use super::routes::RouteTable;
+use crate::auth::Auth;
 use crate::config::Config;
+use crate::grpc::auth::SuperOnly;
 use crate::proto::namesrv::namesrv_server::{Namesrv, NamesrvServer};
 use crate::proto::namesrv::*;
 use crate::store::now_ms;
@@ -59,7 +65,7 @@ impl Namesrv for NamesrvService {
 }
 
 /// The nameserver's metrics: brokers and broker groups registered, topics routed.
-fn render_metrics(table: &RouteTable) -> String {
+fn render_metrics(table: &RouteTable, refused: &Family<RefusalLabel, Counter>) -> String {
     use prometheus_client::metrics::gauge::Gauge;
     let brokers = table.brokers();
     let mut groups: Vec<&str> =
@@ -78,6 +84,7 @@ fn render_metrics(table: &RouteTable) -> String {
         g.set(n as i64);
         registry.register(name, help, g);
     }
+    registry.register("auth_refused", "Requests refused by authentication or authorization", refused.clone());
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
@@ -95,9 +102,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let service = NamesrvService::default();
     let table = service.table.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Registration and the controller are for the cluster's own brokers and its operators.
+    let refused = Family::<RefusalLabel, Counter>::default();
+    let super_only = SuperOnly::new(Arc::new(Auth::load(&cfg, None)?), refused.clone());
     if let Some(addr) = cfg.metrics_listen {
         let t = table.clone();
-        let metrics = Arc::new(move || render_metrics(&t.lock()));
+        let metrics = Arc::new(move || render_metrics(&t.lock(), &refused));
         crate::http::serve(addr, metrics, Arc::new(|| Ok(())), stop_rx.clone()).await?;
     }
     // Remoting clients dial the same port (9876) as gRPC ones.
@@ -114,10 +124,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             }
         }
     });
-    let controller =
-        if cfg.enable_controller { Some(super::controller_service::ControllerService::start(&cfg)?) } else { None };
+    let controller = match cfg.enable_controller {
+        true => Some(InterceptedService::new(
+            super::controller_service::ControllerService::start(&cfg)?,
+            super_only.clone(),
+        )),
+        false => None,
+    };
     let server = tonic::transport::Server::builder()
-        .add_service(NamesrvServer::new(service))
+        .add_service(NamesrvServer::with_interceptor(service, super_only))
         .add_optional_service(controller)
         .serve_with_incoming_shutdown(incoming, async move {
             crate::http::shutdown_signal().await;

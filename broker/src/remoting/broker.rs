@@ -98,6 +98,9 @@ fn notify_changed(rb: &RemotingBroker, groups: Vec<String>) {
 }
 
 async fn handle(rb: &RemotingBroker, conn: &Arc<Connection>, req: &Command) -> Command {
+    if let Err(refused) = admit(rb, conn, req) {
+        return refused;
+    }
     let r = match req.code {
         SEND_MESSAGE | SEND_MESSAGE_V2 | SEND_BATCH_MESSAGE => super::send::send(rb, conn, req).await,
         PULL_MESSAGE | LITE_PULL_MESSAGE => super::pull::pull(rb, req).await,
@@ -122,6 +125,21 @@ async fn handle(rb: &RemotingBroker, conn: &Arc<Connection>, req: &Command) -> C
         code => Err((REQUEST_CODE_NOT_SUPPORTED, format!("request code {code} is not supported by this broker"))),
     };
     reply(req, r)
+}
+
+/// Authenticates `req` (everyone is admitted while authentication is off); creating topics takes
+/// a super user. A refusal is logged, counted and answered NO_PERMISSION.
+fn admit(rb: &RemotingBroker, conn: &Connection, req: &Command) -> Result<(), Command> {
+    let checked = super::auth::identify(rb.broker.auth(), req).and_then(|who| match who {
+        Some(who) if req.code == UPDATE_AND_CREATE_TOPIC && !who.is_super() => {
+            Err(crate::auth::Refusal::NotSuper(who.user))
+        }
+        _ => Ok(()),
+    });
+    checked.map_err(|r| {
+        crate::auth::record_refusal(&rb.broker.metrics().auth_refused, "remoting", Some(conn.peer), &r);
+        Command::response_to(req, NO_PERMISSION, r.to_string())
+    })
 }
 
 fn heartbeat(rb: &RemotingBroker, conn: &Arc<Connection>, req: &Command) -> Result<Command, Refusal> {

@@ -8,9 +8,10 @@
 //!   offsets and queue locks), over the engine; [`clients`]: consumer and producer groups from
 //!   heartbeats; [`admin`]: mqadmin's broker requests.
 //! - [`wire`]: messages as Remoting lays them out (pull bodies, offset message ids, batches).
-//! - [`header`]: reading a request's custom header fields.
+//! - [`header`]: reading a request's custom header fields; [`auth`]: checking its signature.
 
 pub mod admin;
+pub mod auth;
 pub mod broker;
 pub mod clients;
 pub mod codes;

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use ferrocket_proto::signing::{SignedChannel, Signer};
 use ferrocket_proto::v2::messaging_service_client::MessagingServiceClient;
 use ferrocket_proto::v2::*;
 use tonic::transport::Channel;
@@ -85,15 +86,21 @@ pub fn start(mode: &str, data_dir: &Path, config: &str) -> Proc {
     Proc { child, addr, remoting, namesrv }
 }
 
-pub async fn client(addr: &str) -> MessagingServiceClient<Channel> {
-    MessagingServiceClient::connect(format!("http://{addr}")).await.expect("connect")
+/// A MessagingService client of `addr` whose calls carry no credentials.
+pub async fn client(addr: &str) -> Client {
+    signed_client(addr, Signer::default()).await
+}
+
+/// A MessagingService client of `addr` whose calls `signer` signs.
+pub async fn signed_client(addr: &str, signer: Signer) -> Client {
+    let ch = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect");
+    MessagingServiceClient::with_interceptor(ch, signer)
 }
 
 pub use ferrocket_proto::requests::resource as res;
 
-/// The generated MessagingService client over a plain channel.
-#[allow(dead_code)]
-pub type Client = MessagingServiceClient<Channel>;
+/// The generated MessagingService client over a channel that signs calls (or not).
+pub type Client = MessagingServiceClient<SignedChannel>;
 
 pub fn message(topic: &str, id: &str, body: Vec<u8>) -> Message {
     Message {
@@ -114,13 +121,13 @@ pub fn code(s: &Option<Status>) -> Code {
 }
 
 /// Sends one message; returns the response status code.
-pub async fn send(c: &mut MessagingServiceClient<Channel>, m: Message) -> Code {
+pub async fn send(c: &mut Client, m: Message) -> Code {
     code(&c.send_message(SendMessageRequest { messages: vec![m] }).await.unwrap().into_inner().status)
 }
 
 /// One ReceiveMessage call: (first status code, messages).
 pub async fn receive(
-    c: &mut MessagingServiceClient<Channel>,
+    c: &mut Client,
     group: &str,
     topic: &str,
     invisible: prost_types::Duration,
@@ -140,7 +147,7 @@ pub async fn receive(
 }
 
 /// Receives until `n` messages arrived or 10 calls (each a 1 s long poll at most) returned.
-pub async fn receive_n(c: &mut MessagingServiceClient<Channel>, group: &str, topic: &str, n: usize) -> Vec<Message> {
+pub async fn receive_n(c: &mut Client, group: &str, topic: &str, n: usize) -> Vec<Message> {
     let mut all = Vec::new();
     for _ in 0..10 {
         let (status, msgs) = receive(c, group, topic, secs(30)).await;
@@ -153,7 +160,7 @@ pub async fn receive_n(c: &mut MessagingServiceClient<Channel>, group: &str, top
     all
 }
 
-pub async fn ack(c: &mut MessagingServiceClient<Channel>, group: &str, topic: &str, handle: &str) -> Code {
+pub async fn ack(c: &mut Client, group: &str, topic: &str, handle: &str) -> Code {
     let entries = vec![AckMessageEntry { message_id: "x".into(), receipt_handle: handle.into(), lite_topic: None }];
     code(
         &c.ack_message(AckMessageRequest { group: res(group), topic: res(topic), entries })
@@ -165,10 +172,22 @@ pub async fn ack(c: &mut MessagingServiceClient<Channel>, group: &str, topic: &s
 }
 
 /// QueryRoute for `topic`.
-pub async fn route(c: &mut MessagingServiceClient<Channel>, topic: &str) -> QueryRouteResponse {
+pub async fn route(c: &mut Client, topic: &str) -> QueryRouteResponse {
     c.query_route(QueryRouteRequest { topic: res(topic), endpoints: None }).await.unwrap().into_inner()
 }
 
 pub fn secs(s: i64) -> prost_types::Duration {
     prost_types::Duration { seconds: s, nanos: 0 }
+}
+
+/// The body of a plain HTTP/1.1 GET that must answer 200 (a probe, `/metrics`).
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }

@@ -13,7 +13,7 @@ import (
 // consume push-consumes --topic as --group until --count distinct ids or --timeout seconds.
 func consume(a args) {
 	c, err := rocketmq.NewPushConsumer(consumer.WithNameServer([]string{*a.namesrv}), consumer.WithGroupName(*a.group),
-		consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset))
+		consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset), consumer.WithCredentials(a.credentials()))
 	if err != nil {
 		fail(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/apache/rocketmq-client-go/v2/rlog"
 )
 
@@ -45,6 +46,8 @@ func main() {
 		action:  fs.String("action", "commit", "txproducer: local transaction answer commit|rollback|unknown"),
 		checker: fs.String("checker", "commit", "txproducer: check-back answer"),
 		hold:    fs.Int("hold", 0, "txproducer: stay up answering check-backs, s"),
+		ak:      fs.String("access-key", "", "sign requests as this user (ACL)"),
+		sk:      fs.String("secret-key", "", "the user's secret key"),
 	}
 	_ = fs.Parse(os.Args[2:])
 	switch os.Args[1] {
@@ -60,6 +63,11 @@ func main() {
 }
 
 type args struct {
-	namesrv, topic, group, mode, tag, action, checker *string
-	count, timeout, hold                              *int
+	namesrv, topic, group, mode, tag, action, checker, ak, sk *string
+	count, timeout, hold                                      *int
+}
+
+// credentials are what --access-key and --secret-key give (empty: requests go unsigned).
+func (a args) credentials() primitive.Credentials {
+	return primitive.Credentials{AccessKey: *a.ak, SecretKey: *a.sk}
 }

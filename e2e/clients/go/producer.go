@@ -12,7 +12,8 @@ import (
 
 // produce sends --count messages, sync or async, and prints each send result.
 func produce(a args) {
-	p, err := rocketmq.NewProducer(producer.WithNameServer([]string{*a.namesrv}), producer.WithGroupName(*a.group), producer.WithRetry(2))
+	p, err := rocketmq.NewProducer(producer.WithNameServer([]string{*a.namesrv}), producer.WithGroupName(*a.group), producer.WithRetry(2),
+		producer.WithCredentials(a.credentials()))
 	if err != nil {
 		fail(err)
 	}

@@ -30,7 +30,7 @@ def emit(d):
 
 
 def config(a):
-    return ClientConfiguration(a.endpoint, Credentials(), request_timeout=10)
+    return ClientConfiguration(a.endpoint, Credentials(a.access_key, a.secret_key), request_timeout=10)
 
 
 def send(a):
@@ -267,6 +267,9 @@ def main():
                    help="stop holding once this many of the messages sent here were checked back")
     t.add_argument("--commit-after-file", default="",
                    help="commit each message once this file exists; print {committed} or {commit_error}")
+    for s in sub.choices.values():
+        s.add_argument("--access-key", default="", help="sign requests as this user")
+        s.add_argument("--secret-key", default="")
     a = p.parse_args()
     {"send": send, "receive": receive, "push": push, "txsend": txsend}[a.cmd](a)
     return 0

@@ -232,6 +232,7 @@ pub struct Broker {
     /// Scheduled messages; timer records are appended under this lock (as half messages).
     timer: Mutex<TimerState>,
     groups: GroupManager,
+    auth: Arc<crate::auth::Auth>,
     metrics: Metrics,
     rotate: AtomicUsize,
     /// Per topic: the next queue a message without a message group goes to ([`ANY_QUEUE`]).
@@ -302,6 +303,7 @@ impl Broker {
         std::fs::create_dir_all(&config_dir)?;
         let topics = TopicManager::load(&config_dir.join("topics.json"))?;
         let groups = GroupManager::load(&config_dir.join("groups.json"))?;
+        let auth = Arc::new(crate::auth::Auth::load(&cfg, Some(&config_dir.join("users.json")))?);
         let state_path = config_dir.join("state.json");
         let snapshot: StateFile = match std::fs::read(&state_path) {
             // Every ack, half and op record is also in the CommitLog: an unreadable snapshot means
@@ -345,6 +347,7 @@ impl Broker {
             tx: Mutex::new(tx),
             timer: Mutex::new(timers),
             groups,
+            auth,
             metrics,
             rotate: AtomicUsize::new(0),
             send_rotation: Mutex::new(std::collections::HashMap::new()),
@@ -539,6 +542,11 @@ impl Broker {
     /// The broker's metrics (transaction counters among them).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The users and the verification of requests ([`crate::auth`]).
+    pub fn auth(&self) -> &Arc<crate::auth::Auth> {
+        &self.auth
     }
 
     /// The broker's metrics as Prometheus text, with the gauges that are computed on demand (open

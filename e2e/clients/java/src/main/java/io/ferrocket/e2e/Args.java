@@ -2,8 +2,12 @@ package io.ferrocket.e2e;
 
 import java.util.HashMap;
 import java.util.Map;
+import org.apache.rocketmq.acl.common.AclClientRPCHook;
+import org.apache.rocketmq.acl.common.SessionCredentials;
 import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
+import org.apache.rocketmq.client.consumer.rebalance.AllocateMessageQueueAveragely;
 import org.apache.rocketmq.common.consumer.ConsumeFromWhere;
+import org.apache.rocketmq.remoting.RPCHook;
 
 /** `--key value` and bare `--flag` arguments, JSON output lines and the consumer set-up, for the drivers. */
 final class Args {
@@ -30,6 +34,12 @@ final class Args {
 
     int getInt(String key, int dflt) {
         return Integer.parseInt(get(key, Integer.toString(dflt)));
+    }
+
+    /** The client's AclClientRPCHook signing as `--access-key` with `--secret-key`; null without them. */
+    RPCHook rpcHook() {
+        String ak = get("access-key", null);
+        return ak == null ? null : new AclClientRPCHook(new SessionCredentials(ak, get("secret-key", "")));
     }
 
     /** One JSON object from alternating keys and values (strings quoted, numbers as they are, maps as objects). */
@@ -65,9 +75,9 @@ final class Args {
         return b.append('"').toString();
     }
 
-    /** A push consumer of `--group` (default `group`) on `--namesrv`, from the first offset. */
+    /** A push consumer of `--group` (default `group`) on `--namesrv`, from the first offset, signing as {@link #rpcHook}. */
     static DefaultMQPushConsumer pushConsumer(Args a, String group) {
-        DefaultMQPushConsumer c = new DefaultMQPushConsumer(a.get("group", group));
+        DefaultMQPushConsumer c = new DefaultMQPushConsumer(a.get("group", group), a.rpcHook(), new AllocateMessageQueueAveragely());
         c.setNamesrvAddr(a.get("namesrv", "127.0.0.1:9876"));
         c.setConsumeFromWhere(ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET);
         // Its own client id: a broadcasting consumer keeps its offsets in ~/.rocketmq_offsets/<client id>,

@@ -13,12 +13,13 @@ import org.apache.rocketmq.common.message.Message;
 /**
  * DefaultMQProducer: sends `--count` messages to `--topic` `--mode sync|async|oneway|batch`, with
  * an optional `--tag`, `--keys` prefix and `--delay-level`; prints one JSON line per message
- * (`id` is the unique id consumers see, `offsetMsgId` the broker's) and `{"sent": n}` last.
+ * (`id` is the unique id consumers see, `offsetMsgId` the broker's) and `{"sent": n}` last; with
+ * `--access-key` and `--secret-key` its requests are signed (AclClientRPCHook).
  */
 public final class Producer {
     public static void main(String[] argv) throws Exception {
         Args a = new Args(argv);
-        DefaultMQProducer p = new DefaultMQProducer(a.get("group", "e2e-producer"));
+        DefaultMQProducer p = new DefaultMQProducer(a.get("group", "e2e-producer"), a.rpcHook());
         p.setNamesrvAddr(a.get("namesrv", "127.0.0.1:9876"));
         p.setSendMsgTimeout(a.getInt("send-timeout-ms", 5000));
         p.start();
