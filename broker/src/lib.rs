@@ -25,6 +25,6 @@ pub mod tls;
 
 // The layers underneath, under the names the modules above use for them.
 use ferrocket_engine::store;
-use ferrocket_engine::{auth, broker, config, consume, ha, limits, timer, topics, txn};
+use ferrocket_engine::{acl, auth, broker, config, consume, ha, limits, timer, topics, txn};
 use ferrocket_proto as proto;
 use ferrocket_runtime as http;

@@ -1,7 +1,8 @@
 //! Authentication end to end, on real processes: with `auth_enabled`, every gRPC and Remoting
 //! request needs a user's signature; Admin, replication and user management take a super user;
 //! a slave signs its own calls with the cluster's credentials and copies the master's users; the
-//! CLI signs with the same variables the broker reads; refusals are counted by reason.
+//! CLI signs with the same variables the broker reads; access rules decide what a normal user may
+//! do with which topics and groups, over both protocols; refusals are counted by reason.
 
 mod common;
 #[path = "common/remoting.rs"]
@@ -14,7 +15,10 @@ use common::*;
 use ferrocket::remoting::codes::*;
 use ferrocket::remoting::command::{Command, SerializeType};
 use ferrocket_proto::admin::admin_client::AdminClient;
-use ferrocket_proto::admin::{ListTopicsRequest, ListUsersRequest, ReplicaStatusRequest, UpsertUserRequest, User};
+use ferrocket_proto::admin::{
+    AclRule, ListAclsRequest, ListTopicsRequest, ListUsersRequest, PutAclRuleRequest, ReplicaStatusRequest,
+    UpsertUserRequest, User,
+};
 use ferrocket_proto::signing::{self, SignedChannel, Signer};
 use ferrocket_proto::v2::*;
 use remoting_io::roundtrip;
@@ -54,7 +58,9 @@ async fn grpc_calls_need_a_signature_and_admin_a_super_user() {
     let refused = admin(&b.addr, Signer::default()).await.list_topics(ListTopicsRequest {}).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
 
-    admin(&b.addr, cluster()).await.upsert_user(user("alice", "alice-secret", false)).await.unwrap();
+    let mut as_cluster = admin(&b.addr, cluster()).await;
+    as_cluster.upsert_user(user("alice", "alice-secret", false)).await.unwrap();
+    as_cluster.put_acl_rule(rule("alice", "*", &["all"], false)).await.unwrap();
     let mut alice = signed_client(&b.addr, Signer::new("alice", "alice-secret")).await;
     assert_eq!(send_status(&mut alice, "A2").await.0, Code::Ok);
     let got = receive_n(&mut alice, "g", "t", 1).await;
@@ -116,7 +122,7 @@ fn remoting_requests_need_the_acl_hooks_signature() {
 }
 
 #[tokio::test]
-async fn a_slave_signs_its_calls_and_copies_the_masters_users_and_the_cli_manages_them() {
+async fn a_slave_signs_its_calls_and_copies_the_masters_users_and_rules_and_the_cli_manages_them() {
     let dir = tempfile::tempdir().unwrap();
     let master = start("standalone", &dir.path().join("m"), AUTH);
     let slave = start(
@@ -137,6 +143,8 @@ async fn a_slave_signs_its_calls_and_copies_the_masters_users_and_the_cli_manage
     assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials"), "{out:?}");
     let out = cli(&["user", "create", "bob", "--secret-key", "bob-secret"], true);
     assert!(out.status.success(), "{out:?}");
+    let out = cli(&["acl", "create", "--user", "bob", "--resource", "Topic:t*", "--actions", "pub,sub"], true);
+    assert!(out.status.success(), "{out:?}");
     let out = cli(&["user", "list"], true);
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains("bob") && listed.contains("normal") && !listed.contains("bob-secret"), "{listed}");
@@ -146,10 +154,11 @@ async fn a_slave_signs_its_calls_and_copies_the_masters_users_and_the_cli_manage
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let users = on_slave.list_users(ListUsersRequest { with_secrets: false }).await.unwrap().into_inner().users;
-        if users.iter().any(|u| u.name == "bob") {
+        let acls = on_slave.list_acls(ListAclsRequest { user: String::new() }).await.unwrap().into_inner().acls;
+        if users.iter().any(|u| u.name == "bob") && acls.iter().any(|a| a.user == "bob" && a.rules.len() == 1) {
             break;
         }
-        assert!(Instant::now() < deadline, "the slave never copied user bob: {users:?}");
+        assert!(Instant::now() < deadline, "the slave never copied user bob and its rule: {users:?} {acls:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let status = admin(&master.addr, cluster()).await.replica_status(ReplicaStatusRequest {}).await.unwrap();
@@ -159,4 +168,89 @@ async fn a_slave_signs_its_calls_and_copies_the_masters_users_and_the_cli_manage
     let mut bob = signed_client(&slave.addr, Signer::new("bob", "bob-secret")).await;
     let hb = bob.heartbeat(HeartbeatRequest::default()).await.unwrap().into_inner();
     assert_eq!(code(&hb.status), Code::Ok);
+}
+
+fn rule(user: &str, resource: &str, actions: &[&str], deny: bool) -> PutAclRuleRequest {
+    let actions = actions.iter().map(|a| a.to_string()).collect();
+    PutAclRuleRequest {
+        user: user.into(),
+        rule: Some(AclRule { resource: resource.into(), actions, source_ips: vec![], deny }),
+    }
+}
+
+async fn send_to(c: &mut Client, topic: &str, id: &str) -> (Code, String) {
+    let r = c.send_message(SendMessageRequest { messages: vec![message(topic, id, b"x".to_vec())] }).await.unwrap();
+    let s = r.into_inner().status.unwrap();
+    (Code::try_from(s.code).unwrap(), s.message)
+}
+
+#[tokio::test]
+async fn access_rules_decide_what_a_normal_user_may_do_on_both_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_addr();
+    let b = start("standalone", &dir.path().join("b"), &format!("{AUTH}metrics_listen = \"{metrics}\"\n"));
+    let mut admin = admin(&b.addr, cluster()).await;
+    admin.upsert_user(user("alice", "alice-secret", false)).await.unwrap();
+    let mut alice = signed_client(&b.addr, Signer::new("alice", "alice-secret")).await;
+
+    let (code, msg) = send_to(&mut alice, "orders-eu", "R1").await;
+    assert_eq!(code, Code::Forbidden);
+    assert_eq!(msg, "user alice may not PUB Topic:orders-eu from 127.0.0.1: no rule allows it");
+
+    admin.put_acl_rule(rule("alice", "Topic:orders-*", &["pub"], false)).await.unwrap();
+    admin.put_acl_rule(rule("alice", "Topic:orders-secret", &["all"], true)).await.unwrap();
+    assert_eq!(send_to(&mut alice, "orders-eu", "R2").await.0, Code::Ok);
+    assert_eq!(send_to(&mut alice, "payments", "R3").await.0, Code::Forbidden);
+    let (code, msg) = send_to(&mut alice, "orders-secret", "R4").await;
+    assert_eq!(
+        (code, msg.as_str()),
+        (Code::Forbidden, "user alice may not PUB Topic:orders-secret from 127.0.0.1: a rule denies it")
+    );
+
+    // Receiving needs SUB on the topic and on the group.
+    let (code, _) = receive(&mut alice, "billing", "orders-eu", secs(30)).await;
+    assert_eq!(code, Code::Forbidden);
+    admin.put_acl_rule(rule("alice", "Topic:orders-eu", &["pub", "sub"], false)).await.unwrap();
+    assert_eq!(
+        receive(&mut alice, "billing", "orders-eu", secs(30)).await.0,
+        Code::Forbidden,
+        "the group is not allowed yet"
+    );
+    admin.put_acl_rule(rule("alice", "Group:billing", &["sub"], false)).await.unwrap();
+    let got = receive_n(&mut alice, "billing", "orders-eu", 1).await;
+    assert_eq!(got.len(), 1);
+
+    // A rule for other peers does not apply to 127.0.0.1.
+    let mut elsewhere = rule("alice", "Topic:audit", &["pub"], false);
+    elsewhere.rule.as_mut().unwrap().source_ips = vec!["10.0.0.0/8".into()];
+    admin.put_acl_rule(elsewhere).await.unwrap();
+    assert_eq!(send_to(&mut alice, "audit", "R5").await.0, Code::Forbidden);
+    let bad = admin.put_acl_rule(rule("alice", "Queue:x", &["pub"], false)).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    let listed = admin.list_acls(ListAclsRequest { user: "alice".into() }).await.unwrap().into_inner().acls;
+    assert_eq!(listed[0].rules.len(), 5, "{listed:?}");
+
+    // The same rules over Remoting.
+    let mut s = TcpStream::connect(&b.remoting).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let send = |topic: &str, opaque| {
+        let mut c = Command::request(SEND_MESSAGE_V2, opaque, false, SerializeType::Json);
+        c.put("a", "PG").put("b", topic).put("c", "TBW102").put("d", 4).put("e", 0).put("f", 0).put("g", 0).put("h", 0);
+        c.body = b"hello".to_vec();
+        ferrocket::remoting::auth::sign(&mut c, "alice", "alice-secret");
+        c
+    };
+    assert_eq!(roundtrip(&mut s, &send("orders-eu", 1)).code, SUCCESS);
+    let refused = roundtrip(&mut s, &send("payments", 2));
+    assert_eq!(refused.code, NO_PERMISSION);
+    assert_eq!(
+        refused.remark.as_deref(),
+        Some("user alice may not PUB Topic:payments from 127.0.0.1: no rule allows it")
+    );
+
+    let text = http_get(&metrics, "/metrics");
+    for protocol in ["grpc", "remoting"] {
+        let line = format!("ferrocket_auth_refused_total{{protocol=\"{protocol}\",reason=\"denied\"}}");
+        assert!(text.lines().any(|l| l.starts_with(&line)), "{line} missing from:\n{text}");
+    }
 }

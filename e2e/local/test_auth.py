@@ -1,8 +1,10 @@
-"""Authentication with the official clients, unchanged: a broker with `auth_enabled` takes only
-signed requests, gRPC (the Python client's `Credentials`) and Remoting (the Java client's
-`AclClientRPCHook`, 5.x and 4.x) alike; users are made with `ferrocket user create`, signed by the
-cluster's super user from the same variables the broker reads; refusals come back as UNAUTHORIZED
-(gRPC 40100) and NO_PERMISSION (Remoting 16) and are counted by reason in `/metrics`.
+"""Authentication and access rules with the official clients, unchanged: a broker with
+`auth_enabled` takes only signed requests, gRPC (the Python client's `Credentials`) and Remoting
+(the Java client's `AclClientRPCHook`, 5.x and 4.x, and the Go client's credentials) alike; users
+and their rules are made with `ferrocket user create` and `ferrocket acl create`, signed by the
+cluster's super user from the same variables the broker reads; refusals come back as
+UNAUTHORIZED / FORBIDDEN (gRPC 40100 / 40300) and NO_PERMISSION (Remoting 16) and are counted by
+reason in `/metrics`.
 """
 import os
 import subprocess
@@ -23,6 +25,11 @@ def secured(broker_factory):
                              env={k: v for k, v in os.environ.items() if not k.startswith("FERROCKET_AUTH_")})
     assert refused.returncode != 0 and "no credentials" in refused.stderr, refused
     subprocess.run(user, capture_output=True, text=True, timeout=30, check=True, env={**os.environ, **SUPER})
+    # alice may publish to and consume from the auth-* topics as the auth-* groups; nothing else.
+    for resource in ["Topic:auth-*", "Group:auth-*"]:
+        subprocess.run([str(BIN), "acl", "create", "--user", "alice", "--resource", resource, "--actions", "pub,sub",
+                        "--server", b.endpoint], capture_output=True, text=True, timeout=30, check=True,
+                       env={**os.environ, **SUPER})
     return b
 
 
@@ -44,6 +51,13 @@ def test_python_grpc_client_signs_in_and_the_unsigned_are_refused(secured):
     got = run_client("python", "receive", secured, topic="auth-py", count=20, group="auth-g", timeout=30,
                      access_key="alice", secret_key="alice-secret")
     assert sorted(r["id"] for r in got if "id" in r) == ids
+
+    # A topic outside alice's rules: its route query is FORBIDDEN.
+    rows = run_client("python", "send", secured, check=False, topic="payments", count=1, keep_going=True,
+                      access_key="alice", secret_key="alice-secret")
+    assert [r for r in rows if "error" in r] and not [r for r in rows if "id" in r], rows
+    assert any(l.startswith('ferrocket_auth_refused_total{protocol="grpc",reason="denied"} ')
+               for l in metrics(secured).splitlines())
 
     # The Python client reports a refused route query as "failed to fetch topic route" (its log
     # has the 40100 and the broker's message); the broker's counters say why it refused.
@@ -67,6 +81,9 @@ def test_java_remoting_client_signs_with_the_acl_hook(secured, version):
     assert code == 0 and rows[-1]["received"] == 30, out[-3000:]
     assert sorted({r["id"] for r in rows[:-1]}) == sent
 
+    code, rows, out = java_run("Producer", version=version, namesrv=ns, topic="payments", count=1,
+                               access_key="alice", secret_key="alice-secret", send_timeout_ms=3000)
+    assert code != 0 and "may not PUB Topic:payments" in out, out[-3000:]
     code, rows, out = java_run("Producer", version=version, namesrv=ns, topic=topic, count=1,
                                access_key="alice", secret_key="guessed-secret", send_timeout_ms=3000)
     assert code != 0 and "CODE: 16" in out, out[-3000:]

@@ -9,6 +9,7 @@
 //! stored in `config/users.json` (created over Admin; a slave copies its master's).
 
 use std::io;
+use std::net::IpAddr;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use thiserror::Error;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use crate::acl::{Acls, Action, Kind};
 use crate::config::Config;
 use crate::metrics::RefusalLabel;
 use crate::registry::{Named, Registry};
@@ -107,6 +109,10 @@ pub enum Refusal {
     /// The call needs a super user.
     #[error("user {0} is not a super user")]
     NotSuper(String),
+    /// No access rule allows the request, or one denies it ([`crate::acl`]); the message names
+    /// the user, action, resource and peer.
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl Refusal {
@@ -120,12 +126,13 @@ impl Refusal {
             Refusal::BadSignature(_) => "bad_signature",
             Refusal::ClockSkew { .. } => "clock_skew",
             Refusal::NotSuper(_) => "not_super",
+            Refusal::Denied(_) => "denied",
         }
     }
 
     /// Whether the caller is known and just may not do this (FORBIDDEN rather than UNAUTHORIZED).
     pub fn is_forbidden(&self) -> bool {
-        matches!(self, Refusal::NotSuper(_))
+        matches!(self, Refusal::NotSuper(_) | Refusal::Denied(_))
     }
 }
 
@@ -162,15 +169,17 @@ pub struct Auth {
     /// The cluster's own super user, from config.
     cluster: Option<User>,
     users: Option<Registry<User>>,
+    acls: Option<Acls>,
     max_skew_ms: u64,
 }
 
 impl Auth {
-    /// Authentication as `cfg` sets it, with the users stored at `users_path` (none for a
-    /// process that only checks the cluster's own credentials: a nameserver, a controller).
+    /// Authentication as `cfg` sets it, with the users stored in `config_dir` (`users.json`, and
+    /// their access rules in `acls.json`; none for a process that only checks the cluster's own
+    /// credentials: a nameserver, a controller).
     /// Errors: `auth_enabled` without `auth_access_key` and `auth_secret_key`; an unreadable or
     /// malformed users file (the message names it).
-    pub fn load(cfg: &Config, users_path: Option<&Path>) -> anyhow::Result<Auth> {
+    pub fn load(cfg: &Config, config_dir: Option<&Path>) -> anyhow::Result<Auth> {
         let cluster = match (&cfg.auth_access_key, &cfg.auth_secret_key) {
             (Some(ak), Some(sk)) => {
                 check_user(ak, sk)?;
@@ -182,8 +191,9 @@ impl Auth {
         if cfg.auth_enabled && cluster.is_none() {
             anyhow::bail!("auth_enabled needs auth_access_key and auth_secret_key (the cluster's own super user)");
         }
-        let users = users_path.map(Registry::load).transpose()?;
-        Ok(Auth { enabled: cfg.auth_enabled, cluster, users, max_skew_ms: cfg.auth_clock_skew_ms })
+        let users = config_dir.map(|d| Registry::load(&d.join("users.json"))).transpose()?;
+        let acls = config_dir.map(|d| Acls::load(&d.join("acls.json"))).transpose()?;
+        Ok(Auth { enabled: cfg.auth_enabled, cluster, users, acls, max_skew_ms: cfg.auth_clock_skew_ms })
     }
 
     /// Whether requests are verified at all (`auth_enabled`).
@@ -222,6 +232,31 @@ impl Auth {
             return Err(Refusal::ClockSkew { date: date.to_string(), skew_ms, max_ms: self.max_skew_ms });
         }
         Ok(())
+    }
+
+    /// Whether `who`, calling from `peer`, may do `action` on the resource `kind` `name`: a super
+    /// user may do anything, anyone else as its rules say ([`Acls::check`]). Errors:
+    /// [`Refusal::Denied`].
+    pub fn authorize(
+        &self,
+        who: &Identity,
+        peer: Option<IpAddr>,
+        kind: Kind,
+        name: &str,
+        action: Action,
+    ) -> Result<(), Refusal> {
+        if who.is_super() {
+            return Ok(());
+        }
+        match &self.acls {
+            Some(acls) => acls.check(&who.user, peer, kind, name, action),
+            None => Err(Refusal::Denied(format!("user {} may not use this process", who.user))),
+        }
+    }
+
+    /// The access rules (none in a process that stores no users).
+    pub fn acls(&self) -> Result<&Acls, UserError> {
+        self.acls.as_ref().ok_or_else(|| UserError::Invalid("this process stores no access rules".into()))
     }
 
     /// Every stored user, by name (the cluster's own is not among them).
@@ -293,7 +328,7 @@ mod tests {
             auth_secret_key: Some("cluster-secret".into()),
             ..Config::default()
         };
-        Auth::load(&cfg, Some(&dir.join("users.json"))).unwrap()
+        Auth::load(&cfg, Some(dir)).unwrap()
     }
 
     fn user(name: &str, kind: UserKind) -> User {

@@ -9,6 +9,7 @@
 //! which did not. It names no generated wire type: the front ends of the `ferrocket` binary
 //! (gRPC, and Remoting to come) translate requests into these calls and results into statuses.
 
+pub mod acl;
 pub mod auth;
 pub mod broker;
 pub mod config;

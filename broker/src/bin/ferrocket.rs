@@ -106,6 +106,14 @@ enum Cmd {
         #[arg(long, global = true, default_value = "127.0.0.1:8081")]
         server: String,
     },
+    /// Manage users' access rules on topics and groups through the Admin service of a master.
+    Acl {
+        #[command(subcommand)]
+        cmd: AclCmd,
+        /// Broker address.
+        #[arg(long, global = true, default_value = "127.0.0.1:8081")]
+        server: String,
+    },
     /// Look up stored messages through the IndexFile.
     Message {
         #[command(subcommand)]
@@ -250,6 +258,39 @@ enum UserCmd {
 }
 
 #[derive(Subcommand)]
+enum AclCmd {
+    /// Give a user a rule on a resource, replacing its rule on the same resource.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// `Topic:<name>`, `Group:<name>` (a trailing `*` makes a prefix) or `*`.
+        #[arg(long)]
+        resource: String,
+        /// pub, sub or all.
+        #[arg(long, value_delimiter = ',', default_value = "all")]
+        actions: Vec<String>,
+        /// Peers the rule applies to (IP or CIDR, repeatable); default any.
+        #[arg(long = "source-ip")]
+        source_ips: Vec<String>,
+        /// Deny instead of allow.
+        #[arg(long)]
+        deny: bool,
+    },
+    /// Delete a user's rule on a resource, or all its rules.
+    Delete {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "")]
+        resource: String,
+    },
+    /// Every user's rules, or one user's.
+    List {
+        #[arg(long, default_value = "")]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum MessageCmd {
     /// A message by id.
     Get {
@@ -376,6 +417,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         },
         Cmd::Message { cmd, server } => message(cmd, &server).await,
         Cmd::User { cmd, server } => user(cmd, &server).await,
+        Cmd::Acl { cmd, server } => acl(cmd, &server).await,
         Cmd::Bench { opts, json } => {
             let r = ferrocket::bench::run(opts).await?;
             if json {
@@ -450,6 +492,33 @@ async fn admin(server: &str) -> anyhow::Result<AdminClient<SignedChannel>> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach {server}: {e}"))?;
     Ok(AdminClient::with_interceptor(ch, signer()))
+}
+
+async fn acl(cmd: AclCmd, server: &str) -> anyhow::Result<()> {
+    use ferrocket_proto::admin::{AclRule, DeleteAclRuleRequest, ListAclsRequest, PutAclRuleRequest};
+    let mut c = admin(server).await?;
+    let failed = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    match cmd {
+        AclCmd::Create { user, resource, actions, source_ips, deny } => {
+            let rule = AclRule { resource: resource.clone(), actions, source_ips, deny };
+            c.put_acl_rule(PutAclRuleRequest { user: user.clone(), rule: Some(rule) }).await.map_err(failed)?;
+            println!("rule of {user} on {resource} saved");
+        }
+        AclCmd::Delete { user, resource } => {
+            c.delete_acl_rule(DeleteAclRuleRequest { user: user.clone(), resource }).await.map_err(failed)?;
+            println!("rules of {user} deleted");
+        }
+        AclCmd::List { user } => {
+            for a in c.list_acls(ListAclsRequest { user }).await.map_err(failed)?.into_inner().acls {
+                for r in &a.rules {
+                    let from = if r.source_ips.is_empty() { "any".to_string() } else { r.source_ips.join(",") };
+                    let decision = if r.deny { "deny" } else { "allow" };
+                    println!("{:<24} {:<40} {:<12} {decision:<6} from {from}", a.user, r.resource, r.actions.join(","));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn user(cmd: UserCmd, server: &str) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use crate::proto::signing::SignedChannel;
 use crate::broker::Broker;
 use crate::grpc::ha::{epochs_from_pb, epochs_to_pb};
 use crate::proto::admin::admin_client::AdminClient;
-use crate::proto::admin::{ListGroupsRequest, ListTopicsRequest, ListUsersRequest};
+use crate::proto::admin::{ListAclsRequest, ListGroupsRequest, ListTopicsRequest, ListUsersRequest};
 use crate::proto::clients::Nameservers;
 use crate::proto::namesrv::ha_client::HaClient;
 use crate::proto::namesrv::SlaveReport;
@@ -110,7 +110,7 @@ async fn session(
     }
 }
 
-/// Makes the slave's topics, consumer groups and users the master's (the slave must be able to
+/// Makes the slave's topics, consumer groups, users and access rules the master's (the slave must be able to
 /// take over): creates and updates what the master has, deletes what it no longer has.
 async fn sync_config(broker: &Arc<Broker>, admin: &mut AdminClient<SignedChannel>) -> anyhow::Result<()> {
     let topics = admin.list_topics(ListTopicsRequest {}).await?.into_inner().topics;
@@ -133,6 +133,9 @@ async fn sync_config(broker: &Arc<Broker>, admin: &mut AdminClient<SignedChannel
     }
     let users = admin.list_users(ListUsersRequest { with_secrets: true }).await?.into_inner().users;
     broker.auth().replace_users(users.iter().map(crate::grpc::admin::user_from_pb).collect())?;
+    let acls = admin.list_acls(ListAclsRequest { user: String::new() }).await?.into_inner().acls;
+    let acls = acls.iter().map(crate::grpc::admin::acl_from_pb).collect::<Result<_, _>>();
+    broker.auth().acls()?.replace(acls.map_err(|s| anyhow::anyhow!("{}", s.message()))?)?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::acl;
 use crate::auth::{self, UserError};
 use crate::broker::Broker;
 use crate::consume::groups::{self, Backoff, ConsumeType, GroupError};
@@ -154,6 +155,33 @@ fn user_to_pb(u: &auth::User, with_secret: bool) -> User {
     }
 }
 
+/// Wire -> engine access rule. Errors: INVALID_ARGUMENT naming the bad resource, action or source.
+pub fn rule_from_pb(r: &AclRule) -> Result<acl::Rule, Status> {
+    let bad = Status::invalid_argument;
+    Ok(acl::Rule {
+        resource: r.resource.parse().map_err(bad)?,
+        actions: r.actions.iter().map(|a| a.parse()).collect::<Result<_, _>>().map_err(bad)?,
+        source_ips: r.source_ips.iter().map(|s| acl::parse_source(s)).collect::<Result<_, _>>().map_err(bad)?,
+        decision: if r.deny { acl::Decision::Deny } else { acl::Decision::Allow },
+    })
+}
+
+/// Engine -> wire access rules of one user.
+pub fn acl_to_pb(a: &acl::Acl) -> Acl {
+    let rule = |r: &acl::Rule| AclRule {
+        resource: r.resource.to_string(),
+        actions: r.actions.iter().map(ToString::to_string).collect(),
+        source_ips: r.source_ips.iter().map(ToString::to_string).collect(),
+        deny: r.decision == acl::Decision::Deny,
+    };
+    Acl { user: a.user.clone(), rules: a.rules.iter().map(rule).collect() }
+}
+
+/// Wire -> engine access rules of one user. Errors: as [`rule_from_pb`].
+pub fn acl_from_pb(a: &Acl) -> Result<acl::Acl, Status> {
+    Ok(acl::Acl { user: a.user.clone(), rules: a.rules.iter().map(rule_from_pb).collect::<Result<_, _>>()? })
+}
+
 fn group_status(e: GroupError) -> Status {
     match e {
         GroupError::Invalid(_) => Status::invalid_argument(e.to_string()),
@@ -178,6 +206,41 @@ impl Admin for AdminService {
         self.broker.auth().delete_user(&name).map_err(user_status)?;
         tracing::info!(user = %name, "user deleted");
         Ok(Response::new(DeleteUserResponse {}))
+    }
+
+    async fn put_acl_rule(&self, req: Request<PutAclRuleRequest>) -> Result<Response<PutAclRuleResponse>, Status> {
+        self.require_master()?;
+        let r = req.into_inner();
+        let rule = rule_from_pb(&r.rule.ok_or_else(|| Status::invalid_argument("rule missing"))?)?;
+        if !self.broker.auth().users().iter().any(|u| u.name == r.user) {
+            return Err(Status::not_found(format!("user {} is not found: create it first", r.user)));
+        }
+        let acls = self.broker.auth().acls().map_err(user_status)?;
+        tracing::info!(user = %r.user, resource = %rule.resource, decision = ?rule.decision, "access rule configured");
+        acls.put(&r.user, rule).map_err(user_status)?;
+        Ok(Response::new(PutAclRuleResponse {}))
+    }
+
+    async fn delete_acl_rule(
+        &self,
+        req: Request<DeleteAclRuleRequest>,
+    ) -> Result<Response<DeleteAclRuleResponse>, Status> {
+        self.require_master()?;
+        let r = req.into_inner();
+        let resource: Option<acl::Resource> = match r.resource.as_str() {
+            "" => None,
+            s => Some(s.parse().map_err(Status::invalid_argument)?),
+        };
+        self.broker.auth().acls().map_err(user_status)?.delete(&r.user, resource.as_ref()).map_err(user_status)?;
+        tracing::info!(user = %r.user, resource = %r.resource, "access rule deleted");
+        Ok(Response::new(DeleteAclRuleResponse {}))
+    }
+
+    async fn list_acls(&self, req: Request<ListAclsRequest>) -> Result<Response<ListAclsResponse>, Status> {
+        let user = req.into_inner().user;
+        let acls = self.broker.auth().acls().map_err(user_status)?.list();
+        let acls = acls.iter().filter(|a| user.is_empty() || a.user == user).map(acl_to_pb).collect();
+        Ok(Response::new(ListAclsResponse { acls }))
     }
 
     async fn list_users(&self, req: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {

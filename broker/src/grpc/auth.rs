@@ -12,10 +12,72 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tonic::metadata::MetadataMap;
 
+use crate::acl::{Action, Kind};
 use crate::auth::{record_refusal, Auth, Identity, Refusal};
 use crate::proto::signing;
 use crate::proto::v2::{self, Code};
 use ferrocket_engine::metrics::RefusalLabel;
+
+/// What a request does to which topics and groups, for authorization (RocketMQ
+/// `DefaultAuthorizationContextBuilder`): sends and transactions publish to their topics;
+/// receiving, acking, pulling and offsets subscribe the group to the topic; a route query does
+/// either. Topic and group names as sent (an empty name asks nothing; validation refuses it later).
+pub trait Guarded {
+    /// (kind, name, action) for every resource the request touches.
+    fn needs(&self) -> Vec<(Kind, String, Action)>;
+}
+
+fn named(kind: Kind, r: &Option<v2::Resource>, action: Action) -> Option<(Kind, String, Action)> {
+    r.as_ref().filter(|r| !r.name.is_empty()).map(|r| (kind, r.name.clone(), action))
+}
+
+/// The topic and group a consumer's request subscribes.
+fn subscribes(topic: &Option<v2::Resource>, group: &Option<v2::Resource>) -> Vec<(Kind, String, Action)> {
+    [named(Kind::Topic, topic, Action::Sub), named(Kind::Group, group, Action::Sub)].into_iter().flatten().collect()
+}
+
+macro_rules! guarded {
+    ($($ty:ty => |$r:ident| $needs:expr;)*) => {
+        $(impl Guarded for $ty {
+            fn needs(&self) -> Vec<(Kind, String, Action)> {
+                let $r = self;
+                $needs
+            }
+        })*
+    };
+}
+
+guarded! {
+    v2::QueryRouteRequest => |r| named(Kind::Topic, &r.topic, Action::All).into_iter().collect();
+    v2::HeartbeatRequest => |r| named(Kind::Group, &r.group, Action::Sub).into_iter().collect();
+    v2::SendMessageRequest => |r| r.messages.iter().filter_map(|m| named(Kind::Topic, &m.topic, Action::Pub)).collect();
+    v2::QueryAssignmentRequest => |r| subscribes(&r.topic, &r.group);
+    v2::ReceiveMessageRequest => |r| subscribes(&r.message_queue.as_ref().and_then(|q| q.topic.clone()), &r.group);
+    v2::AckMessageRequest => |r| subscribes(&r.topic, &r.group);
+    v2::ForwardMessageToDeadLetterQueueRequest => |r| subscribes(&r.topic, &r.group);
+    v2::PullMessageRequest => |r| subscribes(&r.message_queue.as_ref().and_then(|q| q.topic.clone()), &r.group);
+    v2::UpdateOffsetRequest => |r| subscribes(&r.message_queue.as_ref().and_then(|q| q.topic.clone()), &r.group);
+    v2::GetOffsetRequest => |r| subscribes(&r.message_queue.as_ref().and_then(|q| q.topic.clone()), &r.group);
+    v2::QueryOffsetRequest => |r| subscribes(&r.message_queue.as_ref().and_then(|q| q.topic.clone()), &None);
+    v2::EndTransactionRequest => |r| named(Kind::Topic, &r.topic, Action::Pub).into_iter().collect();
+    v2::NotifyClientTerminationRequest => |r| named(Kind::Group, &r.group, Action::Sub).into_iter().collect();
+    v2::ChangeInvisibleDurationRequest => |r| subscribes(&r.topic, &r.group);
+    v2::RecallMessageRequest => |r| named(Kind::Topic, &r.topic, Action::Pub).into_iter().collect();
+    // A Telemetry stream's settings name its topics and group; what it is then used for (check-backs
+    // to a producer, settings) is authorized by the calls that act on them.
+    tonic::Streaming<v2::TelemetryCommand> => |_r| Vec::new();
+}
+
+/// Authenticates a call and authorizes everything it [`Guarded::needs`]; `None` when
+/// authentication is off. Errors: see [`Refusal`].
+pub fn admit<T: Guarded>(auth: &Auth, req: &tonic::Request<T>, now_ms: u64) -> Result<Option<Identity>, Refusal> {
+    let Some(who) = identify(auth, req.metadata(), now_ms)? else { return Ok(None) };
+    let peer = req.remote_addr().map(|a| a.ip());
+    for (kind, name, action) in req.get_ref().needs() {
+        auth.authorize(&who, peer, kind, &name, action)?;
+    }
+    Ok(Some(who))
+}
 
 /// Who signed a call with these headers; `None` when authentication is off. Errors: see
 /// [`Refusal`] (no `authorization` header is [`Refusal::NoCredentials`]).
@@ -107,7 +169,7 @@ mod tests {
             auth_secret_key: Some("cluster-secret".into()),
             ..Config::default()
         };
-        let auth = Auth::load(&cfg, Some(&dir.path().join("users.json"))).unwrap();
+        let auth = Auth::load(&cfg, Some(dir.path())).unwrap();
         let alice = User { name: "alice".into(), secret: "alice-secret".into(), kind: UserKind::Normal, enabled: true };
         auth.upsert_user(alice).unwrap();
         let now = 1_796_595_300_000;

@@ -94,10 +94,11 @@ impl Messaging {
 }
 
 impl Messaging {
-    /// Authenticates a call (everyone is admitted while authentication is off). A refusal is
-    /// logged and counted, and comes back as the status to answer with (UNAUTHORIZED).
-    fn admit<T>(&self, req: &Request<T>) -> Result<Option<Identity>, v2::Status> {
-        super::auth::identify(self.broker.auth(), req.metadata(), crate::store::now_ms()).map_err(|r| {
+    /// Authenticates a call and authorizes what it touches (everyone is admitted while
+    /// authentication is off). A refusal is logged and counted, and comes back as the status to
+    /// answer with (UNAUTHORIZED, or FORBIDDEN for a known user).
+    fn admit<T: super::auth::Guarded>(&self, req: &Request<T>) -> Result<Option<Identity>, v2::Status> {
+        super::auth::admit(self.broker.auth(), req, crate::store::now_ms()).map_err(|r| {
             crate::auth::record_refusal(&self.broker.metrics().auth_refused, "grpc", req.remote_addr(), &r);
             super::auth::status(&r)
         })

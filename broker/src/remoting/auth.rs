@@ -5,8 +5,14 @@
 
 use base64::Engine as _;
 
+use std::net::IpAddr;
+
+use super::codes::*;
 use super::command::Command;
+use super::header::Header;
+use crate::acl::{Action, Kind};
 use crate::auth::{Auth, Identity, Refusal};
+use crate::consume::groups::RETRY_PREFIX;
 use crate::proto::signing;
 
 /// Ext field that clients up to 4.9.3 added after signing (`MixAll.UNIQUE_MSG_QUERY_FLAG`), so
@@ -42,6 +48,54 @@ pub fn identify(auth: &Auth, req: &Command) -> Result<Option<Identity>, Refusal>
     Ok(Some(Identity { user: user.name, kind: user.kind }))
 }
 
+/// What `req` does to which topics and groups, from its header (RocketMQ
+/// `DefaultAuthorizationContextBuilder` for Remoting): sends publish to their topic (a send to a
+/// `%RETRY%` topic is the group's consumption); pulls, pops, acks, offsets and consumer lists
+/// subscribe the group to the topic; a message sent back is the group's. Requests that name their
+/// resources only in the body (heartbeats, batch acks, assignments, queue locks) are authenticated
+/// and act only on what the calls above were allowed.
+pub fn needs(req: &Command) -> Vec<(Kind, String, Action)> {
+    let h = if matches!(req.code, SEND_MESSAGE_V2 | SEND_BATCH_MESSAGE) {
+        Header::of_send_v2(req)
+    } else {
+        Header::of(req)
+    };
+    let field = |name| h.get(name).filter(|v| !v.is_empty()).map(str::to_string);
+    let topic = |action| {
+        field("topic").map(|t| match t.strip_prefix(RETRY_PREFIX) {
+            Some(group) => (Kind::Group, group.to_string(), Action::Sub),
+            None => (Kind::Topic, t, action),
+        })
+    };
+    let group = || field("consumerGroup").map(|g| (Kind::Group, g, Action::Sub));
+    let found: Vec<Option<(Kind, String, Action)>> = match req.code {
+        // END_TRANSACTION names its topic from the 5.x clients on; 4.x ones send none.
+        SEND_MESSAGE | SEND_MESSAGE_V2 | SEND_BATCH_MESSAGE | END_TRANSACTION => vec![topic(Action::Pub)],
+        PULL_MESSAGE
+        | LITE_PULL_MESSAGE
+        | POP_MESSAGE
+        | ACK_MESSAGE
+        | CHANGE_MESSAGE_INVISIBLETIME
+        | QUERY_CONSUMER_OFFSET
+        | UPDATE_CONSUMER_OFFSET => vec![topic(Action::Sub), group()],
+        GET_CONSUMER_LIST_BY_GROUP => vec![group()],
+        CONSUMER_SEND_MSG_BACK => vec![field("group").map(|g| (Kind::Group, g, Action::Sub))],
+        GET_MAX_OFFSET | GET_MIN_OFFSET | SEARCH_OFFSET_BY_TIMESTAMP | QUERY_MESSAGE => vec![topic(Action::Sub)],
+        _ => vec![],
+    };
+    found.into_iter().flatten().collect()
+}
+
+/// Authenticates `req` from `peer` and authorizes what it [`needs`]; `None` when authentication
+/// is off. Errors: see [`Refusal`].
+pub fn admit(auth: &Auth, req: &Command, peer: IpAddr) -> Result<Option<Identity>, Refusal> {
+    let Some(who) = identify(auth, req)? else { return Ok(None) };
+    for (kind, name, action) in needs(req) {
+        auth.authorize(&who, Some(peer), kind, &name, action)?;
+    }
+    Ok(Some(who))
+}
+
 /// Adds `AccessKey` and `Signature` to `cmd` as `AclClientRPCHook` does (for the bench's client
 /// and tests).
 pub fn sign(cmd: &mut Command, access_key: &str, secret: &str) {
@@ -66,7 +120,7 @@ mod tests {
             auth_secret_key: Some("12345678".into()),
             ..Config::default()
         };
-        let a = Auth::load(&cfg, Some(&dir.join("users.json"))).unwrap();
+        let a = Auth::load(&cfg, Some(dir)).unwrap();
         a.upsert_user(User { name: "bob".into(), secret: "bob-secret".into(), kind: UserKind::Normal, enabled: true })
             .unwrap();
         a
@@ -102,6 +156,28 @@ mod tests {
         sign(&mut signed, "bob", "guessed");
         assert_eq!(identify(&a, &signed), Err(Refusal::BadSignature("bob".into())));
         assert_eq!(identify(&a, &request(479)), Err(Refusal::NoCredentials));
+    }
+
+    #[test]
+    fn requests_name_what_they_need_from_their_headers() {
+        let req = |code: i32, fields: &[(&str, &str)]| {
+            let mut c = Command::request(code, 1, false, Default::default());
+            for (k, v) in fields {
+                c.put(k, v);
+            }
+            needs(&c)
+        };
+        let t = |n: &str, a| (Kind::Topic, n.to_string(), a);
+        let g = |n: &str| (Kind::Group, n.to_string(), Action::Sub);
+        assert_eq!(req(SEND_MESSAGE_V2, &[("a", "PG"), ("b", "orders")]), [t("orders", Action::Pub)]);
+        assert_eq!(req(SEND_MESSAGE_V2, &[("b", "%RETRY%billing")]), [g("billing")], "a message sent back");
+        assert_eq!(
+            req(PULL_MESSAGE, &[("consumerGroup", "billing"), ("topic", "orders")]),
+            [t("orders", Action::Sub), g("billing")]
+        );
+        assert_eq!(req(END_TRANSACTION, &[("producerGroup", "PG")]), [], "a 4.x client names no topic");
+        assert_eq!(req(END_TRANSACTION, &[("topic", "orders")]), [t("orders", Action::Pub)]);
+        assert_eq!(req(HEART_BEAT, &[]), []);
     }
 
     #[test]

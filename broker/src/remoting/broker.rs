@@ -127,10 +127,10 @@ async fn handle(rb: &RemotingBroker, conn: &Arc<Connection>, req: &Command) -> C
     reply(req, r)
 }
 
-/// Authenticates `req` (everyone is admitted while authentication is off); creating topics takes
-/// a super user. A refusal is logged, counted and answered NO_PERMISSION.
+/// Authenticates and authorizes `req` (everyone is admitted while authentication is off); creating
+/// topics takes a super user. A refusal is logged, counted and answered NO_PERMISSION.
 fn admit(rb: &RemotingBroker, conn: &Connection, req: &Command) -> Result<(), Command> {
-    let checked = super::auth::identify(rb.broker.auth(), req).and_then(|who| match who {
+    let checked = super::auth::admit(rb.broker.auth(), req, conn.peer.ip()).and_then(|who| match who {
         Some(who) if req.code == UPDATE_AND_CREATE_TOPIC && !who.is_super() => {
             Err(crate::auth::Refusal::NotSuper(who.user))
         }

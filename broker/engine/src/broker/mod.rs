@@ -303,7 +303,7 @@ impl Broker {
         std::fs::create_dir_all(&config_dir)?;
         let topics = TopicManager::load(&config_dir.join("topics.json"))?;
         let groups = GroupManager::load(&config_dir.join("groups.json"))?;
-        let auth = Arc::new(crate::auth::Auth::load(&cfg, Some(&config_dir.join("users.json")))?);
+        let auth = Arc::new(crate::auth::Auth::load(&cfg, Some(&config_dir))?);
         let state_path = config_dir.join("state.json");
         let snapshot: StateFile = match std::fs::read(&state_path) {
             // Every ack, half and op record is also in the CommitLog: an unreadable snapshot means
