@@ -2,12 +2,13 @@
 //! Ferrocket's protocol-neutral engine (DESIGN.md §1): topics ([`topics`]), consumer groups and
 //! progress, retry and DLQ, FIFO and filters ([`consume`]), transactions and check-back decisions
 //! ([`txn`]), scheduled messages ([`timer`]), replication state ([`ha`]) and retention, tied
-//! together by [`broker::Broker`] on top of the store.
+//! together by [`broker::Broker`] on top of the store; users ([`auth`]) and their access rules
+//! ([`acl`]), which the front ends check requests against.
 //!
 //! Durability is its promise: every call that stores what a client is told is stored returns
 //! only once the configured flush and replication guarantees hold, or with the error that says
 //! which did not. It names no generated wire type: the front ends of the `ferrocket` binary
-//! (gRPC, and Remoting to come) translate requests into these calls and results into statuses.
+//! (gRPC and Remoting) translate requests into these calls and results into statuses.
 
 pub mod acl;
 pub mod auth;

@@ -1,5 +1,7 @@
-//! Authentication of gRPC calls: the `authorization` and `x-mq-date-time` headers
-//! ([`crate::proto::signing`]) checked against the engine's users ([`crate::auth`]).
+//! Authentication and authorization of gRPC calls: the `authorization` and `x-mq-date-time`
+//! headers ([`crate::proto::signing`]) checked against the engine's users ([`crate::auth`]), and
+//! the topics and groups a request touches ([`Guarded`]) against their access rules
+//! ([`crate::acl`]).
 //!
 //! MessagingService refusals go in the response body as RocketMQ's proxy answers them
 //! (`GrpcMessagingApplication`: UNAUTHORIZED 40100, FORBIDDEN 40300); Ferrocket's own services

@@ -1,7 +1,8 @@
-//! Authentication of Remoting requests: the `AccessKey` and `Signature` ext fields that the
-//! clients' `AclClientRPCHook` adds ([`crate::proto::signing`]), checked against the engine's
-//! users as RocketMQ 5.3's broker does (`DefaultAuthenticationContextBuilder`, refusals answered
-//! NO_PERMISSION by its `AuthenticationPipeline`).
+//! Authentication and authorization of Remoting requests: the `AccessKey` and `Signature` ext
+//! fields that the clients' `AclClientRPCHook` adds ([`crate::proto::signing`]), checked against
+//! the engine's users as RocketMQ 5.3's broker does (`DefaultAuthenticationContextBuilder`,
+//! refusals answered NO_PERMISSION by its `AuthenticationPipeline`), and the topics and groups
+//! the header names ([`needs`]) against their access rules ([`crate::acl`]).
 
 use base64::Engine as _;
 

@@ -167,13 +167,14 @@ def txsend(a):
     transaction that already ended: apache/rocketmq#1517)."""
     answer = {"commit": TransactionResolution.COMMIT, "rollback": TransactionResolution.ROLLBACK,
               "unknown": TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED}[a.checker]
-    lock, enough, checks, mine, checked = threading.Lock(), threading.Event(), [0], set(), set()
+    lock, enough, checks, mine, checked, answered = threading.Lock(), threading.Event(), [0], set(), set(), set()
 
     class Checker(TransactionChecker):
         def check(self, message):
             with lock:
                 emit({"check": message.message_id, "answer": a.checker})
                 checks[0] += 1
+                answered.add(message.message_id)
                 if message.message_id in mine:
                     checked.add(message.message_id)
                 if a.until_checks and checks[0] >= a.until_checks or a.until_checked and len(checked) >= a.until_checked:
@@ -205,9 +206,30 @@ def txsend(a):
                 tx.commit()
             elif a.action == "rollback":
                 tx.rollback()
-        enough.wait(a.hold)
+        deadline = time.monotonic() + a.hold
+        if enough.wait(a.hold) and a.checker == "commit":
+            with lock:
+                committed = set(answered)
+            await_visible(a, committed, deadline)
     finally:
         producer.shutdown()
+
+
+def await_visible(a, ids, deadline):
+    """Waits, until `deadline`, until a probe consumer group of its own (the test's groups stay
+    untouched; it acks nothing) receives every message in `ids`: the client sends a check-back's
+    answer after `check` returns, so shutting the producer down at once could lose the commit."""
+    probe = argparse.Namespace(**{**vars(a), "group": "txsend-probe"})
+    consumer = SimpleConsumer(config(probe), probe.group, {a.topic: FilterExpression("*")}, await_duration=5)
+    consumer.startup()
+    consumer._init_settings_event.wait(10)  # as in receive()
+    try:
+        missing = set(ids)
+        while missing and time.monotonic() < deadline:
+            for m in consumer.receive(32, 10) or []:
+                missing.discard(m.message_id)
+    finally:
+        consumer.shutdown()
 
 
 def wait_for_file(path, timeout):
