@@ -38,21 +38,34 @@ fn user(name: &str, secret: &str, super_user: bool) -> UpsertUserRequest {
     UpsertUserRequest { user: Some(User { name: name.into(), secret: secret.into(), super_user, disabled: false }) }
 }
 
-/// A SendMessage status's code and message.
-async fn send_status(c: &mut Client, id: &str) -> (Code, String) {
-    let r = c.send_message(SendMessageRequest { messages: vec![message("t", id, b"x".to_vec())] }).await.unwrap();
+/// A SendMessage of one message to `topic`: its status's code and message.
+async fn send_to(c: &mut Client, topic: &str, id: &str) -> (Code, String) {
+    let r = c.send_message(SendMessageRequest { messages: vec![message(topic, id, b"x".to_vec())] }).await.unwrap();
     let s = r.into_inner().status.unwrap();
     (Code::try_from(s.code).unwrap(), s.message)
+}
+
+/// A broker with authentication on and `/metrics`: (process, metrics address).
+fn secured(dir: &std::path::Path) -> (Proc, String) {
+    let metrics = free_addr();
+    (start("standalone", &dir.join("b"), &format!("{AUTH}metrics_listen = \"{metrics}\"\n")), metrics)
+}
+
+/// A SEND_MESSAGE_V2 of `hello` to `topic`, as the Java producer sends it.
+fn remoting_send(topic: &str, opaque: i32) -> Command {
+    let mut c = Command::request(SEND_MESSAGE_V2, opaque, false, SerializeType::Json);
+    c.put("a", "PG").put("b", topic).put("c", "TBW102").put("d", 4).put("e", 0).put("f", 0).put("g", 0).put("h", 0);
+    c.body = b"hello".to_vec();
+    c
 }
 
 #[tokio::test]
 async fn grpc_calls_need_a_signature_and_admin_a_super_user() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = free_addr();
-    let b = start("standalone", &dir.path().join("b"), &format!("{AUTH}metrics_listen = \"{metrics}\"\n"));
+    let (b, metrics) = secured(dir.path());
 
     let mut anonymous = client(&b.addr).await;
-    let (code, msg) = send_status(&mut anonymous, "A1").await;
+    let (code, msg) = send_to(&mut anonymous, "t", "A1").await;
     assert_eq!(code, Code::Unauthorized, "{msg}");
     assert_eq!(code_of_route(&mut anonymous).await, Code::Unauthorized);
     let refused = admin(&b.addr, Signer::default()).await.list_topics(ListTopicsRequest {}).await.unwrap_err();
@@ -62,12 +75,12 @@ async fn grpc_calls_need_a_signature_and_admin_a_super_user() {
     as_cluster.upsert_user(user("alice", "alice-secret", false)).await.unwrap();
     as_cluster.put_acl_rule(rule("alice", "*", &["all"], false)).await.unwrap();
     let mut alice = signed_client(&b.addr, Signer::new("alice", "alice-secret")).await;
-    assert_eq!(send_status(&mut alice, "A2").await.0, Code::Ok);
+    assert_eq!(send_to(&mut alice, "t", "A2").await.0, Code::Ok);
     let got = receive_n(&mut alice, "g", "t", 1).await;
     assert_eq!(got.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>(), [b"x"]);
 
     let mut guessing = signed_client(&b.addr, Signer::new("alice", "guessed-secret")).await;
-    let (code, msg) = send_status(&mut guessing, "A3").await;
+    let (code, msg) = send_to(&mut guessing, "t", "A3").await;
     assert_eq!((code, msg.as_str()), (Code::Unauthorized, "signature of user alice does not match"));
     let forbidden = admin(&b.addr, Signer::new("alice", "alice-secret")).await.list_topics(ListTopicsRequest {}).await;
     assert_eq!(forbidden.unwrap_err().code(), tonic::Code::PermissionDenied);
@@ -99,16 +112,10 @@ fn remoting_requests_need_the_acl_hooks_signature() {
     let b = start("standalone", &dir.path().join("b"), AUTH);
     let mut s = TcpStream::connect(&b.remoting).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let send = |opaque| {
-        let mut c = Command::request(SEND_MESSAGE_V2, opaque, false, SerializeType::Json);
-        c.put("a", "PG").put("b", "t").put("c", "TBW102").put("d", 4).put("e", 0).put("f", 0).put("g", 0).put("h", 0);
-        c.body = b"hello".to_vec();
-        c
-    };
-    let refused = roundtrip(&mut s, &send(1));
+    let refused = roundtrip(&mut s, &remoting_send("t", 1));
     assert_eq!(refused.code, NO_PERMISSION, "{:?}", refused.remark);
 
-    let mut signed = send(2);
+    let mut signed = remoting_send("t", 2);
     ferrocket::remoting::auth::sign(&mut signed, "cluster", "cluster-secret");
     let ok = roundtrip(&mut s, &signed);
     assert_eq!(ok.code, SUCCESS, "{:?}", ok.remark);
@@ -178,17 +185,10 @@ fn rule(user: &str, resource: &str, actions: &[&str], deny: bool) -> PutAclRuleR
     }
 }
 
-async fn send_to(c: &mut Client, topic: &str, id: &str) -> (Code, String) {
-    let r = c.send_message(SendMessageRequest { messages: vec![message(topic, id, b"x".to_vec())] }).await.unwrap();
-    let s = r.into_inner().status.unwrap();
-    (Code::try_from(s.code).unwrap(), s.message)
-}
-
 #[tokio::test]
 async fn access_rules_decide_what_a_normal_user_may_do_on_both_protocols() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = free_addr();
-    let b = start("standalone", &dir.path().join("b"), &format!("{AUTH}metrics_listen = \"{metrics}\"\n"));
+    let (b, metrics) = secured(dir.path());
     let mut admin = admin(&b.addr, cluster()).await;
     admin.upsert_user(user("alice", "alice-secret", false)).await.unwrap();
     let mut alice = signed_client(&b.addr, Signer::new("alice", "alice-secret")).await;
@@ -234,9 +234,7 @@ async fn access_rules_decide_what_a_normal_user_may_do_on_both_protocols() {
     let mut s = TcpStream::connect(&b.remoting).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let send = |topic: &str, opaque| {
-        let mut c = Command::request(SEND_MESSAGE_V2, opaque, false, SerializeType::Json);
-        c.put("a", "PG").put("b", topic).put("c", "TBW102").put("d", 4).put("e", 0).put("f", 0).put("g", 0).put("h", 0);
-        c.body = b"hello".to_vec();
+        let mut c = remoting_send(topic, opaque);
         ferrocket::remoting::auth::sign(&mut c, "alice", "alice-secret");
         c
     };
