@@ -191,7 +191,7 @@ impl Auth {
         if cfg.auth_enabled && cluster.is_none() {
             anyhow::bail!("auth_enabled needs auth_access_key and auth_secret_key (the cluster's own super user)");
         }
-        let users = config_dir.map(|d| Registry::load(&d.join("users.json"))).transpose()?;
+        let users = config_dir.map(|d| Registry::load_private(&d.join("users.json"))).transpose()?;
         let acls = config_dir.map(|d| Acls::load(&d.join("acls.json"))).transpose()?;
         Ok(Auth { enabled: cfg.auth_enabled, cluster, users, acls, max_skew_ms: cfg.auth_clock_skew_ms })
     }
@@ -371,6 +371,9 @@ mod tests {
 
         let again = auth(dir.path());
         assert_eq!(again.users(), vec![user("carol", UserKind::Super)]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("users.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "secrets are readable by the broker's user only");
     }
 
     #[test]

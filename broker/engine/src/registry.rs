@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::store::files::{is_no_space, write_atomic};
+use crate::store::files::{is_no_space, write_atomic, write_atomic_private};
 
 /// An entry of a [`Registry`]: plain data with a unique name.
 pub trait Named: Clone + PartialEq + Serialize + DeserializeOwned {
@@ -27,6 +27,8 @@ struct File<T> {
 /// Entries by name, persisted in one file.
 pub struct Registry<T> {
     path: PathBuf,
+    /// Written readable by this process's user only ([`Registry::load_private`]).
+    private: bool,
     entries: RwLock<BTreeMap<String, T>>,
     /// Set while an entry is current but not in the file ([`Registry::insert_unpersisted`]).
     dirty: AtomicBool,
@@ -45,7 +47,18 @@ impl<T: Named> Registry<T> {
             Err(e) => return Err(e),
         };
         let entries = entries.into_iter().map(|t| (t.name().to_string(), t)).collect();
-        Ok(Registry { path: path.to_path_buf(), entries: RwLock::new(entries), dirty: AtomicBool::new(false) })
+        Ok(Registry {
+            path: path.to_path_buf(),
+            private: false,
+            entries: RwLock::new(entries),
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    /// [`Registry::load`] for entries holding secrets: the file is written with mode 0600.
+    /// Errors: as [`Registry::load`].
+    pub fn load_private(path: &Path) -> io::Result<Registry<T>> {
+        Ok(Registry { private: true, ..Registry::load(path)? })
     }
 
     /// The entry, if it exists.
@@ -80,7 +93,12 @@ impl<T: Named> Registry<T> {
 
     /// Writes `entries` to the file atomically. Errors: I/O.
     fn write(&self, entries: &BTreeMap<String, T>) -> io::Result<()> {
-        write_atomic(&self.path, &File { entries: entries.values().cloned().collect() })
+        let file = File { entries: entries.values().cloned().collect() };
+        if self.private {
+            write_atomic_private(&self.path, &file)
+        } else {
+            write_atomic(&self.path, &file)
+        }
     }
 
     /// Makes `entry` current without writing the file, unless one of its name exists: for what

@@ -23,14 +23,20 @@ pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Opti
 /// directory), so a crash leaves either the old or the new contents. For small files people read
 /// (topics, groups, the checkpoint). Errors: I/O.
 pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    write_atomic_with(path, |w| serde_json::to_writer_pretty(w, value))
+    write_atomic_with(path, 0o644, |w| serde_json::to_writer_pretty(w, value))
+}
+
+/// [`write_atomic`] for a file only this process's user may read (mode 0600): secrets, such as
+/// the users' secret keys. Errors: I/O.
+pub fn write_atomic_private<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_atomic_with(path, 0o600, |w| serde_json::to_writer_pretty(w, value))
 }
 
 /// [`write_atomic`] without indentation, streamed to the file: for large snapshots (the consumer,
 /// transaction and timer state), where indentation would double the size and a whole in-memory
 /// copy of the text would double the memory. Errors: I/O.
 pub fn write_atomic_compact<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    write_atomic_with(path, |w| serde_json::to_writer(w, value))
+    write_atomic_with(path, 0o644, |w| serde_json::to_writer(w, value))
 }
 
 /// [`write_atomic`] for files whose loss costs only time (the checkpoint, the state snapshot:
@@ -39,7 +45,7 @@ pub fn write_atomic_compact<T: Serialize>(path: &Path, value: &T) -> io::Result<
 /// success is logged too. Errors: any other I/O error.
 pub fn write_or_skip<T: Serialize>(path: &Path, value: &T, what: &'static str) -> io::Result<bool> {
     static SKIPPING: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let r = write_atomic_with(path, |w| serde_json::to_writer(w, value));
+    let r = write_atomic_with(path, 0o644, |w| serde_json::to_writer(w, value));
     let mut skipping = SKIPPING.lock().unwrap_or_else(|p| p.into_inner());
     let was = skipping.iter().position(|s| *s == what);
     match r {
@@ -68,11 +74,16 @@ pub fn is_no_space(e: &io::Error) -> bool {
 
 fn write_atomic_with(
     path: &Path,
+    mode: u32,
     write: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> serde_json::Result<()>,
 ) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let written = (|| {
-        let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
+        // A temp file left from a crash may have another mode: start afresh.
+        let _ = std::fs::remove_file(&tmp);
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut w = io::BufWriter::new(file);
         write(&mut w).map_err(|e| io::Error::new(e.io_error_kind().unwrap_or(io::ErrorKind::Other), e))?;
         w.flush()?;
         w.get_ref().sync_all()?;
