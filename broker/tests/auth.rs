@@ -252,3 +252,33 @@ async fn access_rules_decide_what_a_normal_user_may_do_on_both_protocols() {
         assert!(text.lines().any(|l| l.starts_with(&line)), "{line} missing from:\n{text}");
     }
 }
+
+#[test]
+fn enabled_authentication_needs_the_cluster_credentials_from_config_env_or_flags() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("b.toml");
+    std::fs::write(&cfg, "auth_enabled = true\nremoting_listen = \"127.0.0.1:0\"\n").unwrap();
+    let run = |flags: &[&str]| {
+        let mut c = std::process::Command::new(binary());
+        c.args(["broker", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(flags)
+            .env_remove("FERROCKET_AUTH_ACCESS_KEY")
+            .env_remove("FERROCKET_AUTH_SECRET_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let out = run(&[]).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth_access_key"), "{out:?}");
+
+    let mut ok = run(&["--auth-access-key", "cluster", "--auth-secret-key", "cluster-secret"]);
+    let mut line = String::new();
+    BufReader::new(ok.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = ok.kill();
+    let _ = ok.wait();
+    assert!(line.starts_with("ready "), "the flags are the config keys: {line:?}");
+}

@@ -331,6 +331,12 @@ pub struct Overrides {
     /// `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// `--auth-access-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_access_key: Option<String>,
+    /// `--auth-secret-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_secret_key: Option<String>,
 }
 
 impl Config {

@@ -20,8 +20,8 @@ use ferrocket_proto::v2::{MessageType, Permission};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    /// Access key the CLI signs its calls with (a super user's, where authentication is on); the
-    /// same variable as the broker's `auth_access_key`.
+    /// Access key the CLI signs its calls with (a super user's, where authentication is on); for
+    /// `standalone`, `broker` and `namesrv` the config key `auth_access_key` (the same variable).
     #[arg(long, global = true, env = "FERROCKET_AUTH_ACCESS_KEY")]
     auth_access_key: Option<String>,
     /// Its secret key.
@@ -350,7 +350,7 @@ fn main() -> std::process::ExitCode {
     let credentials = cli.auth_access_key.as_deref().zip(cli.auth_secret_key.as_deref());
     let _ = SIGNER.set(Signer::from(credentials));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match rt.block_on(run(cli.cmd)) {
+    match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -359,20 +359,28 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn load(a: ServeArgs, base: Config) -> anyhow::Result<Config> {
-    Config::load(base, a.config.as_deref(), &Overrides { listen: a.listen, data_dir: a.data_dir })
+/// A server's config: `base`, then the file, env and flags (`auth` the global credential flags).
+fn load(a: ServeArgs, base: Config, auth: &(Option<String>, Option<String>)) -> anyhow::Result<Config> {
+    let flags = Overrides {
+        listen: a.listen,
+        data_dir: a.data_dir,
+        auth_access_key: auth.0.clone(),
+        auth_secret_key: auth.1.clone(),
+    };
+    Config::load(base, a.config.as_deref(), &flags)
 }
 
-async fn run(cmd: Cmd) -> anyhow::Result<()> {
-    match cmd {
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let auth = (cli.auth_access_key, cli.auth_secret_key);
+    match cli.cmd {
         Cmd::Standalone(a) => {
             let base = Config { auto_create_topic: true, ..Config::default() };
-            ferrocket::server::run(load(a, base)?, true).await
+            ferrocket::server::run(load(a, base, &auth)?, true).await
         }
-        Cmd::Broker(a) => ferrocket::server::run(load(a, Config::default())?, false).await,
+        Cmd::Broker(a) => ferrocket::server::run(load(a, Config::default(), &auth)?, false).await,
         Cmd::Namesrv(a) => {
             let base = Config { listen: "127.0.0.1:9876".parse()?, ..Config::default() };
-            ferrocket::namesrv::service::run(load(a, base)?).await
+            ferrocket::namesrv::service::run(load(a, base, &auth)?).await
         }
         Cmd::Cluster { cmd: ClusterCmd::Status { json }, namesrv, server } => {
             let status = match server {
