@@ -76,6 +76,15 @@ impl Identity {
     }
 }
 
+/// Admits a super user, or anyone while authentication is off (`who` is `None`). Errors:
+/// [`Refusal::NotSuper`].
+pub fn require_super(who: Option<Identity>) -> Result<(), Refusal> {
+    match who {
+        Some(who) if !who.is_super() => Err(Refusal::NotSuper(who.user)),
+        _ => Ok(()),
+    }
+}
+
 /// Why a request was refused. Front ends answer UNAUTHORIZED (gRPC 40100) or NO_PERMISSION
 /// (Remoting 16) for all but [`Refusal::NotSuper`], which is FORBIDDEN (40300); the message names
 /// the user, never a secret.

@@ -12,7 +12,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Streaming};
 
-use crate::auth::Identity;
 use crate::broker::{Broker, Consumer};
 use crate::consume::filter::{Filter, TagFilter};
 use crate::consume::sql::SqlFilter;
@@ -91,14 +90,12 @@ impl Messaging {
         }
         Ok(vec![GroupRoute { broker_name: me.broker_name.clone(), brokers, topic: Some(topic_route(&cfg)) }])
     }
-}
 
-impl Messaging {
     /// Authenticates a call and authorizes what it touches (everyone is admitted while
     /// authentication is off). A refusal is logged and counted, and comes back as the status to
     /// answer with (UNAUTHORIZED, or FORBIDDEN for a known user).
-    fn admit<T: super::auth::Guarded>(&self, req: &Request<T>) -> Result<Option<Identity>, v2::Status> {
-        super::auth::admit(self.broker.auth(), req, crate::store::now_ms()).map_err(|r| {
+    fn admit<T: super::auth::Guarded>(&self, req: &Request<T>) -> Result<(), v2::Status> {
+        super::auth::admit(self.broker.auth(), req).map_err(|r| {
             crate::auth::record_refusal(&self.broker.metrics().auth_refused, "grpc", req.remote_addr(), &r);
             super::auth::status(&r)
         })

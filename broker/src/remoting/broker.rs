@@ -130,10 +130,8 @@ async fn handle(rb: &RemotingBroker, conn: &Arc<Connection>, req: &Command) -> C
 /// Authenticates and authorizes `req` (everyone is admitted while authentication is off); creating
 /// topics takes a super user. A refusal is logged, counted and answered NO_PERMISSION.
 fn admit(rb: &RemotingBroker, conn: &Connection, req: &Command) -> Result<(), Command> {
-    let checked = super::auth::admit(rb.broker.auth(), req, conn.peer.ip()).and_then(|who| match who {
-        Some(who) if req.code == UPDATE_AND_CREATE_TOPIC && !who.is_super() => {
-            Err(crate::auth::Refusal::NotSuper(who.user))
-        }
+    let checked = super::auth::admit(rb.broker.auth(), req, conn.peer.ip()).and_then(|who| match req.code {
+        UPDATE_AND_CREATE_TOPIC => crate::auth::require_super(who),
         _ => Ok(()),
     });
     checked.map_err(|r| {
