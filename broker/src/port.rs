@@ -1,7 +1,8 @@
-//! Accepting on a gRPC port. RocketMQ's proxy tells protocols apart by a connection's first
-//! byte, and so does this: `0x16` (a TLS handshake) is gRPC over TLS, `P` (the HTTP/2 preface) is
-//! plaintext gRPC, and on the nameserver's port anything else is Remoting (a frame's first byte
-//! is 0 below 16 MiB). With `tls_mode = "disabled"` a port takes no TLS.
+//! Accepting on a port. RocketMQ's proxy and its Remoting server (`TlsModeHandler`) tell
+//! protocols apart by a connection's first byte, and so does this: `0x16` is a TLS handshake,
+//! `P` (the HTTP/2 preface) plaintext gRPC, and anything else Remoting (a frame's first byte is 0
+//! below 16 MiB). Inside TLS, ALPN `h2` is gRPC and no ALPN Remoting (RocketMQ's Netty clients
+//! offer none). `tls_mode = "disabled"` takes no TLS, `"enforcing"` nothing else.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,7 +18,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::remoting::conn::{accept_loop, spawn_connection, Processor};
+use crate::config::{Config, TlsMode};
+use crate::remoting::conn::{accept_loop, spawn_connection, spawn_tls_connection, Processor};
 use crate::tls::TLS_HANDSHAKE;
 
 /// Longest a new connection may stay silent, or take over its TLS handshake, before it is dropped.
@@ -31,12 +33,24 @@ pub enum GrpcConn {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// What a port accepts besides plaintext gRPC.
+/// What a port accepts.
+#[derive(Clone)]
 pub struct Port {
     /// The TLS acceptor, from [`crate::tls::acceptor`] (None: `tls_mode = "disabled"`).
     pub tls: Option<TlsAcceptor>,
-    /// Serves Remoting on the same port (the nameserver's 9876).
+    /// Plaintext connections are closed unread (`tls_mode = "enforcing"`).
+    pub tls_only: bool,
+    /// Serves gRPC (the broker's 8081, the nameserver's 9876); false on the Remoting-only port.
+    pub grpc: bool,
+    /// Serves Remoting too (the nameserver's 9876, the broker's 10911).
     pub remoting: Option<Processor>,
+}
+
+impl Port {
+    /// A port as `cfg.tls_mode` says, sharing `tls` (the process's one acceptor).
+    pub fn new(cfg: &Config, tls: &Option<TlsAcceptor>, grpc: bool, remoting: Option<Processor>) -> Port {
+        Port { tls: tls.clone(), tls_only: cfg.tls_mode == TlsMode::Enforcing, grpc, remoting }
+    }
 }
 
 /// Accepts connections on `listener` until `stop` turns true: gRPC ones (TLS after its handshake)
@@ -57,6 +71,16 @@ pub fn serve(listener: TcpListener, port: Port, stop: watch::Receiver<bool>) -> 
     ReceiverStream::new(rx)
 }
 
+/// Accepts Remoting connections (plaintext or TLS, as `port` says) on `listener` until `stop`
+/// turns true.
+pub fn serve_remoting(listener: TcpListener, port: Port, stop: watch::Receiver<bool>) {
+    let port = std::sync::Arc::new(Port { grpc: false, ..port });
+    accept_loop(listener, stop, move |stream, peer| {
+        let port = port.clone();
+        tokio::spawn(async move { classify(stream, peer, &port).await });
+    });
+}
+
 /// The gRPC connection `stream` is, or None when it was handed to Remoting, closed or refused.
 async fn classify(stream: TcpStream, peer: SocketAddr, port: &Port) -> Option<GrpcConn> {
     let mut first = [0u8; 1];
@@ -64,27 +88,37 @@ async fn classify(stream: TcpStream, peer: SocketAddr, port: &Port) -> Option<Gr
         Ok(Ok(1)) => {}
         _ => return None, // closed, failed or silent
     }
-    match (first[0], &port.tls, &port.remoting) {
-        (TLS_HANDSHAKE, Some(tls), _) => match tokio::time::timeout(SNIFF_TIMEOUT, tls.accept(stream)).await {
-            Ok(Ok(s)) => Some(GrpcConn::Tls(Box::new(s))),
-            Ok(Err(e)) => {
-                tracing::info!(%peer, error = %e, "TLS handshake failed");
+    let refuse = |why: &str| {
+        tracing::info!(%peer, first_byte = first[0], "connection closed: {why}");
+        None
+    };
+    match first[0] {
+        TLS_HANDSHAKE => {
+            let Some(tls) = &port.tls else { return refuse("TLS while tls_mode is disabled") };
+            let s = match tokio::time::timeout(SNIFF_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return refuse(&format!("TLS handshake failed: {e}")),
+                Err(_) => return refuse("TLS handshake timed out"),
+            };
+            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+            match &port.remoting {
+                Some(remoting) if !h2 || !port.grpc => {
+                    spawn_tls_connection(s, peer, remoting.clone());
+                    None
+                }
+                _ if port.grpc => Some(GrpcConn::Tls(Box::new(s))),
+                _ => refuse("TLS connection asked for no protocol this port serves"),
+            }
+        }
+        _ if port.tls_only => refuse("plaintext while tls_mode is enforcing"),
+        b'P' if port.grpc => Some(GrpcConn::Plain(stream)),
+        _ => match &port.remoting {
+            Some(remoting) => {
+                spawn_connection(stream, peer, remoting.clone());
                 None
             }
-            Err(_) => {
-                tracing::info!(%peer, "TLS handshake timed out");
-                None
-            }
+            None => refuse("neither gRPC nor TLS"),
         },
-        (b'P', _, _) => Some(GrpcConn::Plain(stream)),
-        (_, _, Some(remoting)) => {
-            spawn_connection(stream, peer, remoting.clone());
-            None
-        }
-        (byte, _, None) => {
-            tracing::info!(%peer, first_byte = byte, "connection closed: neither gRPC nor TLS");
-            None
-        }
     }
 }
 

@@ -16,6 +16,7 @@ use crate::grpc::admin::AdminService;
 use crate::grpc::auth::SuperOnly;
 use crate::grpc::clients::Clients;
 use crate::grpc::messaging::Messaging;
+use crate::port::{serve_remoting, Port};
 use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::clients::Nameservers;
 use crate::proto::namesrv::ha_server::HaServer;
@@ -69,8 +70,8 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     let broker = tokio::task::spawn_blocking(move || Broker::open(open_cfg)).await??;
     let _ = opened.set(broker.clone());
     let clients = Arc::new(Clients::default());
-    let signer = crate::cluster::signer(&broker);
-    let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone(), signer));
+    let dialer = crate::cluster::dialer(&broker)?;
+    let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone(), dialer));
     // Both idle while the role does not need them (a promotion or demotion switches them over).
     crate::cluster::slave::spawn_slave(broker.clone(), nameservers.clone(), stop_rx.clone());
     if let Some(addr) = &cfg.controller_addr {
@@ -86,10 +87,11 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     });
     crate::remoting::broker::spawn_expiry(rb.clone(), stop_rx.clone());
     crate::checkback::spawn(broker.clone(), clients.clone(), rb.clone(), stop_rx.clone());
-    crate::remoting::conn::spawn_listener(remoting, crate::remoting::broker::processor(rb), stop_rx.clone());
+    let remoting_port = |p| Port::new(&cfg, &tls, false, Some(p));
+    serve_remoting(remoting, remoting_port(crate::remoting::broker::processor(rb)), stop_rx.clone());
     if let Some(l) = remoting_namesrv {
         let routes = crate::remoting::namesrv::Routes::Local(broker.clone());
-        crate::remoting::conn::spawn_listener(l, crate::remoting::namesrv::processor(routes), stop_rx.clone());
+        serve_remoting(l, remoting_port(crate::remoting::namesrv::processor(routes)), stop_rx.clone());
     }
     // Replication and Admin are for the cluster's own processes and its operators: super users.
     let super_only = SuperOnly::new(broker.auth().clone(), broker.metrics().auth_refused.clone());
@@ -100,7 +102,7 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     let admin = AdminService::new(broker.clone(), nameservers.clone());
     let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx.clone(), nameservers);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
-    let incoming = crate::port::serve(listener, crate::port::Port { tls, remoting: None }, stop_rx.clone());
+    let incoming = crate::port::serve(listener, Port::new(&cfg, &tls, true, None), stop_rx.clone());
     let ending = broker.clone();
     let server = tonic::transport::Server::builder()
         .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))

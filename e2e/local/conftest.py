@@ -38,9 +38,11 @@ def jvm(project, build):
     return ["java", "-Xmx256m", f"@{argfile}"]
 
 
-def java_cmd(cls, version="5", **opts):
-    """The command line of a Java driver built against client `version` (5 or 4)."""
-    args = [*jvm("java", version), f"io.ferrocket.e2e.{cls}"]
+def java_cmd(cls, version="5", props=(), **opts):
+    """The command line of a Java driver built against client `version` (5 or 4), with JVM system
+    properties `props` (`-Dk=v` strings)."""
+    java, *rest = jvm("java", version)
+    args = [java, *props, *rest, f"io.ferrocket.e2e.{cls}"]
     for k, v in opts.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     return args
@@ -58,6 +60,13 @@ def java(cls, version="5", **opts):
     p = subprocess.run(java_cmd(cls, version, **opts), capture_output=True, text=True, timeout=limit)
     assert p.returncode == 0, f"{cls} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
     return lines(p.stdout)
+
+
+def java_run(cls, version="5", props=(), **opts):
+    """Runs one Java driver (3 minutes at most) whatever its exit: (exit code, JSON lines, stdout
+    and stderr)."""
+    p = subprocess.run(java_cmd(cls, version, props, **opts), capture_output=True, text=True, timeout=180)
+    return p.returncode, lines(p.stdout), p.stdout + p.stderr
 
 
 class Background:

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, CLIENTS, free_port, http_get, java_cmd, lines, run_client
+from conftest import BIN, CLIENTS, free_port, http_get, java_run, lines, run_client
 
 SUPER = {"FERROCKET_AUTH_ACCESS_KEY": "cluster", "FERROCKET_AUTH_SECRET_KEY": "cluster-secret"}
 AUTH = {"auth_enabled": True, "auth_access_key": "cluster", "auth_secret_key": "cluster-secret"}
@@ -37,11 +37,6 @@ def metrics(b):
     status, body = http_get(int(b.config["metrics_listen"].rsplit(":", 1)[1]), "/metrics")
     assert status == 200, body
     return body
-
-
-def java_run(cls, **opts):
-    p = subprocess.run(java_cmd(cls, opts.pop("version", "5"), **opts), capture_output=True, text=True, timeout=180)
-    return p.returncode, lines(p.stdout), p.stdout + p.stderr
 
 
 def test_python_grpc_client_signs_in_and_the_unsigned_are_refused(secured):

@@ -1,7 +1,10 @@
-"""TLS on the gRPC ports, as RocketMQ's proxy serves it: TLS and plaintext on one port, a
+"""TLS as RocketMQ serves it: TLS and plaintext on one port (`permissive`, the default), a
 self-signed certificate when none is configured, a configured one reloaded when its files change.
 The Java gRPC client (rocketmq-client-java 5.0.8) runs with its defaults, TLS on; the Python,
-Node and Rust clients keep speaking plaintext to the same port (test_clients.py runs all four)."""
+Node and Rust clients keep speaking plaintext to the same port (test_clients.py runs all four).
+With `tls_mode = "enforcing"` and a CA's certificate, plaintext is refused on every port, and the
+Python gRPC client and the Java Remoting client (5.x and 4.x, RocketMQ's `tls.*` properties)
+connect trusting the CA."""
 import json
 import socket
 import ssl
@@ -10,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import BIN, client_args, run_client, wait_for
+from conftest import BIN, client_args, java_run, run_client, wait_for
 
 
 def served_certificate(endpoint):
@@ -36,6 +39,71 @@ def make_certificate(directory, name, cn):
                     "-subj", f"/CN={cn}", "-days", "2", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=30)
     return cert, key
+
+
+def make_ca_and_certificate(directory):
+    """A CA and a certificate it issued for localhost and 127.0.0.1, made by openssl, with
+    cert-manager's file names: (ca.crt, tls.crt, tls.key)."""
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert, key, csr, ext = directory / "tls.crt", directory / "tls.key", directory / "tls.csr", directory / "ext.cnf"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+    run("req", "-x509", *ec, "-subj", "/CN=ferrocket-test-ca", "-days", "2", "-keyout", str(ca_key), "-out", str(ca),
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", *ec, "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(csr))
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2",
+        "-extfile", str(ext), "-out", str(cert))
+    return ca, cert, key
+
+
+def java_tls(ca):
+    """RocketMQ's client TLS properties (TlsSystemConfig): TLS on every connection, the server's
+    certificate checked against `ca`."""
+    return ["-Dtls.enable=true", "-Dtls.test.mode.enable=false", "-Dtls.client.authServer=true",
+            f"-Dtls.client.trustCertPath={ca}"]
+
+
+@pytest.fixture
+def enforcing(broker_factory, tmp_path):
+    """A standalone broker that takes TLS only, with a CA's certificate: (broker, ca.crt)."""
+    ca, cert, key = make_ca_and_certificate(tmp_path)
+    b = broker_factory(tls_mode="enforcing", tls_ca_file=str(ca), tls_cert_file=str(cert), tls_key_file=str(key))
+    return b, ca
+
+
+def test_with_tls_enforced_the_python_client_trusting_the_ca_works_and_a_plaintext_one_is_refused(enforcing,
+                                                                                                  monkeypatch):
+    broker, ca = enforcing
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    # gRPC's own variable: the roots its secure channels trust.
+    monkeypatch.setenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", str(ca))
+    sent = run_client("python", "send", broker, topic=topic, count=5, tls=True)
+    got = run_client("python", "receive", broker, topic=topic, group="g", count=5, timeout=30, tls=True)
+    assert sorted(m["id"] for m in got) == sorted(m["id"] for m in sent)
+    rows = run_client("python", "send", broker, check=False, topic=topic, count=1, keep_going=True)
+    assert not [r for r in rows if "id" in r], rows
+    # Nor does a TLS client that trusts no one who signed the broker's certificate get in.
+    monkeypatch.delenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH")
+    rows = run_client("python", "send", broker, check=False, topic=topic, count=1, keep_going=True, tls=True)
+    assert not [r for r in rows if "id" in r], rows
+
+
+@pytest.mark.parametrize("version", ["5", "4"])
+def test_with_tls_enforced_the_java_remoting_client_connects_over_tls_and_plaintext_is_refused(enforcing, version):
+    broker, ca = enforcing
+    topic = f"tls-java-{version}"
+    code, rows, out = java_run("Producer", version, java_tls(ca), namesrv=broker.namesrv, topic=topic, count=20)
+    assert code == 0 and rows[-1] == {"sent": 20}, out[-3000:]
+    sent = sorted(r["id"] for r in rows[:-1])
+    code, rows, out = java_run("PushConsumer", version, java_tls(ca), namesrv=broker.namesrv, topic=topic,
+                               group=f"tls-g-{version}", expect=20, timeout=60)
+    assert code == 0 and rows[-1]["received"] == 20, out[-3000:]
+    assert sorted({r["id"] for r in rows[:-1]}) == sent
+    code, rows, out = java_run("Producer", version, namesrv=broker.namesrv, topic=topic, count=1,
+                               send_timeout_ms=3000)
+    assert code != 0 and not [r for r in rows if "id" in r], out[-3000:]
 
 
 def test_the_java_client_with_its_defaults_speaks_tls_where_plaintext_clients_also_connect(broker_factory):

@@ -11,7 +11,7 @@ use ferrocket_proto::admin::{
     UpsertGroupRequest,
 };
 use ferrocket_proto::clients::Nameservers;
-use ferrocket_proto::signing::Signer;
+use ferrocket_proto::dial::Dialer;
 use kube::ResourceExt;
 use tonic::transport::Channel;
 
@@ -63,7 +63,7 @@ impl Brokers {
     pub async fn masters(&self, bs: &BrokerSet) -> Result<BTreeMap<String, String>, AdminError> {
         // Unsigned: what the operator renders runs without authentication (issue 15's operator
         // half gives it the cluster's credentials).
-        let ns = Nameservers::from_list(&self.nameserver_address(bs), Signer::default());
+        let ns = Nameservers::from_list(&self.nameserver_address(bs), Dialer::default());
         match tokio::time::timeout(CALL_TIMEOUT, ns.masters()).await {
             Ok(Ok(m)) => Ok(m.into_iter().collect()),
             Ok(Err(e)) => Err(AdminError::Unreachable(e.to_string())),
@@ -74,7 +74,7 @@ impl Brokers {
     /// Roles, epochs, offsets and in-sync sets of every broker of `bs` (the Admin
     /// `ClusterStatus` the CLI's `cluster status` prints). Errors: no nameserver answered.
     pub async fn cluster_status(&self, bs: &BrokerSet) -> Result<ClusterStatusResponse, AdminError> {
-        let ns = Nameservers::from_list(&self.nameserver_address(bs), Signer::default());
+        let ns = Nameservers::from_list(&self.nameserver_address(bs), Dialer::default());
         // Dead brokers cost one Admin timeout (3 s), asked concurrently.
         match tokio::time::timeout(CALL_TIMEOUT * 2, ferrocket_proto::clients::cluster_status(&ns)).await {
             Ok(Ok(s)) => Ok(s),

@@ -45,15 +45,17 @@ impl Replication {
     }
 }
 
-/// What a gRPC port (broker and nameserver) accepts. Config values: `permissive`, `disabled`.
-/// (A TLS-only mode needs Ferrocket's own processes to dial with TLS too: registration,
-/// replication and the CLI still speak plaintext.)
+/// What every port of a process (gRPC, Remoting, the nameserver's) accepts; RocketMQ's
+/// `tls.server.mode`. Config values: `permissive`, `enforcing`, `disabled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TlsMode {
     /// TLS and plaintext side by side, told apart by the first byte (RocketMQ's proxy with
     /// `tlsTestModeEnable`, its default): every official client connects with its defaults.
     Permissive,
+    /// TLS only: a plaintext connection is closed before it is read. Ferrocket's own processes
+    /// then dial with TLS as well, trusting `tls_ca_file`, which this mode needs.
+    Enforcing,
     /// Plaintext only.
     Disabled,
 }
@@ -187,14 +189,22 @@ pub struct Config {
     pub controller_heartbeat_timeout_ms: u64,
     /// Address of the Prometheus `/metrics` endpoint; none by default.
     pub metrics_listen: Option<SocketAddr>,
-    /// TLS on the gRPC port (`permissive`: TLS and plaintext both, as RocketMQ's proxy).
+    /// TLS on the gRPC and Remoting ports (`permissive`: TLS and plaintext both, as RocketMQ's
+    /// proxy; `enforcing`: TLS only).
     pub tls_mode: TlsMode,
-    /// PEM certificate chain served on the gRPC port (cert-manager's `tls.crt`), with
+    /// PEM certificate chain served on the gRPC and Remoting ports (cert-manager's `tls.crt`), with
     /// `tls_key_file`; read again when it changes. Unset: a self-signed certificate made on first
     /// start and kept in `<data_dir>/tls/`.
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file` (cert-manager's `tls.key`).
     pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle (cert-manager's `ca.crt`) that this process trusts when it dials another
+    /// Ferrocket process (registration, replication, the controller). Set: those connections use
+    /// TLS, checking the server's certificate against it; unset: plaintext. Read once at start.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The name the servers' certificates are checked for when this process dials them (their
+    /// SAN); unset: the dialled host. For a certificate that names the cluster, not each pod.
+    pub tls_server_name: Option<String>,
     /// How often consumer progress is snapshotted to `config/consumer_offsets.json`, ms.
     pub consumer_snapshot_interval_ms: u64,
     /// Verify every request's signature ([`crate::auth`]; RocketMQ `authenticationEnabled`).
@@ -292,6 +302,8 @@ impl Default for Config {
             tls_mode: TlsMode::Permissive,
             tls_cert_file: None,
             tls_key_file: None,
+            tls_ca_file: None,
+            tls_server_name: None,
             consumer_snapshot_interval_ms: 5_000,
             auth_enabled: false,
             auth_access_key: None,
@@ -337,6 +349,12 @@ pub struct Overrides {
     /// `--auth-secret-key`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_secret_key: Option<String>,
+    /// `--tls-ca-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// `--tls-server-name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
 }
 
 impl Config {
@@ -408,6 +426,11 @@ impl Config {
         ensure!(
             self.tls_cert_file.is_some() == self.tls_key_file.is_some(),
             "tls_cert_file and tls_key_file must be set together"
+        );
+        ensure!(
+            self.tls_mode != TlsMode::Enforcing || (self.tls_cert_file.is_some() && self.tls_ca_file.is_some()),
+            "tls_mode = \"enforcing\" needs tls_cert_file, tls_key_file and tls_ca_file (this process's own \
+             connections to other Ferrocket processes must use TLS too)"
         );
         Ok(())
     }

@@ -14,27 +14,28 @@ use tonic::transport::Channel;
 
 use crate::admin::admin_client::AdminClient;
 use crate::admin::{BrokerStatus, ClusterStatusResponse, ReplicaStatus, ReplicaStatusRequest};
+use crate::dial::Dialer;
 use crate::namesrv::namesrv_client::NamesrvClient;
 use crate::namesrv::*;
-use crate::signing::{SignedChannel, Signer};
+use crate::signing::SignedChannel;
 
 /// Longest one call to a nameserver may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The nameservers of a broker (or of the CLI): resolves their addresses and keeps one lazily
-/// connected channel to each. Every call is signed by its [`Signer`] (and so are the calls
-/// [`cluster_status`] makes to the brokers).
+/// connected channel to each. Every call goes as its [`Dialer`] dials and signs (and so do the
+/// calls [`cluster_status`] makes to the brokers).
 pub struct Nameservers {
     addrs: Vec<String>,
     channels: Mutex<HashMap<SocketAddr, Channel>>,
-    signer: Signer,
+    dialer: Dialer,
 }
 
 impl Nameservers {
-    /// Nameservers at `addrs` (`host:port` each), called as `signer` signs. Nothing is dialled
-    /// until used.
-    pub fn new(addrs: Vec<String>, signer: Signer) -> Arc<Nameservers> {
-        Arc::new(Nameservers { addrs, channels: Mutex::new(HashMap::new()), signer })
+    /// Nameservers at `addrs` (`host:port` each), called as `dialer` dials and signs. Nothing is
+    /// dialled until used.
+    pub fn new(addrs: Vec<String>, dialer: Dialer) -> Arc<Nameservers> {
+        Arc::new(Nameservers { addrs, channels: Mutex::new(HashMap::new()), dialer })
     }
 
     /// Every address the configured entries resolve to now (all A/AAAA records of a name),
@@ -54,7 +55,7 @@ impl Nameservers {
 
     /// A Namesrv client on the channel to `addr`. Errors: an address that makes no URI.
     pub fn client(&self, addr: SocketAddr) -> anyhow::Result<NamesrvClient<SignedChannel>> {
-        Ok(NamesrvClient::with_interceptor(self.channel(addr)?, self.signer.clone()))
+        Ok(NamesrvClient::with_interceptor(self.channel(addr)?, self.dialer.signer()))
     }
 
     fn channel(&self, addr: SocketAddr) -> anyhow::Result<Channel> {
@@ -62,10 +63,7 @@ impl Nameservers {
         let ch = match channels.get(&addr) {
             Some(c) => c.clone(),
             None => {
-                let c = Channel::from_shared(format!("http://{addr}"))?
-                    .connect_timeout(CALL_TIMEOUT)
-                    .timeout(CALL_TIMEOUT)
-                    .connect_lazy();
+                let c = self.dialer.endpoint(addr)?.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect_lazy();
                 channels.insert(addr, c.clone());
                 c
             }
@@ -81,7 +79,7 @@ impl Nameservers {
     {
         let mut errors = Vec::new();
         for addr in self.resolve().await {
-            let ch = tonic::service::interceptor::InterceptedService::new(self.channel(addr)?, self.signer.clone());
+            let ch = tonic::service::interceptor::InterceptedService::new(self.channel(addr)?, self.dialer.signer());
             match call(ch).await {
                 Ok(v) => return Ok(v),
                 Err(e) => errors.push(format!("{addr}: {}", e.message())),
@@ -105,8 +103,8 @@ impl Nameservers {
     }
 
     /// Nameservers from a comma-separated `host:port` list (the CLI's `--namesrv`).
-    pub fn from_list(list: &str, signer: Signer) -> Arc<Nameservers> {
-        Nameservers::new(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(), signer)
+    pub fn from_list(list: &str, dialer: Dialer) -> Arc<Nameservers> {
+        Nameservers::new(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(), dialer)
     }
 
     /// The master (broker id 0, of the highest epoch) of every registered broker group:
@@ -173,11 +171,11 @@ impl Nameservers {
 /// Longest a broker is given to report its state.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Asks one broker for its [`ReplicaStatus`], signed by `signer`. Errors: it did not answer
-/// within 3 s.
-async fn ask(endpoint: &str, signer: Signer) -> anyhow::Result<ReplicaStatus> {
-    let ch = Channel::from_shared(format!("http://{endpoint}"))?.connect_timeout(ASK_TIMEOUT).timeout(ASK_TIMEOUT);
-    let mut c = AdminClient::with_interceptor(ch.connect().await?, signer);
+/// Asks one broker for its [`ReplicaStatus`], as `dialer` dials and signs. Errors: it did not
+/// answer within 3 s.
+async fn ask(endpoint: &str, dialer: Dialer) -> anyhow::Result<ReplicaStatus> {
+    let ch = dialer.endpoint(endpoint)?.connect_timeout(ASK_TIMEOUT).timeout(ASK_TIMEOUT);
+    let mut c = AdminClient::with_interceptor(ch.connect().await?, dialer.signer());
     Ok(c.replica_status(ReplicaStatusRequest {}).await?.into_inner())
 }
 
@@ -190,10 +188,10 @@ pub async fn cluster_status(ns: &Nameservers) -> anyhow::Result<ClusterStatusRes
     let asks: Vec<_> = registrations
         .into_iter()
         .map(|r| {
-            let signer = ns.signer.clone();
+            let dialer = ns.dialer.clone();
             tokio::spawn(async move {
                 let broker = r.broker.unwrap_or_default();
-                let (replica, error) = match ask(&broker.endpoint, signer).await {
+                let (replica, error) = match ask(&broker.endpoint, dialer).await {
                     Ok(s) => (Some(s), String::new()),
                     Err(e) => (None, e.to_string()),
                 };

@@ -27,6 +27,7 @@ pub mod ferrocket {
 }
 
 pub mod clients;
+pub mod dial;
 pub mod requests;
 pub mod signing;
 

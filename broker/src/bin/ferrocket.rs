@@ -12,6 +12,7 @@ use ferrocket_proto::admin::{
     ListTransactionsRequest, QueryMessageRequest, TopicConfig, UpsertGroupRequest,
 };
 use ferrocket_proto::clients::Nameservers;
+use ferrocket_proto::dial::Dialer;
 use ferrocket_proto::signing::{SignedChannel, Signer};
 use ferrocket_proto::v2::{MessageType, Permission};
 
@@ -27,13 +28,21 @@ struct Cli {
     /// Its secret key.
     #[arg(long, global = true, env = "FERROCKET_AUTH_SECRET_KEY", hide_env_values = true)]
     auth_secret_key: Option<String>,
+    /// PEM CA bundle the CLI trusts: set, it dials brokers and nameservers over TLS; for
+    /// `standalone`, `broker` and `namesrv` the config key `tls_ca_file`.
+    #[arg(long, global = true, env = "FERROCKET_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// The name servers' certificates are checked for instead of the dialled host; for server
+    /// commands the config key `tls_server_name`.
+    #[arg(long, global = true, env = "FERROCKET_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
 }
 
-/// What signs the CLI's calls (set once from the command line).
-static SIGNER: OnceLock<Signer> = OnceLock::new();
+/// How the CLI dials and signs its calls (set once from the command line).
+static DIALER: OnceLock<Dialer> = OnceLock::new();
 
-fn signer() -> Signer {
-    SIGNER.get().cloned().unwrap_or_default()
+fn dialer() -> Dialer {
+    DIALER.get().cloned().unwrap_or_default()
 }
 
 #[derive(clap::Args, Clone)]
@@ -348,7 +357,17 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let credentials = cli.auth_access_key.as_deref().zip(cli.auth_secret_key.as_deref());
-    let _ = SIGNER.set(Signer::from(credentials));
+    let dialer =
+        Dialer::from_files(Signer::from(credentials), cli.tls_ca_file.as_deref(), cli.tls_server_name.as_deref());
+    match dialer {
+        Ok(d) => {
+            let _ = DIALER.set(d);
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -359,19 +378,21 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A server's config: `base`, then the file, env and flags (`auth` the global credential flags).
-fn load(a: ServeArgs, base: Config, auth: &(Option<String>, Option<String>)) -> anyhow::Result<Config> {
-    let flags = Overrides {
-        listen: a.listen,
-        data_dir: a.data_dir,
-        auth_access_key: auth.0.clone(),
-        auth_secret_key: auth.1.clone(),
-    };
+/// A server's config: `base`, then the file, env and flags (`global` the global flags that are
+/// config keys: credentials and TLS trust).
+fn load(a: ServeArgs, base: Config, global: &Overrides) -> anyhow::Result<Config> {
+    let flags = Overrides { listen: a.listen, data_dir: a.data_dir, ..global.clone() };
     Config::load(base, a.config.as_deref(), &flags)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let auth = (cli.auth_access_key, cli.auth_secret_key);
+    let auth = Overrides {
+        auth_access_key: cli.auth_access_key,
+        auth_secret_key: cli.auth_secret_key,
+        tls_ca_file: cli.tls_ca_file,
+        tls_server_name: cli.tls_server_name,
+        ..Overrides::default()
+    };
     match cli.cmd {
         Cmd::Standalone(a) => {
             let base = Config { auto_create_topic: true, ..Config::default() };
@@ -390,7 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                     .into_inner(),
-                None => ferrocket_proto::clients::cluster_status(&Nameservers::from_list(&namesrv, signer())).await?,
+                None => ferrocket_proto::clients::cluster_status(&Nameservers::from_list(&namesrv, dialer())).await?,
             };
             print_cluster_status(&status, json)
         }
@@ -495,11 +516,9 @@ async fn tx_list(server: &str, topic: String, limit: u32, json: bool) -> anyhow:
 
 /// An Admin client of `server`, its calls signed with the CLI's credentials. Errors: unreachable.
 async fn admin(server: &str) -> anyhow::Result<AdminClient<SignedChannel>> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{server}"))?
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {server}: {e}"))?;
-    Ok(AdminClient::with_interceptor(ch, signer()))
+    let dialer = dialer();
+    let ch = dialer.endpoint(server)?.connect().await.map_err(|e| anyhow::anyhow!("cannot reach {server}: {e}"))?;
+    Ok(AdminClient::with_interceptor(ch, dialer.signer()))
 }
 
 async fn acl(cmd: AclCmd, server: &str) -> anyhow::Result<()> {
@@ -556,7 +575,7 @@ async fn user(cmd: UserCmd, server: &str) -> anyhow::Result<()> {
 /// The gRPC endpoints of the masters of `groups` (all groups if empty), from the nameservers.
 /// Errors: no nameserver answered, or a named group has no registered master.
 async fn masters(namesrv: &str, groups: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    let mut masters = Nameservers::from_list(namesrv, signer()).masters().await?;
+    let mut masters = Nameservers::from_list(namesrv, dialer()).masters().await?;
     masters.retain(|(name, _)| groups.is_empty() || groups.contains(name));
     for g in groups {
         anyhow::ensure!(

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use crate::proto::signing::SignedChannel;
 
@@ -26,14 +25,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// serving: a controller outage must not stop writes, and no one else can be elected meanwhile).
 pub fn spawn(broker: Arc<Broker>, controller_addr: String, mut stopping: watch::Receiver<bool>) {
     tokio::spawn(async move {
-        let channel = match Channel::from_shared(format!("http://{controller_addr}")) {
-            Ok(c) => c.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect_lazy(),
+        let dialed = super::dialer(&broker).and_then(|d| Ok((d.endpoint(&controller_addr)?, d.signer())));
+        let (channel, signer) = match dialed {
+            Ok((c, signer)) => (c.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect_lazy(), signer),
             Err(e) => {
-                tracing::error!(controller = %controller_addr, error = %e, "invalid controller_addr; the broker stays read-only");
+                tracing::error!(controller = %controller_addr, error = %format!("{e:#}"), "cannot dial the controller; the broker stays read-only");
                 return;
             }
         };
-        let mut client = ControllerClient::with_interceptor(channel, super::signer(&broker));
+        let mut client = ControllerClient::with_interceptor(channel, signer);
         let interval = Duration::from_millis(broker.config().controller_heartbeat_interval_ms);
         let mut last_heartbeat: Option<tokio::time::Instant> = None;
         let mut failing = false;

@@ -7,10 +7,14 @@ pub mod registration;
 pub mod slave;
 
 use crate::broker::Broker;
+use crate::proto::dial::Dialer;
 use crate::proto::signing::Signer;
 
-/// What signs this broker's calls to other Ferrocket processes: the cluster's own credentials
-/// (`auth_access_key`), or nothing when they are not set.
-pub fn signer(broker: &Broker) -> Signer {
-    Signer::from(broker.auth().own_credentials())
+/// How this broker dials other Ferrocket processes: over TLS trusting `tls_ca_file` (checking
+/// `tls_server_name` if set) or plaintext, every call signed with the cluster's own credentials
+/// (`auth_access_key`) when they are set. Errors: the CA file cannot be read, naming it.
+pub fn dialer(broker: &Broker) -> anyhow::Result<Dialer> {
+    let cfg = broker.config();
+    let signer = Signer::from(broker.auth().own_credentials());
+    Dialer::from_files(signer, cfg.tls_ca_file.as_deref(), cfg.tls_server_name.as_deref())
 }

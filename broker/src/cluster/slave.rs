@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use crate::proto::signing::SignedChannel;
 
@@ -56,8 +55,8 @@ async fn session(
     stopping: &mut watch::Receiver<bool>,
     failing: &mut bool,
 ) -> anyhow::Result<()> {
-    let ch =
-        Channel::from_shared(format!("http://{master}"))?.connect_timeout(Duration::from_secs(3)).connect().await?;
+    let dialer = super::dialer(broker)?;
+    let ch = dialer.endpoint(master)?.connect_timeout(Duration::from_secs(3)).connect().await?;
     let (report_tx, report_rx) = mpsc::channel(16);
     let cfg = broker.config();
     let report = |offset| SlaveReport {
@@ -69,8 +68,7 @@ async fn session(
     };
     let first = SlaveReport { epochs: epochs_to_pb(&broker.epoch_history()), ..report(broker.store().commitlog_end()) };
     report_tx.send(first).await?;
-    let signer = super::signer(broker);
-    let mut chunks = HaClient::with_interceptor(ch.clone(), signer.clone())
+    let mut chunks = HaClient::with_interceptor(ch.clone(), dialer.signer())
         .replicate(ReceiverStream::new(report_rx))
         .await?
         .into_inner();
@@ -86,7 +84,7 @@ async fn session(
     broker.set_replication_lag(Some(hello.master_end.saturating_sub(broker.store().commitlog_end())));
     tracing::info!(master, from = broker.store().commitlog_end(), "replicating from master");
     *failing = false;
-    let mut admin = AdminClient::with_interceptor(ch, signer);
+    let mut admin = AdminClient::with_interceptor(ch, dialer.signer());
     let mut last_sync = tokio::time::Instant::now() - CONFIG_SYNC;
     let role = broker.role();
     let mut role_rx = broker.subscribe_role();

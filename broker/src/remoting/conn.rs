@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::server::TlsStream;
 
 use super::command::{Command, SerializeType, MAX_FRAME};
 
@@ -116,14 +117,27 @@ pub(crate) fn accept_loop(
     });
 }
 
-/// Accepts Remoting connections on `listener` until `stop` turns true.
-pub fn spawn_listener(listener: TcpListener, processor: Processor, stop: watch::Receiver<bool>) {
-    accept_loop(listener, stop, move |stream, peer| spawn_connection(stream, peer, processor.clone()));
+/// Serves one accepted plaintext connection on its own tasks.
+pub fn spawn_connection(stream: TcpStream, peer: SocketAddr, processor: Processor) {
+    let (rd, tx) = split(stream);
+    serve(rd, tx, peer, processor);
 }
 
-/// Serves one accepted connection on its own tasks.
-pub fn spawn_connection(stream: TcpStream, peer: SocketAddr, processor: Processor) {
-    let (mut rd, tx) = split(stream);
+/// Serves one accepted connection over TLS (handshake done) on its own tasks.
+pub fn spawn_tls_connection(stream: TlsStream<TcpStream>, peer: SocketAddr, processor: Processor) {
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    spawn_writer(wr, rx);
+    serve(BufReader::with_capacity(READ_BUFFER, rd), tx, peer, processor);
+}
+
+/// Reads requests from `rd` and serves each on a task of its own; responses go to `tx`.
+fn serve(
+    mut rd: impl AsyncRead + Send + Unpin + 'static,
+    tx: mpsc::Sender<Vec<u8>>,
+    peer: SocketAddr,
+    processor: Processor,
+) {
     let conn = Arc::new(Connection {
         peer,
         peer_text: peer.to_string(),
@@ -183,7 +197,7 @@ pub fn split(stream: TcpStream) -> (BufReader<OwnedReadHalf>, mpsc::Sender<Vec<u
 
 /// Writes the frames queued on `rx` to `wr` until either side closes: whatever is queued when a
 /// write starts (up to 1 MiB) goes in that one write, as Netty flushes a channel's pending writes.
-fn spawn_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+fn spawn_writer(mut wr: impl AsyncWrite + Send + Unpin + 'static, mut rx: mpsc::Receiver<Vec<u8>>) {
     tokio::spawn(async move {
         let mut buf = Vec::new();
         while let Some(frame) = rx.recv().await {

@@ -37,7 +37,7 @@ def send(a):
     """With --keep-going a failed send prints {"error", "i"} and the stream goes on; --stop-file
     ends it early once that file exists; --interval paces it."""
     import os
-    producer = Producer(config(a), (a.topic,))
+    producer = Producer(config(a), (a.topic,), tls_enable=a.tls)
     producer.startup()
     try:
         for i in range(a.count):
@@ -82,7 +82,7 @@ def send(a):
 def receive(a):
     """With --until-ids FILE (one message id per line) it also stops once every one of them
     arrived."""
-    consumer = SimpleConsumer(config(a), a.group, {a.topic: filter_of(a)}, await_duration=a.poll)
+    consumer = SimpleConsumer(config(a), a.group, {a.topic: filter_of(a)}, await_duration=a.poll, tls_enable=a.tls)
     consumer.startup()
     # The client's startup waits for the server's settings only for a PushConsumer; a receive sent
     # before they arrive can reach a server that has not seen the subscription yet (RocketMQ's proxy
@@ -149,7 +149,7 @@ def push(a):
                     done.set()
             return ConsumeResult.FAILURE if fail else ConsumeResult.SUCCESS
 
-    consumer = PushConsumer(config(a), a.group, Listener(), {a.topic: filter_of(a)})
+    consumer = PushConsumer(config(a), a.group, Listener(), {a.topic: filter_of(a)}, tls_enable=a.tls)
     consumer.startup()
     try:
         done.wait(a.timeout)
@@ -181,7 +181,7 @@ def txsend(a):
                     enough.set()
             return answer
 
-    producer = Producer(config(a), (a.topic,), Checker())
+    producer = Producer(config(a), (a.topic,), Checker(), tls_enable=a.tls)
     producer.startup()
     try:
         for i in range(a.count):
@@ -220,7 +220,8 @@ def await_visible(a, ids, deadline):
     untouched; it acks nothing) receives every message in `ids`: the client sends a check-back's
     answer after `check` returns, so shutting the producer down at once could lose the commit."""
     probe = argparse.Namespace(**{**vars(a), "group": "txsend-probe"})
-    consumer = SimpleConsumer(config(probe), probe.group, {a.topic: FilterExpression("*")}, await_duration=5)
+    consumer = SimpleConsumer(config(probe), probe.group, {a.topic: FilterExpression("*")}, await_duration=5,
+                              tls_enable=a.tls)
     consumer.startup()
     consumer._init_settings_event.wait(10)  # as in receive()
     try:
@@ -292,6 +293,8 @@ def main():
     for s in sub.choices.values():
         s.add_argument("--access-key", default="", help="sign requests as this user")
         s.add_argument("--secret-key", default="")
+        s.add_argument("--tls", action="store_true",
+                       help="TLS, trusting the CAs in GRPC_DEFAULT_SSL_ROOTS_FILE_PATH (or the system's)")
     a = p.parse_args()
     {"send": send, "receive": receive, "push": push, "txsend": txsend}[a.cmd](a)
     return 0
