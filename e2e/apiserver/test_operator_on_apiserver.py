@@ -172,6 +172,11 @@ def test_the_operator_runs_a_brokerset_topics_and_groups_on_a_real_api_server(k8
         assert [r["uid"] for r in obj["metadata"]["ownerReferences"]] == [uid], obj["metadata"]
         managers = {(m["manager"], m["operation"]) for m in obj["metadata"]["managedFields"]}
         assert ("ferrocket-operator", "Apply") in managers, managers
+    # The cluster's credentials: generated once by the operator (the chart lets it create and get
+    # Secrets), owned by the BrokerSet, read by the pods from it.
+    secret = wait_for(lambda: k8s.get("secret", "demo-auth", "-n", NS), 60, "the generated credentials")
+    assert [r["uid"] for r in secret["metadata"]["ownerReferences"]] == [uid]
+    assert sorted(secret["data"]) == ["accessKey", "secretKey"]
     lease = wait_for(lambda: k8s.get("lease", "ferrocket-operator", "-n", "ferrocket-system"), 60, "the Lease")
     assert lease["spec"]["holderIdentity"] == "test-0"
 

@@ -80,7 +80,10 @@ spec:
 YAML
 kubectl -n "$ns" wait --for=condition=Ready pod/client --timeout=5m
 endpoint="demo-0-client.$ns.svc:8081"
-client() { kubectl -n "$ns" exec client -- python /c/client.py "$@"; }
+# Authentication is on: the client signs as the cluster's super user, from the generated Secret.
+ak=$(kubectl -n "$ns" get secret demo-auth -o jsonpath='{.data.accessKey}' | base64 -d)
+sk=$(kubectl -n "$ns" get secret demo-auth -o jsonpath='{.data.secretKey}' | base64 -d)
+client() { kubectl -n "$ns" exec client -- python /c/client.py "$@" --access-key "$ak" --secret-key "$sk"; }
 sent=$(client send --endpoint "$endpoint" --topic orders --count 20 | grep -c '"id"')
 [ "$sent" = 20 ] || { echo "sent $sent of 20"; exit 1; }
 got=$(client receive --endpoint "$endpoint" --topic orders --group billing --count 20 --timeout 120 | grep -c '"id"')

@@ -7,8 +7,17 @@ A pod is stood in for by a loopback address of its own (127.<n>.<m>.<k>), so the
 stay as they are. Only what Kubernetes itself would provide is substituted: the pod's address for
 `0.0.0.0`, Service and pod DNS names by the addresses behind them (a headless Service by all of
 them, as its A records), `fieldRef` env by the pod's name, namespace and ordinal, `$(VAR)`
-references, and volume mount paths by directories."""
+references, `secretKeyRef` env and Secret volumes by the Secrets a cluster would hold (the
+cluster's credentials, generated as the operator does, and for the TLS variant a CA's certificate
+for the pods' addresses), and volume mount paths by directories.
+
+The example BrokerSet runs with authentication on (the default): the processes sign their calls
+to each other, and the CLI and the client sign as the cluster's super user. Its TLS variant
+(`spec.tls` naming a cert-manager-style Secret, mode Enforcing) refuses plaintext everywhere: the
+processes register, elect and replicate over TLS, and the Python client connects trusting the
+CA."""
 import json
+import os
 import pathlib
 import random
 import re
@@ -43,18 +52,43 @@ class Pod:
 
 
 
-def render():
-    out = subprocess.run([str(OPERATOR), "render", "--file", str(ROOT / "examples" / "kubernetes" / "brokerset.yaml")],
-                         capture_output=True, text=True, timeout=60, check=True)
+TLS = {"secretName": "demo-tls", "serverName": "ferrocket.demo"}
+
+
+def render(root, tls):
+    bs = yaml.safe_load((ROOT / "examples" / "kubernetes" / "brokerset.yaml").read_text())
+    if tls:
+        bs["spec"]["tls"] = TLS
+    path = root / "brokerset.yaml"
+    path.write_text(yaml.safe_dump(bs))
+    out = subprocess.run([str(OPERATOR), "render", "--file", str(path)], capture_output=True, text=True, timeout=60,
+                         check=True)
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
-@pytest.fixture
-def cluster():
-    objects = render()
+def issue_certificate(directory, ips):
+    """A CA and a certificate it issued for the cluster's name and every pod address, with
+    cert-manager's key names: {"ca.crt", "tls.crt", "tls.key"} -> PEM text."""
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)  # noqa: E731
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    d = directory
+    run("req", "-x509", *ec, "-subj", "/CN=demo-ca", "-days", "2", "-keyout", str(d / "ca.key"), "-out",
+        str(d / "ca.crt"), "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    run("req", *ec, "-subj", "/CN=ferrocket.demo", "-keyout", str(d / "tls.key"), "-out", str(d / "tls.csr"))
+    sans = ",".join([f"DNS:{TLS['serverName']}", *(f"IP:{ip}" for ip in ips)])
+    (d / "ext.cnf").write_text(f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", str(d / "tls.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+        "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"), "-out", str(d / "tls.crt"))
+    return {k: (d / k).read_text() for k in ("ca.crt", "tls.crt", "tls.key")}
+
+
+@pytest.fixture(params=["auth", "auth+tls"])
+def cluster(request, monkeypatch):
+    tls = request.param == "auth+tls"
+    root = pathlib.Path(tempfile.mkdtemp(prefix="ferrocket-pods-"))
+    objects = render(root, tls)
     by_kind = lambda kind: [o for o in objects if o["kind"] == kind]  # noqa: E731
     config_maps = {o["metadata"]["name"]: o["data"] for o in by_kind("ConfigMap")}
-    root = pathlib.Path(tempfile.mkdtemp(prefix="ferrocket-pods-"))
     subnet = random.randint(20, 250)
     pods = []
     for n, w in enumerate(by_kind("Deployment") + by_kind("StatefulSet")):
@@ -71,6 +105,19 @@ def cluster():
         for p in backends:
             if p.workload["kind"] == "StatefulSet":
                 dns[f"{p.name}.{svc['metadata']['name']}.{NAMESPACE}.svc"] = [p.ip]
+
+    # The Secrets: the credentials as the operator generates them, and the TLS Secret.
+    secrets = {"demo-auth": {"accessKey": "ferrocket-cluster", "secretKey": os.urandom(32).hex()}}
+    if tls:
+        (root / "pki").mkdir()
+        secrets["demo-tls"] = issue_certificate(root / "pki", [p.ip for p in pods])
+    # The CLI (`cluster_status`, `topic create`) signs and trusts as the cluster's processes do.
+    monkeypatch.setenv("FERROCKET_AUTH_ACCESS_KEY", secrets["demo-auth"]["accessKey"])
+    monkeypatch.setenv("FERROCKET_AUTH_SECRET_KEY", secrets["demo-auth"]["secretKey"])
+    if tls:
+        monkeypatch.setenv("FERROCKET_TLS_CA_FILE", str(root / "pki" / "ca.crt"))
+        monkeypatch.setenv("FERROCKET_TLS_SERVER_NAME", TLS["serverName"])
+        monkeypatch.setenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", str(root / "pki" / "ca.crt"))
 
     def resolve(text, pod):
         text = text.replace("0.0.0.0", pod.ip)
@@ -98,15 +145,22 @@ def cluster():
             if source and "configMap" in source:
                 for key, value in config_maps[source["configMap"]["name"]].items():
                     (target / key).write_text(mounted(resolve(value, p), paths))
+            if source and "secret" in source:
+                for key, value in secrets[source["secret"]["secretName"]].items():
+                    (target / key).write_text(value)
+                    (target / key).chmod(source["secret"].get("defaultMode", 0o644))
         env = {"PATH": "/usr/bin:/bin", "RUST_LOG": "info"}
         for e in p.container.get("env", []):
-            if "valueFrom" in e:
+            if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]:
+                ref = e["valueFrom"]["secretKeyRef"]
+                env[e["name"]] = secrets[ref["name"]][ref["key"]]
+            elif "valueFrom" in e:
                 field = e["valueFrom"]["fieldRef"]["fieldPath"]
                 env[e["name"]] = {"metadata.name": p.name, "metadata.namespace": NAMESPACE,
                                   "metadata.labels['apps.kubernetes.io/pod-index']": str(p.ordinal)}[field]
             else:
                 value = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], e["value"])
-                env[e["name"]] = resolve(value, p)
+                env[e["name"]] = mounted(resolve(value, p), paths)
         args = [mounted(resolve(a, p), paths) for a in p.container["args"]]
         p.cmd, p.env = [str(BIN), *args], env
 
@@ -122,7 +176,7 @@ def cluster():
     try:
         for p in pods:
             start(p)
-        yield pods, dns
+        yield pods, dns, secrets["demo-auth"], tls
     finally:
         for p in pods:
             if p.proc and p.proc.poll() is None:
@@ -132,7 +186,7 @@ def cluster():
 
 
 def test_the_rendered_pods_form_a_cluster_the_python_client_uses(cluster):
-    pods, dns = cluster
+    pods, dns, credentials, tls = cluster
     # The nameserver Service's addresses, as its DNS name would give them (the controller's too).
     namesrv = ",".join(f"{ip}:9876" for ip in dns[f"demo-namesrv.{NAMESPACE}.svc"])
     brokers = [p for p in pods if p.workload["metadata"]["name"] in ("demo-0", "demo-1")]
@@ -160,7 +214,20 @@ def test_the_rendered_pods_form_a_cluster_the_python_client_uses(cluster):
     class Endpoint:
         endpoint = f"{brokers[0].ip}:8081"
 
-    sent = run_client("python", "send", Endpoint, topic="orders", count=60)
-    got = run_client("python", "receive", Endpoint, topic="orders", group="billing", count=60, timeout=60, poll=1)
+    sign = {"access_key": credentials["accessKey"], "secret_key": credentials["secretKey"]}
+    if tls:
+        sign["tls"] = True
+    sent = run_client("python", "send", Endpoint, topic="orders", count=60, **sign)
+    got = run_client("python", "receive", Endpoint, topic="orders", group="billing", count=60, timeout=60, poll=1,
+                     **sign)
     assert sorted(m["id"] for m in got) == sorted(m["id"] for m in sent)
     assert {m["queue"].split(".")[0] for m in sent} == {"demo-0", "demo-1"}, "sends spread over both groups"
+
+    # Nothing gets in unsigned, and under TLS nothing in plaintext.
+    rows = run_client("python", "send", Endpoint, check=False, topic="orders", count=1, keep_going=True,
+                      **({"tls": True} if tls else {}))
+    assert not [r for r in rows if "id" in r], rows
+    if tls:
+        rows = run_client("python", "send", Endpoint, check=False, topic="orders", count=1, keep_going=True,
+                          access_key=credentials["accessKey"], secret_key=credentials["secretKey"])
+        assert not [r for r in rows if "id" in r], rows

@@ -12,8 +12,8 @@ use ferrocket_proto::admin::{
 };
 use ferrocket_proto::clients::Nameservers;
 use ferrocket_proto::dial::Dialer;
+use ferrocket_proto::signing::SignedChannel;
 use kube::ResourceExt;
-use tonic::transport::Channel;
 
 use crate::crd::BrokerSet;
 
@@ -29,6 +29,9 @@ pub enum AdminError {
     /// A broker group has no master registered with the nameservers (starting, or failing over).
     #[error("broker group {0} has no master registered with the nameservers")]
     NoMaster(String),
+    /// The cluster's credentials or TLS trust cannot be read (a Secret or a key missing).
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// A broker refused the call (gRPC status code and message).
     #[error("{endpoint} refused: {code:?}: {message}")]
     Refused {
@@ -59,11 +62,10 @@ impl Brokers {
     }
 
     /// The master endpoint of every broker group of `bs` registered with its nameservers, by
-    /// group name. Errors: [`AdminError::Unreachable`] when no nameserver answered.
-    pub async fn masters(&self, bs: &BrokerSet) -> Result<BTreeMap<String, String>, AdminError> {
-        // Unsigned: what the operator renders runs without authentication (issue 15's operator
-        // half gives it the cluster's credentials).
-        let ns = Nameservers::from_list(&self.nameserver_address(bs), Dialer::default());
+    /// group name, asked as `dialer` dials and signs. Errors: [`AdminError::Unreachable`] when
+    /// no nameserver answered.
+    pub async fn masters(&self, bs: &BrokerSet, dialer: &Dialer) -> Result<BTreeMap<String, String>, AdminError> {
+        let ns = Nameservers::from_list(&self.nameserver_address(bs), dialer.clone());
         match tokio::time::timeout(CALL_TIMEOUT, ns.masters()).await {
             Ok(Ok(m)) => Ok(m.into_iter().collect()),
             Ok(Err(e)) => Err(AdminError::Unreachable(e.to_string())),
@@ -72,9 +74,10 @@ impl Brokers {
     }
 
     /// Roles, epochs, offsets and in-sync sets of every broker of `bs` (the Admin
-    /// `ClusterStatus` the CLI's `cluster status` prints). Errors: no nameserver answered.
-    pub async fn cluster_status(&self, bs: &BrokerSet) -> Result<ClusterStatusResponse, AdminError> {
-        let ns = Nameservers::from_list(&self.nameserver_address(bs), Dialer::default());
+    /// `ClusterStatus` the CLI's `cluster status` prints), asked as `dialer` dials and signs.
+    /// Errors: no nameserver answered.
+    pub async fn cluster_status(&self, bs: &BrokerSet, dialer: &Dialer) -> Result<ClusterStatusResponse, AdminError> {
+        let ns = Nameservers::from_list(&self.nameserver_address(bs), dialer.clone());
         // Dead brokers cost one Admin timeout (3 s), asked concurrently.
         match tokio::time::timeout(CALL_TIMEOUT * 2, ferrocket_proto::clients::cluster_status(&ns)).await {
             Ok(Ok(s)) => Ok(s),
@@ -84,13 +87,14 @@ impl Brokers {
     }
 }
 
-async fn admin(endpoint: &str) -> Result<AdminClient<Channel>, AdminError> {
+async fn admin(endpoint: &str, dialer: &Dialer) -> Result<AdminClient<SignedChannel>, AdminError> {
     let unreachable = |e: String| AdminError::Unreachable(format!("{endpoint}: {e}"));
-    let ch = Channel::from_shared(format!("http://{endpoint}"))
+    let ch = dialer
+        .endpoint(endpoint)
         .map_err(|e| unreachable(e.to_string()))?
         .connect_timeout(CALL_TIMEOUT)
         .timeout(CALL_TIMEOUT);
-    Ok(AdminClient::new(ch.connect().await.map_err(|e| unreachable(e.to_string()))?))
+    Ok(AdminClient::with_interceptor(ch.connect().await.map_err(|e| unreachable(e.to_string()))?, dialer.signer()))
 }
 
 fn refused(endpoint: &str, s: tonic::Status) -> AdminError {
@@ -102,11 +106,12 @@ fn refused(endpoint: &str, s: tonic::Status) -> AdminError {
     }
 }
 
-/// Creates or updates `topic` on the master at `endpoint`; returns the topic as stored.
+/// Creates or updates `topic` on the master at `endpoint` (called as `dialer` dials and signs, as
+/// every call below); returns the topic as stored.
 /// Errors: unreachable, or refused (`FAILED_PRECONDITION` for fewer queues than it has, or from
 /// a slave; `INVALID_ARGUMENT` for a bad name).
-pub async fn apply_topic(endpoint: &str, topic: TopicConfig) -> Result<TopicConfig, AdminError> {
-    let r = admin(endpoint)
+pub async fn apply_topic(endpoint: &str, dialer: &Dialer, topic: TopicConfig) -> Result<TopicConfig, AdminError> {
+    let r = admin(endpoint, dialer)
         .await?
         .create_topic(CreateTopicRequest { topic: Some(topic) })
         .await
@@ -116,8 +121,8 @@ pub async fn apply_topic(endpoint: &str, topic: TopicConfig) -> Result<TopicConf
 
 /// Deletes topic `name` (and its messages) on the master at `endpoint`; a topic already gone
 /// counts as deleted. Errors: unreachable, or refused.
-pub async fn delete_topic(endpoint: &str, name: &str) -> Result<(), AdminError> {
-    match admin(endpoint).await?.delete_topic(DeleteTopicRequest { name: name.into() }).await {
+pub async fn delete_topic(endpoint: &str, dialer: &Dialer, name: &str) -> Result<(), AdminError> {
+    match admin(endpoint, dialer).await?.delete_topic(DeleteTopicRequest { name: name.into() }).await {
         Ok(_) => Ok(()),
         Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
         Err(s) => Err(refused(endpoint, s)),
@@ -126,8 +131,8 @@ pub async fn delete_topic(endpoint: &str, name: &str) -> Result<(), AdminError> 
 
 /// Creates or updates subscription group `group` on the master at `endpoint`. Errors:
 /// unreachable, or refused.
-pub async fn apply_group(endpoint: &str, group: GroupConfig) -> Result<(), AdminError> {
-    admin(endpoint)
+pub async fn apply_group(endpoint: &str, dialer: &Dialer, group: GroupConfig) -> Result<(), AdminError> {
+    admin(endpoint, dialer)
         .await?
         .upsert_group(UpsertGroupRequest { group: Some(group) })
         .await
@@ -137,8 +142,8 @@ pub async fn apply_group(endpoint: &str, group: GroupConfig) -> Result<(), Admin
 
 /// Deletes subscription group `name` (its offsets and retry state) on the master at `endpoint`;
 /// a group already gone counts as deleted. Errors: unreachable, or refused.
-pub async fn delete_group(endpoint: &str, name: &str) -> Result<(), AdminError> {
-    match admin(endpoint).await?.delete_group(DeleteGroupRequest { name: name.into() }).await {
+pub async fn delete_group(endpoint: &str, dialer: &Dialer, name: &str) -> Result<(), AdminError> {
+    match admin(endpoint, dialer).await?.delete_group(DeleteGroupRequest { name: name.into() }).await {
         Ok(_) => Ok(()),
         Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
         Err(s) => Err(refused(endpoint, s)),

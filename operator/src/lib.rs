@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod crd;
 pub mod crdgen;
+pub mod credentials;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;

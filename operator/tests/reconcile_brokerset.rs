@@ -78,6 +78,8 @@ fn answers_on(minor: u32, sets: Vec<Value>, pods: Vec<Value>) -> impl Fn(&Method
                 json!({"kind": "APIResourceList", "groupVersion": "policy/v1", "resources": [
                     {"name": "poddisruptionbudgets", "singularName": "", "namespaced": true, "kind": "PodDisruptionBudget", "verbs": ["get"]}]})
             }
+        } else if method == Method::GET && path.contains("/secrets/") {
+            support::cluster_secret()
         } else if method == Method::GET && path.contains("/statefulsets") {
             list("StatefulSet", sets.clone())
         } else if method == Method::GET && path.contains("/pods") {
@@ -112,7 +114,14 @@ fn status_patch(seen: &[Seen]) -> &Value {
 
 #[tokio::test]
 async fn a_new_brokerset_is_applied_by_one_forced_field_manager_and_reports_its_pods() {
-    let seen = run(example(), answers(vec![sts("demo-0", 2), sts("demo-1", 1)])).await;
+    let base = answers(vec![sts("demo-0", 2), sts("demo-1", 1)]);
+    let seen = run(example(), move |m: &Method, p: &str, b: &Value| {
+        match p.contains("/secrets/") {
+            true => support::not_found(), // a new cluster: no credentials yet
+            false => base(m, p, b),
+        }
+    })
+    .await;
     assert_eq!(
         applies(&seen),
         [
@@ -144,6 +153,25 @@ async fn a_new_brokerset_is_applied_by_one_forced_field_manager_and_reports_its_
     assert!(ready["message"].as_str().unwrap().contains("demo-1"), "{ready}");
     assert_eq!(condition(status, "Reconciling")["status"], "True");
     assert_eq!(status["status"]["groups"][0], json!({"name": "demo-0", "readyReplicas": 2, "epoch": 0}));
+
+    // The cluster's credentials: generated before the pods that read them, owned by the BrokerSet.
+    let made = seen.iter().position(|(m, p, _)| m == Method::POST && p.contains("/secrets?")).expect("a Secret made");
+    let first_apply = seen.iter().position(|(m, p, _)| m == Method::PATCH && !p.contains("/status")).unwrap();
+    assert!(made < first_apply, "the Secret comes before the workloads");
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(seen[made].2.clone()).unwrap();
+    assert_eq!(secret.metadata.name.as_deref(), Some("demo-auth"));
+    assert_eq!(secret.metadata.owner_references.as_ref().unwrap()[0].kind, "BrokerSet");
+    let data = secret.data.unwrap();
+    assert_eq!(data["accessKey"].0, b"ferrocket-cluster");
+    assert!(data["secretKey"].0.len() == 64 && data["secretKey"].0.iter().all(u8::is_ascii_hexdigit));
+    assert!(support::events(&seen).contains(&"CredentialsGenerated".to_string()));
+}
+
+#[tokio::test]
+async fn existing_credentials_are_never_replaced() {
+    let seen = run(example(), answers(vec![sts("demo-0", 2), sts("demo-1", 2)])).await;
+    assert!(seen.iter().any(|(m, p, _)| m == Method::GET && p.contains("/secrets/demo-auth")), "{seen:#?}");
+    assert!(!seen.iter().any(|(m, p, _)| m == Method::POST && p.contains("/secrets")), "{seen:#?}");
 }
 
 #[tokio::test]

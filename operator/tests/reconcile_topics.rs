@@ -1,6 +1,7 @@
 //! The Topic and ConsumerGroup reconcilers with kube's client over a `tower-test` mock and real
-//! brokers: a `ferrocket namesrv` and a `ferrocket broker` (broker group `demo-0`) on 127.0.0.1.
-//! What the reconcilers apply is read back from the broker's Admin service.
+//! brokers: a `ferrocket namesrv` and a `ferrocket broker` (broker group `demo-0`) on 127.0.0.1,
+//! both with authentication on, which the reconcilers sign for with the credentials of the
+//! BrokerSet's Secret. What they apply is read back from the broker's Admin service.
 
 #[path = "../../broker/tests/common/mod.rs"]
 mod common;
@@ -14,6 +15,8 @@ use ferrocket_operator::reconcile::{consumergroup, topic, Error};
 use ferrocket_proto::admin::admin_client::AdminClient;
 use ferrocket_proto::admin::{CreateTopicRequest, DescribeTopicRequest, ListGroupsRequest, TopicConfig};
 use ferrocket_proto::clients::Nameservers;
+use ferrocket_proto::dial::Dialer;
+use ferrocket_proto::signing::{SignedChannel, Signer};
 use http::Method;
 use kube::runtime::controller::Action;
 use serde_json::{json, Value};
@@ -29,15 +32,16 @@ struct Brokers {
 
 async fn brokers() -> Brokers {
     let dir = tempfile::tempdir().unwrap();
-    let namesrv = common::start("namesrv", &dir.path().join("ns"), "");
+    let namesrv = common::start("namesrv", &dir.path().join("ns"), support::AUTH_CONFIG);
     let config = format!(
-        "broker_name = \"demo-0\"\nnamesrv_addrs = [\"{}\"]\ncommitlog_segment_bytes = 8388608\n",
+        "{}broker_name = \"demo-0\"\nnamesrv_addrs = [\"{}\"]\ncommitlog_segment_bytes = 8388608\n",
+        support::AUTH_CONFIG,
         namesrv.addr
     );
     let broker = common::start("broker", &dir.path().join("b"), &config);
     let namesrv_addr = namesrv.addr.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !Nameservers::from_list(&namesrv_addr, Default::default())
+    while !Nameservers::from_list(&namesrv_addr, Dialer::plain(cluster()))
         .masters()
         .await
         .is_ok_and(|m| m.iter().any(|(g, _)| g == "demo-0"))
@@ -48,8 +52,13 @@ async fn brokers() -> Brokers {
     Brokers { _namesrv: namesrv, broker, namesrv_addr, _dir: dir }
 }
 
-async fn admin(b: &Brokers) -> AdminClient<tonic::transport::Channel> {
-    AdminClient::connect(format!("http://{}", b.broker.addr)).await.unwrap()
+fn cluster() -> Signer {
+    Signer::new(support::CLUSTER.0, support::CLUSTER.1)
+}
+
+async fn admin(b: &Brokers) -> AdminClient<SignedChannel> {
+    let ch = tonic::transport::Channel::from_shared(format!("http://{}", b.broker.addr)).unwrap();
+    AdminClient::with_interceptor(ch.connect().await.unwrap(), cluster())
 }
 
 /// The queue count of `name` on the broker, `None` if it has no such topic.
@@ -78,6 +87,8 @@ fn answers(topics: Vec<Value>) -> impl Fn(&Method, &str, &Value) -> Value {
     move |method, path, body| {
         if method == Method::GET && path.contains("/brokersets/demo") {
             broker_set()
+        } else if method == Method::GET && path.contains("/secrets/demo-auth") {
+            support::cluster_secret()
         } else if method == Method::GET && (path.contains("/topics") || path.contains("/consumergroups")) {
             list("Topic", topics.clone())
         } else if body.is_array() || path.contains("/status") {
@@ -172,6 +183,27 @@ async fn unreachable_brokers_fail_the_reconcile_for_a_retry_and_say_so_in_the_st
     let ready = condition(support::status_patch(&seen, "/topics/orders"), "Ready");
     assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("BrokersUnavailable")));
     assert_eq!(result.unwrap_err().reason(), "BrokersUnavailable");
+}
+
+#[tokio::test]
+async fn without_the_clusters_credentials_nothing_is_called_and_the_status_says_why() {
+    let b = brokers().await;
+    let t = serde_json::to_value(a_topic()).unwrap();
+    let missing = move |method: &Method, path: &str, body: &Value| {
+        if path.contains("/secrets/") {
+            support::not_found()
+        } else {
+            answers(vec![t.clone()])(method, path, body)
+        }
+    };
+    let (result, seen) =
+        support::against(&b.namesrv_addr, missing, |ctx| topic::reconcile(Arc::new(a_topic()), ctx)).await;
+    let e = result.unwrap_err();
+    assert_eq!(e.reason(), "CredentialsUnavailable", "{e}");
+    assert!(e.to_string().contains("Secret default/demo-auth does not exist"), "{e}");
+    let ready = condition(support::status_patch(&seen, "/topics/orders"), "Ready");
+    assert_eq!(ready["reason"], "CredentialsUnavailable", "{ready}");
+    assert_eq!(queues_on_broker(&b, "orders").await, None);
 }
 
 #[tokio::test]

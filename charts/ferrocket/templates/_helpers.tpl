@@ -53,6 +53,10 @@ them; never exec); Events. Nothing else.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, delete]
+# The cluster's credentials (generated once, never changed) and the TLS CA the operator trusts.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, patch, update, delete]

@@ -25,6 +25,14 @@ pub const OWNED_CONFIG_KEYS: &[&str] = &[
     "flush_disk_type",
     "metrics_listen",
     "ha_master_addr",
+    "auth_enabled",
+    "auth_access_key",
+    "auth_secret_key",
+    "tls_mode",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
+    "tls_server_name",
 ];
 
 /// Desired state of a BrokerSet.
@@ -84,8 +92,8 @@ pub struct BrokerSetSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
     #[x_kube(validation = Rule::new(
-        "self.all(k, !(k in ['listen', 'advertised_addr', 'data_dir', 'namesrv_addrs', 'broker_name', 'broker_id', 'broker_role', 'controller_addr', 'enable_controller', 'replication', 'min_in_sync_replicas', 'flush_disk_type', 'metrics_listen', 'ha_master_addr']))"
-    ).message("config may not set keys the operator owns (listen, data_dir, namesrv_addrs, broker_name, broker_id, broker_role, controller_addr, replication, min_in_sync_replicas, flush_disk_type, metrics_listen, ...)"))]
+        "self.all(k, !(k in ['listen', 'advertised_addr', 'data_dir', 'namesrv_addrs', 'broker_name', 'broker_id', 'broker_role', 'controller_addr', 'enable_controller', 'replication', 'min_in_sync_replicas', 'flush_disk_type', 'metrics_listen', 'ha_master_addr', 'auth_enabled', 'auth_access_key', 'auth_secret_key', 'tls_mode', 'tls_cert_file', 'tls_key_file', 'tls_ca_file', 'tls_server_name']))"
+    ).message("config may not set keys the operator owns (listen, data_dir, namesrv_addrs, broker_name, broker_id, broker_role, controller_addr, replication, min_in_sync_replicas, flush_disk_type, metrics_listen, auth_*, tls_*, ...)"))]
     pub config: BTreeMap<String, String>,
     /// Where broker and nameserver pods may run.
     #[serde(default)]
@@ -93,10 +101,76 @@ pub struct BrokerSetSpec {
     /// The PodDisruptionBudget of each broker group.
     #[serde(default)]
     pub pod_disruption_budget: PdbSpec,
+    /// Authentication (RocketMQ 5.3 `authenticationEnabled`): on unless `enabled: false`.
+    #[serde(default)]
+    pub auth: AuthSpec,
+    /// TLS with a certificate from a Secret; unset: each process serves a self-signed
+    /// certificate beside plaintext, and its own connections are plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 }
 
 fn one() -> i32 {
     1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Key of the cluster's access key in the credentials Secret.
+pub const ACCESS_KEY: &str = "accessKey";
+/// Key of the cluster's secret key in the credentials Secret.
+pub const SECRET_KEY: &str = "secretKey";
+
+/// Authentication of every process of the BrokerSet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Every request must be signed by a user (default true). Clients need credentials: a
+    /// `User`'s, or the cluster's own.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Secret (keys `accessKey`, `secretKey`) with the cluster's own super user, which its
+    /// processes and the operator sign with; unset: `<name>-auth`, which the operator generates
+    /// (owned by the BrokerSet) if it does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        AuthSpec { enabled: true, secret_name: None }
+    }
+}
+
+/// TLS of every port and of the processes' own connections.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret with `tls.crt`, `tls.key` and `ca.crt` (what cert-manager writes). The
+    /// certificate must name the addresses processes dial (pod and Service DNS names, e.g.
+    /// `*.<name>-0.<namespace>.svc`, `<name>-namesrv.<namespace>.svc`) or `serverName`. A
+    /// renewed certificate is served without a restart.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+    /// `Enforcing` (default): TLS only; `Permissive`: plaintext clients too.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// The name the processes and the operator check the certificate for, instead of the
+    /// dialled host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// What the ports accept (the broker's `tls_mode`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum TlsMode {
+    /// TLS only.
+    #[default]
+    Enforcing,
+    /// TLS and plaintext.
+    Permissive,
 }
 
 /// Master/slave replication mode.
@@ -229,6 +303,11 @@ pub struct GroupStatus {
 }
 
 impl BrokerSetSpec {
+    /// The Secret with the cluster's credentials, when authentication is on.
+    pub fn auth_secret(&self, name: &str) -> Option<String> {
+        self.auth.enabled.then(|| self.auth.secret_name.clone().unwrap_or_else(|| format!("{name}-auth")))
+    }
+
     /// `minInSyncReplicas` as the brokers get it: the spec's, or 1 with at most one slave (a
     /// group stays writable after a failover) and 2 otherwise.
     pub fn effective_min_in_sync(&self) -> i32 {

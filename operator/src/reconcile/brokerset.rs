@@ -72,6 +72,11 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
         return Ok(Action::await_change());
     }
 
+    // The pods read the cluster's credentials from it: made before they are.
+    if crate::credentials::ensure_generated(&ctx.client, &bs).await? {
+        let note = format!("generated Secret {name}-auth with the cluster's credentials");
+        ctx.publish(bs.as_ref(), EventType::Normal, "CredentialsGenerated", &note).await;
+    }
     apply_all(&ctx, &ns, &manifests).await?;
     for gone in &extra {
         // Allowed by the annotation; the claims follow storage.deleteClaim (retention policy).
@@ -79,7 +84,11 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
     }
 
     // Roles come from the brokers (best effort: a new BrokerSet has none to ask yet).
-    let cluster = match ctx.brokers.cluster_status(&bs).await {
+    let asked = match crate::credentials::dialer(&ctx.client, &bs).await {
+        Ok(dialer) => ctx.brokers.cluster_status(&bs, &dialer).await,
+        Err(e) => Err(e),
+    };
+    let cluster = match asked {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::debug!(brokerset = %name, error = %e, "broker status unavailable");

@@ -38,8 +38,8 @@ async fn apply(c: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error
         return Ok(Action::requeue(SOON));
     }
     let ns = c.namespace().unwrap_or_default();
-    let masters = match targets::masters(ctx, &ns, &c.spec.broker_set, &[]).await {
-        Ok(Targets::Masters(m)) => m,
+    let (masters, dialer) = match targets::masters(ctx, &ns, &c.spec.broker_set, &[]).await {
+        Ok(Targets::Masters(m, dialer)) => (m, dialer),
         Ok(Targets::Blocked(reason, msg)) => {
             ctx.warn(c, reason, &msg).await;
             write_status(ctx, c, Err((reason, msg)), false).await?;
@@ -48,15 +48,15 @@ async fn apply(c: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error
         Err(e) => {
             // The Event comes from the error policy.
             if let Error::Admin(a) = &e {
-                write_status(ctx, c, Err(("BrokersUnavailable", a.to_string())), false).await?;
+                write_status(ctx, c, Err((e.reason(), a.to_string())), false).await?;
             }
             return Err(e);
         }
     };
     let config = group_config(c);
     let pass = targets::on_masters(ctx, c, &masters, |endpoint| {
-        let config = config.clone();
-        async move { admin::apply_group(&endpoint, config).await }
+        let (config, dialer) = (config.clone(), dialer.clone());
+        async move { admin::apply_group(&endpoint, &dialer, config).await }
     })
     .await;
     write_status(ctx, c, pass.result, pass.degraded).await?;
@@ -71,15 +71,15 @@ async fn cleanup(c: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Err
         return Ok(Action::await_change());
     }
     let ns = c.namespace().unwrap_or_default();
-    let masters = match targets::masters(ctx, &ns, &c.spec.broker_set, &[]).await? {
-        Targets::Masters(m) => m,
+    let (masters, dialer) = match targets::masters(ctx, &ns, &c.spec.broker_set, &[]).await? {
+        Targets::Masters(m, dialer) => (m, dialer),
         Targets::Blocked(..) => return Ok(Action::await_change()),
     };
     for (group, master) in masters {
         let Some(endpoint) = master else {
             return Err(Error::Admin(AdminError::NoMaster(group)));
         };
-        admin::delete_group(&endpoint, &c.group_name()).await?;
+        admin::delete_group(&endpoint, &dialer, &c.group_name()).await?;
     }
     Ok(Action::await_change())
 }

@@ -105,6 +105,7 @@ impl Error {
             Error::Kube(_) => "ApiError",
             Error::Render(_) => "InvalidSpec",
             Error::Admin(crate::admin::AdminError::Refused { .. }) => "Refused",
+            Error::Admin(crate::admin::AdminError::Credentials(_)) => "CredentialsUnavailable",
             Error::Admin(_) => "BrokersUnavailable",
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {

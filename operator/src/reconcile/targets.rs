@@ -17,6 +17,8 @@ use serde::Serialize;
 
 use super::conditions::{condition, merge, DEGRADED, NOTHING_WRONG, READY, RECONCILING};
 use super::{Context, Error};
+use ferrocket_proto::dial::Dialer;
+
 use crate::admin::AdminError;
 use crate::crd::BrokerSet;
 use crate::render::group_name;
@@ -32,8 +34,9 @@ pub const LATER: Duration = Duration::from_secs(300);
 
 /// Where a resource goes, or why it cannot go anywhere yet.
 pub enum Targets {
-    /// Broker group name -> its master's endpoint (`None`: no master registered yet).
-    Masters(BTreeMap<String, Option<String>>),
+    /// Broker group name -> its master's endpoint (`None`: no master registered yet), and how
+    /// to call them (the cluster's credentials and TLS trust).
+    Masters(BTreeMap<String, Option<String>>, Dialer),
     /// The resource cannot be applied now: Ready=False with this reason and message.
     Blocked(&'static str, String),
 }
@@ -59,9 +62,10 @@ pub async fn masters(ctx: &Context, ns: &str, name: &str, groups: &[String]) -> 
         ));
     }
     let chosen = if groups.is_empty() { all } else { groups.to_vec() };
-    let mut found = ctx.brokers.masters(&bs).await?;
+    let dialer = crate::credentials::dialer(&ctx.client, &bs).await?;
+    let mut found = ctx.brokers.masters(&bs, &dialer).await?;
     let masters = chosen.into_iter().map(|g| (g.clone(), found.remove(&g))).collect();
-    Ok(Targets::Masters(masters))
+    Ok(Targets::Masters(masters, dialer))
 }
 
 /// One apply pass over the masters of a resource's broker groups.

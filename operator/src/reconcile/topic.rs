@@ -40,8 +40,8 @@ async fn apply(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
         return Ok(Action::requeue(SOON));
     }
     let ns = t.namespace().unwrap_or_default();
-    let masters = match targets::masters(ctx, &ns, &t.spec.broker_set, &t.spec.placement.groups).await {
-        Ok(Targets::Masters(m)) => m,
+    let (masters, dialer) = match targets::masters(ctx, &ns, &t.spec.broker_set, &t.spec.placement.groups).await {
+        Ok(Targets::Masters(m, dialer)) => (m, dialer),
         Ok(Targets::Blocked(reason, msg)) => {
             ctx.warn(t, reason, &msg).await;
             let degraded = reason == "InvalidPlacement";
@@ -52,8 +52,8 @@ async fn apply(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
     };
     let config = topic_config(t);
     let pass = targets::on_masters(ctx, t, &masters, |endpoint| {
-        let config = config.clone();
-        async move { admin::apply_topic(&endpoint, config).await }
+        let (config, dialer) = (config.clone(), dialer.clone());
+        async move { admin::apply_topic(&endpoint, &dialer, config).await }
     })
     .await;
     let applied = pass
@@ -77,15 +77,15 @@ async fn cleanup(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
     if groups.is_empty() {
         return Ok(Action::await_change()); // never applied anywhere
     }
-    let masters = match targets::masters(ctx, &ns, &t.spec.broker_set, &[]).await? {
-        Targets::Masters(m) => m,
+    let (masters, dialer) = match targets::masters(ctx, &ns, &t.spec.broker_set, &[]).await? {
+        Targets::Masters(m, dialer) => (m, dialer),
         Targets::Blocked(..) => return Ok(Action::await_change()), // the BrokerSet went first
     };
     for group in groups {
         let Some(Some(endpoint)) = masters.get(&group) else {
             return Err(Error::Admin(AdminError::NoMaster(group)));
         };
-        admin::delete_topic(endpoint, &t.topic_name()).await?;
+        admin::delete_topic(endpoint, &dialer, &t.topic_name()).await?;
     }
     Ok(Action::await_change())
 }
@@ -94,7 +94,7 @@ async fn report_unreachable(ctx: &Context, t: &Topic, e: Error) -> Result<Action
     // The Event comes from the error policy.
     if let Error::Admin(a) = &e {
         let applied = t.status.as_ref().map(|s| s.queues.clone()).unwrap_or_default();
-        write_status(ctx, t, applied, Err(("BrokersUnavailable", a.to_string())), false).await?;
+        write_status(ctx, t, applied, Err((e.reason(), a.to_string())), false).await?;
     }
     Err(e)
 }

@@ -70,7 +70,8 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
     let extra: Vec<(String, String)> =
         spec.config.iter().map(|(k, v)| (format!("FERROCKET_{}", k.to_uppercase()), v.clone())).collect();
     let extra_text: String = extra.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    let config_hash = hash(&[&config, &extra_text]);
+    let sec = super::security::render(ctx);
+    let config_hash = hash(&[&config, &extra_text, &sec.hash_text]);
     let mut envs = vec![field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")];
     if ctx.caps.pod_index_label {
         // The StatefulSet ordinal (label set by Kubernetes >= 1.28): 0 is the preferred master.
@@ -82,6 +83,7 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
         &format!("$(POD_NAME).{group}.$(POD_NAMESPACE).svc:{REMOTING_PORT}"),
     ));
     envs.extend(extra.iter().map(|(k, v)| env(k, v)));
+    envs.extend(sec.env);
     let mut c = container(
         ctx,
         &["broker", "--config", CONFIG_FILE],
@@ -95,14 +97,18 @@ pub(super) fn render(ctx: &Ctx, g: i32, m: &mut Manifests) {
                 read_only: Some(true),
                 ..Default::default()
             },
-        ],
+        ]
+        .into_iter()
+        .chain(sec.mounts)
+        .collect(),
     );
     c.resources = spec.resources.clone();
-    let volumes = vec![Volume {
+    let mut volumes = vec![Volume {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource { name: config_map_name, ..Default::default() }),
         ..Default::default()
     }];
+    volumes.extend(sec.volumes);
     let retention = if spec.storage.delete_claim { "Delete" } else { "Retain" };
     m.stateful_sets.push(StatefulSet {
         metadata: ctx.meta(&group, all.clone()),

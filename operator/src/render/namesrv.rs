@@ -17,7 +17,12 @@ const CONTROLLER_VOLUME: &str = "1Gi";
 pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
     let listen = format!("0.0.0.0:{NAMESRV_PORT}");
     let metrics = format!("0.0.0.0:{}", super::METRICS_PORT);
-    let image_hash = hash(&[&ctx.bs.spec.image]);
+    let sec = super::security::render(ctx);
+    let image_hash = hash(&[&ctx.bs.spec.image, &sec.hash_text]);
+    let env_with = |mut own: Vec<k8s_openapi::api::core::v1::EnvVar>| {
+        own.extend(sec.env.iter().cloned());
+        own
+    };
     let port = ServicePort {
         name: Some("namesrv".into()),
         port: NAMESRV_PORT,
@@ -36,8 +41,8 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
         ctx,
         &["namesrv", "--listen", &listen],
         &[("namesrv", NAMESRV_PORT)],
-        vec![env("FERROCKET_METRICS_LISTEN", &metrics)],
-        Vec::new(),
+        env_with(vec![env("FERROCKET_METRICS_LISTEN", &metrics)]),
+        sec.mounts.clone(),
     );
     m.deployments.push(Deployment {
         metadata: ctx.meta(&name, labels(&ctx.name, "namesrv", None)),
@@ -46,7 +51,7 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
             selector: LabelSelector { match_labels: Some(selector(&ctx.name, "namesrv", None)), ..Default::default() },
             template: PodTemplateSpec {
                 metadata: Some(template_meta(pod_labels.clone(), &image_hash)),
-                spec: Some(pod_spec(ctx, c, Vec::new())),
+                spec: Some(pod_spec(ctx, c, sec.volumes.clone())),
             },
             ..Default::default()
         }),
@@ -75,8 +80,11 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
         ctx,
         &["namesrv", "--listen", &listen, "--data-dir", "/data"],
         &[("namesrv", NAMESRV_PORT)],
-        vec![env("FERROCKET_ENABLE_CONTROLLER", "true"), env("FERROCKET_METRICS_LISTEN", &metrics)],
-        vec![VolumeMount { name: "data".into(), mount_path: "/data".into(), ..Default::default() }],
+        env_with(vec![env("FERROCKET_ENABLE_CONTROLLER", "true"), env("FERROCKET_METRICS_LISTEN", &metrics)]),
+        [VolumeMount { name: "data".into(), mount_path: "/data".into(), ..Default::default() }]
+            .into_iter()
+            .chain(sec.mounts.iter().cloned())
+            .collect(),
     );
     m.stateful_sets.push(StatefulSet {
         metadata: ctx.meta(&name, labels(&ctx.name, "controller", None)),
@@ -89,7 +97,7 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
             },
             template: PodTemplateSpec {
                 metadata: Some(template_meta(pod_labels, &image_hash)),
-                spec: Some(pod_spec(ctx, c, Vec::new())),
+                spec: Some(pod_spec(ctx, c, sec.volumes.clone())),
             },
             volume_claim_templates: Some(vec![data_claim(
                 &Quantity(CONTROLLER_VOLUME.into()),

@@ -97,3 +97,40 @@ pub fn echo(body: &Value) -> Value {
 pub fn list(kind: &str, items: Vec<Value>) -> Value {
     json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {}, "items": items})
 }
+
+/// The cluster's credentials the fake API server holds in Secret `demo-auth` (the brokers of the
+/// tests run with them).
+pub const CLUSTER: (&str, &str) = ("cluster", "cluster-secret");
+
+/// The broker config lines of authentication with [`CLUSTER`].
+pub const AUTH_CONFIG: &str =
+    "auth_enabled = true\nauth_access_key = \"cluster\"\nauth_secret_key = \"cluster-secret\"\n";
+
+/// A Secret `name` holding `data`, as the API server returns it.
+pub fn secret(name: &str, data: &[(&str, &str)]) -> Value {
+    use k8s_openapi::ByteString;
+    let data = data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect();
+    let s = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    };
+    let mut v = serde_json::to_value(s).unwrap();
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("Secret");
+    v
+}
+
+/// The credentials Secret every BrokerSet of the examples uses (`demo-auth`, generated).
+pub fn cluster_secret() -> Value {
+    secret("demo-auth", &[("accessKey", CLUSTER.0), ("secretKey", CLUSTER.1)])
+}
+
+/// The API server's answer for a missing object.
+pub fn not_found() -> Value {
+    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404, "metadata": {}})
+}
