@@ -253,6 +253,22 @@ def test_the_operator_runs_a_brokerset_topics_and_groups_on_a_real_api_server(k8
     assert on_brokers("scratch") == [False, False]
     assert on_brokers("orders") == [True, True]
 
+    # The example User: its Secret generated (owned by it), the user and its rules on every group;
+    # deleting it removes them from the brokers before its finalizer goes.
+    user = wait_for(lambda: (u := k8s.get("user.ferrocket.io", "orders-app", "-n", NS))
+                    and condition(u, "Ready").get("status") == "True" and u, 60, "user orders-app Ready")
+    assert user["status"]["groups"] == ["demo-0", "demo-1"]
+    secret = k8s.get("secret", "orders-app-credentials", "-n", NS)
+    assert [r["uid"] for r in secret["metadata"]["ownerReferences"]] == [user["metadata"]["uid"]]
+
+    def users_on_brokers():
+        return [[line.split()[0] for line in subprocess.run(
+            [str(BIN), "user", "list", "--server", b.endpoint], capture_output=True, text=True, timeout=30,
+            check=True).stdout.splitlines()] for b in groups]
+    assert users_on_brokers() == [["orders-app"], ["orders-app"]]
+    k8s.kubectl("delete", "user.ferrocket.io", "orders-app", "-n", NS, "--timeout=60s")
+    assert users_on_brokers() == [[], []]
+
     # Invalid resources are refused by the CRD schema, with a message naming the field.
     bad = {"apiVersion": "ferrocket.io/v1alpha1", "kind": "BrokerSet", "metadata": {"name": "bad", "namespace": NS},
            "spec": {"brokerGroups": 0, "image": "x", "storage": {"size": "1Gi"}}}

@@ -3,9 +3,9 @@
 # machine with Docker, kind, kubectl and helm. It:
 #   1. creates a kind cluster, builds the broker and operator images and loads them into it;
 #   2. `helm install`s the chart (CRDs included);
-#   3. applies a BrokerSet of 2 groups x (master + slave), a Topic and a ConsumerGroup and waits
-#      for all three to be Ready;
-#   4. sends and receives through the official Python client in a pod;
+#   3. applies a BrokerSet of 2 groups x (master + slave, authentication on), a Topic, a
+#      ConsumerGroup and a User and waits for all four to be Ready;
+#   4. sends and receives through the official Python client in a pod, signing as the User;
 #   5. deletes a master pod, checks that sending goes on and that the status names the new master;
 #   6. scales to 3 broker groups and checks the topic reaches the new group;
 #   7. deletes the cluster (also on failure; KEEP_CLUSTER=1 keeps it).
@@ -47,16 +47,16 @@ helm install ferrocket charts/ferrocket --namespace ferrocket-system --create-na
   --set operator.image.repository=ferrocket-operator --set operator.image.tag="$tag" \
   --set operator.image.pullPolicy=Never --wait --timeout 5m
 
-step "BrokerSet, Topic and ConsumerGroup"
+step "BrokerSet, Topic, ConsumerGroup and User"
 kubectl create namespace "$ns"
 sed -e "s/namespace: default/namespace: $ns/" -e "s#image: .*#image: ferrocket:$tag#" \
   examples/kubernetes/brokerset.yaml | kubectl apply -f -
-for f in topic consumergroup; do
+for f in topic consumergroup user; do
   sed -e "s/namespace: default/namespace: $ns/" "examples/kubernetes/$f.yaml" | kubectl apply -f -
 done
 kubectl -n "$ns" wait --for=condition=Ready brokerset/demo --timeout=10m
-kubectl -n "$ns" wait --for=condition=Ready topic/orders consumergroup/billing --timeout=5m
-kubectl -n "$ns" get fbs,ftopic,fcg
+kubectl -n "$ns" wait --for=condition=Ready topic/orders consumergroup/billing user.ferrocket.io/orders-app --timeout=5m
+kubectl -n "$ns" get fbs,ftopic,fcg,fuser
 
 step "send and receive with the official Python client in a pod"
 kubectl -n "$ns" create configmap client --from-file=client.py=e2e/clients/python/client.py
@@ -80,9 +80,10 @@ spec:
 YAML
 kubectl -n "$ns" wait --for=condition=Ready pod/client --timeout=5m
 endpoint="demo-0-client.$ns.svc:8081"
-# Authentication is on: the client signs as the cluster's super user, from the generated Secret.
-ak=$(kubectl -n "$ns" get secret demo-auth -o jsonpath='{.data.accessKey}' | base64 -d)
-sk=$(kubectl -n "$ns" get secret demo-auth -o jsonpath='{.data.secretKey}' | base64 -d)
+# Authentication is on: the client signs as the example User, whose rules allow orders and billing,
+# with the keys from the Secret the operator generated for it.
+ak=$(kubectl -n "$ns" get secret orders-app-credentials -o jsonpath='{.data.accessKey}' | base64 -d)
+sk=$(kubectl -n "$ns" get secret orders-app-credentials -o jsonpath='{.data.secretKey}' | base64 -d)
 client() { kubectl -n "$ns" exec client -- python /c/client.py "$@" --access-key "$ak" --secret-key "$sk"; }
 sent=$(client send --endpoint "$endpoint" --topic orders --count 20 | grep -c '"id"')
 [ "$sent" = 20 ] || { echo "sent $sent of 20"; exit 1; }

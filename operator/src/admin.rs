@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use ferrocket_proto::admin::admin_client::AdminClient;
 use ferrocket_proto::admin::{
-    ClusterStatusResponse, CreateTopicRequest, DeleteGroupRequest, DeleteTopicRequest, GroupConfig, TopicConfig,
-    UpsertGroupRequest,
+    AclRule, ClusterStatusResponse, CreateTopicRequest, DeleteAclRuleRequest, DeleteGroupRequest, DeleteTopicRequest,
+    DeleteUserRequest, GroupConfig, ListAclsRequest, PutAclRuleRequest, TopicConfig, UpsertGroupRequest,
+    UpsertUserRequest, User,
 };
 use ferrocket_proto::clients::Nameservers;
 use ferrocket_proto::dial::Dialer;
@@ -144,6 +145,53 @@ pub async fn apply_group(endpoint: &str, dialer: &Dialer, group: GroupConfig) ->
 /// a group already gone counts as deleted. Errors: unreachable, or refused.
 pub async fn delete_group(endpoint: &str, dialer: &Dialer, name: &str) -> Result<(), AdminError> {
     match admin(endpoint, dialer).await?.delete_group(DeleteGroupRequest { name: name.into() }).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(s) => Err(refused(endpoint, s)),
+    }
+}
+
+/// Creates or updates `user` on the master at `endpoint` and makes its access rules exactly
+/// `rules` (rules on other resources removed, the others put). Errors: unreachable, or refused
+/// (`INVALID_ARGUMENT` for a bad secret, resource or source range).
+pub async fn apply_user(endpoint: &str, dialer: &Dialer, user: User, rules: Vec<AclRule>) -> Result<(), AdminError> {
+    let mut c = admin(endpoint, dialer).await?;
+    let name = user.name.clone();
+    c.upsert_user(UpsertUserRequest { user: Some(user) }).await.map_err(|s| refused(endpoint, s))?;
+    let acls = c.list_acls(ListAclsRequest { user: name.clone() }).await.map_err(|s| refused(endpoint, s))?;
+    let stale: Vec<String> = acls
+        .into_inner()
+        .acls
+        .into_iter()
+        .flat_map(|a| a.rules)
+        .map(|r| r.resource)
+        .filter(|res| !rules.iter().any(|r| r.resource == *res))
+        .collect();
+    for resource in stale {
+        match c.delete_acl_rule(DeleteAclRuleRequest { user: name.clone(), resource }).await {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(refused(endpoint, s)),
+        }
+    }
+    for rule in rules {
+        c.put_acl_rule(PutAclRuleRequest { user: name.clone(), rule: Some(rule) })
+            .await
+            .map_err(|s| refused(endpoint, s))?;
+    }
+    Ok(())
+}
+
+/// Deletes user `name` and its access rules on the master at `endpoint`; a user already gone
+/// counts as deleted. Errors: unreachable, or refused.
+pub async fn delete_user(endpoint: &str, dialer: &Dialer, name: &str) -> Result<(), AdminError> {
+    let mut c = admin(endpoint, dialer).await?;
+    match c.delete_acl_rule(DeleteAclRuleRequest { user: name.into(), resource: String::new() }).await {
+        Ok(_) => {}
+        Err(s) if s.code() == tonic::Code::NotFound => {}
+        Err(s) => return Err(refused(endpoint, s)),
+    }
+    match c.delete_user(DeleteUserRequest { name: name.into() }).await {
         Ok(_) => Ok(()),
         Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
         Err(s) => Err(refused(endpoint, s)),

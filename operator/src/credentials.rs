@@ -55,40 +55,69 @@ pub async fn dialer(client: &Client, bs: &BrokerSet) -> Result<Dialer, AdminErro
     }
 }
 
-/// Creates `<name>-auth` with a random secret key (256 bits, hex) if authentication is on, no
+/// Creates `<name>-auth` with a random secret key if authentication is on, no
 /// `auth.secretName` is given and it does not exist yet; it is owned by `bs` (deleted with it)
 /// and never changed once made. Returns true when it made one. Errors: API calls.
 pub async fn ensure_generated(client: &Client, bs: &BrokerSet) -> Result<bool, kube::Error> {
     if !bs.spec.auth.enabled || bs.spec.auth.secret_name.is_some() {
         return Ok(false);
     }
-    let ns = bs.namespace().unwrap_or_default();
-    let name = format!("{}-auth", bs.name_any());
-    let api = Api::<Secret>::namespaced(client.clone(), &ns);
-    if api.get_opt(&name).await?.is_some() {
-        return Ok(false);
+    let (ns, name) = (bs.namespace().unwrap_or_default(), format!("{}-auth", bs.name_any()));
+    let owner = bs.controller_owner_ref(&());
+    let labels = crate::render::labels(&bs.name_any(), "auth", None);
+    Ok(create_if_absent(client, &ns, &name, GENERATED_ACCESS_KEY, owner, labels).await?.is_some())
+}
+
+/// The secret key of `user` from its Secret, which is made (keys `accessKey` and a random
+/// `secretKey`, owned by `user`) if it does not exist. Errors: [`AdminError::Credentials`] when
+/// the Secret cannot be read or made, or has no UTF-8 `secretKey`.
+pub async fn user_secret_key(client: &Client, user: &crate::crd::User) -> Result<String, AdminError> {
+    let (ns, name) = (user.namespace().unwrap_or_default(), user.secret_name());
+    let labels = crate::render::labels(&user.spec.broker_set, "user", None);
+    let made = create_if_absent(client, &ns, &name, &user.user_name(), user.controller_owner_ref(&()), labels)
+        .await
+        .map_err(|e| AdminError::Credentials(format!("cannot make Secret {ns}/{name}: {e}")))?;
+    match made {
+        Some(s) => value(&s, SECRET_KEY),
+        None => value(&get(client, &ns, &name).await?, SECRET_KEY),
+    }
+}
+
+/// Creates Secret `ns/name` with `access_key` and a random secret key (256 bits, hex) unless it
+/// exists: the Secret made, or None. Errors: API calls.
+async fn create_if_absent(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    access_key: &str,
+    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    labels: BTreeMap<String, String>,
+) -> Result<Option<Secret>, kube::Error> {
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    if api.get_opt(name).await?.is_some() {
+        return Ok(None);
     }
     let mut secret_key = [0u8; 32];
     getrandom::fill(&mut secret_key).expect("the OS random source");
     let hex: String = secret_key.iter().map(|b| format!("{b:02x}")).collect();
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
-            name: Some(name),
-            namespace: Some(ns),
-            labels: Some(crate::render::labels(&bs.name_any(), "auth", None)),
-            owner_references: bs.controller_owner_ref(&()).map(|o| vec![o]),
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            labels: Some(labels),
+            owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
         data: Some(BTreeMap::from([
-            (ACCESS_KEY.to_string(), ByteString(GENERATED_ACCESS_KEY.as_bytes().to_vec())),
+            (ACCESS_KEY.to_string(), ByteString(access_key.as_bytes().to_vec())),
             (SECRET_KEY.to_string(), ByteString(hex.into_bytes())),
         ])),
         ..Default::default()
     };
     match api.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(true),
+        Ok(s) => Ok(Some(s)),
         // Made meanwhile (another reconcile): theirs stands.
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -22,8 +22,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::admin::Brokers;
-use crate::crd::{BrokerSet, ConsumerGroup, Topic};
-use crate::reconcile::{brokerset, consumergroup, topic, Context, Error};
+use crate::crd::{BrokerSet, ConsumerGroup, Topic, User};
+use crate::reconcile::{brokerset, consumergroup, topic, user, Context, Error};
 
 /// First retry delay after a failed reconcile; doubles per consecutive failure.
 const BACKOFF_FIRST: Duration = Duration::from_secs(2);
@@ -133,7 +133,7 @@ where
     }
 }
 
-/// The three controllers of one scope (a namespace, or all), until shutdown.
+/// The four controllers of one scope (a namespace, or all), until shutdown.
 async fn controllers(client: Client, ns: Option<String>, ctx: Arc<Context>) {
     // Only what the operator made: its objects carry this label.
     let owned =
@@ -147,11 +147,13 @@ async fn controllers(client: Client, ns: Option<String>, ctx: Arc<Context>) {
         .for_each(log_result);
 
     let topics = dependents(&client, &ns, ctx.clone(), topic::reconcile, |t: &Topic| &t.spec.broker_set);
-    let groups = dependents(&client, &ns, ctx, consumergroup::reconcile, |c: &ConsumerGroup| &c.spec.broker_set);
-    futures::join!(broker_sets, topics, groups);
+    let groups =
+        dependents(&client, &ns, ctx.clone(), consumergroup::reconcile, |c: &ConsumerGroup| &c.spec.broker_set);
+    let users = dependents(&client, &ns, ctx, user::reconcile, |u: &User| &u.spec.broker_set);
+    futures::join!(broker_sets, topics, groups, users);
 }
 
-/// The controller of a kind that names a BrokerSet (Topic, ConsumerGroup): its resources also
+/// The controller of a kind that names a BrokerSet (Topic, ConsumerGroup, User): its resources also
 /// reconcile when their BrokerSet changes, so a new broker group gets every topic placed on all
 /// groups.
 async fn dependents<K, R, Fut>(

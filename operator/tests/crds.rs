@@ -1,13 +1,13 @@
 //! The CRDs: the checked-in files are what `crdgen` writes, and the schema's rules (bounds,
 //! enums, patterns, CEL) accept the examples and refuse what the API server would refuse.
 
-use ferrocket_operator::crd::{Backoff, BrokerSetSpec, StorageSpec, TopicSpec};
+use ferrocket_operator::crd::{Backoff, BrokerSetSpec, StorageSpec, TopicSpec, UserSpec};
 use serde_json::json;
 
 #[test]
 fn checked_in_crds_are_what_crdgen_writes() {
     let files = ferrocket_operator::crdgen::files().unwrap();
-    assert_eq!(files.len(), 3);
+    assert_eq!(files.len(), 4);
     for dir in ferrocket_operator::crdgen::DIRS {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
         for (name, yaml) in &files {
@@ -27,9 +27,11 @@ fn brokerset(extra: serde_json::Value) -> serde_json::Value {
 #[test]
 fn cel_rules_refuse_owned_keys_impossible_quorums_and_changes_to_immutable_fields() {
     assert!(BrokerSetSpec::validate_cel(&brokerset(json!({})), None).is_ok());
-    let owned = brokerset(json!({"config": {"broker_name": "x"}}));
-    let err = BrokerSetSpec::validate_cel(&owned, None).unwrap_err();
-    assert!(format!("{err:?}").contains("keys the operator owns"), "{err:?}");
+    for key in ["broker_name", "auth_enabled", "tls_ca_file"] {
+        let owned = brokerset(json!({"config": {key: "x"}}));
+        let err = BrokerSetSpec::validate_cel(&owned, None).unwrap_err();
+        assert!(format!("{err:?}").contains("keys the operator owns"), "{key}: {err:?}");
+    }
     let quorum = brokerset(json!({"minInSyncReplicas": 3}));
     assert!(BrokerSetSpec::validate_cel(&quorum, None).is_err(), "3 replicas cannot be in sync in a group of 2");
 
@@ -42,6 +44,11 @@ fn cel_rules_refuse_owned_keys_impossible_quorums_and_changes_to_immutable_field
     assert!(TopicSpec::validate_cel(&topic, None).is_ok());
     assert!(TopicSpec::validate_cel(&json!({"brokerSet": "demo", "topicName": "other"}), Some(&topic)).is_err());
     assert!(TopicSpec::validate_cel(&json!({"brokerSet": "other", "topicName": "orders"}), Some(&topic)).is_err());
+
+    let user = json!({"brokerSet": "demo", "userName": "orders-app"});
+    assert!(UserSpec::validate_cel(&user, None).is_ok());
+    assert!(UserSpec::validate_cel(&json!({"brokerSet": "demo", "userName": "other"}), Some(&user)).is_err());
+    assert!(UserSpec::validate_cel(&json!({"brokerSet": "demo"}), Some(&user)).is_err());
 
     assert!(Backoff::validate_cel(&json!({"customizedMs": [1000]}), None).is_ok());
     assert!(Backoff::validate_cel(&json!({}), None).is_err());

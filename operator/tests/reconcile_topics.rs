@@ -1,4 +1,4 @@
-//! The Topic and ConsumerGroup reconcilers with kube's client over a `tower-test` mock and real
+//! The Topic, ConsumerGroup and User reconcilers with kube's client over a `tower-test` mock and real
 //! brokers: a `ferrocket namesrv` and a `ferrocket broker` (broker group `demo-0`) on 127.0.0.1,
 //! both with authentication on, which the reconcilers sign for with the credentials of the
 //! BrokerSet's Secret. What they apply is read back from the broker's Admin service.
@@ -10,10 +10,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrocket_operator::crd::{BrokerSet, ConsumerGroup, DeletionPolicy, Topic};
-use ferrocket_operator::reconcile::{consumergroup, topic, Error};
+use ferrocket_operator::crd::{BrokerSet, ConsumerGroup, DeletionPolicy, Topic, User};
+use ferrocket_operator::reconcile::{consumergroup, topic, user, Error};
 use ferrocket_proto::admin::admin_client::AdminClient;
-use ferrocket_proto::admin::{CreateTopicRequest, DescribeTopicRequest, ListGroupsRequest, TopicConfig};
+use ferrocket_proto::admin::{
+    CreateTopicRequest, DescribeTopicRequest, ListAclsRequest, ListGroupsRequest, ListUsersRequest, TopicConfig,
+};
 use ferrocket_proto::clients::Nameservers;
 use ferrocket_proto::dial::Dialer;
 use ferrocket_proto::signing::{SignedChannel, Signer};
@@ -89,7 +91,9 @@ fn answers(topics: Vec<Value>) -> impl Fn(&Method, &str, &Value) -> Value {
             broker_set()
         } else if method == Method::GET && path.contains("/secrets/demo-auth") {
             support::cluster_secret()
-        } else if method == Method::GET && (path.contains("/topics") || path.contains("/consumergroups")) {
+        } else if method == Method::GET
+            && (path.contains("/topics") || path.contains("/consumergroups") || path.contains("/users"))
+        {
             list("Topic", topics.clone())
         } else if body.is_array() || path.contains("/status") {
             // A JSON patch (the finalizer's) or a status patch: the object, as patched.
@@ -251,4 +255,79 @@ async fn an_unmanaged_topic_loses_the_finalizer_and_touches_no_broker() {
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen.len(), 1, "{seen:#?}");
     assert_eq!(seen[0].2[1], json!({"op": "remove", "path": "/metadata/finalizers/0"}));
+}
+
+/// Reconciles `u` against the fake API server, which keeps the Secrets written to it in
+/// `secrets` (the cluster's is there from the start).
+async fn reconcile_user(
+    b: &Brokers,
+    u: User,
+    secrets: Arc<std::sync::Mutex<Vec<Value>>>,
+) -> (Result<Action, Error>, Vec<Seen>) {
+    let all = vec![serde_json::to_value(&u).unwrap()];
+    let base = answers(all);
+    let answer = move |m: &Method, p: &str, body: &Value| {
+        let mut held = secrets.lock().unwrap();
+        if *m == Method::POST && p.contains("/secrets?") {
+            held.push(body.clone());
+            body.clone()
+        } else if *m == Method::GET && p.contains("/secrets/") {
+            let name = p.rsplit('/').next().unwrap().split('?').next().unwrap();
+            held.iter().find(|s| s["metadata"]["name"] == name).cloned().unwrap_or_else(support::not_found)
+        } else {
+            base(m, p, body)
+        }
+    };
+    support::against(&b.namesrv_addr, answer, |ctx| user::reconcile(Arc::new(u), ctx)).await
+}
+
+#[tokio::test]
+async fn a_user_gets_a_generated_secret_and_exactly_its_rules_on_every_broker_group_and_goes_when_deleted() {
+    let b = brokers().await;
+    let secrets = Arc::new(std::sync::Mutex::new(vec![support::cluster_secret()]));
+    let mut u: User = support::example("user.yaml");
+    u.metadata.finalizers = Some(vec!["ferrocket.io/cleanup".into()]);
+    let (result, seen) = reconcile_user(&b, u.clone(), secrets.clone()).await;
+    assert!(result.is_ok(), "{result:?}");
+
+    // The Secret: made once, owned by the User, and its key signs in at the broker.
+    let made: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(secrets.lock().unwrap().last().unwrap().clone()).unwrap();
+    assert_eq!(made.metadata.name.as_deref(), Some("orders-app-credentials"));
+    assert_eq!(made.metadata.owner_references.as_ref().unwrap()[0].kind, "User");
+    let data = made.data.unwrap();
+    assert_eq!(data["accessKey"].0, b"orders-app");
+    let secret = String::from_utf8(data["secretKey"].0.clone()).unwrap();
+    let mut app = common::signed_client(&b.broker.addr, Signer::new("orders-app", &secret)).await;
+    let hb = app.heartbeat(ferrocket_proto::v2::HeartbeatRequest::default()).await.unwrap().into_inner();
+    assert_eq!(common::code(&hb.status), ferrocket_proto::v2::Code::Ok);
+    let status = support::status_patch(&seen, "/users/orders-app");
+    assert_eq!(status["status"]["groups"], json!(["demo-0"]));
+    assert_eq!(status["status"]["secretName"], "orders-app-credentials");
+    assert_eq!(condition(status, "Ready")["status"], "True");
+    let rules = |acls: ferrocket_proto::admin::ListAclsResponse| -> Vec<String> {
+        acls.acls.into_iter().flat_map(|a| a.rules).map(|r| format!("{} {}", r.resource, r.actions.join(","))).collect()
+    };
+    let acls = admin(&b).await.list_acls(ListAclsRequest { user: "orders-app".into() }).await.unwrap().into_inner();
+    assert_eq!(rules(acls), ["Topic:orders* PUB,SUB", "Group:billing SUB"]);
+
+    // A rule removed from the spec goes from the broker; the Secret is not made again.
+    u.spec.acls.truncate(1);
+    let (result, _) = reconcile_user(&b, u.clone(), secrets.clone()).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(secrets.lock().unwrap().len(), 2, "the cluster's and the user's, made once");
+    let acls = admin(&b).await.list_acls(ListAclsRequest { user: "orders-app".into() }).await.unwrap().into_inner();
+    assert_eq!(rules(acls), ["Topic:orders* PUB,SUB"]);
+
+    // Deleted: the user and its rules go from the broker before the finalizer.
+    u.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-01-02T00:00:00Z".parse().unwrap()));
+    let (result, seen) = reconcile_user(&b, u, secrets).await;
+    assert!(result.is_ok(), "{result:?}");
+    let users = admin(&b).await.list_users(ListUsersRequest { with_secrets: false }).await.unwrap().into_inner();
+    assert!(!users.users.iter().any(|u| u.name == "orders-app"), "{users:?}");
+    let acls = admin(&b).await.list_acls(ListAclsRequest { user: "orders-app".into() }).await.unwrap().into_inner();
+    assert!(rules(acls).is_empty());
+    let (_, path, patch) = seen.last().unwrap();
+    assert!(path.contains("/users/orders-app") && patch[1]["op"] == "remove", "{seen:#?}");
 }

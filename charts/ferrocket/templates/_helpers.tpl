@@ -36,13 +36,13 @@ them; never exec); Events. Nothing else.
 */}}
 {{- define "ferrocket.rules" -}}
 - apiGroups: [ferrocket.io]
-  resources: [brokersets, topics, consumergroups]
+  resources: [brokersets, topics, consumergroups, users]
   verbs: [get, list, watch, patch, update]
 - apiGroups: [ferrocket.io]
-  resources: [brokersets/status, topics/status, consumergroups/status]
+  resources: [brokersets/status, topics/status, consumergroups/status, users/status]
   verbs: [get, patch, update]
 - apiGroups: [ferrocket.io]
-  resources: [brokersets/finalizers, topics/finalizers, consumergroups/finalizers]
+  resources: [brokersets/finalizers, topics/finalizers, consumergroups/finalizers, users/finalizers]
   verbs: [update]
 - apiGroups: [apps]
   resources: [statefulsets, deployments]
@@ -53,7 +53,8 @@ them; never exec); Events. Nothing else.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, delete]
-# The cluster's credentials (generated once, never changed) and the TLS CA the operator trusts.
+# The cluster's and Users' credentials (generated once, never changed) and the TLS CA the
+# operator trusts.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create]

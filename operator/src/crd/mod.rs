@@ -1,5 +1,5 @@
 //! The custom resources of API group `ferrocket.io`, version `v1alpha1`: [`BrokerSet`],
-//! [`Topic`] and [`ConsumerGroup`]. Their OpenAPI schemas (with bounds, enums, patterns and CEL
+//! [`Topic`], [`ConsumerGroup`] and [`User`]. Their OpenAPI schemas (with bounds, enums, patterns and CEL
 //! rules) are generated from these types by `crdgen` into `crds/`.
 
 // kube's `printcolumn(...)` is meant to repeat; clippy takes the repeated `type_ = ...` for a
@@ -9,10 +9,12 @@
 mod brokerset;
 mod consumergroup;
 mod topic;
+mod user;
 
 pub use brokerset::*;
 pub use consumergroup::*;
 pub use topic::*;
+pub use user::*;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -33,5 +35,5 @@ pub enum DeletionPolicy {
 /// Every CRD, in the order `crdgen` writes them.
 pub fn all() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    vec![BrokerSet::crd(), Topic::crd(), ConsumerGroup::crd()]
+    vec![BrokerSet::crd(), Topic::crd(), ConsumerGroup::crd(), User::crd()]
 }

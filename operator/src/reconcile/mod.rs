@@ -7,6 +7,7 @@ pub mod consumergroup;
 pub mod rolling;
 pub mod targets;
 pub mod topic;
+pub mod user;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
