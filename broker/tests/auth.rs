@@ -282,3 +282,73 @@ fn enabled_authentication_needs_the_cluster_credentials_from_config_env_or_flags
     let _ = ok.wait();
     assert!(line.starts_with("ready "), "the flags are the config keys: {line:?}");
 }
+
+#[tokio::test]
+async fn rogue_processes_and_malformed_headers_are_refused_cleanly() {
+    use ferrocket_proto::namesrv::controller_client::ControllerClient;
+    use ferrocket_proto::namesrv::ha_client::HaClient;
+    use ferrocket_proto::namesrv::namesrv_client::NamesrvClient;
+    use ferrocket_proto::namesrv::{BrokerRegistration, ControllerHeartbeat, RegisterBrokerRequest, SlaveReport};
+    let dir = tempfile::tempdir().unwrap();
+    let ns = start("namesrv", &dir.path().join("ns"), &format!("{AUTH}enable_controller = true\n"));
+    let (b, _) = secured(dir.path());
+    let channel = |addr: &str| tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+
+    // A rogue broker cannot register, nor heartbeat the controller; a rogue slave cannot replicate.
+    // Not even as a user of the brokers: only the cluster's own credentials are taken.
+    let mut admin_b = admin(&b.addr, cluster()).await;
+    admin_b.upsert_user(user("mallory", "mallory-secret", false)).await.unwrap();
+    for signer in [Signer::default(), Signer::new("mallory", "mallory-secret")] {
+        let reg = RegisterBrokerRequest {
+            registration: Some(BrokerRegistration {
+                broker: Some(ferrocket_proto::namesrv::BrokerInfo {
+                    broker_name: "rogue".into(),
+                    endpoint: "127.0.0.1:1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let r = NamesrvClient::with_interceptor(channel(&ns.addr), signer.clone()).register_broker(reg).await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::Unauthenticated);
+        let hb =
+            ControllerHeartbeat { broker_name: "rogue".into(), endpoint: "127.0.0.1:1".into(), ..Default::default() };
+        let r = ControllerClient::with_interceptor(channel(&ns.addr), signer.clone()).heartbeat(hb).await;
+        assert_eq!(r.unwrap_err().code(), tonic::Code::Unauthenticated);
+        let reports = tokio_stream::iter(vec![SlaveReport { broker_name: "rogue".into(), ..Default::default() }]);
+        let r = HaClient::with_interceptor(channel(&b.addr), signer.clone()).replicate(reports).await;
+        let code = r.err().map(|e| e.code());
+        assert!(
+            matches!(code, Some(tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)),
+            "{signer:?}: {code:?}"
+        );
+    }
+
+    // Malformed authorization headers: missing parts, another algorithm, garbage, 100 KB.
+    let date = signing::format_date(SystemTime::now());
+    let good = signing::authorization("cluster", "cluster-secret", &date);
+    let huge =
+        format!("MQv2-HMAC-SHA1 Credential={}, SignedHeaders=x-mq-date-time, Signature=00", "a".repeat(100 << 10));
+    for value in [
+        "MQv2-HMAC-SHA1".to_string(),
+        "MQv2-HMAC-SHA1 Credential=cluster".to_string(),
+        good.replace("HMAC-SHA1", "HMAC-SHA256"),
+        "Bearer abc".to_string(),
+        good.replace("Signature=", "Signature=zz"),
+        huge,
+    ] {
+        let mut req = tonic::Request::new(SendMessageRequest { messages: vec![message("t", "M1", b"x".to_vec())] });
+        req.metadata_mut().insert("authorization", value.parse().unwrap());
+        req.metadata_mut().insert("x-mq-date-time", date.parse().unwrap());
+        let refused = match client(&b.addr).await.send_message(req).await {
+            Ok(r) => r.into_inner().status.unwrap().code == Code::Unauthorized as i32,
+            Err(s) => s.code() != tonic::Code::Ok, // the HTTP/2 layer refused headers that large
+        };
+        assert!(refused, "{}...", &value[..value.len().min(60)]);
+    }
+    // Nothing was stored, and the broker serves the next signed call as before.
+    let topics = admin_b.list_topics(ListTopicsRequest {}).await.unwrap().into_inner().topics;
+    assert!(!topics.iter().any(|t| t.name == "t"), "{topics:?}");
+    let mut ok = signed_client(&b.addr, cluster()).await;
+    assert_eq!(send_to(&mut ok, "t", "M2").await.0, Code::Ok);
+}

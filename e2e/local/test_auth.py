@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, CLIENTS, free_port, http_get, java_run, lines, run_client
+from conftest import BIN, CLIENTS, client_args, free_port, http_get, java_run, lines, run_client
 
 SUPER = {"FERROCKET_AUTH_ACCESS_KEY": "cluster", "FERROCKET_AUTH_SECRET_KEY": "cluster-secret"}
 AUTH = {"auth_enabled": True, "auth_access_key": "cluster", "auth_secret_key": "cluster-secret"}
@@ -109,3 +109,17 @@ def test_go_remoting_client_signs_with_its_credentials(secured):
     assert sorted({r["id"] for r in rows if "id" in r}) == sent
     code, rows, out = run("producer", topic="auth-go", count=1, access_key="alice", secret_key="guessed-secret")
     assert [r for r in rows if "error" in r] and "CODE: 16" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("kind", ["node", "rust"])
+def test_node_and_rust_grpc_clients_sign_in_with_their_credentials(secured, kind):
+    # The Rust client (rocketmq 5.0.0) sends x-mq-date-time as RFC 3339 with its local offset and
+    # nanoseconds, the others as yyyyMMdd'T'HHmmss'Z': both are read.
+    creds = {"access_key": "alice", "secret_key": "alice-secret"}
+    topic = f"auth-{kind}"
+    sent = run_client(kind, "send", secured, topic=topic, count=10, **creds)
+    got = run_client(kind, "receive", secured, topic=topic, group=f"auth-g-{kind}", count=10, timeout=30, **creds)
+    assert sorted(m["id"] for m in got) == sorted(m["id"] for m in sent)
+    p = subprocess.run(client_args(kind, "send", secured, topic=topic, count=1, access_key="alice",
+                                   secret_key="guessed-secret"), capture_output=True, text=True, timeout=90)
+    assert p.returncode != 0 and not [r for r in lines(p.stdout) if "id" in r], p.stdout[-2000:]

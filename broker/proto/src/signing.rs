@@ -48,12 +48,14 @@ pub fn format_date(at: SystemTime) -> String {
     s.chars().filter(|c| *c != '-' && *c != ':').collect()
 }
 
-/// `x-mq-date-time` as ms since the epoch; `None` unless it has the shape [`format_date`] writes.
+/// `x-mq-date-time` as ms since the epoch: the shape [`format_date`] writes (the Java, Go, Python
+/// and Node clients), or RFC 3339 with fractional seconds and an offset, which the Rust client
+/// 5.0.0 sends (`2026-12-06T23:15:00.123456+01:00`). `None` for anything else.
 pub fn parse_date(date: &str) -> Option<u64> {
     let b = date.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' || !digits(0..8) || !digits(9..15) {
-        return None;
+        return parse_rfc3339_with_offset(date);
     }
     let d = |r: std::ops::Range<usize>| &date[r];
     let rfc3339 = format!("{}-{}-{}T{}:{}:{}Z", d(0..4), d(4..6), d(6..8), d(9..11), d(11..13), d(13..15));
@@ -61,17 +63,44 @@ pub fn parse_date(date: &str) -> Option<u64> {
     Some(at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64)
 }
 
+/// RFC 3339 with an optional fraction and a `Z` or `±HH:MM` offset, as ms since the epoch.
+fn parse_rfc3339_with_offset(date: &str) -> Option<u64> {
+    if date.len() < 20 || !date.is_ascii() {
+        return None;
+    }
+    let (local, offset_ms) = match date.as_bytes()[date.len() - 6] {
+        sign @ (b'+' | b'-') => {
+            let (h, m) = date[date.len() - 5..].split_once(':')?;
+            let ms = (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?) * 60_000;
+            (&date[..date.len() - 6], if sign == b'+' { ms } else { -ms })
+        }
+        _ => (date.strip_suffix('Z')?, 0),
+    };
+    let at = humantime::parse_rfc3339_weak(&format!("{local}Z")).ok()?;
+    let utc = at.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64 - offset_ms;
+    u64::try_from(utc).ok()
+}
+
+/// The signature scheme of the `authorization` header (RocketMQ's `Sign.HMAC_SHA1` v2 form).
+pub const SCHEME: &str = "MQv2-HMAC-SHA1";
+
 /// The `authorization` header value for `access_key` signing `date` with `secret`.
 pub fn authorization(access_key: &str, secret: &str, date: &str) -> String {
     let signature = hex::encode_upper(hmac_sha1(secret, &[date.as_bytes()]));
-    format!("MQv2-HMAC-SHA1 Credential={access_key}, SignedHeaders={DATE_TIME}, Signature={signature}")
+    format!("{SCHEME} Credential={access_key}, SignedHeaders={DATE_TIME}, Signature={signature}")
 }
 
 /// The access key and the hex signature of an `authorization` header, read as RocketMQ's
 /// `DefaultAuthenticationContextBuilder` does (`Credential` may carry `/`-separated scope after
-/// the key). Errors: what is missing or malformed.
+/// the key). The scheme must be `MQv2-HMAC-SHA1`, the only one every official client signs with
+/// (RocketMQ does not look at it; a signature claiming another algorithm is refused here rather
+/// than checked as SHA-1). Errors: what is missing or malformed.
 pub fn parse_authorization(value: &str) -> Result<(&str, &str), String> {
-    let (_scheme, rest) = value.split_once(' ').ok_or("authorization header has no credentials")?;
+    let (scheme, rest) = value.split_once(' ').ok_or("authorization header has no credentials")?;
+    if scheme != SCHEME {
+        let shown: String = scheme.chars().take(32).collect();
+        return Err(format!("authorization scheme {shown:?} is not {SCHEME}"));
+    }
     let (mut user, mut signature) = (None, None);
     for item in rest.split(',') {
         let (k, v) = item
@@ -143,7 +172,7 @@ mod tests {
         let ms = 1_796_595_300_000; // 2026-12-06T22:15:00Z
         assert_eq!(format_date(UNIX_EPOCH + Duration::from_millis(ms)), "20261206T221500Z");
         assert_eq!(parse_date("20261206T221500Z"), Some(ms));
-        for bad in ["", "2026-12-06T22:15:00Z", "20261206T221500", "20261306T221500Z", "2026120xT221500Z"] {
+        for bad in ["", "20261206T221500", "20261306T221500Z", "2026120xT221500Z", "2026-12-06T22:15:00+1:00"] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
     }
@@ -160,6 +189,13 @@ mod tests {
         let java = "MQv2-HMAC-SHA1 Credential=alice/x, SignedHeaders=x-mq-date-time, Signature=0a1b";
         assert_eq!(parse_authorization(java), Ok(("alice", "0a1b")));
         assert!(parse_authorization("MQv2-HMAC-SHA1").is_err());
+        // The Rust client's dates: RFC 3339, local offset, nanoseconds.
+        let compact = parse_date("20261206T221500Z").unwrap();
+        assert_eq!(parse_date("2026-12-06T23:15:00.5+01:00"), Some(compact + 500));
+        assert_eq!(parse_date("2026-12-06T22:15:00Z"), Some(compact));
+        assert_eq!(parse_date("2026-12-06T17:15:00.000000001-05:00"), Some(compact));
+        assert_eq!(parse_date("2026-12-06 22:15:00"), None);
+        assert!(parse_authorization("MQv2-HMAC-SHA256 Credential=alice, Signature=00").unwrap_err().contains("scheme"));
         assert!(parse_authorization("MQv2-HMAC-SHA1 Credential=alice").unwrap_err().contains("Signature"));
         assert!(parse_authorization("MQv2-HMAC-SHA1 Credential").unwrap_err().contains("key=value"));
     }

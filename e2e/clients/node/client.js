@@ -19,8 +19,13 @@ function args() {
   return a;
 }
 
+// --access-key / --secret-key: the client's sessionCredentials (it signs every call).
+function credentials(a) {
+  return a.accessKey ? { sessionCredentials: { accessKey: a.accessKey, accessSecret: a.secretKey } } : {};
+}
+
 async function send(a) {
-  const producer = new Producer({ endpoints: a.endpoint, namespace: '', topics: [ a.topic ], requestTimeout: 10000 });
+  const producer = new Producer({ ...credentials(a), endpoints: a.endpoint, namespace: '', topics: [ a.topic ], requestTimeout: 10000 });
   await producer.startup();
   try {
     for (let i = 0; i < a.count; i++) {
@@ -36,7 +41,7 @@ async function send(a) {
 
 async function receive(a) {
   const consumer = new SimpleConsumer({
-    endpoints: a.endpoint, namespace: '', consumerGroup: a.group, requestTimeout: 10000,
+    ...credentials(a), endpoints: a.endpoint, namespace: '', consumerGroup: a.group, requestTimeout: 10000,
     subscriptions: new Map([[ a.topic, a.filter ]]), awaitDuration: a.poll * 1000,
   });
   await consumer.startup();
@@ -63,7 +68,7 @@ async function push(a) {
   let finish;
   const done = new Promise(resolve => { finish = resolve; });
   const consumer = new PushConsumer({
-    endpoints: a.endpoint, namespace: '', consumerGroup: a.group, requestTimeout: 10000,
+    ...credentials(a), endpoints: a.endpoint, namespace: '', consumerGroup: a.group, requestTimeout: 10000,
     subscriptions: new Map([[ a.topic, a.filter ]]),
     messageListener: {
       consume(m) {
@@ -101,7 +106,7 @@ async function txsend(a) {
       return answer;
     },
   };
-  const producer = new Producer({ endpoints: a.endpoint, namespace: '', topics: [ a.topic ], requestTimeout: 10000, checker });
+  const producer = new Producer({ ...credentials(a), endpoints: a.endpoint, namespace: '', topics: [ a.topic ], requestTimeout: 10000, checker });
   await producer.startup();
   try {
     for (let i = 0; i < a.count; i++) {

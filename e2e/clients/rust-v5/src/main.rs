@@ -46,6 +46,11 @@ fn client_option(a: &Args, poll_s: u64) -> ClientOption {
     c.set_enable_tls(false);
     c.set_timeout(Duration::from_secs(10));
     c.set_long_polling_timeout(Duration::from_secs(poll_s));
+    // --access-key / --secret-key: the client signs every call.
+    if let Some(ak) = a.opts.get("access-key") {
+        c.set_access_key(ak.clone());
+        c.set_secret_key(a.get("secret-key", ""));
+    }
     c
 }
 
