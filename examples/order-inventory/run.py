@@ -16,6 +16,7 @@ prints "consistent" if they agree.
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import sqlite3
@@ -82,6 +83,13 @@ def service(script, *args, **popen):
 
 def main():
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="order-inventory-"))
+    try:
+        return run(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the broker's data dir: 1 GiB of preallocated CommitLog
+
+
+def run(tmp):
     orders_db, inventory_db = tmp / "orders.db", tmp / "inventory.db"
     inv = sqlite3.connect(inventory_db, isolation_level=None)
     inv.execute("CREATE TABLE stock (sku TEXT PRIMARY KEY, qty INTEGER NOT NULL)")
