@@ -168,6 +168,26 @@ async fn a_new_brokerset_is_applied_by_one_forced_field_manager_and_reports_its_
 }
 
 #[tokio::test]
+async fn a_named_credentials_secret_that_is_missing_degrades_the_brokerset_and_is_not_made() {
+    let mut bs = example();
+    bs.spec.auth.secret_name = Some("team-credentials".into());
+    let base = answers(vec![sts("demo-0", 0), sts("demo-1", 0)]);
+    let seen = run(bs, move |m: &Method, p: &str, b: &Value| match p.contains("/secrets/") {
+        true => support::not_found(),
+        false => base(m, p, b),
+    })
+    .await;
+    assert!(!seen.iter().any(|(m, p, _)| m == Method::POST && p.contains("/secrets")), "only the default is generated");
+    let degraded = condition(status_patch(&seen), "Degraded");
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("CredentialsUnavailable"))
+    );
+    assert!(degraded["message"].as_str().unwrap().contains("team-credentials"), "{degraded}");
+    assert!(events(&seen).contains(&"CredentialsUnavailable".to_string()));
+}
+
+#[tokio::test]
 async fn existing_credentials_are_never_replaced() {
     let seen = run(example(), answers(vec![sts("demo-0", 2), sts("demo-1", 2)])).await;
     assert!(seen.iter().any(|(m, p, _)| m == Method::GET && p.contains("/secrets/demo-auth")), "{seen:#?}");

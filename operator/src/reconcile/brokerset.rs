@@ -83,17 +83,17 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
         sts_api.delete(gone, &Default::default()).await?;
     }
 
-    // Roles come from the brokers (best effort: a new BrokerSet has none to ask yet).
-    let asked = match crate::credentials::dialer(&ctx.client, &bs).await {
-        Ok(dialer) => ctx.brokers.cluster_status(&bs, &dialer).await,
-        Err(e) => Err(e),
-    };
-    let cluster = match asked {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::debug!(brokerset = %name, error = %e, "broker status unavailable");
-            None
-        }
+    // Roles come from the brokers (best effort: a new BrokerSet has none to ask yet), asked as
+    // the cluster's super user; without its Secret the pods cannot start either: said below.
+    let (cluster, credentials) = match crate::credentials::dialer(&ctx.client, &bs).await {
+        Ok(dialer) => match ctx.brokers.cluster_status(&bs, &dialer).await {
+            Ok(c) => (Some(c), None),
+            Err(e) => {
+                tracing::debug!(brokerset = %name, error = %e, "broker status unavailable");
+                (None, None)
+            }
+        },
+        Err(e) => (None, Some(e.to_string())),
     };
     // Applying changes no pod's readiness: the list read before it still tells it (a group
     // created just now has no ready pod yet).
@@ -122,7 +122,10 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
     let ready = not_ready.is_empty() && rolling.is_empty();
     // An older server runs the BrokerSet without what it lacks: said once per reconcile.
     let missing = caps.missing();
-    let degraded = if missing.is_empty() {
+    let degraded = if let Some(msg) = credentials {
+        ctx.warn(bs.as_ref(), "CredentialsUnavailable", &msg).await;
+        condition(DEGRADED, true, "CredentialsUnavailable", msg, generation)
+    } else if missing.is_empty() {
         condition(DEGRADED, false, "AsExpected", NOTHING_WRONG, generation)
     } else {
         let msg = format!("this Kubernetes lacks features the BrokerSet uses: {}", missing.join("; "));
