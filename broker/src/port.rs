@@ -40,16 +40,18 @@ pub struct Port {
     pub tls: Option<TlsAcceptor>,
     /// Plaintext connections are closed unread (`tls_mode = "enforcing"`).
     pub tls_only: bool,
-    /// Serves gRPC (the broker's 8081, the nameserver's 9876); false on the Remoting-only port.
+    /// Serves gRPC (the broker's 8081, the nameserver's 9876): true for [`serve`], false for
+    /// [`serve_remoting`].
     pub grpc: bool,
     /// Serves Remoting too (the nameserver's 9876, the broker's 10911).
     pub remoting: Option<Processor>,
 }
 
 impl Port {
-    /// A port as `cfg.tls_mode` says, sharing `tls` (the process's one acceptor).
-    pub fn new(cfg: &Config, tls: &Option<TlsAcceptor>, grpc: bool, remoting: Option<Processor>) -> Port {
-        Port { tls: tls.clone(), tls_only: cfg.tls_mode == TlsMode::Enforcing, grpc, remoting }
+    /// A port as `cfg.tls_mode` says, sharing `tls` (the process's one acceptor), serving
+    /// Remoting with `remoting` if given.
+    pub fn new(cfg: &Config, tls: &Option<TlsAcceptor>, remoting: Option<Processor>) -> Port {
+        Port { tls: tls.clone(), tls_only: cfg.tls_mode == TlsMode::Enforcing, grpc: true, remoting }
     }
 }
 
@@ -58,7 +60,7 @@ impl Port {
 /// connection is sniffed on its own task, so a silent or slow one holds up no other.
 pub fn serve(listener: TcpListener, port: Port, stop: watch::Receiver<bool>) -> ReceiverStream<io::Result<GrpcConn>> {
     let (tx, rx) = mpsc::channel(64);
-    let port = std::sync::Arc::new(port);
+    let port = std::sync::Arc::new(Port { grpc: true, ..port });
     accept_loop(listener, stop, move |stream, peer| {
         let (tx, port) = (tx.clone(), port.clone());
         tokio::spawn(async move {

@@ -70,12 +70,14 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     let broker = tokio::task::spawn_blocking(move || Broker::open(open_cfg)).await??;
     let _ = opened.set(broker.clone());
     let clients = Arc::new(Clients::default());
+    // One for every connection to another Ferrocket process: the CA file is read here, once.
     let dialer = crate::cluster::dialer(&broker)?;
-    let nameservers = (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone(), dialer));
+    let nameservers =
+        (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone(), dialer.clone()));
     // Both idle while the role does not need them (a promotion or demotion switches them over).
-    crate::cluster::slave::spawn_slave(broker.clone(), nameservers.clone(), stop_rx.clone());
+    crate::cluster::slave::spawn_slave(broker.clone(), dialer.clone(), nameservers.clone(), stop_rx.clone());
     if let Some(addr) = &cfg.controller_addr {
-        crate::cluster::controller_client::spawn(broker.clone(), addr.clone(), stop_rx.clone());
+        crate::cluster::controller_client::spawn(broker.clone(), &dialer, addr.clone(), stop_rx.clone());
     }
     if let Some(ns) = &nameservers {
         registration::spawn(broker.clone(), ns.clone(), registered, stop_rx.clone());
@@ -87,7 +89,7 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     });
     crate::remoting::broker::spawn_expiry(rb.clone(), stop_rx.clone());
     crate::checkback::spawn(broker.clone(), clients.clone(), rb.clone(), stop_rx.clone());
-    let remoting_port = |p| Port::new(&cfg, &tls, false, Some(p));
+    let remoting_port = |p| Port::new(&cfg, &tls, Some(p));
     serve_remoting(remoting, remoting_port(crate::remoting::broker::processor(rb)), stop_rx.clone());
     if let Some(l) = remoting_namesrv {
         let routes = crate::remoting::namesrv::Routes::Local(broker.clone());
@@ -102,7 +104,7 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     let admin = AdminService::new(broker.clone(), nameservers.clone());
     let messaging = Messaging::new(broker.clone(), clients.clone(), stop_rx.clone(), nameservers);
     let max_msg = (cfg.max_body_bytes as usize).saturating_mul(2).max(16 << 20);
-    let incoming = crate::port::serve(listener, Port::new(&cfg, &tls, true, None), stop_rx.clone());
+    let incoming = crate::port::serve(listener, Port::new(&cfg, &tls, None), stop_rx.clone());
     let ending = broker.clone();
     let server = tonic::transport::Server::builder()
         .add_service(MessagingServiceServer::new(messaging).max_decoding_message_size(max_msg))

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::proto::dial::Dialer;
 use crate::proto::signing::SignedChannel;
 
 use crate::broker::Broker;
@@ -23,17 +24,17 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs `broker`'s controller loop until `stopping` turns true. Errors are logged once per
 /// outage; while the controller cannot be reached the broker keeps its role (a master goes on
 /// serving: a controller outage must not stop writes, and no one else can be elected meanwhile).
-pub fn spawn(broker: Arc<Broker>, controller_addr: String, mut stopping: watch::Receiver<bool>) {
+/// `dialer` reaches the controller.
+pub fn spawn(broker: Arc<Broker>, dialer: &Dialer, controller_addr: String, mut stopping: watch::Receiver<bool>) {
+    let channel = match dialer.endpoint(&controller_addr) {
+        Ok(c) => c.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect_lazy(),
+        Err(e) => {
+            tracing::error!(controller = %controller_addr, error = %format!("{e:#}"), "cannot dial the controller; the broker stays read-only");
+            return;
+        }
+    };
+    let mut client = ControllerClient::with_interceptor(channel, dialer.signer());
     tokio::spawn(async move {
-        let dialed = super::dialer(&broker).and_then(|d| Ok((d.endpoint(&controller_addr)?, d.signer())));
-        let (channel, signer) = match dialed {
-            Ok((c, signer)) => (c.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect_lazy(), signer),
-            Err(e) => {
-                tracing::error!(controller = %controller_addr, error = %format!("{e:#}"), "cannot dial the controller; the broker stays read-only");
-                return;
-            }
-        };
-        let mut client = ControllerClient::with_interceptor(channel, signer);
         let interval = Duration::from_millis(broker.config().controller_heartbeat_interval_ms);
         let mut last_heartbeat: Option<tokio::time::Instant> = None;
         let mut failing = false;

@@ -16,6 +16,7 @@ use crate::grpc::ha::{epochs_from_pb, epochs_to_pb};
 use crate::proto::admin::admin_client::AdminClient;
 use crate::proto::admin::{ListAclsRequest, ListGroupsRequest, ListTopicsRequest, ListUsersRequest};
 use crate::proto::clients::Nameservers;
+use crate::proto::dial::Dialer;
 use crate::proto::namesrv::ha_client::HaClient;
 use crate::proto::namesrv::SlaveReport;
 
@@ -51,11 +52,11 @@ async fn master_endpoint(broker: &Broker, nameservers: Option<&Nameservers>) -> 
 /// so, then stream, write, report, until an error, a role change or the stop.
 async fn session(
     broker: &Arc<Broker>,
+    dialer: &Dialer,
     master: &str,
     stopping: &mut watch::Receiver<bool>,
     failing: &mut bool,
 ) -> anyhow::Result<()> {
-    let dialer = super::dialer(broker)?;
     let ch = dialer.endpoint(master)?.connect_timeout(Duration::from_secs(3)).connect().await?;
     let (report_tx, report_rx) = mpsc::channel(16);
     let cfg = broker.config();
@@ -140,14 +141,20 @@ async fn sync_config(broker: &Arc<Broker>, admin: &mut AdminClient<SignedChannel
 /// Runs replication whenever the broker is a slave, until `stopping` turns true: a session per
 /// master, reconnecting a second after any failure (logged once per outage), and starting over
 /// when the role changes (a promotion ends it; a new master restarts it).
-pub fn spawn_slave(broker: Arc<Broker>, nameservers: Option<Arc<Nameservers>>, mut stopping: watch::Receiver<bool>) {
+/// `dialer` reaches the master.
+pub fn spawn_slave(
+    broker: Arc<Broker>,
+    dialer: Dialer,
+    nameservers: Option<Arc<Nameservers>>,
+    mut stopping: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let mut failing = false;
         let mut role_rx = broker.subscribe_role();
         while !*stopping.borrow() {
             role_rx.borrow_and_update();
             let result = match master_endpoint(&broker, nameservers.as_deref()).await {
-                Ok(Some(m)) => session(&broker, &m, &mut stopping, &mut failing).await,
+                Ok(Some(m)) => session(&broker, &dialer, &m, &mut stopping, &mut failing).await,
                 Ok(None) => {
                     // Master, or no master named yet: wait for a role change.
                     tokio::select! {

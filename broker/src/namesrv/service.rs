@@ -112,7 +112,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     }
     // Remoting clients dial the same port (9876) as gRPC ones.
     let remoting = crate::remoting::namesrv::processor(crate::remoting::namesrv::Routes::Table(table.clone()));
-    let port = crate::port::Port::new(&cfg, &crate::tls::acceptor(&cfg)?, true, Some(remoting));
+    let port = crate::port::Port::new(&cfg, &crate::tls::acceptor(&cfg)?, Some(remoting));
     let incoming = crate::port::serve(listener, port, stop_rx);
     let expiry = cfg.broker_expiry_ms;
     tokio::spawn(async move {
