@@ -216,6 +216,23 @@ def cli(broker, *args):
                           timeout=30, check=True).stdout
 
 
+def issue_certificate(directory, sans):
+    """A CA and a server certificate it issued for `sans` (`DNS:name`, `IP:address`), made by
+    openssl (ECDSA P-256, 2 days), in cert-manager's file names: (ca.crt, tls.crt, tls.key)."""
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert, key, csr, ext = directory / "tls.crt", directory / "tls.key", directory / "tls.csr", directory / "ext.cnf"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)  # noqa: E731
+    run("req", "-x509", *ec, "-subj", "/CN=ferrocket-test-ca", "-days", "2", "-keyout", str(ca_key), "-out", str(ca),
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", *ec, "-subj", "/CN=ferrocket-test-server", "-keyout", str(key), "-out", str(csr))
+    ext.write_text(f"subjectAltName={','.join(sans)}\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2",
+        "-extfile", str(ext), "-out", str(cert))
+    return ca, cert, key
+
+
 def wait_for(condition, timeout, what):
     """Polls `condition` (bounded by `timeout` seconds) until it returns a truthy value, which it returns."""
     deadline = time.monotonic() + timeout

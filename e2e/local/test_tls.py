@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import BIN, client_args, java_run, run_client, wait_for
+from conftest import BIN, client_args, issue_certificate, java_run, run_client, wait_for
 
 
 def served_certificate(endpoint):
@@ -41,23 +41,6 @@ def make_certificate(directory, name, cn):
     return cert, key
 
 
-def make_ca_and_certificate(directory):
-    """A CA and a certificate it issued for localhost and 127.0.0.1, made by openssl, with
-    cert-manager's file names: (ca.crt, tls.crt, tls.key)."""
-    ca, ca_key = directory / "ca.crt", directory / "ca.key"
-    cert, key, csr, ext = directory / "tls.crt", directory / "tls.key", directory / "tls.csr", directory / "ext.cnf"
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
-    run("req", "-x509", *ec, "-subj", "/CN=ferrocket-test-ca", "-days", "2", "-keyout", str(ca_key), "-out", str(ca),
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    run("req", *ec, "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(csr))
-    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2",
-        "-extfile", str(ext), "-out", str(cert))
-    return ca, cert, key
-
-
 def java_tls(ca):
     """RocketMQ's client TLS properties (TlsSystemConfig): TLS on every connection, the server's
     certificate checked against `ca`."""
@@ -68,7 +51,7 @@ def java_tls(ca):
 @pytest.fixture
 def enforcing(broker_factory, tmp_path):
     """A standalone broker that takes TLS only, with a CA's certificate: (broker, ca.crt)."""
-    ca, cert, key = make_ca_and_certificate(tmp_path)
+    ca, cert, key = issue_certificate(tmp_path, ["DNS:localhost", "IP:127.0.0.1"])
     b = broker_factory(tls_mode="enforcing", tls_ca_file=str(ca), tls_cert_file=str(cert), tls_key_file=str(key))
     return b, ca
 

@@ -32,7 +32,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "e2e" / "local"))
-from conftest import BIN, cluster_status, run_client, wait_for  # noqa: E402
+from conftest import BIN, cluster_status, issue_certificate, run_client, wait_for  # noqa: E402
 
 OPERATOR = ROOT / "target" / "release" / "ferrocket-operator"
 NAMESPACE = "default"
@@ -66,22 +66,6 @@ def render(root, tls):
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
-def issue_certificate(directory, ips):
-    """A CA and a certificate it issued for the cluster's name and every pod address, with
-    cert-manager's key names: {"ca.crt", "tls.crt", "tls.key"} -> PEM text."""
-    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)  # noqa: E731
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    d = directory
-    run("req", "-x509", *ec, "-subj", "/CN=demo-ca", "-days", "2", "-keyout", str(d / "ca.key"), "-out",
-        str(d / "ca.crt"), "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
-    run("req", *ec, "-subj", "/CN=ferrocket.demo", "-keyout", str(d / "tls.key"), "-out", str(d / "tls.csr"))
-    sans = ",".join([f"DNS:{TLS['serverName']}", *(f"IP:{ip}" for ip in ips)])
-    (d / "ext.cnf").write_text(f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-    run("x509", "-req", "-in", str(d / "tls.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
-        "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"), "-out", str(d / "tls.crt"))
-    return {k: (d / k).read_text() for k in ("ca.crt", "tls.crt", "tls.key")}
-
-
 @pytest.fixture(params=["auth", "auth+tls"])
 def cluster(request, monkeypatch):
     tls = request.param == "auth+tls"
@@ -110,7 +94,8 @@ def cluster(request, monkeypatch):
     secrets = {"demo-auth": {"accessKey": "ferrocket-cluster", "secretKey": os.urandom(32).hex()}}
     if tls:
         (root / "pki").mkdir()
-        secrets["demo-tls"] = issue_certificate(root / "pki", [p.ip for p in pods])
+        files = issue_certificate(root / "pki", [f"DNS:{TLS['serverName']}", *(f"IP:{p.ip}" for p in pods)])
+        secrets["demo-tls"] = {f.name: f.read_text() for f in files}
     # The CLI (`cluster_status`, `topic create`) signs and trusts as the cluster's processes do.
     monkeypatch.setenv("FERROCKET_AUTH_ACCESS_KEY", secrets["demo-auth"]["accessKey"])
     monkeypatch.setenv("FERROCKET_AUTH_SECRET_KEY", secrets["demo-auth"]["secretKey"])

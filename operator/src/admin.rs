@@ -98,6 +98,15 @@ async fn admin(endpoint: &str, dialer: &Dialer) -> Result<AdminClient<SignedChan
     Ok(AdminClient::with_interceptor(ch.connect().await.map_err(|e| unreachable(e.to_string()))?, dialer.signer()))
 }
 
+/// The outcome of a delete call: done, or already gone (`NOT_FOUND`), or refused.
+fn deleted<T>(endpoint: &str, r: Result<T, tonic::Status>) -> Result<(), AdminError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(s) => Err(refused(endpoint, s)),
+    }
+}
+
 fn refused(endpoint: &str, s: tonic::Status) -> AdminError {
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
@@ -123,11 +132,8 @@ pub async fn apply_topic(endpoint: &str, dialer: &Dialer, topic: TopicConfig) ->
 /// Deletes topic `name` (and its messages) on the master at `endpoint`; a topic already gone
 /// counts as deleted. Errors: unreachable, or refused.
 pub async fn delete_topic(endpoint: &str, dialer: &Dialer, name: &str) -> Result<(), AdminError> {
-    match admin(endpoint, dialer).await?.delete_topic(DeleteTopicRequest { name: name.into() }).await {
-        Ok(_) => Ok(()),
-        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-        Err(s) => Err(refused(endpoint, s)),
-    }
+    let r = admin(endpoint, dialer).await?.delete_topic(DeleteTopicRequest { name: name.into() }).await;
+    deleted(endpoint, r)
 }
 
 /// Creates or updates subscription group `group` on the master at `endpoint`. Errors:
@@ -144,11 +150,8 @@ pub async fn apply_group(endpoint: &str, dialer: &Dialer, group: GroupConfig) ->
 /// Deletes subscription group `name` (its offsets and retry state) on the master at `endpoint`;
 /// a group already gone counts as deleted. Errors: unreachable, or refused.
 pub async fn delete_group(endpoint: &str, dialer: &Dialer, name: &str) -> Result<(), AdminError> {
-    match admin(endpoint, dialer).await?.delete_group(DeleteGroupRequest { name: name.into() }).await {
-        Ok(_) => Ok(()),
-        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-        Err(s) => Err(refused(endpoint, s)),
-    }
+    let r = admin(endpoint, dialer).await?.delete_group(DeleteGroupRequest { name: name.into() }).await;
+    deleted(endpoint, r)
 }
 
 /// Creates or updates `user` on the master at `endpoint` and makes its access rules exactly
@@ -168,11 +171,7 @@ pub async fn apply_user(endpoint: &str, dialer: &Dialer, user: User, rules: Vec<
         .filter(|res| !rules.iter().any(|r| r.resource == *res))
         .collect();
     for resource in stale {
-        match c.delete_acl_rule(DeleteAclRuleRequest { user: name.clone(), resource }).await {
-            Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::NotFound => {}
-            Err(s) => return Err(refused(endpoint, s)),
-        }
+        deleted(endpoint, c.delete_acl_rule(DeleteAclRuleRequest { user: name.clone(), resource }).await)?;
     }
     for rule in rules {
         c.put_acl_rule(PutAclRuleRequest { user: name.clone(), rule: Some(rule) })
@@ -186,14 +185,6 @@ pub async fn apply_user(endpoint: &str, dialer: &Dialer, user: User, rules: Vec<
 /// counts as deleted. Errors: unreachable, or refused.
 pub async fn delete_user(endpoint: &str, dialer: &Dialer, name: &str) -> Result<(), AdminError> {
     let mut c = admin(endpoint, dialer).await?;
-    match c.delete_acl_rule(DeleteAclRuleRequest { user: name.into(), resource: String::new() }).await {
-        Ok(_) => {}
-        Err(s) if s.code() == tonic::Code::NotFound => {}
-        Err(s) => return Err(refused(endpoint, s)),
-    }
-    match c.delete_user(DeleteUserRequest { name: name.into() }).await {
-        Ok(_) => Ok(()),
-        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-        Err(s) => Err(refused(endpoint, s)),
-    }
+    deleted(endpoint, c.delete_acl_rule(DeleteAclRuleRequest { user: name.into(), resource: String::new() }).await)?;
+    deleted(endpoint, c.delete_user(DeleteUserRequest { name: name.into() }).await)
 }

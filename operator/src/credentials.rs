@@ -55,17 +55,19 @@ pub async fn dialer(client: &Client, bs: &BrokerSet) -> Result<Dialer, AdminErro
     }
 }
 
-/// Creates `<name>-auth` with a random secret key if authentication is on, no
-/// `auth.secretName` is given and it does not exist yet; it is owned by `bs` (deleted with it)
-/// and never changed once made. Returns true when it made one. Errors: API calls.
-pub async fn ensure_generated(client: &Client, bs: &BrokerSet) -> Result<bool, kube::Error> {
-    if !bs.spec.auth.enabled || bs.spec.auth.secret_name.is_some() {
-        return Ok(false);
-    }
-    let (ns, name) = (bs.namespace().unwrap_or_default(), format!("{}-auth", bs.name_any()));
+/// Creates the credentials Secret (`<name>-auth`, [`crate::crd::BrokerSetSpec::auth_secret`])
+/// with a random secret key if authentication is on, no `auth.secretName` is given and it does
+/// not exist yet; it is owned by `bs` (deleted with it) and never changed once made. Returns the
+/// name of the Secret it made, if it made one. Errors: API calls.
+pub async fn ensure_generated(client: &Client, bs: &BrokerSet) -> Result<Option<String>, kube::Error> {
+    let Some(name) = bs.spec.auth_secret(&bs.name_any()).filter(|_| bs.spec.auth.secret_name.is_none()) else {
+        return Ok(None);
+    };
+    let ns = bs.namespace().unwrap_or_default();
     let owner = bs.controller_owner_ref(&());
     let labels = crate::render::labels(&bs.name_any(), "auth", None);
-    Ok(create_if_absent(client, &ns, &name, GENERATED_ACCESS_KEY, owner, labels).await?.is_some())
+    let made = create_if_absent(client, &ns, &name, GENERATED_ACCESS_KEY, owner, labels).await?;
+    Ok(made.map(|_| name))
 }
 
 /// The secret key of `user` from its Secret, which is made (keys `accessKey` and a random

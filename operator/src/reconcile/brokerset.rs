@@ -73,8 +73,8 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
     }
 
     // The pods read the cluster's credentials from it: made before they are.
-    if crate::credentials::ensure_generated(&ctx.client, &bs).await? {
-        let note = format!("generated Secret {name}-auth with the cluster's credentials");
+    if let Some(secret) = crate::credentials::ensure_generated(&ctx.client, &bs).await? {
+        let note = format!("generated Secret {secret} with the cluster's credentials");
         ctx.publish(bs.as_ref(), EventType::Normal, "CredentialsGenerated", &note).await;
     }
     apply_all(&ctx, &ns, &manifests).await?;

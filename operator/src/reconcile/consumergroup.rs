@@ -45,13 +45,7 @@ async fn apply(c: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error
             write_status(ctx, c, Err((reason, msg)), false).await?;
             return Ok(Action::requeue(SOON));
         }
-        Err(e) => {
-            // The Event comes from the error policy.
-            if let Error::Admin(a) = &e {
-                write_status(ctx, c, Err((e.reason(), a.to_string())), false).await?;
-            }
-            return Err(e);
-        }
+        Err(e) => return targets::fail(e, |reason, msg| write_status(ctx, c, Err((reason, msg)), false)).await,
     };
     let config = group_config(c);
     let pass = targets::on_masters(ctx, c, &masters, |endpoint| {

@@ -68,6 +68,19 @@ pub async fn masters(ctx: &Context, ns: &str, name: &str, groups: &[String]) -> 
     Ok(Targets::Masters(masters, dialer))
 }
 
+/// Fails a reconcile with `e`, first writing what went wrong into the status (`write` with the
+/// reason and message) when the brokers or the credentials are at fault; the Event comes from
+/// the error policy. Errors: `e`, or the status write's.
+pub async fn fail<Fut>(e: Error, write: impl FnOnce(&'static str, String) -> Fut) -> Result<Action, Error>
+where
+    Fut: Future<Output = Result<(), Error>>,
+{
+    if let Error::Admin(a) = &e {
+        write(e.reason(), a.to_string()).await?;
+    }
+    Err(e)
+}
+
 /// One apply pass over the masters of a resource's broker groups.
 pub struct Pass<T> {
     /// The groups that took the call, with what each returned.

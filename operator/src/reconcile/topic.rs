@@ -48,7 +48,10 @@ async fn apply(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
             write_status(ctx, t, Vec::new(), Err((reason, msg)), degraded).await?;
             return Ok(if degraded { Action::await_change() } else { Action::requeue(SOON) });
         }
-        Err(e) => return report_unreachable(ctx, t, e).await,
+        Err(e) => {
+            let applied = t.status.as_ref().map(|s| s.queues.clone()).unwrap_or_default();
+            return targets::fail(e, |reason, msg| write_status(ctx, t, applied, Err((reason, msg)), false)).await;
+        }
     };
     let config = topic_config(t);
     let pass = targets::on_masters(ctx, t, &masters, |endpoint| {
@@ -88,15 +91,6 @@ async fn cleanup(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
         admin::delete_topic(endpoint, &dialer, &t.topic_name()).await?;
     }
     Ok(Action::await_change())
-}
-
-async fn report_unreachable(ctx: &Context, t: &Topic, e: Error) -> Result<Action, Error> {
-    // The Event comes from the error policy.
-    if let Error::Admin(a) = &e {
-        let applied = t.status.as_ref().map(|s| s.queues.clone()).unwrap_or_default();
-        write_status(ctx, t, applied, Err((e.reason(), a.to_string())), false).await?;
-    }
-    Err(e)
 }
 
 async fn write_status(

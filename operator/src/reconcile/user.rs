@@ -39,27 +39,19 @@ async fn apply(u: Arc<User>, ctx: Arc<Context>) -> Result<Action, Error> {
         return Ok(Action::requeue(SOON));
     }
     let ns = u.namespace().unwrap_or_default();
-    let found = match targets::masters(ctx, &ns, &u.spec.broker_set, &[]).await {
-        Ok(Targets::Masters(m, dialer)) => crate::credentials::user_secret_key(&ctx.client, u)
-            .await
-            .map(|secret| (m, dialer, secret))
-            .map_err(Error::Admin),
+    let failed = |reason, msg| write_status(ctx, u, Vec::new(), Err((reason, msg)), false);
+    let (masters, dialer) = match targets::masters(ctx, &ns, &u.spec.broker_set, &[]).await {
+        Ok(Targets::Masters(m, dialer)) => (m, dialer),
         Ok(Targets::Blocked(reason, msg)) => {
             ctx.warn(u, reason, &msg).await;
-            write_status(ctx, u, Vec::new(), Err((reason, msg)), false).await?;
+            failed(reason, msg).await?;
             return Ok(Action::requeue(SOON));
         }
-        Err(e) => Err(e),
+        Err(e) => return targets::fail(e, failed).await,
     };
-    let (masters, dialer, secret) = match found {
-        Ok(f) => f,
-        Err(e) => {
-            // The Event comes from the error policy.
-            if let Error::Admin(a) = &e {
-                write_status(ctx, u, Vec::new(), Err((e.reason(), a.to_string())), false).await?;
-            }
-            return Err(e);
-        }
+    let secret = match crate::credentials::user_secret_key(&ctx.client, u).await {
+        Ok(s) => s,
+        Err(a) => return targets::fail(Error::Admin(a), failed).await,
     };
     let user = UserPb { name: u.user_name(), secret, super_user: u.spec.super_user, disabled: u.spec.disabled };
     let rules = acl_rules(u);
