@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferrocket_engine::broker::{Broker, Consumer};
+use ferrocket_engine::broker::{Broker, Consumer, Outgoing};
 use ferrocket_engine::config::Config;
 use ferrocket_engine::consume::filter::Filter;
 use ferrocket_engine::ha::epochs::consistent_point;
@@ -78,13 +78,22 @@ fn a_deposed_master_cuts_its_unreplicated_tail_and_follows_the_new_master() {
     for i in 0..10 {
         send(&a, &format!("e1-{i}"));
     }
+    // Scheduled messages replicate with the log: b's timer log holds them too.
+    let due = ferrocket_engine::store::now_ms() + 3_600_000;
+    for i in 0..3 {
+        schedule(&a, due + i * 15_000);
+    }
     replicate(&a, &b);
+    assert_eq!(b.scheduled_count(), 3);
     let shared = b.store().commitlog_end();
 
     // a stores five more and a consumer acknowledges all fifteen there; b never gets them.
     for i in 10..15 {
         send(&a, &format!("tail-{i}"));
     }
+    schedule(&a, due + 5_000);
+    schedule(&a, due + 60_000);
+    assert_eq!(a.scheduled_count(), 5);
     wait_dispatched(a.store());
     let c = Consumer { group: "g", client_id: "c" };
     let got = a.receive(c, "T", &Filter::ALL, 32, 60_000).unwrap();
@@ -109,6 +118,7 @@ fn a_deposed_master_cuts_its_unreplicated_tail_and_follows_the_new_master() {
     assert_eq!(point, Some(shared));
     a.truncate_to(shared).unwrap();
     assert_eq!(a.store().commitlog_end(), shared);
+    assert_eq!(a.scheduled_count(), 3, "the cut tail's scheduled messages are unscheduled");
     assert_eq!(queue(&a), (0..10).map(|i| format!("e1-{i}")).collect::<Vec<_>>());
     replicate(&b, &a);
 
@@ -127,9 +137,17 @@ fn a_deposed_master_cuts_its_unreplicated_tail_and_follows_the_new_master() {
     drop(a);
     let a = Broker::open(cfg(da.path())).unwrap();
     assert_eq!(queue(&a), expected);
+    assert_eq!((a.scheduled_count(), b.scheduled_count()), (3, 3));
     assert_eq!(lag(&a, "g"), 7);
     a.shutdown().unwrap();
     b.shutdown().unwrap();
+}
+
+/// Schedules a DELAY message on T for `at` (ms since the epoch).
+fn schedule(b: &Broker, at: u64) {
+    let record = Record { topic: "T".into(), queue_id: 0, body: b"later".to_vec(), ..Default::default() };
+    let mut batch = [Outgoing { record, ty: MessageType::Delay, deliver_at_ms: Some(at), check_type: true }];
+    block(b.send_batch(&mut batch, "producer")).remove(0).unwrap();
 }
 
 /// Runs an engine call that awaits durability to completion, on a runtime of its own.

@@ -90,7 +90,7 @@ impl Broker {
             tx.pending.retain(|_, p| p.physical_offset < offset);
             tx.resolved.retain(|half, _| *half < halves);
             tx.reindex();
-            timers.retain_below(offset);
+            timers.retain_below(offset).map_err(StoreError::Io)?;
             self.snapshot_offset.store(offset, std::sync::atomic::Ordering::Release);
         }
         self.snapshot().map_err(StoreError::Io)?;

@@ -30,7 +30,8 @@ use crate::metrics::Metrics;
 use crate::store::files::write_or_skip;
 use crate::store::record::Record;
 use crate::store::{Listeners, RecordClass, Store, StoreError};
-use crate::timer::TimerState;
+use crate::timer::log::TimerCheckpoint;
+use crate::timer::TimerLog;
 use crate::topics::{self, MessageType, Permission, TopicConfig, TopicError, TopicManager};
 use crate::txn::TxState;
 use transactions::check_timing;
@@ -161,8 +162,9 @@ pub struct Delivery {
     pub visible_at_ms: u64,
 }
 
-/// Contents of `config/state.json`: consumer progress and open transactions, both as of one
-/// CommitLog offset; the ack, half and op records after it are replayed on start.
+/// Contents of `config/state.json`: consumer progress, open transactions and the timer log's
+/// files, all as of one CommitLog offset; the ack, half, op and timer records after it are
+/// replayed on start.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct StateFile {
     commitlog_offset: u64,
@@ -170,26 +172,28 @@ struct StateFile {
     queues: Vec<(QueueKey, QueueState)>,
     #[serde(default)]
     transactions: TxState,
-    /// Scheduled messages: (due ms, CommitLog offset, size).
+    /// The timer log's bucket files (absent in snapshots written before it existed).
     #[serde(default)]
-    timers: TimerState,
+    timer_log: Option<TimerCheckpoint>,
+    /// Snapshots written before the timer log kept scheduled messages here, (due ms, CommitLog
+    /// offset, size): read once, to import them.
+    #[serde(default, skip_serializing)]
+    timers: Vec<(u64, u64, u32)>,
 }
 
-/// Applies one CommitLog record to the state it belongs to: an ack record to consumer progress,
-/// half, op and timer records to open transactions and scheduled messages. Used when replaying
-/// after the snapshot on start, and on a slave for every record its master sends. Returns true
-/// for an ack record.
+/// Applies one CommitLog record to consumer progress (an ack record) or open transactions (half
+/// and op records); [`TimerLog::apply`] takes the timer's. Used when replaying after the
+/// snapshot on start, and on a slave for every record its master sends. Returns true for an ack
+/// record.
 fn replay(
     rec: &Record,
     size: u32,
     state: &mut ConsumeState,
     tx: &mut TxState,
-    timers: &mut TimerState,
     timing: crate::txn::CheckTiming,
 ) -> bool {
     if rec.topic != ACK_LOG_TOPIC {
         tx.apply(rec, size, timing);
-        timers.apply(rec, size);
         return false;
     }
     match serde_json::from_slice::<AckRecord>(&rec.body) {
@@ -204,6 +208,23 @@ fn replay(
 fn clamp_to_store(state: &mut ConsumeState, store: &Store) {
     for ((_, topic, q), st) in state.queues.iter_mut() {
         st.clamp(store.min_queue_offset(topic, *q), store.max_queue_offset(topic, *q));
+    }
+}
+
+/// Opens the timer log in `<data_dir>/timerlog` as the snapshot recorded it, importing the
+/// scheduled messages of a snapshot written before it existed; returns it and the CommitLog
+/// offset its replay starts at. A log that does not match the snapshot (a file missing or cut
+/// short) is rebuilt from the whole CommitLog, which holds every timer record. Errors: I/O.
+fn open_timer_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<(TimerLog, u64)> {
+    let dir = cfg.data_dir.join("timerlog");
+    let imported: Vec<_> = std::mem::take(&mut snapshot.timers).into_iter().map(|(d, o, s)| ((d, o), s)).collect();
+    match TimerLog::open(&dir, snapshot.timer_log.take().unwrap_or_default(), imported) {
+        Ok(log) => Ok((log, snapshot.commitlog_offset)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            tracing::error!(error = %e, "timer log does not match the state snapshot; rebuilding it from the CommitLog");
+            Ok((TimerLog::open(&dir, TimerCheckpoint::new(), [])?, 0))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -229,8 +250,9 @@ pub struct Broker {
     /// Open transactions. Half and op records are appended while holding this lock, so a
     /// snapshot taken under it splits them cleanly at one CommitLog offset.
     tx: Mutex<TxState>,
-    /// Scheduled messages; timer records are appended under this lock (as half messages).
-    timer: Mutex<TimerState>,
+    /// Scheduled messages; timer, recall and delivered records are appended under this lock (as
+    /// half messages are under `tx`'s).
+    timer: Mutex<TimerLog>,
     groups: GroupManager,
     auth: Arc<crate::auth::Auth>,
     metrics: Metrics,
@@ -251,6 +273,9 @@ pub struct Broker {
     polls_ending: tokio::sync::watch::Sender<bool>,
     /// CommitLog offset of the last state snapshot (replay starts there): retention keeps it.
     snapshot_offset: AtomicU64,
+    /// Held while a snapshot is taken and written, so two never interleave (the timer log
+    /// deletes files only a written snapshot no longer lists).
+    snapshotting: Mutex<()>,
     /// The data disk's used share, shared with the store's segment listener.
     disk: Arc<retention::DiskGuard>,
     /// What this master's slaves have confirmed.
@@ -305,7 +330,7 @@ impl Broker {
         let groups = GroupManager::load(&config_dir.join("groups.json"))?;
         let auth = Arc::new(crate::auth::Auth::load(&cfg, Some(&config_dir))?);
         let state_path = config_dir.join("state.json");
-        let snapshot: StateFile = match std::fs::read(&state_path) {
+        let mut snapshot: StateFile = match std::fs::read(&state_path) {
             // Every ack, half and op record is also in the CommitLog: an unreadable snapshot means
             // replaying all of them.
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
@@ -316,15 +341,26 @@ impl Broker {
             Err(e) => return Err(e.into()),
         };
         let from = snapshot.commitlog_offset;
+        let (mut timers, timers_from) = open_timer_log(&cfg, &mut snapshot)?;
         let mut state = ConsumeState::from_entries(snapshot.queues);
         let mut tx = snapshot.transactions;
         tx.reindex();
-        let mut timers = snapshot.timers;
         let timing = check_timing(&cfg);
         let mut replayed = 0u64;
-        store.scan(from, |rec, size| {
-            replayed += replay(rec, size, &mut state, &mut tx, &mut timers, timing) as u64;
+        let mut failed = None;
+        store.scan(from.min(timers_from), |rec, size| {
+            if rec.physical_offset >= from {
+                replayed += replay(rec, size, &mut state, &mut tx, timing) as u64;
+            }
+            if rec.physical_offset >= timers_from {
+                if let Err(e) = timers.apply(rec, size) {
+                    failed.get_or_insert(e);
+                }
+            }
         })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         clamp_to_store(&mut state, &store);
         tracing::info!(
             queues = state.queues.len(),
@@ -358,6 +394,7 @@ impl Broker {
             appended,
             polls_ending: tokio::sync::watch::channel(false).0,
             snapshot_offset: AtomicU64::new(from),
+            snapshotting: Mutex::new(()),
             disk,
             replicas: Arc::new(crate::ha::Replicas::new(bounds)),
             role: tokio::sync::watch::channel(role).0,
@@ -417,14 +454,23 @@ impl Broker {
     /// master's and it can take over. Returns the new CommitLog end.
     /// Errors: bytes that do not continue the log, I/O.
     pub fn apply_replicated(&self, offset: u64, data: &[u8]) -> Result<u64, BrokerError> {
-        let end = self.store.append_raw(offset, data)?;
         let timing = check_timing(&self.cfg);
-        // One lock of each for the whole chunk (the snapshot's order), not per record.
+        // One lock of each for the whole chunk (the snapshot's order), not per record, taken
+        // before the bytes are written: a snapshot then never records an offset past records
+        // its state lacks.
         let (mut state, mut tx, mut timers) = (self.consume.lock(), self.tx.lock(), self.timer.lock());
+        let end = self.store.append_raw(offset, data)?;
+        let mut failed = None;
         self.store.scan(offset, |rec, size| {
-            replay(rec, size, &mut state, &mut tx, &mut timers, timing);
+            replay(rec, size, &mut state, &mut tx, timing);
+            if let Err(e) = timers.apply(rec, size) {
+                failed.get_or_insert(e);
+            }
         })?;
-        Ok(end)
+        match failed {
+            Some(e) => Err(StoreError::Io(e).into()),
+            None => Ok(end),
+        }
     }
 
     /// The topic registry.
@@ -561,28 +607,36 @@ impl Broker {
         m.encode()
     }
 
-    /// Errors: I/O.
+    /// Writes `config/state.json` (consumer progress, open transactions and the timer log's
+    /// files as of the CommitLog end), after flushing the CommitLog up to there and fsyncing the
+    /// timer log files it lists. Errors: I/O.
     pub fn snapshot(&self) -> std::io::Result<()> {
-        let snap = {
+        let _one = self.snapshotting.lock();
+        let (snap, capture) = {
             let consume = self.consume.lock();
             let tx = self.tx.lock();
-            let timers = self.timer.lock();
-            // Ack, half and op records are appended under these locks, so every one below this
-            // offset is reflected in the copies.
-            StateFile {
+            let mut timers = self.timer.lock();
+            // Ack, half, op and timer records are appended under these locks, so every one
+            // below this offset is reflected in the copies.
+            let mut capture = timers.capture()?;
+            let snap = StateFile {
                 commitlog_offset: self.store.commitlog_end(),
                 queues: consume.entries(),
                 transactions: tx.clone(),
-                timers: timers.clone(),
-            }
+                timer_log: Some(std::mem::take(&mut capture.checkpoint)),
+                timers: Vec::new(),
+            };
+            (snap, capture)
         };
-        self.store.flush_all()?;
+        self.store.flush_log()?;
+        capture.sync()?;
         self.topics.registry().persist_if_dirty()?;
         self.groups.registry().persist_if_dirty()?;
         // On a full disk the snapshot is skipped: the records after the last one are replayed,
         // and retention keeps them.
         if write_or_skip(&self.cfg.data_dir.join("config").join("state.json"), &snap, "state snapshot")? {
             self.snapshot_offset.fetch_max(snap.commitlog_offset, Ordering::AcqRel);
+            self.timer.lock().forget_retired(&capture)?;
         }
         Ok(())
     }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::{Broker, BrokerError, SendOk};
 use crate::store::record::Record;
-use crate::store::{now_ms, RecordClass};
-use crate::timer::{self, TimerKey};
+use crate::store::{now_ms, RecordClass, StoreError};
+use crate::timer::{self, TimerKey, TimerLog};
 use crate::topics::MessageType;
 
 /// Most due messages the timer thread delivers per pass (bounds lock hold time).
@@ -13,6 +13,11 @@ const DELIVER_BATCH: usize = 2048;
 /// How often the timer thread looks for due messages, ms: lateness is at most this plus the
 /// time to write the due messages.
 const TICK_MS: u64 = 10;
+/// Marks `key` done in the timer log; false (logged) if the write failed.
+fn cancelled(t: &mut TimerLog, key: TimerKey) -> bool {
+    t.cancel(key).map_err(|e| tracing::error!(error = %e, "writing the timer log failed")).is_ok()
+}
+
 /// How often in-flight messages past their last attempt are looked for, ms.
 const REVIVE_MS: u64 = 500;
 
@@ -47,7 +52,8 @@ impl Broker {
         let mut t = self.timer.lock();
         let r = self.store.append(rec, false, RecordClass::Message)?;
         let key = (deliver_at_ms, r.physical_offset);
-        t.add(key, r.size);
+        // Stored but not indexed: a restart replays the record into the index and delivers it.
+        t.add(key, r.size).map_err(StoreError::Io)?;
         Ok((SendOk { queue_id, queue_offset: 0, physical_offset: r.physical_offset }, r.end, timer::recall_handle(key)))
     }
 
@@ -58,69 +64,81 @@ impl Broker {
         let key: TimerKey = timer::parse_recall_handle(handle)
             .ok_or_else(|| BrokerError::InvalidRecallHandle(format!("malformed recall handle {handle:?}")))?;
         let mut t = self.timer.lock();
-        let size = t.remove(key).ok_or_else(|| {
+        let size = t.pending(key).map_err(StoreError::Io)?.ok_or_else(|| {
             BrokerError::InvalidRecallHandle("no such scheduled message: already delivered or recalled".into())
         })?;
-        let stored = match self.store.read_record(key.1, size) {
-            Ok(r) if r.properties.get(crate::txn::PROP_REAL_TOPIC).map(String::as_str) == Some(topic) => r,
-            other => {
-                t.add(key, size);
-                return match other {
-                    Err(e) => Err(e.into()),
-                    Ok(_) => Err(BrokerError::InvalidRecallHandle(format!("the message is not of topic {topic}"))),
-                };
-            }
-        };
-        match self.store.append(&mut timer::recall_record(key, now_ms()), false, RecordClass::Control) {
-            Ok(r) => Ok((timer::message_id(&stored), r.end)),
-            Err(e) => {
-                t.add(key, size);
-                Err(e.into())
-            }
+        let stored = self.store.read_record(key.1, size)?;
+        if stored.properties.get(crate::txn::PROP_REAL_TOPIC).map(String::as_str) != Some(topic) {
+            return Err(BrokerError::InvalidRecallHandle(format!("the message is not of topic {topic}")));
         }
+        let r = self.store.append(&mut timer::recall_record(key, now_ms()), false, RecordClass::Control)?;
+        // Recorded but not indexed: a restart replays the recall record into the index.
+        t.cancel(key).map_err(StoreError::Io)?;
+        Ok((timer::message_id(&stored), r.end))
     }
 
     /// Number of scheduled messages not yet delivered.
     pub fn scheduled_count(&self) -> usize {
-        self.timer.lock().len()
+        self.timer.lock().len() as usize
     }
 
     /// Delivers every message due by `now`: writes the real message to its topic, which also
     /// marks the timer record done. Returns how many were delivered.
     pub fn deliver_due(&self, now: u64) -> usize {
         let mut t = self.timer.lock();
-        let due = t.due(now, DELIVER_BATCH);
         let mut n = 0;
-        for (key, size) in due {
-            let real = match self.store.read_record(key.1, size) {
-                Ok(stored) => timer::real_message(&stored),
+        // One bucket at a time: the next is loaded once the current one is delivered.
+        for _ in 0..DELIVER_BATCH {
+            let due = match t.due(now, DELIVER_BATCH - n) {
+                Ok(due) if !due.is_empty() => due,
+                Ok(_) => break,
                 Err(e) => {
-                    tracing::error!(offset = key.1, error = %e, "scheduled message unreadable; dropped");
-                    t.remove(key);
-                    continue;
-                }
-            };
-            let mut real = real;
-            if self.topics.get(&real.topic).is_none() {
-                tracing::error!(topic = %real.topic, "scheduled message's topic was deleted; dropped");
-                t.remove(key);
-                continue;
-            }
-            match self.store.append(&mut real, true, RecordClass::Control) {
-                Ok(_) => {
-                    t.remove(key);
-                    n += 1;
-                    self.metrics.timer.delivered.inc();
-                    let late = now.saturating_sub(key.0);
-                    self.metrics.timer.lateness_ms.observe(late as f64);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "delivering a scheduled message failed; retried");
+                    tracing::error!(error = %e, "reading the timer log failed; retried");
                     break;
                 }
+            };
+            if !self.deliver(&mut t, now, due, &mut n) || n >= DELIVER_BATCH {
+                break;
             }
         }
         n
+    }
+
+    /// Delivers `due` (from [`TimerLog::due`]), counting deliveries in `n`; false if a write
+    /// failed (the rest wait for the next pass).
+    fn deliver(&self, t: &mut TimerLog, now: u64, due: Vec<(TimerKey, u32)>, n: &mut usize) -> bool {
+        for (key, size) in due {
+            let mut real = match self.store.read_record(key.1, size) {
+                Ok(stored) => timer::real_message(&stored),
+                Err(e) => {
+                    tracing::error!(offset = key.1, error = %e, "scheduled message unreadable; dropped");
+                    if !cancelled(t, key) {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            if self.topics.get(&real.topic).is_none() {
+                tracing::error!(topic = %real.topic, "scheduled message's topic was deleted; dropped");
+                if !cancelled(t, key) {
+                    return false;
+                }
+                continue;
+            }
+            if let Err(e) = self.store.append(&mut real, true, RecordClass::Control) {
+                tracing::error!(error = %e, "delivering a scheduled message failed; retried");
+                return false;
+            }
+            // The delivered record marks it done in the CommitLog: a restart replays it into
+            // the timer log if the write below fails.
+            if !cancelled(t, key) {
+                return false;
+            }
+            *n += 1;
+            self.metrics.timer.delivered.inc();
+            self.metrics.timer.lateness_ms.observe(now.saturating_sub(key.0) as f64);
+        }
+        true
     }
 
     /// The timer thread: delivers due scheduled messages every [`TICK_MS`], and dead-letters

@@ -5,15 +5,13 @@
 //! Persistence follows the transaction design: everything is a CommitLog record. A scheduled
 //! message is a timer record (real topic and queue, and the due time, in properties); delivering
 //! it appends the real message carrying [`PROP_TIMER_SRC`] (the timer record's CommitLog offset);
-//! a recall appends a [`TIMER_OP_TOPIC`] record. On start the pending set is the snapshot's plus
-//! a replay of those records after it, so a restart neither loses nor repeats a delivery.
-//!
-//! In memory the pending set is one ordered map keyed by (due ms, CommitLog offset): about 40
-//! bytes per scheduled message, and the next due messages are found without a scan.
+//! a recall appends a [`TIMER_OP_TOPIC`] record. The pending set is an index of those records
+//! kept on disk ([`log::TimerLog`]); on start it is the snapshot's plus a replay of the records
+//! after it, so a restart neither loses nor repeats a delivery.
 
-use std::collections::BTreeMap;
+pub mod log;
 
-use serde::{Deserialize, Serialize};
+pub use log::TimerLog;
 
 use crate::store::record::Record;
 use crate::store::{PROP_MSG_ID, SYS_FLAG_NO_DISPATCH};
@@ -30,86 +28,6 @@ pub const PROP_TIMER_SRC: &str = "__TIMER_SRC";
 
 /// Identifies one scheduled message: (due ms, CommitLog offset of its timer record).
 pub type TimerKey = (u64, u64);
-
-/// Messages scheduled and not yet delivered or recalled.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(from = "Vec<(u64, u64, u32)>", into = "Vec<(u64, u64, u32)>")]
-pub struct TimerState {
-    /// Record size (bytes) by key, in due order.
-    pending: BTreeMap<TimerKey, u32>,
-}
-
-impl From<Vec<(u64, u64, u32)>> for TimerState {
-    fn from(v: Vec<(u64, u64, u32)>) -> Self {
-        TimerState { pending: v.into_iter().map(|(due, phys, size)| ((due, phys), size)).collect() }
-    }
-}
-
-impl From<TimerState> for Vec<(u64, u64, u32)> {
-    fn from(s: TimerState) -> Self {
-        s.pending.into_iter().map(|((due, phys), size)| (due, phys, size)).collect()
-    }
-}
-
-impl TimerState {
-    /// Records a scheduled message.
-    pub fn add(&mut self, key: TimerKey, size: u32) {
-        self.pending.insert(key, size);
-    }
-
-    /// Forgets a scheduled message (delivered or recalled); returns its size if it was pending.
-    pub fn remove(&mut self, key: TimerKey) -> Option<u32> {
-        self.pending.remove(&key)
-    }
-
-    /// Whether the message is still scheduled.
-    pub fn contains(&self, key: TimerKey) -> bool {
-        self.pending.contains_key(&key)
-    }
-
-    /// Up to `max` messages due at `now_ms` or before, earliest first: (key, record size).
-    pub fn due(&self, now_ms: u64, max: usize) -> Vec<(TimerKey, u32)> {
-        self.pending.range(..(now_ms + 1, 0)).take(max).map(|(k, s)| (*k, *s)).collect()
-    }
-
-    /// Number of scheduled messages.
-    pub fn len(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// True if nothing is scheduled.
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
-    /// Forgets the scheduled messages stored at CommitLog offset `physical` or later (a slave's
-    /// log was cut back there).
-    pub fn retain_below(&mut self, physical: u64) {
-        self.pending.retain(|(_, phys), _| *phys < physical);
-    }
-
-    /// Lowest CommitLog offset a scheduled message is stored at (retention keeps it).
-    pub fn min_physical_offset(&self) -> Option<u64> {
-        self.pending.keys().map(|k| k.1).min()
-    }
-
-    /// Replays one CommitLog record of `size` bytes (recovery after the snapshot).
-    pub fn apply(&mut self, rec: &Record, size: u32) {
-        if rec.topic == TIMER_TOPIC {
-            if let Some(due) = rec.properties.get(PROP_DELIVER_MS).and_then(|d| d.parse().ok()) {
-                self.add((due, rec.physical_offset), size);
-            }
-        } else if rec.topic == TIMER_OP_TOPIC {
-            if let Some(key) = parse_recall_handle(std::str::from_utf8(&rec.body).unwrap_or("")) {
-                self.remove(key);
-            }
-        } else if let Some(src) = rec.properties.get(PROP_TIMER_SRC).and_then(|s| s.parse().ok()) {
-            if let Some(due) = rec.properties.get(PROP_DELIVER_MS).and_then(|d| d.parse().ok()) {
-                self.remove((due, src));
-            }
-        }
-    }
-}
 
 /// Turns a message into its timer record: stored under [`TIMER_TOPIC`], queue 0, with the real
 /// topic, queue and due time in properties.
@@ -169,25 +87,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn due_order_replay_and_recall() {
-        let mut s = TimerState::default();
+    fn timer_records_round_trip_and_handles_parse() {
         let mut timer = Record { topic: "T".into(), queue_id: 3, ..Default::default() };
         to_timer_record(&mut timer, 5_000);
         timer.physical_offset = 100;
-        s.apply(&timer, 80);
-        s.add((1_000, 200), 90);
-        assert_eq!(s.due(999, 10), vec![]);
-        assert_eq!(s.due(5_000, 10), vec![((1_000, 200), 90), ((5_000, 100), 80)]);
-        assert_eq!(s.due(5_000, 1).len(), 1);
+        assert_eq!((timer.topic.as_str(), timer.queue_id), (TIMER_TOPIC, 0));
         let real = real_message(&timer);
         assert_eq!((real.topic.as_str(), real.queue_id), ("T", 3));
-        s.apply(&real, 80);
-        assert!(!s.contains((5_000, 100)));
-        s.apply(&recall_record((1_000, 200), 0), 10);
-        assert!(s.is_empty());
+        assert_eq!(real.properties.get(PROP_TIMER_SRC).map(String::as_str), Some("100"));
         assert_eq!(parse_recall_handle(&recall_handle((1, 2))), Some((1, 2)));
         assert_eq!(parse_recall_handle("t1.1.2.3"), None);
-        let v: Vec<(u64, u64, u32)> = TimerState::from(vec![(1, 2, 3)]).into();
-        assert_eq!(v, vec![(1, 2, 3)]);
+        assert_eq!(parse_recall_handle("t2.1.2"), None);
     }
 }
