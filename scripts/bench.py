@@ -149,21 +149,25 @@ def bucket_quantile(buckets, q):
     return next(le for le, c in buckets if c >= q * total)
 
 
-def delay_lateness_once(rate, seconds, lead=30):
-    """`rate * seconds` DELAY messages due evenly over `seconds`, starting `lead` s after they are
-    sent (all are stored before the first is due); 32 receivers measure receive time minus due time.
-    Also the broker's own lateness histogram (timer write minus due)."""
+def delay_lateness_once(rate, seconds):
+    """`lateness` on a fresh broker."""
     metrics_port = free_port()
     with fresh_broker(f'metrics_listen = "127.0.0.1:{metrics_port}"\n') as (broker, addr):
-        n = rate * seconds
-        sent = bench_cli(addr, "--mode", "produce", "--topic", "delay", "--messages", str(n), "--batch", "16",
-                         "--delay-after", f"{lead}s", "--delay-spread", f"{seconds}s", "--duration", f"{lead}s")
-        assert sent["produce"]["messages"] >= n and sent["seconds"] < lead - 2, f"scheduling took too long: {sent}"
-        got = bench_cli(addr, "--mode", "consume", "--topic", "delay", "--messages", str(n),
-                        "--duration", f"{lead + seconds + 30}s")["consume"]
-        text = scrape(metrics_port)
-        buckets = metric_buckets(text, "ferrocket_timer_lateness_ms")
-        return got, (bucket_quantile(buckets, 0.5), bucket_quantile(buckets, 0.99))
+        return lateness(addr, metrics_port, rate, seconds)
+
+
+def lateness(addr, metrics_port, rate, seconds, lead=30):
+    """`rate * seconds` DELAY messages due evenly over `seconds`, starting `lead` s after they are
+    sent (all are stored before the first is due); 32 receivers measure receive time minus due time.
+    Also the broker's own lateness histogram (timer write minus due; all its deliveries so far)."""
+    n = rate * seconds
+    sent = bench_cli(addr, "--mode", "produce", "--topic", "delay", "--messages", str(n), "--batch", "16",
+                     "--delay-after", f"{lead}s", "--delay-spread", f"{seconds}s", "--duration", f"{lead}s")
+    assert sent["produce"]["messages"] >= n and sent["seconds"] < lead - 2, f"scheduling took too long: {sent}"
+    got = bench_cli(addr, "--mode", "consume", "--topic", "delay", "--messages", str(n),
+                    "--duration", f"{lead + seconds + 30}s")["consume"]
+    buckets = metric_buckets(scrape(metrics_port), "ferrocket_timer_lateness_ms")
+    return got, (bucket_quantile(buckets, 0.5), bucket_quantile(buckets, 0.99))
 
 
 def scrape(port):
@@ -183,32 +187,125 @@ def free_port():
         return s.getsockname()[1]
 
 
-def scheduled_memory(n=1_000_000):
-    """Broker memory with `n` messages scheduled an hour ahead (128-byte bodies), after a few state
-    snapshots, and the restart time with all of them pending."""
-    with fresh_broker('consumer_snapshot_interval_ms = 5000\n') as (broker, addr):
-        idle = rss_mib(broker.pid)
-        bench_cli(addr, "--mode", "produce", "--topic", "sched", "--messages", str(n), "--batch", "16", "--size", "128",
-                  "--delay-after", "1h", "--delay-spread", "10m", "--duration", "300s")
-        after = rss_mib(broker.pid)
-        time.sleep(12)  # a measurement window, not synchronisation: two snapshot periods pass
-        later = rss_mib(broker.pid)
+def mib(path):
+    """Size of a file, or of the files under a directory, MiB."""
+    path = pathlib.Path(path)
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    return sum(f.stat().st_size for f in files) / 2**20
+
+
+def start_ready(binary, data):
+    """Starts a standalone broker on `data`; (process, seconds until its `ready` line)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen([str(binary or BIN), "standalone", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p.stdout.readline()
+    return p, time.monotonic() - t0
+
+
+def scheduled_scale(n, binary=None):
+    """With `n` messages (128-byte bodies) scheduled an hour ahead, due over 10 minutes: broker
+    memory right after and after two state snapshots; lateness at 10,000 due/s for 10 s while they
+    stay pending; state.json and timer log sizes; restart to `ready` after kill -9 (replaying what
+    followed the last snapshot) and after a clean stop, and memory once restarted."""
+    port = free_port()
+    with fresh_broker(f'metrics_listen = "127.0.0.1:{port}"\n', binary=binary) as (broker, addr):
         data = pathlib.Path(broker.args[broker.args.index("--data-dir") + 1])
-        state_mib = (data / "config" / "state.json").stat().st_size / 2**20
-        # Restart on the same data: time until `ready`, and memory once loaded.
-        broker.terminate()
+        r = {"idle": rss_mib(broker.pid)}
+        sent = bench_cli(addr, "--mode", "produce", "--topic", "sched", "--messages", str(n), "--batch", "16",
+                         "--size", "128", "--delay-after", "1h", "--delay-spread", "10m", "--duration", "3600s")
+        r["send_rate"] = sent["produce"]["msgs_per_sec"]
+        r["after"] = rss_mib(broker.pid)
+        time.sleep(12)  # a measurement window, not synchronisation: two snapshot periods pass
+        r["later"] = rss_mib(broker.pid)
+        r["lateness"] = lateness(addr, port, 10_000, 10)
+        r["during"] = rss_mib(broker.pid)
+        r["state_mib"], r["timerlog_mib"] = mib(data / "config" / "state.json"), mib(data / "timerlog")
+        r["commitlog_mib"] = mib(data / "commitlog")
+        broker.kill()
         broker.wait(timeout=60)
-        t0 = time.monotonic()
-        again = subprocess.Popen([str(BIN), "standalone", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        again, r["restart_kill9_s"] = start_ready(binary, data)
         try:
-            again.stdout.readline()
-            restart_s = time.monotonic() - t0
-            again_rss = rss_mib(again.pid)
+            r["restarted"] = rss_mib(again.pid)
         finally:
             again.terminate()
-            again.wait(timeout=60)
-        return idle, after, later, state_mib, restart_s, again_rss
+            again.wait(timeout=120)
+        again, r["restart_clean_s"] = start_ready(binary, data)
+        again.terminate()
+        again.wait(timeout=120)
+        return r
+
+
+def print_scheduled(n, runs):
+    """`scheduled_scale` rows."""
+    print(f"| run | send msgs/s | heap MiB after / +12 s / during lateness run / after restart | lateness p50 / p99 / max ms "
+          f"(broker p99 bound) | state.json MiB | timer log MiB | CommitLog MiB | restart after kill -9 / clean stop, s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for i in range(runs):
+        r = scheduled_scale(n)
+        got, (_, b99) = r["lateness"]
+        l = got["lateness_ms"]
+        print(f"| {i + 1} | {r['send_rate']:.0f} | {r['after'][0]:.0f} / {r['later'][0]:.0f} / {r['during'][0]:.0f} / "
+              f"{r['restarted'][0]:.0f} | {l[0]:.0f} / {l[1]:.0f} / {l[3]:.0f} (≤ {b99:g}) of {got['messages']} | "
+              f"{r['state_mib']:.1f} | {r['timerlog_mib']:.0f} | {r['commitlog_mib']:.0f} | "
+              f"{r['restart_kill9_s']:.2f} / {r['restart_clean_s']:.2f} |", flush=True)
+
+
+def topic_spread_once(topics, seconds):
+    """One fresh broker: `topics` topics of 8 queues created through the Admin service (timed) and
+    a warm-up batch sent to each, then 32 senders for `seconds` at batch 1 and again at batch 16,
+    every call to the next topic; broker heap after the warm-up and after the runs. With 1 or 100 topics, also receive+ack by one group per topic
+    of 200,000 messages sent to them first."""
+    with fresh_broker() as (broker, addr):
+        idle = rss_mib(broker.pid)[0]
+        r = {"sends": {}}
+        # Warm-up: one batch of 16 to every topic, which touches each of its 8 queues, so the
+        # measured runs see the steady state rather than the creation of 80,000 ConsumeQueues.
+        warm = bench_cli(addr, "--mode", "produce", "--topics", str(topics), "--batch", "16",
+                         "--messages", str(16 * topics), "--duration", "300s")
+        r["create_s"] = warm["topics"][1] if "topics" in warm else 0.0
+        r["heap_created"] = rss_mib(broker.pid)[0] - idle
+        for batch in (1, 16):
+            out = bench_cli(addr, "--mode", "produce", "--topics", str(topics), "--batch", str(batch),
+                            "--duration", f"{seconds}s")
+            r["sends"][batch] = out["produce"]["msgs_per_sec"]
+        r["heap_after"] = rss_mib(broker.pid)[0] - idle
+        if topics in (1, 100):
+            n = 200_000
+            bench_cli(addr, "--mode", "produce", "--topic", "drain", "--topics", str(topics), "--batch", "16",
+                      "--messages", str(n), "--duration", "120s")
+            got = bench_cli(addr, "--mode", "consume", "--topic", "drain", "--topics", str(topics), "--messages", str(n),
+                            "--duration", "120s")["consume"]
+            r["receive"] = got["msgs_per_sec"] if got["messages"] >= n else None
+        return r
+
+
+def print_topic_spread(runs, seconds):
+    """`topic_spread_once` for 1, 100, 1,000 and 10,000 topics, runs interleaved; medians."""
+    counts = (1, 100, 1_000, 10_000)
+    # 80,000 ConsumeQueues are 80,000 memory mappings: above Linux's default vm.max_map_count.
+    limit = pathlib.Path("/proc/sys/vm/max_map_count")
+    if int(limit.read_text()) < 262_144:
+        try:
+            limit.write_text("262144")
+        except OSError as e:
+            print(f"vm.max_map_count is {limit.read_text().strip()} and cannot be raised ({e}): 10,000 topics skipped")
+            counts = counts[:-1]
+    results = {t: [] for t in counts}
+    for _ in range(runs):
+        for t in counts:
+            results[t].append(topic_spread_once(t, seconds))
+    med = statistics.median
+    print("| topics | queues | create, s (median) | send batch 1 msgs/s (median; runs) | batch 16 | receive+ack, one group per topic | heap after the warm-up / after sending, MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for t in counts:
+        rs = results[t]
+        b1 = [r["sends"][1] for r in rs]
+        b16 = [r["sends"][16] for r in rs]
+        recv = [r["receive"] for r in rs if r.get("receive")]
+        print(f"| {t:,} | {8 * t:,} | {med([r['create_s'] for r in rs]):.1f} | {med(b1):.0f} ({', '.join(f'{x:.0f}' for x in b1)}) | "
+              f"{med(b16):.0f} ({', '.join(f'{x:.0f}' for x in b16)}) | {f'{med(recv):.0f}' if recv else '–'} | "
+              f"{med([r['heap_created'] for r in rs]):.0f} / {med([r['heap_after'] for r in rs]):.0f} |", flush=True)
 
 
 def replication_once(replication, batch, seconds):
@@ -268,10 +365,8 @@ def print_delivery(runs):
         l = got["lateness_ms"]
         print(f"| 10,000/s for 10 s | {got['messages']} | {l[0]:.0f} | {l[1]:.0f} | {l[2]:.0f} | {l[3]:.0f} | ≤ {b50:g} / ≤ {b99:g} |",
               flush=True)
-    idle, after, later, state_mib, restart_s, again = scheduled_memory()
-    print(f"\nbroker memory, MiB (anonymous / total resident / peak total resident): idle {idle[0]:.0f} / {idle[1]:.0f} / {idle[2]:.0f}; "
-          f"1,000,000 scheduled {after[0]:.0f} / {after[1]:.0f} / {after[2]:.0f}; 12 s later {later[0]:.0f} / {later[1]:.0f} / {later[2]:.0f}; "
-          f"state.json {state_mib:.0f} MiB; restart to ready {restart_s:.1f} s, then {again[0]:.0f} / {again[1]:.0f} / {again[2]:.0f}")
+    print()
+    print_scheduled(1_000_000, 1)
 
 
 def main():
@@ -279,6 +374,10 @@ def main():
     p.add_argument("--memory-only", action="store_true", help="only the 100,000 open transactions measurement")
     p.add_argument("--replication-only", action="store_true",
                    help="only SYNC versus ASYNC replication with one slave")
+    p.add_argument("--topics-only", action="store_true",
+                   help="only sends spread over 1, 100, 1,000 and 10,000 topics (and receives over 1 and 100 groups)")
+    p.add_argument("--scheduled-only", type=int, metavar="N",
+                   help="only N messages scheduled an hour ahead: memory, lateness while they are pending, restart")
     p.add_argument("--delivery-only", action="store_true",
                    help="only push consumers, delay lateness at 10,000 due/s and memory with 1,000,000 scheduled")
     p.add_argument("--runs", type=int, default=3)
@@ -308,6 +407,10 @@ def main():
         return print_comparison(pathlib.Path(a.compare_with), a.runs, a.seconds, a.concurrency)
     if a.memory_only:
         return print_memory()
+    if a.topics_only:
+        return print_topic_spread(a.runs, a.seconds)
+    if a.scheduled_only:
+        return print_scheduled(a.scheduled_only, a.runs)
     if a.delivery_only:
         return print_delivery(a.runs)
     if a.replication_only:

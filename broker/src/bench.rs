@@ -71,13 +71,18 @@ pub struct BenchOpts {
     /// Consumer group of the receivers.
     #[arg(long, default_value = "bench-group")]
     pub group: String,
+    /// Spread the load over this many topics, `<topic>-0` to `<topic>-<N-1>`, each created first
+    /// through the Admin service (the time it took is reported); receivers consume topic i as
+    /// group `<group>-<i>`. 1: `--topic` and `--group` themselves.
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
     /// Body size, bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
     /// Concurrent senders (and as many receivers).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Messages per SendMessage call (the protocol allows several).
+    /// Messages per SendMessage call, all to one topic (the protocol allows several).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// How long to run, e.g. `10s`.
@@ -139,6 +144,10 @@ pub struct BenchReport {
     pub concurrency: usize,
     /// Messages per SendMessage call.
     pub batch: usize,
+    /// With `--topics` above 1: how many topics the run spread over, and the seconds it took to
+    /// create them (32 at a time) before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topics: Option<(usize, f64)>,
     /// Measured run time, s.
     pub seconds: f64,
     /// Send side, if run.
@@ -282,6 +291,42 @@ async fn announce_consumer(
     Ok(replies)
 }
 
+/// `base` alone for `n` = 1, else `base-0` to `base-<n-1>`.
+fn names(base: &str, n: usize) -> Vec<String> {
+    match n {
+        0 | 1 => vec![base.to_string()],
+        n => (0..n).map(|i| format!("{base}-{i}")).collect(),
+    }
+}
+
+/// Creates `topics` (8 queues, as `mqadmin updateTopic` makes; every message type) through the Admin
+/// service, 32 calls at a time; returns the seconds it took. Errors: a call that fails.
+async fn create_topics(ch: &Channel, topics: &Arc<Vec<String>>) -> anyhow::Result<f64> {
+    use ferrocket_proto::admin::{admin_client::AdminClient, CreateTopicRequest, TopicConfig};
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..32 {
+        let (mut admin, topics) = (AdminClient::new(ch.clone()), topics.clone());
+        tasks.push(tokio::spawn(async move {
+            for name in topics.iter().skip(k).step_by(32) {
+                let types = [MessageType::Normal, MessageType::Fifo, MessageType::Delay, MessageType::Transaction];
+                let topic = TopicConfig {
+                    name: name.clone(),
+                    queue_count: 8,
+                    permission: 0,
+                    accept_message_types: types.iter().map(|t| *t as i32).collect(),
+                };
+                admin.create_topic(CreateTopicRequest { topic: Some(topic) }).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// Long-polling time of each ReceiveMessage, ms (Apache RocketMQ's proxy raises it to its minimum
 /// of 5,000).
 const RECEIVE_POLL_MS: u64 = 1_000;
@@ -343,14 +388,22 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     }
     let connect = |ch: Channel| MessagingServiceClient::with_interceptor(ch, headers.clone());
     let mut client = connect(channels[0].clone());
-    let route = client.query_route(QueryRouteRequest { topic: res(&o.topic), endpoints: None }).await?.into_inner();
-    let queues = route.message_queues.len().max(1) as i32;
-    anyhow::ensure!(requests::ok(&route.status), "no route for {}: {:?}", o.topic, route.status);
-    anyhow::ensure!(o.delay_after.is_none() || o.messages > 0, "--delay-after needs --messages");
-    let _session = match o.mode.receives() {
-        true => Some(announce_consumer(&mut client, &o.group, &o.topic).await?),
+    let topics: Arc<Vec<String>> = Arc::new(names(&o.topic, o.topics));
+    let created = match o.topics > 1 {
+        true => Some((o.topics, create_topics(&channels[0], &topics).await?)),
         false => None,
     };
+    let route = client.query_route(QueryRouteRequest { topic: res(&topics[0]), endpoints: None }).await?.into_inner();
+    let queues = route.message_queues.len().max(1) as i32;
+    anyhow::ensure!(requests::ok(&route.status), "no route for {}: {:?}", topics[0], route.status);
+    anyhow::ensure!(o.delay_after.is_none() || o.messages > 0, "--delay-after needs --messages");
+    let groups = names(&o.group, o.topics);
+    let mut _sessions = Vec::new();
+    if o.mode.receives() {
+        for (group, topic) in groups.iter().zip(topics.iter()) {
+            _sessions.push(announce_consumer(&mut client, group, topic).await?);
+        }
+    }
     // Each sender's pace with --rate: one call per `interval`.
     let interval =
         (o.rate > 0).then(|| Duration::from_secs_f64((o.concurrency * o.batch.max(1)) as f64 / o.rate as f64));
@@ -367,7 +420,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     for t in 0..o.concurrency {
         let ch = channels[t % channels.len()].clone();
         if o.mode.sends() {
-            let (stop, side, body, topic) = (stop.clone(), prod.clone(), body.clone(), o.topic.clone());
+            let (stop, side, body, topics) = (stop.clone(), prod.clone(), body.clone(), topics.clone());
             let born_host = born_host.clone();
             let batch = o.batch.max(1);
             let mode = o.mode;
@@ -391,6 +444,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                     if limit > 0 && first >= limit {
                         break;
                     }
+                    let topic = &topics[(first / batch as u64) as usize % topics.len()];
                     let mut messages = Vec::with_capacity(batch);
                     for k in first..first + batch as u64 {
                         i += 1;
@@ -400,7 +454,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                             user_properties.insert(SENT_AT.to_string(), now_us().to_string());
                         }
                         messages.push(Message {
-                            topic: res(&topic),
+                            topic: res(topic),
                             user_properties,
                             system_properties: Some(SystemProperties {
                                 message_id: format!("B{t:04}{i:012}"),
@@ -421,7 +475,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                         // Commit each half message: the real message and the op record follow.
                         for e in sent.expect("checked").entries {
                             let end = EndTransactionRequest {
-                                topic: res(&topic),
+                                topic: res(topic),
                                 message_id: e.message_id,
                                 transaction_id: e.transaction_id,
                                 resolution: TransactionResolution::Commit as i32,
@@ -437,12 +491,21 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         }
         if o.mode.receives() {
             let ch = channels[(t + 1) % channels.len()].clone();
-            let (stop, side, topic, group) = (stop.clone(), cons.clone(), o.topic.clone(), o.group.clone());
+            let (stop, side) = (stop.clone(), cons.clone());
+            // Receiver t serves topics t, t + concurrency, ... in turn (or topic t mod N).
+            let mine: Vec<(String, String)> = (t..topics.len().max(t + 1))
+                .step_by(o.concurrency)
+                .map(|i| (topics[i % topics.len()].clone(), groups[i % groups.len()].clone()))
+                .collect();
             let mut c = connect(ch);
             tasks.push(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
+                for turn in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (topic, group) = &mine[turn % mine.len()];
                     let start = Instant::now();
-                    let mut req = tonic::Request::new(requests::receive(&group, &topic, 32, 60_000, RECEIVE_POLL_MS));
+                    let mut req = tonic::Request::new(requests::receive(group, topic, 32, 60_000, RECEIVE_POLL_MS));
                     req.set_timeout(Duration::from_millis(RECEIVE_DEADLINE_MS));
                     let Ok(resp) = c.receive_message(req).await else {
                         side.errors.fetch_add(1, Ordering::Relaxed);
@@ -473,7 +536,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                     }
                     let n = entries.len() as u64;
                     let ok = c
-                        .ack_message(AckMessageRequest { group: res(&group), topic: res(&topic), entries })
+                        .ack_message(AckMessageRequest { group: res(group), topic: res(topic), entries })
                         .await
                         .map(|r| requests::ok(&r.into_inner().status))
                         .unwrap_or(false);
@@ -487,6 +550,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
         size: o.size,
         concurrency: o.concurrency,
         batch: o.batch,
+        topics: created,
         seconds: secs,
         produce: o.mode.sends().then(|| prod.report(secs, o.size)),
         consume: o.mode.receives().then(|| cons.report(secs, o.size)),

@@ -97,6 +97,7 @@ where
         size: o.size,
         concurrency: o.concurrency,
         batch: o.batch,
+        topics: None,
         seconds: secs,
         produce: produce.then(|| report.clone()),
         consume: (!produce).then_some(report),

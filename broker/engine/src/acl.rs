@@ -230,8 +230,7 @@ impl Acls {
         }
         self.registry.update(
             |all| {
-                let acl =
-                    all.entry(user.to_string()).or_insert_with(|| Acl { user: user.to_string(), rules: Vec::new() });
+                let acl = all.get_or_insert_with(user, || Acl { user: user.to_string(), rules: Vec::new() });
                 acl.rules.retain(|r| r.resource != rule.resource);
                 acl.rules.push(rule);
                 Ok(())
@@ -272,7 +271,7 @@ impl Acls {
     pub fn replace(&self, acls: Vec<Acl>) -> Result<(), UserError> {
         self.registry.update(
             |all| {
-                *all = acls.into_iter().map(|a| (a.user.clone(), a)).collect();
+                all.replace_all(acls);
                 Ok(())
             },
             UserError::Io,

@@ -283,7 +283,7 @@ impl Auth {
         let users = self.registry()?;
         users.update(
             |all| {
-                all.insert(user.name.clone(), user);
+                all.insert(user);
                 Ok(())
             },
             UserError::Io,
@@ -302,7 +302,7 @@ impl Auth {
     pub fn replace_users(&self, users: Vec<User>) -> Result<(), UserError> {
         self.registry()?.update(
             |all| {
-                *all = users.into_iter().map(|u| (u.name.clone(), u)).collect();
+                all.replace_all(users);
                 Ok(())
             },
             UserError::Io,
@@ -381,7 +381,8 @@ mod tests {
         let again = auth(dir.path());
         assert_eq!(again.users(), vec![user("carol", UserKind::Super)]);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("users.json")).unwrap().permissions().mode();
+        // Changes go to the journal first; the file is written whole once the journal outgrows it.
+        let mode = std::fs::metadata(dir.path().join("users.json.journal")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "secrets are readable by the broker's user only");
     }
 

@@ -197,7 +197,7 @@ impl TopicManager {
                     Some(_) => false,
                     None => true,
                 };
-                topics.insert(cfg.name.clone(), cfg);
+                topics.insert(cfg);
                 Ok(created)
             },
             |path, err| TopicError::Io { path, err },

@@ -112,6 +112,7 @@ fn send_request(topic: &str, queue_id: u64, ids: &[String], body: &[u8]) -> Comm
 /// Runs `--mode produce` over Remoting against the broker at `--server` (its Remoting port).
 /// Errors: another mode, or the broker cannot be reached.
 pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(o.topics <= 1, "--topics is for gRPC runs");
     anyhow::ensure!(o.mode == Mode::Produce, "--protocol remoting runs --mode produce only");
     anyhow::ensure!(o.rate == 0 && o.delay_after.is_none(), "--protocol remoting takes no --rate or --delay-after");
     let mut conns = Vec::new();
@@ -145,6 +146,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     }
     let secs = super::run_until_done(&o, senders, Vec::new(), &side, &stop).await;
     Ok(BenchReport {
+        topics: None,
         size: o.size,
         concurrency: o.concurrency,
         batch: o.batch,

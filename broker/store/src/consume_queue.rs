@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -47,6 +47,9 @@ pub struct ConsumeQueue {
     /// retention deletes whole ConsumeQueue files, so the first kept file can start with
     /// entries that point at deleted CommitLog segments.
     min: AtomicU64,
+    /// Set by each write, cleared by [`ConsumeQueue::flush`]: a flush pass skips clean queues,
+    /// so it costs what was written, not how many queues exist.
+    dirty: AtomicBool,
 }
 
 impl ConsumeQueue {
@@ -54,7 +57,8 @@ impl ConsumeQueue {
     pub fn load(dir: &Path, entries_per_file: u64) -> io::Result<ConsumeQueue> {
         let files = MappedFileQueue::load(dir, entries_per_file * ENTRY_BYTES)?;
         let first = files.min_offset().unwrap_or(0) / ENTRY_BYTES;
-        let cq = ConsumeQueue { files, max: AtomicU64::new(0), min: AtomicU64::new(first) };
+        let cq =
+            ConsumeQueue { files, max: AtomicU64::new(0), min: AtomicU64::new(first), dirty: AtomicBool::new(false) };
         let mut max = first;
         if let Some(last) = cq.files.segments().last() {
             // The last segment's entries end at the first never-written (size 0) slot.
@@ -116,6 +120,7 @@ impl ConsumeQueue {
         b[12..20].copy_from_slice(&e.tag_hash.to_be_bytes());
         file.write(pos - file.start(), &b)?;
         self.max.fetch_max(offset + 1, Ordering::AcqRel);
+        self.dirty.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -136,6 +141,7 @@ impl ConsumeQueue {
             max -= 1;
         }
         self.max.store(max, Ordering::Release);
+        self.dirty.store(true, Ordering::Release);
         self.files.remove_from((max * ENTRY_BYTES).div_ceil(self.files.segment_bytes()) * self.files.segment_bytes())
     }
 
@@ -165,9 +171,16 @@ impl ConsumeQueue {
         Ok(deleted)
     }
 
-    /// Flushes every entry to disk.
+    /// Flushes every entry to disk; nothing if nothing was written since the last flush.
     pub fn flush(&self) -> io::Result<()> {
-        self.files.flush(0, self.max_offset() * ENTRY_BYTES)
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let flushed = self.files.flush(0, self.max_offset() * ENTRY_BYTES);
+        if flushed.is_err() {
+            self.dirty.store(true, Ordering::Release);
+        }
+        flushed
     }
 }
 
@@ -246,6 +259,29 @@ mod tests {
         assert_eq!(tag_hash(""), 0);
         assert_eq!(tag_hash("TagA") as i64, 2_598_919);
         assert_eq!(tag_hash("polygenelubricants") as i64, i32::MIN as i64);
+    }
+
+    #[test]
+    fn queues_hold_no_file_descriptor_and_flush_only_when_written() {
+        let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let dir = tempfile::tempdir().unwrap();
+        let table = ConsumeQueueTable::load(dir.path(), 1024).unwrap();
+        let before = open_fds();
+        for t in 0..300 {
+            let q = table.get_or_create(&format!("t{t}"), 0).unwrap();
+            q.put(0, CqEntry { physical_offset: t, size: 10, tag_hash: 0 }).unwrap();
+        }
+        // Other tests open files meanwhile; 300 queues holding one each would show.
+        assert!(open_fds() < before + 100, "{} descriptors for 300 queues", open_fds() - before);
+        let q = table.get("t7", 0).unwrap();
+        assert!(q.dirty.load(Ordering::Acquire));
+        q.flush().unwrap();
+        assert!(!q.dirty.load(Ordering::Acquire), "flushed");
+        q.put(1, CqEntry { physical_offset: 1000, size: 10, tag_hash: 0 }).unwrap();
+        assert!(q.dirty.load(Ordering::Acquire));
+        drop((q, table));
+        let again = ConsumeQueueTable::load(dir.path(), 1024).unwrap();
+        assert_eq!(again.get("t7", 0).unwrap().get(1).unwrap().physical_offset, 1000);
     }
 
     #[test]

@@ -56,6 +56,12 @@ pub const KEY_SEPARATOR: char = ' ';
 /// How long the dispatcher lets appends accumulate after a pass that found work, before it looks
 /// again (1 ms, RocketMQ `ReputMessageService`). An idle dispatcher is woken by the next append.
 const DISPATCH_BATCH: Duration = Duration::from_millis(1);
+/// How often the flush thread flushes the ConsumeQueues and IndexFiles written since its last
+/// pass and writes the checkpoint: recovery re-dispatches at most this much of the CommitLog.
+/// Flushing every queue every second cost one random 4 KiB write per queue per second, which
+/// with 80,000 queues outran the disk (docs/BENCHMARKS.md run 14); RocketMQ flushes its
+/// ConsumeQueues thoroughly every 60 s (`flushConsumeQueueThoroughInterval`).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// When a send is acknowledged relative to the fsync of the CommitLog (RocketMQ `flushDiskType`).
 /// Config values: `async`, `sync`.
@@ -544,11 +550,8 @@ impl Store {
     pub fn flush_all(&self) -> io::Result<()> {
         let _one_writer = self.checkpoint_lock.lock();
         let dispatched = self.dispatched();
-        {
-            let _one_flusher = self.flushing.lock(); // keeps the published offset rising
-            let flushed = self.commitlog.flush()?;
-            self.listeners.flushed(flushed);
-        }
+        self.flush_log()?;
+        // Only the queues written since the last pass (see ConsumeQueue::flush).
         for (_, q) in self.cqs.all() {
             q.flush()?;
         }
@@ -556,6 +559,15 @@ impl Store {
         let cp = checkpoint::Checkpoint { dispatched, written_ms: now_ms() };
         files::write_or_skip(&self.cfg.data_dir.join("checkpoint"), &cp, "checkpoint")?;
         Ok(())
+    }
+
+    /// Flushes the CommitLog (not the ConsumeQueues and IndexFiles, which recovery rebuilds from
+    /// it); returns the offset flushed below. Errors: I/O.
+    pub fn flush_log(&self) -> io::Result<u64> {
+        let _one_flusher = self.flushing.lock(); // keeps the published offset rising
+        let flushed = self.commitlog.flush()?;
+        self.listeners.flushed(flushed);
+        Ok(flushed)
     }
 
     /// Stops accepting appends, dispatches what is left, flushes everything, writes the checkpoint
@@ -654,7 +666,7 @@ impl Store {
                 let _one_flusher = self.flushing.lock(); // waits out a writer's inline flush
                 let _ = self.flush_commitlog();
             }
-            if last_checkpoint.elapsed() >= Duration::from_secs(1) {
+            if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
                 if let Err(e) = self.flush_all() {
                     tracing::error!(error = %e, "checkpoint failed");
                 }

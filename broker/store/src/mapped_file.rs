@@ -31,7 +31,6 @@ pub struct MappedFile {
     map: MmapRaw,
     /// Bytes `0..backed` have their blocks reserved (written only by the file's one writer).
     backed: AtomicU64,
-    file: File,
 }
 
 impl MappedFile {
@@ -48,9 +47,12 @@ impl MappedFile {
                 format!("{} is {len} bytes, expected {size} (was the segment size changed?)", path.display()),
             ));
         }
-        let map = MmapRaw::map_raw(&file)?;
+        let map = MmapRaw::map_raw(&file).map_err(|e| map_error(path, e))?;
         advise(&map, path, memmap2::Advice::Random);
-        Ok(MappedFile { path: path.to_path_buf(), start, size, map, backed: AtomicU64::new(0), file })
+        // The mapping outlives the descriptor: holding one per segment would put 10,000 topics of
+        // 8 queues past the usual open-file limit. `reserve_to` reopens the file when it must.
+        drop(file);
+        Ok(MappedFile { path: path.to_path_buf(), start, size, map, backed: AtomicU64::new(0) })
     }
 
     /// Global offset of the first byte.
@@ -107,9 +109,13 @@ impl MappedFile {
             return Ok(());
         }
         let ahead = end.max(backed + RESERVE_AHEAD).min(self.size);
-        let reserved = match allocate(&self.file, backed, ahead - backed) {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening {} to reserve blocks: {e}", self.path.display())))?;
+        let reserved = match allocate(&file, backed, ahead - backed) {
             Err(e) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => {
-                allocate(&self.file, backed, end - backed).map(|()| end)
+                allocate(&file, backed, end - backed).map(|()| end)
             }
             r => r.map(|()| ahead),
         };
@@ -213,6 +219,28 @@ fn advise(map: &MmapRaw, path: &Path, advice: memmap2::Advice) {
     if let Err(e) = map.advise(advice) {
         tracing::warn!(file = %path.display(), error = %e, ?advice, "madvise refused");
     }
+}
+
+/// The error of a mapping that failed, naming the file; ENOMEM usually means the process holds
+/// `vm.max_map_count` mappings (one per ConsumeQueue file: 8 per topic of 8 queues), which the
+/// message says how to raise.
+fn map_error(path: &Path, e: io::Error) -> io::Error {
+    let hint = match e.raw_os_error() == Some(libc_enomem()) {
+        true => {
+            let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_default();
+            format!(
+                " (the process may be at vm.max_map_count = {}: each ConsumeQueue file is one mapping; raise it, \
+                 e.g. sysctl -w vm.max_map_count=655360 as RocketMQ's os.sh does)",
+                limit.trim()
+            )
+        }
+        false => String::new(),
+    };
+    io::Error::new(e.kind(), format!("mapping {}: {e}{hint}", path.display()))
+}
+
+fn libc_enomem() -> i32 {
+    rustix::io::Errno::NOMEM.raw_os_error()
 }
 
 /// Reserves the blocks of `len` bytes at `offset` (fallocate without changing the size).

@@ -185,7 +185,7 @@ impl GroupManager {
     /// it was created. Errors: [`GroupError::Invalid`], I/O.
     pub fn upsert(&self, cfg: GroupConfig) -> Result<bool, GroupError> {
         cfg.validate()?;
-        self.groups.update(|m| Ok(m.insert(cfg.name.clone(), cfg).is_none()), |path, err| GroupError::Io { path, err })
+        self.groups.update(|m| Ok(m.insert(cfg).is_none()), |path, err| GroupError::Io { path, err })
     }
 
     /// Deletes a group's configuration (its progress stays, as in RocketMQ). Errors:
