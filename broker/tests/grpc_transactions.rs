@@ -79,4 +79,7 @@ async fn end_transaction_is_idempotent_refuses_contradictions_and_unknown_ids() 
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line:?} missing from:\n{metrics}");
     }
+    // Everything the test saw was dispatched; at most the last control records may still wait.
+    let lag = metrics.lines().find_map(|l| l.strip_prefix("ferrocket_dispatch_lag_bytes "));
+    assert!(lag.and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v < 1 << 16), "dispatch lag {lag:?}");
 }

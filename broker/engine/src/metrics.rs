@@ -134,6 +134,9 @@ pub struct Metrics {
     pub replication_lag: Family<SlaveLabel, Gauge>,
     /// A master's slaves in sync (`ha_max_lag_bytes`, `ha_max_lag_ms`); set when scraped.
     pub slaves_in_sync: Gauge,
+    /// CommitLog bytes not yet dispatched to ConsumeQueues (RocketMQ `dispatchBehindBytes`):
+    /// what consumers cannot see yet; set when scraped.
+    pub dispatch_lag: Gauge,
     /// Requests refused by authentication or authorization, per protocol and reason.
     pub auth_refused: Family<RefusalLabel, Counter>,
 }
@@ -197,6 +200,12 @@ impl Default for Metrics {
         registry.register("replication_lag_bytes", "CommitLog bytes a connected slave lacks", replication_lag.clone());
         let slaves_in_sync = Gauge::default();
         registry.register("slaves_in_sync", "Slaves in sync with this master", slaves_in_sync.clone());
+        let dispatch_lag = Gauge::default();
+        registry.register(
+            "dispatch_lag_bytes",
+            "CommitLog bytes not yet dispatched to ConsumeQueues (not yet visible to consumers)",
+            dispatch_lag.clone(),
+        );
         let auth_refused = Family::<RefusalLabel, Counter>::default();
         registry.register("auth_refused", "Requests refused by authentication or authorization", auth_refused.clone());
         Metrics {
@@ -210,6 +219,7 @@ impl Default for Metrics {
             consumer_lag,
             replication_lag,
             slaves_in_sync,
+            dispatch_lag,
             auth_refused,
         }
     }

@@ -596,7 +596,8 @@ impl Broker {
     }
 
     /// The broker's metrics as Prometheus text, with the gauges that are computed on demand (open
-    /// transactions, scheduled messages, consumer lag, replication) brought up to date first.
+    /// transactions, scheduled messages, consumer lag, replication, dispatch lag) brought up to
+    /// date first.
     pub fn render_metrics(&self) -> String {
         let m = &self.metrics;
         m.open_transactions.set(self.open_transaction_count() as i64);
@@ -604,6 +605,7 @@ impl Broker {
         m.set_consumer_lags(self.consumer_lags());
         let end = self.store.commitlog_end();
         m.set_replication(end, &self.replicas.slaves(), self.replicas.waited_on(end).len());
+        m.dispatch_lag.set(end.saturating_sub(self.store.dispatched()) as i64);
         m.encode()
     }
 
