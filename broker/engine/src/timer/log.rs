@@ -435,10 +435,16 @@ mod tests {
         TimerLog::open(dir, cp, []).unwrap()
     }
 
+    /// An empty timer log in a new temporary directory.
+    fn fresh() -> (tempfile::TempDir, TimerLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), TimerCheckpoint::new());
+        (dir, log)
+    }
+
     #[test]
     fn delivers_in_due_order_never_early_and_retires_buckets() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = open(dir.path(), TimerCheckpoint::new());
+        let (dir, mut log) = fresh();
         log.add((25_005, 300), 30).unwrap();
         log.add((25_001, 200), 20).unwrap();
         log.add((3_000, 100), 10).unwrap();
@@ -461,8 +467,7 @@ mod tests {
 
     #[test]
     fn pending_reads_unloaded_buckets_and_cancel_is_exact_when_loaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = open(dir.path(), TimerCheckpoint::new());
+        let (_dir, mut log) = fresh();
         log.add((50_000, 1), 5).unwrap();
         log.add((50_001, 2), 6).unwrap();
         assert_eq!(log.pending((50_001, 2)).unwrap(), Some(6));
@@ -479,8 +484,7 @@ mod tests {
 
     #[test]
     fn reopening_cuts_back_to_the_checkpoint_and_drops_unlisted_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = open(dir.path(), TimerCheckpoint::new());
+        let (dir, mut log) = fresh();
         log.add((10_000, 1), 5).unwrap();
         let cap = log.capture().unwrap();
         cap.sync().unwrap();
