@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
@@ -133,8 +132,6 @@ pub struct Registry<T> {
     /// Written readable by this process's user only ([`Registry::load_private`]).
     private: bool,
     inner: RwLock<Inner<T>>,
-    /// Set while an entry is current but not persisted ([`Registry::insert_unpersisted`]).
-    dirty: AtomicBool,
 }
 
 fn invalid(path: &Path, what: impl std::fmt::Display) -> io::Error {
@@ -168,7 +165,6 @@ impl<T: Named> Registry<T> {
                 journal_bytes,
                 journal: None,
             }),
-            dirty: AtomicBool::new(false),
         })
     }
 
@@ -186,16 +182,6 @@ impl<T: Named> Registry<T> {
     /// Every entry, by name.
     pub fn list(&self) -> Vec<T> {
         self.inner.read().entries.values().cloned().collect()
-    }
-
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.inner.read().entries.len()
-    }
-
-    /// True if there is no entry.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Applies `change` and, if it returns `Ok` and changed something, persists what it changed
@@ -218,14 +204,12 @@ impl<T: Named> Registry<T> {
                 return Err(e);
             }
         };
-        let mut names: Vec<&String> = before.iter().map(|(name, _)| name).collect();
-        names.extend(inner.unpersisted.iter().filter(|n| !changes_touched(&before, n)));
+        // What changed, and what insert_unpersisted left for the next write.
+        let mut names: BTreeSet<&String> =
+            before.iter().filter(|(name, old)| old.as_ref() != inner.entries.get(name)).map(|(name, _)| name).collect();
+        names.extend(inner.unpersisted.iter());
         let ops: Vec<Op<T>> = names
             .into_iter()
-            .filter(|name| {
-                let old = before.iter().find(|(n, _)| n == *name).and_then(|(_, o)| o.as_ref());
-                inner.unpersisted.contains(*name) || old != inner.entries.get(*name)
-            })
             .map(|name| match inner.entries.get(name) {
                 Some(e) => Op::Put(e.clone()),
                 None => Op::Delete(name.clone()),
@@ -273,7 +257,6 @@ impl<T: Named> Registry<T> {
         }
         inner.journal_bytes = journal;
         inner.unpersisted.clear();
-        self.dirty.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -294,7 +277,6 @@ impl<T: Named> Registry<T> {
         }
         inner.journal_bytes = 0;
         inner.unpersisted.clear();
-        self.dirty.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -308,22 +290,17 @@ impl<T: Named> Registry<T> {
         if !inner.entries.contains_key(entry.name()) {
             inner.unpersisted.insert(entry.name().to_string());
             inner.entries.insert(entry.name().to_string(), entry);
-            self.dirty.store(true, Ordering::Release);
         }
     }
 
     /// Writes what [`Registry::insert_unpersisted`] left behind; a full disk leaves it behind
     /// still. Errors: other I/O.
     pub fn persist_if_dirty(&self) -> io::Result<()> {
-        if !self.dirty.load(Ordering::Acquire) {
-            return Ok(());
-        }
         let mut inner = self.inner.write();
         let ops: Vec<Op<T>> =
             inner.unpersisted.iter().filter_map(|n| inner.entries.get(n)).map(|e| Op::Put(e.clone())).collect();
         if ops.is_empty() {
             inner.unpersisted.clear();
-            self.dirty.store(false, Ordering::Release);
             return Ok(());
         }
         match self.persist(&mut inner, &ops) {
@@ -331,10 +308,6 @@ impl<T: Named> Registry<T> {
             r => r,
         }
     }
-}
-
-fn changes_touched<T>(before: &[(String, Option<T>)], name: &str) -> bool {
-    before.iter().any(|(n, _)| n == name)
 }
 
 /// Puts back the values `before` recorded.
@@ -444,7 +417,7 @@ mod tests {
         assert!(journal <= COMPACT_MIN_BYTES.max(std::fs::metadata(&path).unwrap().len()));
         assert!(path.exists());
         let again = Registry::<E>::load(&path).unwrap();
-        assert_eq!(again.len(), 301);
+        assert_eq!(again.list().len(), 301);
         assert_eq!(again.get("n00299"), Some(e("n00299", 299)));
     }
 
@@ -458,7 +431,7 @@ mod tests {
         let r = Registry::<E>::load(&path).unwrap();
         assert_eq!(r.list(), vec![e("a", 1)]);
         put(&r, e("c", 3));
-        assert_eq!(Registry::<E>::load(&path).unwrap().len(), 2, "appends follow the cut");
+        assert_eq!(Registry::<E>::load(&path).unwrap().list().len(), 2, "appends follow the cut");
 
         std::fs::write(&j, "[]\nnot json\n").unwrap();
         let err = Registry::<E>::load(&path).err().unwrap();

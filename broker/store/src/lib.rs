@@ -56,8 +56,9 @@ pub const KEY_SEPARATOR: char = ' ';
 /// How long the dispatcher lets appends accumulate after a pass that found work, before it looks
 /// again (1 ms, RocketMQ `ReputMessageService`). An idle dispatcher is woken by the next append.
 const DISPATCH_BATCH: Duration = Duration::from_millis(1);
-/// How often the flush thread flushes the ConsumeQueues and IndexFiles written since its last
-/// pass and writes the checkpoint: recovery re-dispatches at most this much of the CommitLog.
+/// How often the flush thread flushes the ConsumeQueues written since its last pass and the
+/// IndexFiles, and writes the checkpoint: recovery re-dispatches at most this much of the
+/// CommitLog.
 /// Flushing every queue every second cost one random 4 KiB write per queue per second, which
 /// with 80,000 queues outran the disk (docs/BENCHMARKS.md run 14); RocketMQ flushes its
 /// ConsumeQueues thoroughly every 60 s (`flushConsumeQueueThoroughInterval`).

@@ -225,22 +225,17 @@ fn advise(map: &MmapRaw, path: &Path, advice: memmap2::Advice) {
 /// `vm.max_map_count` mappings (one per ConsumeQueue file: 8 per topic of 8 queues), which the
 /// message says how to raise.
 fn map_error(path: &Path, e: io::Error) -> io::Error {
-    let hint = match e.raw_os_error() == Some(libc_enomem()) {
-        true => {
-            let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_default();
-            format!(
-                " (the process may be at vm.max_map_count = {}: each ConsumeQueue file is one mapping; raise it, \
-                 e.g. sysctl -w vm.max_map_count=655360 as RocketMQ's os.sh does)",
-                limit.trim()
-            )
-        }
-        false => String::new(),
+    let hint = if e.raw_os_error() == Some(rustix::io::Errno::NOMEM.raw_os_error()) {
+        let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_default();
+        format!(
+            " (the process may be at vm.max_map_count = {}: each ConsumeQueue file is one mapping; raise it, \
+             e.g. sysctl -w vm.max_map_count=655360 as RocketMQ's os.sh does)",
+            limit.trim()
+        )
+    } else {
+        String::new()
     };
     io::Error::new(e.kind(), format!("mapping {}: {e}{hint}", path.display()))
-}
-
-fn libc_enomem() -> i32 {
-    rustix::io::Errno::NOMEM.raw_os_error()
 }
 
 /// Reserves the blocks of `len` bytes at `offset` (fallocate without changing the size).

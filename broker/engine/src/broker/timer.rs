@@ -13,13 +13,13 @@ const DELIVER_BATCH: usize = 2048;
 /// How often the timer thread looks for due messages, ms: lateness is at most this plus the
 /// time to write the due messages.
 const TICK_MS: u64 = 10;
+/// How often in-flight messages past their last attempt are looked for, ms.
+const REVIVE_MS: u64 = 500;
+
 /// Marks `key` done in the timer log; false (logged) if the write failed.
 fn cancelled(t: &mut TimerLog, key: TimerKey) -> bool {
     t.cancel(key).map_err(|e| tracing::error!(error = %e, "writing the timer log failed")).is_ok()
 }
-
-/// How often in-flight messages past their last attempt are looked for, ms.
-const REVIVE_MS: u64 = 500;
 
 impl Broker {
     /// Schedules a DELAY message for `deliver_at_ms` (ms since the epoch). A time already past is

@@ -104,8 +104,6 @@ impl Capture {
 pub struct TimerLog {
     dir: PathBuf,
     buckets: BTreeMap<u64, Bucket>,
-    /// Pending messages in all buckets.
-    count: u64,
     writers: HashMap<u64, BufWriter<File>>,
     /// Buckets written since the last capture.
     dirty: BTreeSet<u64>,
@@ -163,11 +161,9 @@ impl TimerLog {
             let path = dir.join(file_name(*start));
             return Err(invalid(&path, format!("missing; the state snapshot recorded {} bytes", b.len)));
         }
-        let count = checkpoint.values().map(|b| b.pending).sum();
         let mut log = TimerLog {
             dir: dir.to_path_buf(),
             buckets: checkpoint,
-            count,
             writers: HashMap::new(),
             dirty: BTreeSet::new(),
             created: false,
@@ -220,7 +216,6 @@ impl TimerLog {
         b.pending += 1;
         b.min_offset = b.min_offset.min(key.1);
         b.max_offset = b.max_offset.max(key.1);
-        self.count += 1;
         if let Some((_, pending)) = self.loaded.as_mut().filter(|(s, _)| *s == start) {
             pending.insert(key, size);
         }
@@ -243,7 +238,6 @@ impl TimerLog {
         let b = self.buckets.get_mut(&start).expect("checked above");
         b.len += UNIT as u64;
         b.pending = b.pending.saturating_sub(1);
-        self.count = self.count.saturating_sub(1);
         Ok(())
     }
 
@@ -307,7 +301,6 @@ impl TimerLog {
                 let pending = self.read_bucket(start)?;
                 let b = self.buckets.get_mut(&start).expect("first key");
                 // The file is the truth; a count that drifted is corrected here.
-                self.count = self.count - b.pending.min(self.count) + pending.len() as u64;
                 b.pending = pending.len() as u64;
                 self.loaded = Some((start, pending));
             }
@@ -332,19 +325,14 @@ impl TimerLog {
         Ok(())
     }
 
-    /// Number of scheduled messages.
+    /// Number of scheduled messages (a sum over the bucket files).
     pub fn len(&self) -> u64 {
-        self.count
+        self.buckets.values().map(|b| b.pending).sum()
     }
 
     /// True if nothing is scheduled.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Number of bucket files (for the metrics and the docs' memory figure).
-    pub fn bucket_count(&self) -> usize {
-        self.buckets.len()
+        self.buckets.values().all(|b| b.pending == 0)
     }
 
     /// Lowest CommitLog offset a pending message may be stored at (retention keeps it).
@@ -454,9 +442,9 @@ mod tests {
         log.cancel((3_000, 100)).unwrap();
         // Bucket 0 is empty but its window is open until 10 000: it stays.
         assert_eq!(log.due(9_999, 10).unwrap(), vec![]);
-        assert_eq!(log.bucket_count(), 2);
+        assert_eq!(log.buckets.len(), 2);
         assert_eq!(log.due(25_001, 10).unwrap(), vec![((25_001, 200), 20)]);
-        assert_eq!(log.bucket_count(), 1, "bucket 0 retired");
+        assert_eq!(log.buckets.len(), 1, "bucket 0 retired");
         assert_eq!(log.due(30_000, 1).unwrap().len(), 1);
         assert_eq!(log.min_physical_offset(), Some(200));
         let cap = log.capture().unwrap();
@@ -514,7 +502,7 @@ mod tests {
         std::fs::create_dir_all(dir.path()).unwrap();
         std::fs::write(dir.path().join(file_name(0)), [0u8; UNIT]).unwrap(); // not listed: deleted
         let mut log = TimerLog::open(dir.path(), TimerCheckpoint::new(), [((5_000, 9), 3), ((25_000, 4), 7)]).unwrap();
-        assert_eq!((log.len(), log.bucket_count()), (2, 2));
+        assert_eq!((log.len(), log.buckets.len()), (2, 2));
         assert_eq!(log.pending((5_000, 9)).unwrap(), Some(3));
         assert_eq!(log.min_physical_offset(), Some(4));
         assert_eq!(log.due(30_000, 10).unwrap(), vec![((5_000, 9), 3)]);
