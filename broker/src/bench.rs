@@ -125,6 +125,9 @@ pub struct SideReport {
     pub p999_ms: f64,
     /// Calls that failed or returned a non-OK status.
     pub errors: u64,
+    /// Why the first of them failed (the gRPC error or the response status), if any did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
     /// Receive side, DELAY messages only: how long after its delivery time each message was
     /// received, ms (p50, p99, p999, max).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,6 +164,7 @@ pub struct BenchReport {
 pub struct Side {
     count: AtomicU64,
     errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
     hist: Mutex<Histogram<u64>>,
     /// Receive time minus delivery time of DELAY messages, µs.
     late: Mutex<Histogram<u64>>,
@@ -185,6 +189,7 @@ impl Side {
         Arc::new(Side {
             count: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            first_error: Mutex::new(None),
             hist: Mutex::new(Histogram::new(3).expect("3 sig figs")),
             late: Mutex::new(Histogram::new(3).expect("3 sig figs")),
             e2e: Mutex::new(Histogram::new(3).expect("3 sig figs")),
@@ -193,6 +198,11 @@ impl Side {
     /// Messages counted so far.
     pub fn messages(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+    /// Counts one failed call; the first failure's `why` goes into the report.
+    pub fn failed(&self, why: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.first_error.lock().get_or_insert_with(|| why.to_string());
     }
     /// Records one call that started at `start`: `n` messages if `ok`, else one error.
     pub fn record(&self, start: Instant, ok: bool, n: u64) {
@@ -216,6 +226,7 @@ impl Side {
             p99_ms: q(0.99),
             p999_ms: q(0.999),
             errors: self.errors.load(Ordering::Relaxed),
+            first_error: self.first_error.lock().clone(),
             lateness_ms: quantiles_ms(&self.late.lock()),
             e2e_ms: quantiles_ms(&self.e2e.lock()),
         }
@@ -289,6 +300,35 @@ async fn announce_consumer(
     let status = reply.and_then(|r| r.status);
     anyhow::ensure!(status.is_none() || requests::ok(&status), "settings refused: {status:?}");
     Ok(replies)
+}
+
+/// `Ok` for an OK response status, else the status as text (code and message).
+fn refusal(status: Option<&Status>) -> Result<(), String> {
+    match status {
+        Some(s) if s.code == Code::Ok as i32 => Ok(()),
+        Some(s) => {
+            Err(format!("status {:?} ({}): {}", Code::try_from(s.code).unwrap_or(Code::Unspecified), s.code, s.message))
+        }
+        None => Err("a response without a status".into()),
+    }
+}
+
+/// Commits each of a send's half messages (the real message and the op record follow). Errors:
+/// the first EndTransaction that fails, as text.
+async fn commit(c: &mut Client, topic: &str, entries: Vec<SendResultEntry>) -> Result<(), String> {
+    for e in entries {
+        let end = EndTransactionRequest {
+            topic: res(topic),
+            message_id: e.message_id,
+            transaction_id: e.transaction_id,
+            resolution: TransactionResolution::Commit as i32,
+            source: TransactionSource::SourceClient as i32,
+            trace_context: String::new(),
+        };
+        let r = c.end_transaction(end).await.map_err(|e| e.to_string())?;
+        refusal(r.get_ref().status.as_ref())?;
+    }
+    Ok(())
 }
 
 /// `base` alone for `n` = 1, else `base-0` to `base-<n-1>`.
@@ -469,23 +509,19 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                         });
                     }
                     let start = Instant::now();
-                    let sent = c.send_message(SendMessageRequest { messages }).await.map(|r| r.into_inner());
-                    let mut ok = sent.as_ref().is_ok_and(|r| requests::ok(&r.status));
-                    if ok && mode == Mode::Tx {
-                        // Commit each half message: the real message and the op record follow.
-                        for e in sent.expect("checked").entries {
-                            let end = EndTransactionRequest {
-                                topic: res(topic),
-                                message_id: e.message_id,
-                                transaction_id: e.transaction_id,
-                                resolution: TransactionResolution::Commit as i32,
-                                source: TransactionSource::SourceClient as i32,
-                                trace_context: String::new(),
-                            };
-                            ok &= c.end_transaction(end).await.is_ok_and(|r| requests::ok(&r.into_inner().status));
-                        }
+                    let sent = c
+                        .send_message(SendMessageRequest { messages })
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| refusal(r.get_ref().status.as_ref()).map(|()| r.into_inner().entries));
+                    let outcome = match (sent, mode) {
+                        (Ok(entries), Mode::Tx) => commit(&mut c, topic, entries).await,
+                        (sent, _) => sent.map(drop),
+                    };
+                    match outcome {
+                        Ok(()) => side.record(start, true, batch as u64),
+                        Err(why) => side.failed(why),
                     }
-                    side.record(start, ok, batch as u64);
                 }
             }));
         }
@@ -507,9 +543,12 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                     let start = Instant::now();
                     let mut req = tonic::Request::new(requests::receive(group, topic, 32, 60_000, RECEIVE_POLL_MS));
                     req.set_timeout(Duration::from_millis(RECEIVE_DEADLINE_MS));
-                    let Ok(resp) = c.receive_message(req).await else {
-                        side.errors.fetch_add(1, Ordering::Relaxed);
-                        continue;
+                    let resp = match c.receive_message(req).await {
+                        Ok(resp) => resp,
+                        Err(e) => {
+                            side.failed(e);
+                            continue;
+                        }
                     };
                     let mut stream = resp.into_inner();
                     let mut entries = Vec::new();
@@ -535,12 +574,15 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                         continue;
                     }
                     let n = entries.len() as u64;
-                    let ok = c
+                    let acked = c
                         .ack_message(AckMessageRequest { group: res(group), topic: res(topic), entries })
                         .await
-                        .map(|r| requests::ok(&r.into_inner().status))
-                        .unwrap_or(false);
-                    side.record(start, ok, n);
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| refusal(r.into_inner().status.as_ref()));
+                    match acked {
+                        Ok(()) => side.record(start, true, n),
+                        Err(why) => side.failed(why),
+                    }
                 }
             }));
         }

@@ -139,8 +139,11 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                 let req = send_request(&topic, (t as u64 + i) % QUEUES, &ids, &body);
                 i += batch as u64;
                 let start = Instant::now();
-                let ok = conn.call(req).await.is_ok_and(|r| r.code == SUCCESS);
-                side.record(start, ok, batch as u64);
+                match conn.call(req).await {
+                    Ok(r) if r.code == SUCCESS => side.record(start, true, batch as u64),
+                    Ok(r) => side.failed(format_args!("response code {}: {}", r.code, r.remark.unwrap_or_default())),
+                    Err(e) => side.failed(e),
+                }
             }
         }));
     }

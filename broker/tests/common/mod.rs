@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -12,9 +12,11 @@ use ferrocket_proto::v2::messaging_service_client::MessagingServiceClient;
 use ferrocket_proto::v2::*;
 use tonic::transport::Channel;
 
-/// A broker process; killed on drop.
+/// A broker process; killed on drop, and its log printed if the test is failing.
 pub struct Proc {
     pub child: Child,
+    /// Its stderr (the log), `<data dir>.log`.
+    pub log: PathBuf,
     /// gRPC address.
     pub addr: String,
     /// Remoting address of the broker.
@@ -33,6 +35,12 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of {} ---", self.log.display());
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
     }
 }
 
@@ -52,7 +60,7 @@ pub fn binary() -> std::path::PathBuf {
 /// for its `ready` line.
 /// Its Remoting ports are free ones too.
 pub fn start(mode: &str, data_dir: &Path, config: &str) -> Proc {
-    let cfg = data_dir.with_extension("toml");
+    let (cfg, log) = (data_dir.with_extension("toml"), data_dir.with_extension("log"));
     let (remoting, namesrv) = (free_addr(), free_addr());
     std::fs::write(
         &cfg,
@@ -70,7 +78,7 @@ pub fn start(mode: &str, data_dir: &Path, config: &str) -> Proc {
             data_dir.to_str().unwrap(),
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the broker log"))
         .spawn()
         .expect("spawn ferrocket");
     let stdout = child.stdout.take().unwrap();
@@ -83,7 +91,7 @@ pub fn start(mode: &str, data_dir: &Path, config: &str) -> Proc {
     let line = rx.recv_timeout(Duration::from_secs(30)).expect("broker ready within 30 s");
     let addr =
         line.strip_prefix("ready ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).trim().to_string();
-    Proc { child, addr, remoting, namesrv }
+    Proc { child, log, addr, remoting, namesrv }
 }
 
 /// A MessagingService client of `addr` whose calls carry no credentials.

@@ -61,6 +61,8 @@ fn init_logs(text: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if text {
+        // Colours only on a terminal.
+        let builder = builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
         builder.init();
     } else {
         builder.json().flatten_event(true).init();
