@@ -9,6 +9,7 @@ Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fi
            5.3.3 from its jars, over Remoting with the Java load generator; needs ./scripts/test once)
        scripts/bench.py --grpc-reference [--runs 3] [--seconds 10] [--e2e-rate N ...]   (the same two
            over gRPC, both driven by `ferrocket bench`; needs ./scripts/test once)
+       scripts/bench.py --inflight-only GROUPS PER_GROUP [--runs 3] [--compare-with BINARY]
        scripts/bench.py --peers [--runs 3] [--seconds 8]   (Ferrocket against NATS JetStream and
            RabbitMQ from Debian, all driven by bench/peers' `peer-bench`; installs the two servers
            with apt-get if they are missing)
@@ -195,12 +196,12 @@ def mib(path):
 
 
 def start_ready(binary, data):
-    """Starts a standalone broker on `data`; (process, seconds until its `ready` line)."""
+    """Starts a standalone broker on `data`; (process, seconds until its `ready` line, its address)."""
     t0 = time.monotonic()
     p = subprocess.Popen([str(binary or BIN), "standalone", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    p.stdout.readline()
-    return p, time.monotonic() - t0
+    addr = p.stdout.readline().split()[1]
+    return p, time.monotonic() - t0, addr
 
 
 def scheduled_scale(n, binary=None):
@@ -224,13 +225,13 @@ def scheduled_scale(n, binary=None):
         r["commitlog_mib"] = mib(data / "commitlog")
         broker.kill()
         broker.wait(timeout=60)
-        again, r["restart_kill9_s"] = start_ready(binary, data)
+        again, r["restart_kill9_s"], _ = start_ready(binary, data)
         try:
             r["restarted"] = rss_mib(again.pid)
         finally:
             again.terminate()
             again.wait(timeout=120)
-        again, r["restart_clean_s"] = start_ready(binary, data)
+        again, r["restart_clean_s"], _ = start_ready(binary, data)
         again.terminate()
         again.wait(timeout=120)
         return r
@@ -249,6 +250,85 @@ def print_scheduled(n, runs):
               f"{r['restarted'][0]:.0f} | {l[0]:.0f} / {l[1]:.0f} / {l[3]:.0f} (≤ {b99:g}) of {got['messages']} | "
               f"{r['state_mib']:.1f} | {r['timerlog_mib']:.0f} | {r['commitlog_mib']:.0f} | "
               f"{r['restart_kill9_s']:.2f} / {r['restart_clean_s']:.2f} |", flush=True)
+
+
+def state_writes(data, seconds):
+    """Bytes a broker on `data` writes to its state files per second over `seconds`: what each
+    progress log file grows by, and `config/state.json` whole each time it is replaced (sampled
+    every 0.2 s; a checkpoint comes every 5 s)."""
+    state, prev, written = data / "config" / "state.json", None, 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        cur = {f.name: f.stat().st_size for f in data.glob("progress/*.log")}
+        with contextlib.suppress(FileNotFoundError):
+            st = state.stat()
+            cur[f"state.json@{st.st_mtime_ns}"] = st.st_size  # a new name each time it is replaced
+        if prev is not None:
+            written += sum(max(0, size - prev.get(name, 0)) for name, size in cur.items())
+        prev = cur
+        time.sleep(0.2)
+    return written / seconds
+
+
+def inflight_scale(groups, per_group, binary=None, window=20):
+    """`groups` consumer groups each receive the same `per_group` messages (128-byte bodies, one
+    topic of 8 queues) and ack none (invisible for an hour): groups * per_group deliveries in flight.
+    Broker memory before and after; the bytes it writes to its state files per second over
+    `window` s idle, then while another group sends, receives and acks 1,000 messages/s; the sizes
+    of those files; restart to `ready` after kill -9, memory once restarted, and what a group
+    receives then (its messages are still in flight: nothing)."""
+    with fresh_broker(binary=binary) as (broker, addr):
+        data = pathlib.Path(broker.args[broker.args.index("--data-dir") + 1])
+        r = {"idle": rss_mib(broker.pid)}
+        bench_cli(addr, "--mode", "produce", "--topic", "flight", "--messages", str(per_group), "--batch", "16",
+                  "--size", "128", "--duration", "600s")
+        t0 = time.monotonic()
+        for g in range(groups):
+            got = bench_cli(addr, "--mode", "consume", "--topic", "flight", "--group", f"flight-{g}", "--no-ack",
+                            "--invisible", "1h", "--messages", str(per_group), "--concurrency", "8", "--duration", "600s")
+            assert got["consume"]["messages"] >= per_group, got
+        r["receive_rate"] = groups * per_group / (time.monotonic() - t0)
+        r["after"] = rss_mib(broker.pid)
+        time.sleep(6)  # a measurement window, not synchronisation: a checkpoint (5 s) writes it all
+        r["write_idle"] = state_writes(data, window)  # nothing changes
+        trickle = threading.Thread(target=bench_cli, args=(addr, "--mode", "both", "--topic", "trickle", "--rate", "1000",
+                                                           "--size", "128", "--concurrency", "4", "--duration", f"{window + 2}s"))
+        trickle.start()
+        r["write_trickle"] = state_writes(data, window)
+        trickle.join()
+        r["later"] = rss_mib(broker.pid)
+        r["state_mib"] = mib(data / "config" / "state.json")
+        r["progress_mib"] = mib(data / "progress") if (data / "progress").exists() else 0.0
+        broker.kill()
+        broker.wait(timeout=60)
+        again, r["restart_kill9_s"], addr = start_ready(binary, data)
+        try:
+            r["restarted"] = rss_mib(again.pid)
+            got = bench_cli(addr, "--mode", "consume", "--topic", "flight", "--group", "flight-0", "--no-ack",
+                            "--invisible", "1h", "--concurrency", "8", "--duration", "3s")
+            r["received_after_restart"] = got["consume"]["messages"]
+        finally:
+            again.terminate()
+            again.wait(timeout=120)
+        return r
+
+
+def print_inflight(groups, per_group, runs, compare_with=None):
+    """`inflight_scale` rows, this tree's broker and (interleaved) `compare_with`'s."""
+    print(f"{groups} groups x {per_group} messages in flight\n")
+    print("| broker | run | receive msgs/s | heap MiB idle / in flight / after the trickle / restarted | heap B per in-flight | "
+          "state writes KiB/s idle / at 1,000 acks/s | state.json MiB | progress log MiB | restart after kill -9, s | "
+          "received after restart |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    systems = [("this tree", None)] + ([(str(compare_with), compare_with)] if compare_with else [])
+    for i in range(runs):
+        for name, binary in systems:
+            r = inflight_scale(groups, per_group, binary)
+            per = (r["after"][0] - r["idle"][0]) * 2**20 / (groups * per_group)
+            print(f"| {name} | {i + 1} | {r['receive_rate']:.0f} | {r['idle'][0]:.0f} / {r['after'][0]:.0f} / "
+                  f"{r['later'][0]:.0f} / {r['restarted'][0]:.0f} | {per:.0f} | {r['write_idle'] / 1024:.1f} / "
+                  f"{r['write_trickle'] / 1024:.1f} | {r['state_mib']:.1f} | {r['progress_mib']:.1f} | "
+                  f"{r['restart_kill9_s']:.2f} | {r['received_after_restart']} |", flush=True)
 
 
 def topic_spread_once(topics, seconds):
@@ -385,6 +465,9 @@ def main():
                    help="only sends spread over 1, 100, 1,000 and 10,000 topics (and receives over 1 and 100 groups)")
     p.add_argument("--scheduled-only", type=int, metavar="N",
                    help="only N messages scheduled an hour ahead: memory, lateness while they are pending, restart")
+    p.add_argument("--inflight-only", type=int, nargs=2, metavar=("GROUPS", "PER_GROUP"),
+                   help="only GROUPS groups with PER_GROUP messages in flight each: memory, state writes, restart "
+                        "(with --compare-with, that build's broker too, interleaved)")
     p.add_argument("--delivery-only", action="store_true",
                    help="only push consumers, delay lateness at 10,000 due/s and memory with 1,000,000 scheduled")
     p.add_argument("--runs", type=int, default=3)
@@ -410,6 +493,8 @@ def main():
         return print_grpc_reference(a.runs, a.seconds, a.e2e_rate)
     if a.remoting_only:
         return print_remoting(a.runs, a.seconds, a.flush)
+    if a.inflight_only:
+        return print_inflight(*a.inflight_only, a.runs, a.compare_with and pathlib.Path(a.compare_with))
     if a.compare_with:
         return print_comparison(pathlib.Path(a.compare_with), a.runs, a.seconds, a.concurrency)
     if a.memory_only:

@@ -102,6 +102,14 @@ pub struct BenchOpts {
     /// --delay-after, e.g. `10s`: messages / spread is the due rate.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub delay_spread: Duration,
+    /// How long a received message stays invisible, e.g. `60s` (the receive's invisible duration;
+    /// the broker bounds it, 10 s to 12 h by default).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub invisible: Duration,
+    /// Receivers never ack: what they receive stays in flight for --invisible (to measure the
+    /// broker with many messages in flight).
+    #[arg(long)]
+    pub no_ack: bool,
     /// Send at most this many messages per second over all senders (0: as fast as they can).
     /// Each message then carries its send time, and receivers report end-to-end latency.
     #[arg(long, default_value_t = 0)]
@@ -534,6 +542,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                 .map(|i| (topics[i % topics.len()].clone(), groups[i % groups.len()].clone()))
                 .collect();
             let mut c = connect(ch);
+            let (invisible_ms, no_ack) = (o.invisible.as_millis() as u64, o.no_ack);
             tasks.push(tokio::spawn(async move {
                 for turn in 0.. {
                     if stop.load(Ordering::Relaxed) {
@@ -541,7 +550,8 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                     }
                     let (topic, group) = &mine[turn % mine.len()];
                     let start = Instant::now();
-                    let mut req = tonic::Request::new(requests::receive(group, topic, 32, 60_000, RECEIVE_POLL_MS));
+                    let mut req =
+                        tonic::Request::new(requests::receive(group, topic, 32, invisible_ms, RECEIVE_POLL_MS));
                     req.set_timeout(Duration::from_millis(RECEIVE_DEADLINE_MS));
                     let resp = match c.receive_message(req).await {
                         Ok(resp) => resp,
@@ -571,6 +581,10 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                         }
                     }
                     if entries.is_empty() {
+                        continue;
+                    }
+                    if no_ack {
+                        side.record(start, true, entries.len() as u64);
                         continue;
                     }
                     let n = entries.len() as u64;

@@ -205,7 +205,9 @@ pub struct Config {
     /// The name the servers' certificates are checked for when this process dials them (their
     /// SAN); unset: the dialled host. For a certificate that names the cluster, not each pod.
     pub tls_server_name: Option<String>,
-    /// How often consumer progress is snapshotted to `config/consumer_offsets.json`, ms.
+    /// How often the state is checkpointed, ms: what changed in consumer progress is appended to
+    /// the progress log (`progress/`), open transactions and the log lengths are written to
+    /// `config/state.json` (RocketMQ: `flushConsumerOffsetInterval`, 5 s).
     pub consumer_snapshot_interval_ms: u64,
     /// Verify every request's signature ([`crate::auth`]; RocketMQ `authenticationEnabled`).
     /// Off by default; needs `auth_access_key` and `auth_secret_key`.

@@ -2,32 +2,18 @@
 //! due order, each once, across buckets, restarts, a crash at any point after a snapshot, and a
 //! timer log that no longer matches the snapshot (rebuilt from the CommitLog).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use ferrocket_engine::broker::{Broker, Outgoing};
-use ferrocket_engine::config::Config;
 use ferrocket_engine::store::record::Record;
 use ferrocket_engine::store::{now_ms, PROP_MSG_ID};
 use ferrocket_engine::timer::log::BUCKET_MS;
 use ferrocket_engine::topics::MessageType;
 
-fn cfg(dir: &Path) -> Config {
-    Config {
-        data_dir: dir.to_path_buf(),
-        auto_create_topic: true,
-        default_queue_count: 1,
-        // Snapshots only where the test takes them.
-        consumer_snapshot_interval_ms: 3_600_000,
-        clean_interval_ms: 3_600_000,
-        ..Config::default()
-    }
-}
-
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
-}
+use common::{block, cfg, wait_dispatched};
 
 /// Schedules message `id` on topic T for `at` (ms since the epoch); its recall handle.
 fn schedule(b: &Broker, id: &str, at: u64) -> String {
@@ -39,11 +25,7 @@ fn schedule(b: &Broker, id: &str, at: u64) -> String {
 
 /// Message ids delivered to queue T/0, in order.
 fn delivered(b: &Broker) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b.store().dispatched() < b.store().commitlog_end() {
-        assert!(Instant::now() < deadline, "dispatcher did not catch up");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_dispatched(b);
     let Some(cq) = b.store().consume_queue("T", 0) else { return Vec::new() };
     (cq.min_offset()..cq.max_offset())
         .map(|o| b.store().read(&cq.get(o).unwrap()).unwrap().properties[PROP_MSG_ID].clone())

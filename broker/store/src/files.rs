@@ -44,24 +44,31 @@ pub fn write_atomic_compact<T: Serialize>(path: &Path, value: &T) -> io::Result<
 /// is skipped and `false` returned, logged once per run of failures under `what`; a later
 /// success is logged too. Errors: any other I/O error.
 pub fn write_or_skip<T: Serialize>(path: &Path, value: &T, what: &'static str) -> io::Result<bool> {
-    static SKIPPING: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     let r = write_atomic_with(path, 0o644, |w| serde_json::to_writer(w, value));
+    Ok(skip_if_full(path, what, r)?.is_some())
+}
+
+/// The outcome `r` of writing `path`, with a full disk (ENOSPC, EDQUOT) turned into `None`:
+/// logged once per run of failures under `what`, and a later success logged too (see
+/// [`write_or_skip`]). Errors: any other I/O error.
+pub fn skip_if_full<T>(path: &Path, what: &'static str, r: io::Result<T>) -> io::Result<Option<T>> {
+    static SKIPPING: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     let mut skipping = SKIPPING.lock().unwrap_or_else(|p| p.into_inner());
     let was = skipping.iter().position(|s| *s == what);
     match r {
-        Ok(()) => {
+        Ok(v) => {
             if let Some(i) = was {
                 skipping.swap_remove(i);
                 tracing::info!(file = %path.display(), "{what} written again");
             }
-            Ok(true)
+            Ok(Some(v))
         }
         Err(e) if is_no_space(&e) => {
             if was.is_none() {
                 skipping.push(what);
                 tracing::warn!(file = %path.display(), error = %e, "disk full: {what} skipped until there is space (recovery replays from the last one)");
             }
-            Ok(false)
+            Ok(None)
         }
         Err(e) => Err(e),
     }

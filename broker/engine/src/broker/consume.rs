@@ -160,11 +160,11 @@ impl Broker {
                 let q = ((start + i) % cfg.queue_count as usize) as u32;
                 let Some(cq) = self.store.consume_queue(topic, q) else {
                     // An empty queue: a broadcast client still starts here, before its first message.
-                    state.queues.entry((name.clone(), topic.to_string(), q)).or_default();
+                    state.get_or_insert_with((name.clone(), topic.to_string(), q), || QueueState::starting_at(0));
                     continue;
                 };
                 let (min, max) = (cq.min_offset(), cq.max_offset());
-                let st = state.queues.entry((name.clone(), topic.to_string(), q)).or_insert_with(|| {
+                let st = state.get_or_insert_with((name.clone(), topic.to_string(), q), || {
                     // A new broadcast client starts at the end, a new group at the oldest message.
                     QueueState::starting_at(if g.broadcast { max } else { min })
                 });
@@ -172,7 +172,7 @@ impl Broker {
                 // Message groups with an earlier message still in flight (FIFO).
                 let mut busy: HashSet<u64> = HashSet::new();
                 let mut due = Vec::new();
-                for (off, f) in &st.inflight {
+                for (off, f) in st.inflight() {
                     if fifo && f.group != 0 && !busy.insert(f.group) {
                         continue;
                     }
@@ -181,30 +181,30 @@ impl Broker {
                     }
                 }
                 for off in due {
-                    let f = st.inflight.get_mut(&off).expect("listed above");
+                    let f = st.inflight()[&off];
                     match cq.get(off) {
                         Some(e) if !filter.matches_hash(e.tag_hash) => st.mark_acked(off),
                         None => st.mark_acked(off), // a hole left by a corrupt record
                         Some(e) if f.attempt >= g.max_delivery_attempts => {
                             // Kept invisible while it is dead-lettered below.
-                            f.visible_at_ms = visible_at_ms;
+                            st.set_inflight(off, Inflight { visible_at_ms, ..f });
                             dead.push((q, off, e, f.attempt));
                         }
                         Some(e) => {
-                            *f = Inflight { pop_id: rand::random(), attempt: f.attempt + 1, visible_at_ms, ..*f };
-                            picked.push((q, off, e, *f));
+                            let f = Inflight { pop_id: rand::random(), attempt: f.attempt + 1, visible_at_ms, ..f };
+                            st.set_inflight(off, f);
+                            picked.push((q, off, e, f));
                         }
                     }
                 }
                 let mut scanned = 0;
-                while picked.len() < batch && st.next_offset < max && scanned < SCAN_LIMIT {
-                    if fifo && st.inflight.len() >= FIFO_MAX_HELD {
+                while picked.len() < batch && st.next_offset() < max && scanned < SCAN_LIMIT {
+                    if fifo && st.inflight().len() >= FIFO_MAX_HELD {
                         break;
                     }
-                    let off = st.next_offset;
-                    st.next_offset += 1;
+                    let off = st.take_next();
                     scanned += 1;
-                    if st.acked.contains(&off) {
+                    if st.is_acked(off) {
                         continue;
                     }
                     let e = match cq.get(off) {
@@ -219,11 +219,11 @@ impl Broker {
                     if fifo {
                         f.group = self.store.read(&e).map(|r| group_hash(&r)).unwrap_or(0);
                         if f.group != 0 && !busy.insert(f.group) {
-                            st.inflight.insert(off, Inflight { attempt: 0, visible_at_ms: 0, ..f });
+                            st.set_inflight(off, Inflight { attempt: 0, visible_at_ms: 0, ..f });
                             continue;
                         }
                     }
-                    st.inflight.insert(off, f);
+                    st.set_inflight(off, f);
                     picked.push((q, off, e, f));
                 }
             }
@@ -262,7 +262,7 @@ impl Broker {
         if !skip.is_empty() {
             let mut state = self.consume.lock();
             for (q, off) in skip {
-                if let Some(st) = state.queues.get_mut(&(name.clone(), topic.to_string(), q)) {
+                if let Some(st) = state.get_mut(&(name.clone(), topic.to_string(), q)) {
                     st.mark_acked(off);
                 }
             }
@@ -277,15 +277,20 @@ impl Broker {
         let mut dead = Vec::new();
         {
             let mut state = self.consume.lock();
-            for ((progress, topic, q), st) in state.queues.iter_mut() {
+            for ((progress, topic, q), st) in state.iter_mut() {
                 let base = progress.split('@').next().unwrap_or(progress);
                 let max =
                     self.groups.get(base).map(|g| g.max_delivery_attempts).unwrap_or(self.cfg.max_delivery_attempts);
-                for (off, f) in st.inflight.iter_mut() {
-                    if f.attempt >= max && f.visible_at_ms <= now {
-                        f.visible_at_ms = now + 60_000; // not handed out while it is moved
-                        dead.push((base.to_string(), progress.clone(), topic.clone(), *q, *off, f.attempt));
-                    }
+                let expired: Vec<(u64, Inflight)> = st
+                    .inflight()
+                    .iter()
+                    .filter(|(_, f)| f.attempt >= max && f.visible_at_ms <= now)
+                    .map(|(o, f)| (*o, *f))
+                    .collect();
+                for (off, f) in expired {
+                    // Not handed out while it is moved.
+                    st.set_inflight(off, Inflight { visible_at_ms: now + 60_000, ..f });
+                    dead.push((base.to_string(), progress.clone(), topic.clone(), *q, off, f.attempt));
                 }
             }
         }
@@ -414,15 +419,14 @@ impl Broker {
         now: u64,
     ) -> Result<(ReceiptHandle, &'a mut Inflight), BrokerError> {
         let h = ReceiptHandle::decode(handle).ok_or_else(|| BrokerError::InvalidHandle("malformed".into()))?;
-        let st = state.queues.get_mut(&(progress.to_string(), topic.to_string(), h.queue_id)).ok_or_else(|| {
+        let st = state.get_mut(&(progress.to_string(), topic.to_string(), h.queue_id)).ok_or_else(|| {
             BrokerError::InvalidHandle(format!(
                 "group {progress} has received nothing from topic {topic} queue {}",
                 h.queue_id
             ))
         })?;
         let f = st
-            .inflight
-            .get_mut(&h.queue_offset)
+            .inflight_mut(h.queue_offset)
             .ok_or_else(|| BrokerError::InvalidHandle("message already acknowledged, or never delivered".into()))?;
         if f.pop_id != h.pop_id || f.attempt == 0 {
             return Err(BrokerError::InvalidHandle(
@@ -443,7 +447,7 @@ impl Broker {
     pub fn handle_at(&self, c: Consumer, topic: &str, queue: u32, offset: u64, visible_at_ms: u64) -> Option<String> {
         let (_, progress) = self.progress_of(c).ok()?;
         let state = self.consume.lock();
-        let f = state.queues.get(&(progress, topic.to_string(), queue))?.inflight.get(&offset)?;
+        let f = state.get(&(progress, topic.to_string(), queue))?.inflight().get(&offset)?;
         (f.visible_at_ms == visible_at_ms && f.attempt > 0).then(|| {
             ReceiptHandle {
                 queue_id: queue,
@@ -600,7 +604,7 @@ impl Broker {
     /// The group's committed offset on a queue (every message below it is done), if the group
     /// has progress there.
     pub fn committed_offset(&self, group: &str, topic: &str, q: u32) -> Option<u64> {
-        self.consume.lock().queues.get(&(group.to_string(), topic.to_string(), q)).map(|s| s.ack_offset)
+        self.consume.lock().get(&(group.to_string(), topic.to_string(), q)).map(|s| s.ack_offset())
     }
 
     /// Sets the group's position on a queue (UpdateOffset; also a reset for pop consumers): every
@@ -637,7 +641,7 @@ impl Broker {
     pub fn consumer_lags(&self) -> Vec<(String, String, u64)> {
         // Every queue of the topic counts, also those the group has not received from yet.
         let pairs: std::collections::BTreeSet<(String, String)> =
-            self.consume.lock().queues.keys().map(|(g, t, _)| (g.clone(), t.clone())).collect();
+            self.consume.lock().iter().map(|((g, t, _), _)| (g.clone(), t.clone())).collect();
         pairs
             .into_iter()
             .map(|(g, t)| {
@@ -656,8 +660,8 @@ impl Broker {
         (0..cfg.queue_count)
             .map(|q| {
                 let max = self.store.max_queue_offset(topic, q);
-                let st = state.queues.get(&(group.to_string(), topic.to_string(), q));
-                let ack = st.map(|s| s.ack_offset).unwrap_or_else(|| self.store.min_queue_offset(topic, q));
+                let st = state.get(&(group.to_string(), topic.to_string(), q));
+                let ack = st.map(|s| s.ack_offset()).unwrap_or_else(|| self.store.min_queue_offset(topic, q));
                 (q, ack, max, st.map(|s| s.backlog(max)).unwrap_or(max - ack))
             })
             .collect()
@@ -669,9 +673,8 @@ impl Broker {
         let prefix = format!("{group}@");
         self.consume
             .lock()
-            .queues
-            .keys()
-            .filter_map(|(g, t, _)| {
+            .iter()
+            .filter_map(|((g, t, _), _)| {
                 let client = if g == group { Some("") } else { g.strip_prefix(&prefix) };
                 client.map(|c| (c.to_string(), t.clone()))
             })
@@ -700,13 +703,12 @@ impl Broker {
     pub fn delivery_states(&self, topic: &str, q: u32, off: u64) -> Vec<(String, String)> {
         let state = self.consume.lock();
         let mut out: Vec<(String, String)> = state
-            .queues
             .iter()
             .filter(|((_, t, qq), _)| t == topic && *qq == q)
             .map(|((g, _, _), st)| {
-                let s = if off < st.ack_offset || st.acked.contains(&off) {
+                let s = if st.is_acked(off) {
                     "acked".to_string()
-                } else if let Some(f) = st.inflight.get(&off) {
+                } else if let Some(f) = st.inflight().get(&off) {
                     if f.attempt == 0 {
                         "held (FIFO)".to_string()
                     } else {

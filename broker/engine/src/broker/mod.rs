@@ -25,9 +25,10 @@ pub use transactions::{Check, CheckOutcome};
 
 use crate::config::{BrokerRole, Config};
 use crate::consume::groups::{GroupError, GroupManager};
+use crate::consume::progress_log::{ProgressCheckpoint, ProgressLog};
 use crate::consume::state::{AckRecord, ConsumeState, QueueKey, QueueState, ACK_LOG_TOPIC};
 use crate::metrics::Metrics;
-use crate::store::files::write_or_skip;
+use crate::store::files::{skip_if_full, write_or_skip};
 use crate::store::record::Record;
 use crate::store::{Listeners, RecordClass, Store, StoreError};
 use crate::timer::log::TimerCheckpoint;
@@ -162,13 +163,18 @@ pub struct Delivery {
     pub visible_at_ms: u64,
 }
 
-/// Contents of `config/state.json`: consumer progress, open transactions and the timer log's
-/// files, all as of one CommitLog offset; the ack, half, op and timer records after it are
+/// Contents of `config/state.json`: open transactions, and the progress log's and the timer
+/// log's files, all as of one CommitLog offset; the ack, half, op and timer records after it are
 /// replayed on start.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct StateFile {
     commitlog_offset: u64,
+    /// The progress log's generation and length (absent in snapshots written before it existed).
     #[serde(default)]
+    progress: Option<ProgressCheckpoint>,
+    /// Snapshots written before the progress log kept every queue's progress here: read once,
+    /// to import it.
+    #[serde(default, skip_serializing)]
     queues: Vec<(QueueKey, QueueState)>,
     #[serde(default)]
     transactions: TxState,
@@ -182,18 +188,17 @@ struct StateFile {
 }
 
 /// Applies one CommitLog record to consumer progress (an ack record) or open transactions (half
-/// and op records); [`TimerLog::apply`] takes the timer's. Used when replaying after the
-/// snapshot on start, and on a slave for every record its master sends. Returns true for an ack
-/// record.
-fn replay(
-    rec: &Record,
-    size: u32,
-    state: &mut ConsumeState,
-    tx: &mut TxState,
-    timing: crate::txn::CheckTiming,
-) -> bool {
-    if rec.topic != ACK_LOG_TOPIC {
+/// and op records); [`TimerLog::apply`] takes the timer's. Used on a slave for every record its
+/// master sends (and, split by offset, when replaying after the snapshot on start).
+fn replay(rec: &Record, size: u32, state: &mut ConsumeState, tx: &mut TxState, timing: crate::txn::CheckTiming) {
+    if !replay_ack(rec, state) {
         tx.apply(rec, size, timing);
+    }
+}
+
+/// Applies `rec` to consumer progress if it is an ack record; returns whether it is one.
+fn replay_ack(rec: &Record, state: &mut ConsumeState) -> bool {
+    if rec.topic != ACK_LOG_TOPIC {
         return false;
     }
     match serde_json::from_slice::<AckRecord>(&rec.body) {
@@ -206,7 +211,7 @@ fn replay(
 /// Moves every group's progress into the range its queue holds now (after retention or a cut
 /// of the log removed entries; see [`QueueState::clamp`]).
 fn clamp_to_store(state: &mut ConsumeState, store: &Store) {
-    for ((_, topic, q), st) in state.queues.iter_mut() {
+    for ((_, topic, q), st) in state.iter_mut() {
         st.clamp(store.min_queue_offset(topic, *q), store.max_queue_offset(topic, *q));
     }
 }
@@ -223,6 +228,28 @@ fn open_timer_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<(Ti
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             tracing::error!(error = %e, "timer log does not match the state snapshot; rebuilding it from the CommitLog");
             Ok((TimerLog::open(&dir, TimerCheckpoint::new(), [])?, 0))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens the progress log in `<data_dir>/progress` as the snapshot recorded it, or imports the
+/// progress of a snapshot written before it existed; returns it, the progress, and the CommitLog
+/// offset its ack records replay from. A log that does not match the snapshot (a file missing,
+/// cut short or unreadable) is rebuilt from the ack records of the whole CommitLog. Errors: I/O.
+fn open_progress_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<(ProgressLog, ConsumeState, u64)> {
+    let dir = cfg.data_dir.join("progress");
+    let Some(checkpoint) = snapshot.progress else {
+        let (log, _) = ProgressLog::open(&dir, None)?;
+        let imported = ConsumeState::from_entries(std::mem::take(&mut snapshot.queues));
+        return Ok((log, imported, snapshot.commitlog_offset));
+    };
+    match ProgressLog::open(&dir, Some(checkpoint)) {
+        Ok((log, state)) => Ok((log, state, snapshot.commitlog_offset)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            tracing::error!(error = %e, "progress log does not match the state snapshot; rebuilding it from the CommitLog");
+            let (log, state) = ProgressLog::open(&dir, None)?;
+            Ok((log, state, 0))
         }
         Err(e) => Err(e),
     }
@@ -273,9 +300,10 @@ pub struct Broker {
     polls_ending: tokio::sync::watch::Sender<bool>,
     /// CommitLog offset of the last state snapshot (replay starts there): retention keeps it.
     snapshot_offset: AtomicU64,
-    /// Held while a snapshot is taken and written, so two never interleave (the timer log
-    /// deletes files only a written snapshot no longer lists).
-    snapshotting: Mutex<()>,
+    /// Consumer progress on disk. Held while a snapshot is taken and written, so two never
+    /// interleave (it appends in snapshot order; it and the timer log delete files only a
+    /// written snapshot no longer lists).
+    progress_log: Mutex<ProgressLog>,
     /// The data disk's used share, shared with the store's segment listener.
     disk: Arc<retention::DiskGuard>,
     /// What this master's slaves have confirmed.
@@ -342,17 +370,22 @@ impl Broker {
         };
         let from = snapshot.commitlog_offset;
         let (mut timers, timers_from) = open_timer_log(&cfg, &mut snapshot)?;
-        let mut state = ConsumeState::from_entries(snapshot.queues);
-        let mut tx = snapshot.transactions;
+        let (progress_log, mut state, progress_from) = open_progress_log(&cfg, &mut snapshot)?;
+        let mut tx = std::mem::take(&mut snapshot.transactions);
         tx.reindex();
         let timing = check_timing(&cfg);
         let mut replayed = 0u64;
         let mut failed = None;
-        store.scan(from.min(timers_from), |rec, size| {
-            if rec.physical_offset >= from {
-                replayed += replay(rec, size, &mut state, &mut tx, timing) as u64;
+        store.scan(from.min(timers_from).min(progress_from), |rec, size| {
+            let at = rec.physical_offset;
+            if rec.topic == ACK_LOG_TOPIC {
+                if at >= progress_from {
+                    replayed += replay_ack(rec, &mut state) as u64;
+                }
+            } else if at >= from {
+                tx.apply(rec, size, timing);
             }
-            if rec.physical_offset >= timers_from {
+            if at >= timers_from {
                 if let Err(e) = timers.apply(rec, size) {
                     failed.get_or_insert(e);
                 }
@@ -363,7 +396,7 @@ impl Broker {
         }
         clamp_to_store(&mut state, &store);
         tracing::info!(
-            queues = state.queues.len(),
+            queues = state.len(),
             replayed_acks = replayed,
             open_transactions = tx.pending.len(),
             scheduled = timers.len(),
@@ -394,7 +427,7 @@ impl Broker {
             appended,
             polls_ending: tokio::sync::watch::channel(false).0,
             snapshot_offset: AtomicU64::new(from),
-            snapshotting: Mutex::new(()),
+            progress_log: Mutex::new(progress_log),
             disk,
             replicas: Arc::new(crate::ha::Replicas::new(bounds)),
             role: tokio::sync::watch::channel(role).0,
@@ -487,7 +520,7 @@ impl Broker {
             return Err(TopicError::Reserved(name.to_string()).into());
         }
         self.topics.delete(name)?;
-        self.consume.lock().queues.retain(|(_, topic, _), _| topic != name);
+        self.consume.lock().remove_where(|(_, topic, _)| topic == name);
         self.store.delete_topic(name)?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
@@ -613,32 +646,44 @@ impl Broker {
     /// files as of the CommitLog end), after flushing the CommitLog up to there and fsyncing the
     /// timer log files it lists. Errors: I/O.
     pub fn snapshot(&self) -> std::io::Result<()> {
-        let _one = self.snapshotting.lock();
-        let (snap, capture) = {
-            let consume = self.consume.lock();
+        let mut progress_log = self.progress_log.lock();
+        let (mut snap, capture, changes, whole) = {
+            let mut consume = self.consume.lock();
             let tx = self.tx.lock();
             let mut timers = self.timer.lock();
             // Ack, half, op and timer records are appended under these locks, so every one
-            // below this offset is reflected in the copies.
+            // below this offset is reflected in what is taken.
             let mut capture = timers.capture()?;
+            let whole = progress_log.needs_whole();
+            let changes = consume.take_changes(whole);
             let snap = StateFile {
                 commitlog_offset: self.store.commitlog_end(),
-                queues: consume.entries(),
+                progress: None,
+                queues: Vec::new(),
                 transactions: tx.clone(),
                 timer_log: Some(std::mem::take(&mut capture.checkpoint)),
                 timers: Vec::new(),
             };
-            (snap, capture)
+            (snap, capture, changes, whole)
         };
-        self.store.flush_log()?;
-        capture.sync()?;
+        let written =
+            self.store.flush_log().and_then(|_| capture.sync()).and_then(|()| progress_log.write(changes, whole));
+        if written.is_err() {
+            // The changes taken are not on disk: the next checkpoint writes everything.
+            progress_log.force_whole();
+        }
+        // On a full disk the snapshot is skipped (below too): the records after the last one are
+        // replayed, and retention keeps them.
+        match skip_if_full(progress_log.dir(), "progress log", written)? {
+            Some(checkpoint) => snap.progress = Some(checkpoint),
+            None => return Ok(()),
+        }
         self.topics.registry().persist_if_dirty()?;
         self.groups.registry().persist_if_dirty()?;
-        // On a full disk the snapshot is skipped: the records after the last one are replayed,
-        // and retention keeps them.
         if write_or_skip(&self.cfg.data_dir.join("config").join("state.json"), &snap, "state snapshot")? {
             self.snapshot_offset.fetch_max(snap.commitlog_offset, Ordering::AcqRel);
             self.timer.lock().forget_retired(&capture)?;
+            progress_log.forget_retired();
         }
         Ok(())
     }
