@@ -32,13 +32,6 @@ pub fn write_atomic_private<T: Serialize>(path: &Path, value: &T) -> io::Result<
     write_atomic_with(path, 0o600, |w| serde_json::to_writer_pretty(w, value))
 }
 
-/// [`write_atomic`] without indentation, streamed to the file: for large snapshots (the consumer,
-/// transaction and timer state), where indentation would double the size and a whole in-memory
-/// copy of the text would double the memory. Errors: I/O.
-pub fn write_atomic_compact<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    write_atomic_with(path, 0o644, |w| serde_json::to_writer(w, value))
-}
-
 /// [`write_atomic`] for files whose loss costs only time (the checkpoint, the state snapshot:
 /// recovery replays the CommitLog from the older copy): on a full disk (ENOSPC, EDQUOT) the write
 /// is skipped and `false` returned, logged once per run of failures under `what`; a later

@@ -137,7 +137,7 @@ impl ProgressLog {
     }
 
     /// Writes one checkpoint's `delta` and fsyncs it: appended to the current generation, or, if
-    /// `whole` (see [`ProgressLog::needs_whole`]), as the first line of a new one. Returns what
+    /// `whole` (see [`ProgressLog::needs_whole`]), as the first lines of a new one. Returns what
     /// the state snapshot records. Errors: I/O; the next write is then whole.
     pub fn write(&mut self, delta: ProgressDelta, whole: bool) -> io::Result<ProgressCheckpoint> {
         let written = if whole { self.start_generation(delta) } else { self.append(delta) };
