@@ -298,7 +298,7 @@ def inflight_scale(groups, per_group, binary=None, window=20):
         trickle.join()
         r["later"] = rss_mib(broker.pid)
         r["state_mib"] = mib(data / "config" / "state.json")
-        r["progress_mib"] = mib(data / "progress") if (data / "progress").exists() else 0.0
+        r["progress_mib"] = mib(data / "progress")
         broker.kill()
         broker.wait(timeout=60)
         again, r["restart_kill9_s"], addr = start_ready(binary, data)

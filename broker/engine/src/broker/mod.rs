@@ -666,12 +666,13 @@ impl Broker {
             };
             (snap, capture, changes, whole)
         };
-        let written =
-            self.store.flush_log().and_then(|_| capture.sync()).and_then(|()| progress_log.write(changes, whole));
-        if written.is_err() {
-            // The changes taken are not on disk: the next checkpoint writes everything.
+        let synced = self.store.flush_log().and_then(|_| capture.sync());
+        if synced.is_err() {
+            // The changes taken will not be written: the next checkpoint writes everything (a
+            // failed write below sees to that itself).
             progress_log.force_whole();
         }
+        let written = synced.and_then(|()| progress_log.write(changes, whole));
         // On a full disk the snapshot is skipped (below too): the records after the last one are
         // replayed, and retention keeps them.
         match skip_if_full(progress_log.dir(), "progress log", written)? {

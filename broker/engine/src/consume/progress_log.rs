@@ -239,24 +239,18 @@ fn split(delta: ProgressDelta) -> Vec<ProgressDelta> {
                 break;
             }
             if budget > 0 {
-                let (key, ack_offset, next_offset, whole) = (q.key.clone(), q.ack_offset, q.next_offset, q.whole);
-                let mut piece = QueueDelta {
-                    key,
-                    ack_offset,
-                    next_offset,
-                    whole,
-                    done: Vec::new(),
-                    inflight: Vec::new(),
-                    open: Vec::new(),
+                let inflight = budget.min(q.inflight.len());
+                let done = (budget - inflight).min(q.done.len());
+                let open = (budget - inflight - done).min(q.open.len());
+                let piece = QueueDelta {
+                    key: q.key.clone(),
+                    ack_offset: q.ack_offset,
+                    next_offset: q.next_offset,
+                    whole: q.whole,
+                    done: q.done.drain(..done).collect(),
+                    inflight: q.inflight.drain(..inflight).collect(),
+                    open: q.open.drain(..open).collect(),
                 };
-                let mut left = budget;
-                let k = left.min(q.inflight.len());
-                piece.inflight = q.inflight.drain(..k).collect();
-                left -= k;
-                let k = left.min(q.done.len());
-                piece.done = q.done.drain(..k).collect();
-                left -= k;
-                piece.open = q.open.drain(..left.min(q.open.len())).collect();
                 lines.last_mut().expect("one line at least").queues.push(piece);
                 q.whole = false; // the rest adds to the piece
             }

@@ -48,6 +48,11 @@ struct Changed {
     offsets: BTreeSet<u64>,
 }
 
+impl Changed {
+    /// The whole state changed (new, reset or clamped).
+    const WHOLE: Changed = Changed { any: true, whole: true, offsets: BTreeSet::new() };
+}
+
 /// Progress of one consumer group on one queue. Every change goes through its methods, which
 /// note it for the next checkpoint ([`QueueState::take_delta`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,13 +69,12 @@ impl QueueState {
     /// Starts at `offset` (a new group starts at the queue's oldest message); the next
     /// checkpoint writes it whole.
     pub fn starting_at(offset: u64) -> QueueState {
-        let changed = Changed { any: true, whole: true, ..Default::default() };
         QueueState {
             ack_offset: offset,
             next_offset: offset,
             acked: BTreeSet::new(),
             inflight: BTreeMap::new(),
-            changed,
+            changed: Changed::WHOLE,
         }
     }
 
@@ -152,14 +156,14 @@ impl QueueState {
             self.ack_offset = self.ack_offset.min(max);
             self.acked.retain(|o| *o < max);
             self.inflight.retain(|o, _| *o < max);
-            self.changed = Changed { any: true, whole: true, ..Default::default() };
+            self.changed = Changed::WHOLE;
         }
         if self.ack_offset < min {
             self.ack_offset = min;
             self.next_offset = self.next_offset.max(min);
             self.acked.retain(|o| *o >= min);
             self.inflight.retain(|o, _| *o >= min);
-            self.changed = Changed { any: true, whole: true, ..Default::default() };
+            self.changed = Changed::WHOLE;
         }
     }
 
@@ -358,7 +362,8 @@ impl ConsumeState {
         ProgressDelta { removed: if whole { Vec::new() } else { removed }, queues }
     }
 
-    /// Applies one line of the progress log. A whole line (after compaction) starts from nothing.
+    /// Applies one line of the progress log (a generation's lines are replayed in order onto an
+    /// empty state: its first write holds the whole state).
     pub fn apply_changes(&mut self, d: &ProgressDelta) {
         for k in &d.removed {
             self.queues.remove(k);
