@@ -10,6 +10,7 @@ Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fi
        scripts/bench.py --grpc-reference [--runs 3] [--seconds 10] [--e2e-rate N ...]   (the same two
            over gRPC, both driven by `ferrocket bench`; needs ./scripts/test once)
        scripts/bench.py --inflight-only GROUPS PER_GROUP [--runs 3] [--compare-with BINARY]
+       scripts/bench.py --consume-only [--runs 3] [--compare-with BINARY]
        scripts/bench.py --peers [--runs 3] [--seconds 8]   (Ferrocket against NATS JetStream and
            RabbitMQ from Debian, all driven by bench/peers' `peer-bench`; installs the two servers
            with apt-get if they are missing)
@@ -331,6 +332,45 @@ def print_inflight(groups, per_group, runs, compare_with=None):
                   f"{r['restart_kill9_s']:.2f} | {r['received_after_restart']} |", flush=True)
 
 
+CONSUME_CASES = (("1 group on 1 topic", 1, 0), ("100 groups on 100 topics", 100, 0),
+                 ("FIFO: 1 group on 1 topic, 1,000 message groups", 1, 1_000))
+
+
+def consume_once(topics, message_groups, binary=None, n=200_000):
+    """One fresh broker (`binary`, by default this tree's): `n` 1 KiB messages sent in batches of
+    16 over `topics` topics (FIFO over `message_groups` message groups if not 0), then drained by
+    32 receivers with one consumer group per topic (FIFO groups then). Returns (receive+ack
+    msgs/s, broker CPU µs per message received), or None for the rate if the run did not drain all."""
+    with fresh_broker(binary=binary) as (broker, addr):
+        args = ["--topic", "drain", "--topics", str(topics)]
+        if message_groups:
+            args += ["--message-groups", str(message_groups)]
+        bench_cli(addr, "--mode", "produce", *args, "--batch", "16", "--messages", str(n), "--duration", "120s")
+        before = cpu_seconds(broker.pid)
+        got = bench_cli(addr, "--mode", "consume", *args, "--messages", str(n), "--duration", "120s")["consume"]
+        cpu = (cpu_seconds(broker.pid) - before) * 1e6 / max(got["messages"], 1)
+        return (got["msgs_per_sec"] if got["messages"] >= n else None), cpu
+
+
+def print_consume(runs, compare_with=None):
+    """`consume_once` for each of CONSUME_CASES, this tree's broker and (interleaved) `compare_with`'s."""
+    systems = [("this tree", None)] + ([(str(compare_with), compare_with)] if compare_with else [])
+    results = {(c, name): [] for c in CONSUME_CASES for name, _ in systems}
+    for _ in range(runs):
+        for case in CONSUME_CASES:
+            for name, binary in systems:
+                results[(case, name)].append(consume_once(case[1], case[2], binary))
+    print("| case | broker | receive+ack msgs/s (median; runs) | broker CPU µs/msg (median) |")
+    print("|---|---|---|---|")
+    for case in CONSUME_CASES:
+        for name, _ in systems:
+            rs = results[(case, name)]
+            rates = [r for r, _ in rs if r]
+            shown = ", ".join(f"{r:,.0f}" if r else "not drained" for r, _ in rs)
+            print(f"| {case[0]} | {name} | {f'{statistics.median(rates):,.0f}' if rates else '–'} ({shown}) | "
+                  f"{statistics.median(c for _, c in rs):.1f} |", flush=True)
+
+
 def topic_spread_once(topics, seconds):
     """One fresh broker: `topics` topics of 8 queues created through the Admin service (timed) and
     a warm-up batch sent to each, then 32 senders for `seconds` at batch 1 and again at batch 16,
@@ -468,6 +508,9 @@ def main():
     p.add_argument("--inflight-only", type=int, nargs=2, metavar=("GROUPS", "PER_GROUP"),
                    help="only GROUPS groups with PER_GROUP messages in flight each: memory, state writes, restart "
                         "(with --compare-with, that build's broker too, interleaved)")
+    p.add_argument("--consume-only", action="store_true",
+                   help="only receive+ack: 1 group on 1 topic, 100 groups on 100 topics, one FIFO group "
+                        "(with --compare-with, that build's broker too, interleaved)")
     p.add_argument("--delivery-only", action="store_true",
                    help="only push consumers, delay lateness at 10,000 due/s and memory with 1,000,000 scheduled")
     p.add_argument("--runs", type=int, default=3)
@@ -495,6 +538,8 @@ def main():
         return print_remoting(a.runs, a.seconds, a.flush)
     if a.inflight_only:
         return print_inflight(*a.inflight_only, a.runs, a.compare_with and pathlib.Path(a.compare_with))
+    if a.consume_only:
+        return print_consume(a.runs, a.compare_with and pathlib.Path(a.compare_with))
     if a.compare_with:
         return print_comparison(pathlib.Path(a.compare_with), a.runs, a.seconds, a.concurrency)
     if a.memory_only:

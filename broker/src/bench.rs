@@ -110,6 +110,12 @@ pub struct BenchOpts {
     /// broker with many messages in flight).
     #[arg(long)]
     pub no_ack: bool,
+    /// Send FIFO messages over this many message groups (`g0` to `g<N-1>`, in turn), to topics
+    /// created first through the Admin service, and receive as FIFO consumer groups (made so
+    /// through it): the broker hands out a message only after the previous one of its message
+    /// group is acked. 0: normal messages and groups.
+    #[arg(long, default_value_t = 0)]
+    pub message_groups: u64,
     /// Send at most this many messages per second over all senders (0: as fast as they can).
     /// Each message then carries its send time, and receivers report end-to-end latency.
     #[arg(long, default_value_t = 0)]
@@ -375,6 +381,17 @@ async fn create_topics(ch: &Channel, topics: &Arc<Vec<String>>) -> anyhow::Resul
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Makes `groups` FIFO consumer groups through the Admin service. Errors: a call that fails.
+async fn fifo_groups(ch: &Channel, groups: &[String]) -> anyhow::Result<()> {
+    use ferrocket_proto::admin::{admin_client::AdminClient, GroupConfig, UpsertGroupRequest};
+    let mut admin = AdminClient::new(ch.clone());
+    for name in groups {
+        let group = GroupConfig { name: name.clone(), fifo: true, ..Default::default() };
+        admin.upsert_group(UpsertGroupRequest { group: Some(group) }).await?;
+    }
+    Ok(())
+}
+
 /// Long-polling time of each ReceiveMessage, ms (Apache RocketMQ's proxy raises it to its minimum
 /// of 5,000).
 const RECEIVE_POLL_MS: u64 = 1_000;
@@ -437,7 +454,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     let connect = |ch: Channel| MessagingServiceClient::with_interceptor(ch, headers.clone());
     let mut client = connect(channels[0].clone());
     let topics: Arc<Vec<String>> = Arc::new(names(&o.topic, o.topics));
-    let created = match o.topics > 1 {
+    let created = match o.topics > 1 || o.message_groups > 0 {
         true => Some((o.topics, create_topics(&channels[0], &topics).await?)),
         false => None,
     };
@@ -446,6 +463,9 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(requests::ok(&route.status), "no route for {}: {:?}", topics[0], route.status);
     anyhow::ensure!(o.delay_after.is_none() || o.messages > 0, "--delay-after needs --messages");
     let groups = names(&o.group, o.topics);
+    if o.message_groups > 0 && o.mode.receives() {
+        fifo_groups(&channels[0], &groups).await?;
+    }
     let mut _sessions = Vec::new();
     if o.mode.receives() {
         for (group, topic) in groups.iter().zip(topics.iter()) {
@@ -473,9 +493,11 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
             let batch = o.batch.max(1);
             let mode = o.mode;
             let (limit, claimed) = (o.messages, claimed.clone());
+            let message_groups = o.message_groups;
             let ty = match (mode.transactional(), o.delay_after) {
                 (true, _) => MessageType::Transaction,
                 (false, Some(_)) => MessageType::Delay,
+                (false, None) if message_groups > 0 => MessageType::Fifo,
                 (false, None) => MessageType::Normal,
             };
             let (delay_after, spread) = (o.delay_after, o.delay_spread);
@@ -510,6 +532,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                                 message_type: ty as i32,
                                 queue_id: ((t as u64 + i) % queues as u64) as i32,
                                 delivery_timestamp,
+                                message_group: (message_groups > 0).then(|| format!("g{}", k % message_groups)),
                                 born_host: born_host.clone(),
                                 ..Default::default()
                             }),

@@ -1,6 +1,14 @@
 //! ConsumeQueue: per topic and queue, a log of fixed 20-byte entries (CommitLog offset u64, size
 //! u32, tag hash u64), so the n-th message of a queue is found at byte 20·n (RocketMQ
 //! `ConsumeQueue`, `CQ_STORE_UNIT_SIZE`). Written only by the dispatcher.
+//!
+//! Beside it, under `consumequeue_ext/<topic>/<queue id>/` (RocketMQ keeps its
+//! `ConsumeQueueExt` there too), an extension of 8 bytes per entry holds the hash of the
+//! message's message group, so a FIFO consumer group's gate reads 8 bytes instead of the whole
+//! message. Its segments are created only from the first message with a message group on (and
+//! then without gaps); an entry outside them, or 0, means no message group. Queues dispatched
+//! before the extension existed are listed once in `consumequeue_ext/legacy.json` with the
+//! offset it starts at: below that, the group is unknown and read from the message.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,6 +22,10 @@ use super::mapped_file::MappedFileQueue;
 
 /// Size of one entry, bytes.
 pub const ENTRY_BYTES: u64 = 20;
+/// Size of one extension entry (a message group hash), bytes.
+pub const EXT_ENTRY_BYTES: u64 = 8;
+/// File under the extension root listing queues older than the extension (see the module doc).
+const LEGACY_FILE: &str = "legacy.json";
 
 /// One ConsumeQueue entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +50,20 @@ pub fn tag_hash(tag: &str) -> u64 {
     java_string_hash(tag) as i64 as u64
 }
 
+/// The hash kept for a message group: [`tag_hash`] of its name, never 0 (0 means none).
+pub fn message_group_hash(group: &str) -> u64 {
+    tag_hash(group).max(1)
+}
+
 /// One queue of one topic.
 pub struct ConsumeQueue {
     files: MappedFileQueue,
+    /// Directory of the message-group extension.
+    ext_dir: PathBuf,
+    /// The extension, once it has a segment (created by the dispatcher only, so never raced).
+    ext: std::sync::OnceLock<MappedFileQueue>,
+    /// Offsets below this were dispatched before the extension existed (group unknown).
+    ext_from: u64,
     /// One past the last entry written (the queue's max offset).
     max: AtomicU64,
     /// Lowest queue offset whose message is still in the CommitLog (RocketMQ `minLogicOffset`):
@@ -53,12 +76,25 @@ pub struct ConsumeQueue {
 }
 
 impl ConsumeQueue {
-    /// Loads (or starts) the queue in `dir`. Errors: I/O or a malformed segment (named).
-    pub fn load(dir: &Path, entries_per_file: u64) -> io::Result<ConsumeQueue> {
+    /// Loads (or starts) the queue in `dir` with its message-group extension in `ext_dir` (read
+    /// if it exists, created with the first message group); offsets below `ext_from` predate
+    /// the extension. Errors: I/O or a malformed segment (named).
+    pub fn load(dir: &Path, ext_dir: &Path, ext_from: u64, entries_per_file: u64) -> io::Result<ConsumeQueue> {
         let files = MappedFileQueue::load(dir, entries_per_file * ENTRY_BYTES)?;
         let first = files.min_offset().unwrap_or(0) / ENTRY_BYTES;
-        let cq =
-            ConsumeQueue { files, max: AtomicU64::new(0), min: AtomicU64::new(first), dirty: AtomicBool::new(false) };
+        let ext = std::sync::OnceLock::new();
+        if ext_dir.exists() {
+            let _ = ext.set(MappedFileQueue::load(ext_dir, entries_per_file * EXT_ENTRY_BYTES)?);
+        }
+        let cq = ConsumeQueue {
+            files,
+            ext_dir: ext_dir.to_path_buf(),
+            ext,
+            ext_from,
+            max: AtomicU64::new(0),
+            min: AtomicU64::new(first),
+            dirty: AtomicBool::new(false),
+        };
         let mut max = first;
         if let Some(last) = cq.files.segments().last() {
             // The last segment's entries end at the first never-written (size 0) slot.
@@ -109,9 +145,59 @@ impl ConsumeQueue {
         (e.size != 0).then_some(e)
     }
 
-    /// Writes the entry for queue `offset` (dispatcher only). Re-writing an existing offset (after
-    /// recovery) is harmless. Errors: I/O creating a segment or reserving its blocks (ENOSPC).
-    pub fn put(&self, offset: u64, e: CqEntry) -> io::Result<()> {
+    /// The message group hash ([`message_group_hash`], 0 for none) of the message at `offset`,
+    /// or `None` if the queue was dispatched there before the extension existed (read the
+    /// message instead).
+    pub fn message_group(&self, offset: u64) -> Option<u64> {
+        if offset < self.ext_from {
+            return None;
+        }
+        let Some(ext) = self.ext.get() else { return Some(0) };
+        let pos = offset * EXT_ENTRY_BYTES;
+        let Some(file) = ext.find(pos).filter(|f| pos < f.end()) else { return Some(0) };
+        Some(u64::from_be_bytes(file.slice(pos - file.start(), 8).try_into().expect("8")))
+    }
+
+    /// Writes the message group hash of queue `offset` into the extension: creates its segments
+    /// (from the one holding `offset`, or on from the last, without gaps) for a group; for none,
+    /// clears an entry a cut tail may have left. Errors: I/O.
+    fn put_message_group(&self, offset: u64, group: u64) -> io::Result<()> {
+        let pos = offset * EXT_ENTRY_BYTES;
+        let ext = match self.ext.get() {
+            Some(ext) => ext,
+            None if group == 0 => return Ok(()),
+            None => {
+                let _ = self.ext.set(MappedFileQueue::load(
+                    &self.ext_dir,
+                    self.files.segment_bytes() / ENTRY_BYTES * EXT_ENTRY_BYTES,
+                )?);
+                self.ext.get().expect("just set")
+            }
+        };
+        let file = match ext.find(pos).filter(|f| pos < f.end()) {
+            Some(f) => f,
+            None if group == 0 => return Ok(()),
+            None => {
+                // Segments up to the one holding `pos`, so the extension has no gap.
+                let last_end = ext.segments().last().map(|f| f.end());
+                let mut at = last_end.filter(|e| *e <= pos).unwrap_or(pos);
+                loop {
+                    let f = ext.find_or_create(at)?;
+                    if pos < f.end() {
+                        break f;
+                    }
+                    at = f.end();
+                }
+            }
+        };
+        file.write(pos - file.start(), &group.to_be_bytes())
+    }
+
+    /// Writes the entry for queue `offset` (dispatcher only) and its message group hash
+    /// ([`message_group_hash`], 0 for none). Re-writing an existing offset (after recovery) is
+    /// harmless. Errors: I/O creating a segment or reserving its blocks (ENOSPC).
+    pub fn put(&self, offset: u64, e: CqEntry, group: u64) -> io::Result<()> {
+        self.put_message_group(offset, group)?;
         let pos = offset * ENTRY_BYTES;
         let file = self.files.find_or_create(pos)?;
         let mut b = [0u8; ENTRY_BYTES as usize];
@@ -142,7 +228,11 @@ impl ConsumeQueue {
         }
         self.max.store(max, Ordering::Release);
         self.dirty.store(true, Ordering::Release);
-        self.files.remove_from((max * ENTRY_BYTES).div_ceil(self.files.segment_bytes()) * self.files.segment_bytes())
+        let first_cut = (max * ENTRY_BYTES).div_ceil(self.files.segment_bytes());
+        if let Some(ext) = self.ext.get() {
+            ext.remove_from(first_cut * ext.segment_bytes())?;
+        }
+        self.files.remove_from(first_cut * self.files.segment_bytes())
     }
 
     /// Forgets what points below CommitLog offset `min_physical` (retention deleted it): deletes
@@ -162,6 +252,11 @@ impl ConsumeQueue {
             })
             .count();
         let deleted = self.files.delete_first(expired)?.len();
+        if let (Some(ext), Some(first)) = (self.ext.get(), self.files.min_offset()) {
+            // The extension's segments wholly below the first ConsumeQueue entry kept.
+            let below = first / ENTRY_BYTES * EXT_ENTRY_BYTES;
+            ext.delete_first(ext.segments().iter().take_while(|f| f.end() <= below).count())?;
+        }
         let mut min = self.min.load(Ordering::Acquire).max(self.files.min_offset().unwrap_or(0) / ENTRY_BYTES);
         let max = self.max_offset();
         while min < max && self.get_raw(min).is_none_or(|e| e.physical_offset < min_physical) {
@@ -176,7 +271,8 @@ impl ConsumeQueue {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let flushed = self.files.flush(0, self.max_offset() * ENTRY_BYTES);
+        let ext = self.ext.get().map_or(Ok(()), |ext| ext.flush(0, self.max_offset() * EXT_ENTRY_BYTES));
+        let flushed = ext.and_then(|()| self.files.flush(0, self.max_offset() * ENTRY_BYTES));
         if flushed.is_err() {
             self.dirty.store(true, Ordering::Release);
         }
@@ -184,18 +280,22 @@ impl ConsumeQueue {
     }
 }
 
-/// Every ConsumeQueue of a broker, under `consumequeue/<topic>/<queue id>/`.
+/// Every ConsumeQueue of a broker, under `consumequeue/<topic>/<queue id>/`, with their
+/// message-group extensions under `consumequeue_ext/`.
 pub struct ConsumeQueueTable {
     root: PathBuf,
+    ext_root: PathBuf,
     entries_per_file: u64,
     queues: RwLock<HashMap<(String, u32), Arc<ConsumeQueue>>>,
 }
 
 impl ConsumeQueueTable {
-    /// Loads every queue under `root`. Errors: I/O or a malformed directory (named).
-    pub fn load(root: &Path, entries_per_file: u64) -> io::Result<ConsumeQueueTable> {
+    /// Loads every queue under `root`, with the extensions under `ext_root`. The first time
+    /// `ext_root` is missing over existing queues, it is created with `legacy.json` listing
+    /// them. Errors: I/O or a malformed directory or file (named).
+    pub fn load(root: &Path, ext_root: &Path, entries_per_file: u64) -> io::Result<ConsumeQueueTable> {
         std::fs::create_dir_all(root)?;
-        let mut queues = HashMap::new();
+        let mut dirs = Vec::new();
         for topic in std::fs::read_dir(root)? {
             let topic = topic?;
             let name = topic.file_name().to_string_lossy().into_owned();
@@ -204,10 +304,42 @@ impl ConsumeQueueTable {
                 let id: u32 = q.file_name().to_string_lossy().parse().map_err(|_| {
                     io::Error::new(io::ErrorKind::InvalidData, format!("unexpected directory {}", q.path().display()))
                 })?;
-                queues.insert((name.clone(), id), Arc::new(ConsumeQueue::load(&q.path(), entries_per_file)?));
+                dirs.push(((name.clone(), id), q.path()));
             }
         }
-        Ok(ConsumeQueueTable { root: root.to_path_buf(), entries_per_file, queues: RwLock::new(queues) })
+        let legacy_path = ext_root.join(LEGACY_FILE);
+        let mut legacy: HashMap<(String, u32), u64> = HashMap::new();
+        let upgrading = !ext_root.exists();
+        if !upgrading {
+            let listed: Vec<(String, u32, u64)> = crate::files::load_json(&legacy_path)?.unwrap_or_default();
+            legacy = listed.into_iter().map(|(t, q, from)| ((t, q), from)).collect();
+        }
+        let mut queues = HashMap::new();
+        let mut found_legacy = Vec::new();
+        for (key, dir) in dirs {
+            let ext_dir = ext_root.join(&key.0).join(key.1.to_string());
+            let mut q = ConsumeQueue::load(&dir, &ext_dir, legacy.get(&key).copied().unwrap_or(0), entries_per_file)?;
+            if upgrading {
+                // Every queue predates the extension: the group is unknown up to its end.
+                q.ext_from = q.max_offset();
+                found_legacy.push((key.0.clone(), key.1, q.ext_from));
+            }
+            queues.insert(key, Arc::new(q));
+        }
+        if upgrading {
+            // Made complete beside it and renamed, so a crash never leaves a root without the list.
+            let tmp = ext_root.with_extension("tmp");
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp)?;
+            crate::files::write_atomic(&tmp.join(LEGACY_FILE), &found_legacy)?;
+            std::fs::rename(&tmp, ext_root)?;
+        }
+        Ok(ConsumeQueueTable {
+            root: root.to_path_buf(),
+            ext_root: ext_root.to_path_buf(),
+            entries_per_file,
+            queues: RwLock::new(queues),
+        })
     }
 
     /// The queue, if it has ever had an entry.
@@ -225,7 +357,9 @@ impl ConsumeQueueTable {
             return Ok(q.clone());
         }
         let dir = self.root.join(topic).join(queue_id.to_string());
-        let q = Arc::new(ConsumeQueue::load(&dir, self.entries_per_file)?);
+        let ext_dir = self.ext_root.join(topic).join(queue_id.to_string());
+        // Every queue that predates the extension was loaded: a new one is written with it.
+        let q = Arc::new(ConsumeQueue::load(&dir, &ext_dir, 0, self.entries_per_file)?);
         w.insert((topic.to_string(), queue_id), q.clone());
         Ok(q)
     }
@@ -234,13 +368,15 @@ impl ConsumeQueueTable {
     /// Errors: I/O removing the directory (named).
     pub fn remove_topic(&self, topic: &str) -> io::Result<()> {
         self.queues.write().retain(|(t, _), _| t != topic);
-        let dir = self.root.join(topic);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(io::Error::new(e.kind(), format!("deleting {}: {e}", dir.display())))
+        for dir in [self.root.join(topic), self.ext_root.join(topic)] {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io::Error::new(e.kind(), format!("deleting {}: {e}", dir.display())))
+                }
+                _ => {}
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 
     /// Every queue with its key.
@@ -265,11 +401,11 @@ mod tests {
     fn queues_hold_no_file_descriptor_and_flush_only_when_written() {
         let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
         let dir = tempfile::tempdir().unwrap();
-        let table = ConsumeQueueTable::load(dir.path(), 1024).unwrap();
+        let table = ConsumeQueueTable::load(&dir.path().join("cq"), &dir.path().join("ext"), 1024).unwrap();
         let before = open_fds();
         for t in 0..300 {
             let q = table.get_or_create(&format!("t{t}"), 0).unwrap();
-            q.put(0, CqEntry { physical_offset: t, size: 10, tag_hash: 0 }).unwrap();
+            q.put(0, CqEntry { physical_offset: t, size: 10, tag_hash: 0 }, 0).unwrap();
         }
         // Other tests open files meanwhile; 300 queues holding one each would show.
         assert!(open_fds() < before + 100, "{} descriptors for 300 queues", open_fds() - before);
@@ -277,38 +413,38 @@ mod tests {
         assert!(q.dirty.load(Ordering::Acquire));
         q.flush().unwrap();
         assert!(!q.dirty.load(Ordering::Acquire), "flushed");
-        q.put(1, CqEntry { physical_offset: 1000, size: 10, tag_hash: 0 }).unwrap();
+        q.put(1, CqEntry { physical_offset: 1000, size: 10, tag_hash: 0 }, 0).unwrap();
         assert!(q.dirty.load(Ordering::Acquire));
         drop((q, table));
-        let again = ConsumeQueueTable::load(dir.path(), 1024).unwrap();
+        let again = ConsumeQueueTable::load(&dir.path().join("cq"), &dir.path().join("ext"), 1024).unwrap();
         assert_eq!(again.get("t7", 0).unwrap().get(1).unwrap().physical_offset, 1000);
     }
 
     #[test]
     fn entries_survive_reload_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
-        let cq = ConsumeQueue::load(dir.path(), 4).unwrap();
+        let cq = ConsumeQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap();
         for i in 0..10u64 {
-            cq.put(i, CqEntry { physical_offset: i * 100, size: 50, tag_hash: i }).unwrap();
+            cq.put(i, CqEntry { physical_offset: i * 100, size: 50, tag_hash: i }, 0).unwrap();
         }
         assert_eq!(cq.max_offset(), 10);
         drop(cq);
-        let cq = ConsumeQueue::load(dir.path(), 4).unwrap();
+        let cq = ConsumeQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap();
         assert_eq!(cq.max_offset(), 10);
         assert_eq!(cq.get(7).unwrap().physical_offset, 700);
         cq.truncate_from_physical(450).unwrap();
         assert_eq!(cq.max_offset(), 5);
         assert!(cq.get(5).is_none());
         drop(cq);
-        assert_eq!(ConsumeQueue::load(dir.path(), 4).unwrap().max_offset(), 5);
+        assert_eq!(ConsumeQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap().max_offset(), 5);
     }
 
     #[test]
     fn delete_below_physical_drops_whole_files_and_moves_the_minimum() {
         let dir = tempfile::tempdir().unwrap();
-        let cq = ConsumeQueue::load(dir.path(), 4).unwrap();
+        let cq = ConsumeQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap();
         for i in 0..10u64 {
-            cq.put(i, CqEntry { physical_offset: i * 100, size: 50, tag_hash: 0 }).unwrap();
+            cq.put(i, CqEntry { physical_offset: i * 100, size: 50, tag_hash: 0 }, 0).unwrap();
         }
         // Entries 0..=5 point below 550: file 0 (entries 0..4) goes, file 1 stays with its minimum at 6.
         assert_eq!(cq.delete_below_physical(550).unwrap(), 1);
@@ -318,7 +454,68 @@ mod tests {
         // Everything expired: the last file stays (writes go there), the queue reads as empty.
         assert_eq!(cq.delete_below_physical(10_000).unwrap(), 1);
         assert_eq!((cq.min_offset(), cq.max_offset()), (10, 10));
-        cq.put(10, CqEntry { physical_offset: 10_000, size: 50, tag_hash: 0 }).unwrap();
+        cq.put(10, CqEntry { physical_offset: 10_000, size: 50, tag_hash: 0 }, 0).unwrap();
         assert_eq!(cq.get(10).unwrap().physical_offset, 10_000);
+    }
+
+    #[test]
+    fn message_groups_are_kept_beside_the_queue_without_gaps_and_follow_cuts_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cq_dir, ext_dir) = (dir.path().join("cq"), dir.path().join("ext"));
+        let cq = ConsumeQueue::load(&cq_dir, &ext_dir, 0, 4).unwrap();
+        let e = |i: u64| CqEntry { physical_offset: i * 100, size: 50, tag_hash: 0 };
+        for i in 0..6u64 {
+            cq.put(i, e(i), 0).unwrap();
+        }
+        assert!(!ext_dir.exists(), "no message group yet, so no extension");
+        assert_eq!(cq.message_group(3), Some(0));
+        // The first group lands in the second file (entries 4..8): only that file is made.
+        cq.put(6, e(6), message_group_hash("order-1")).unwrap();
+        assert_eq!(std::fs::read_dir(&ext_dir).unwrap().count(), 1);
+        // A group three files on fills the gap.
+        for i in 7..13u64 {
+            cq.put(i, e(i), if i == 12 { 7 } else { 0 }).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(&ext_dir).unwrap().count(), 3);
+        drop(cq);
+        let cq = ConsumeQueue::load(&cq_dir, &ext_dir, 0, 4).unwrap();
+        assert_eq!(cq.message_group(6), Some(message_group_hash("order-1")));
+        assert_eq!((cq.message_group(7), cq.message_group(12)), (Some(0), Some(7)));
+        // A cut tail re-dispatched without a group reads as none.
+        cq.truncate_from_physical(1_200).unwrap();
+        cq.put(12, e(12), 0).unwrap();
+        assert_eq!(cq.message_group(12), Some(0));
+        // Retention drops the extension's files below the first ConsumeQueue file kept.
+        cq.delete_below_physical(900).unwrap();
+        // (ConsumeQueue files 0 and 1 go; so does the extension's file of entries 4..8.)
+        assert_eq!(cq.message_group(9), Some(0));
+        assert_eq!(std::fs::read_dir(&ext_dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn queues_older_than_the_extension_are_listed_once_and_read_as_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cq_root, ext_root) = (dir.path().join("cq"), dir.path().join("ext"));
+        let old = ConsumeQueue::load(&cq_root.join("T").join("0"), &dir.path().join("nowhere"), 0, 4).unwrap();
+        for i in 0..3u64 {
+            old.put(i, CqEntry { physical_offset: i, size: 1, tag_hash: 0 }, 0).unwrap();
+        }
+        drop(old);
+        for _ in 0..2 {
+            let table = ConsumeQueueTable::load(&cq_root, &ext_root, 4).unwrap();
+            let q = table.get("T", 0).unwrap();
+            assert_eq!((q.message_group(2), q.message_group(3)), (None, Some(0)));
+            let new = table.get_or_create("U", 0).unwrap();
+            assert_eq!(new.message_group(0), Some(0));
+        }
+        table_survives_topic_deletion(&cq_root, &ext_root);
+    }
+
+    fn table_survives_topic_deletion(cq_root: &Path, ext_root: &Path) {
+        let table = ConsumeQueueTable::load(cq_root, ext_root, 4).unwrap();
+        table.get_or_create("U", 0).unwrap().put(0, CqEntry { physical_offset: 9, size: 1, tag_hash: 0 }, 5).unwrap();
+        assert!(ext_root.join("U").exists());
+        table.remove_topic("U").unwrap();
+        assert!(!ext_root.join("U").exists() && !cq_root.join("U").exists());
     }
 }

@@ -35,7 +35,7 @@ use thiserror::Error;
 
 pub use commitlog::RecordClass;
 use commitlog::{AppendResult, CommitLog, ReadAt};
-use consume_queue::{tag_hash, ConsumeQueue, ConsumeQueueTable, CqEntry};
+use consume_queue::{message_group_hash, tag_hash, ConsumeQueue, ConsumeQueueTable, CqEntry};
 use index_file::IndexService;
 use record::{Record, RecordView};
 pub use recovery::{Corruption, RecoveryReport};
@@ -685,11 +685,12 @@ fn dispatch_record(cqs: &ConsumeQueueTable, index: &mut IndexService, rec: &Reco
     if rec.sys_flag & SYS_FLAG_NO_DISPATCH != 0 {
         return Ok(());
     }
-    // One walk over the encoded properties for the three the dispatcher needs.
-    let (mut tags, mut keys, mut msg_id) = (None, None, None);
+    // One walk over the encoded properties for the four the dispatcher needs.
+    let (mut tags, mut keys, mut msg_id, mut group) = (None, None, None, None);
     for (name, value) in rec.properties() {
         match name {
             PROP_TAGS => tags = Some(value),
+            PROP_MESSAGE_GROUP => group = Some(value),
             PROP_KEYS => keys = Some(value),
             PROP_MSG_ID => msg_id = Some(value),
             _ => {}
@@ -698,7 +699,7 @@ fn dispatch_record(cqs: &ConsumeQueueTable, index: &mut IndexService, rec: &Reco
     let entry =
         CqEntry { physical_offset: rec.physical_offset, size: rec.size, tag_hash: tags.map(tag_hash).unwrap_or(0) };
     cqs.get_or_create(rec.topic, rec.queue_id)
-        .and_then(|q| q.put(rec.queue_offset, entry))
+        .and_then(|q| q.put(rec.queue_offset, entry, group.map_or(0, message_group_hash)))
         .map_err(|e| io::Error::new(e.kind(), format!("ConsumeQueue {} queue {}: {e}", rec.topic, rec.queue_id)))?;
     for key in index_keys(rec.topic, keys, msg_id) {
         let put = index.put(&key, rec.physical_offset, rec.store_timestamp);

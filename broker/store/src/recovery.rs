@@ -188,7 +188,11 @@ pub(crate) fn recover(
         Err(e) => return Err(e.into()),
     };
     let from = cp.dispatched.clamp(min, max);
-    let cqs = ConsumeQueueTable::load(&cfg.data_dir.join("consumequeue"), cfg.consume_queue_entries_per_file)?;
+    let cqs = ConsumeQueueTable::load(
+        &cfg.data_dir.join("consumequeue"),
+        &cfg.data_dir.join("consumequeue_ext"),
+        cfg.consume_queue_entries_per_file,
+    )?;
     for (_, q) in cqs.all() {
         // Retention may have deleted segments and stopped before the ConsumeQueue files.
         q.delete_below_physical(min)?;

@@ -5,12 +5,14 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use parking_lot::{MutexGuard, RwLockWriteGuard};
+
 use super::{Broker, BrokerError, Delivery};
 use crate::consume::filter::Filter;
 use crate::consume::groups::{self, ConsumeType, GroupConfig, GroupError};
 use crate::consume::handle::ReceiptHandle;
-use crate::consume::state::{AckRecord, ConsumeState, Inflight, QueueState, ACK_LOG_TOPIC};
-use crate::store::consume_queue::{tag_hash, CqEntry};
+use crate::consume::state::{AckRecord, Inflight, QueueKey, QueueState, ACK_LOG_TOPIC};
+use crate::store::consume_queue::{message_group_hash, CqEntry};
 use crate::store::files::is_no_space;
 use crate::store::record::Record;
 use crate::store::{now_ms, RecordClass, StoreError, PROP_MESSAGE_GROUP, SYS_FLAG_NO_DISPATCH};
@@ -69,7 +71,7 @@ pub struct Consumer<'a> {
 pub type Pulled = (Vec<Record>, u64);
 
 fn group_hash(rec: &Record) -> u64 {
-    rec.properties.get(PROP_MESSAGE_GROUP).map(|g| tag_hash(g).max(1)).unwrap_or(0)
+    rec.properties.get(PROP_MESSAGE_GROUP).map_or(0, |g| message_group_hash(g))
 }
 
 impl Broker {
@@ -151,23 +153,21 @@ impl Broker {
         let start = self.rotate.fetch_add(1, Ordering::Relaxed);
         let mut picked: Vec<(u32, u64, CqEntry, Inflight)> = Vec::new();
         let mut dead: Vec<(u32, u64, CqEntry, u32)> = Vec::new();
-        {
-            let mut state = self.consume.lock();
-            for i in 0..cfg.queue_count as usize {
-                if picked.len() >= batch {
-                    break;
-                }
-                let q = ((start + i) % cfg.queue_count as usize) as u32;
-                let Some(cq) = self.store.consume_queue(topic, q) else {
-                    // An empty queue: a broadcast client still starts here, before its first message.
-                    state.get_or_insert_with((name.clone(), topic.to_string(), q), || QueueState::starting_at(0));
-                    continue;
-                };
-                let (min, max) = (cq.min_offset(), cq.max_offset());
-                let st = state.get_or_insert_with((name.clone(), topic.to_string(), q), || {
-                    // A new broadcast client starts at the end, a new group at the oldest message.
-                    QueueState::starting_at(if g.broadcast { max } else { min })
-                });
+        for i in 0..cfg.queue_count as usize {
+            if picked.len() >= batch {
+                break;
+            }
+            let q = ((start + i) % cfg.queue_count as usize) as u32;
+            let key = (name.clone(), topic.to_string(), q);
+            let Some(cq) = self.store.consume_queue(topic, q) else {
+                // An empty queue: a broadcast client still starts here, before its first message.
+                self.with_queue(&key, || QueueState::starting_at(0), |_| ());
+                continue;
+            };
+            let (min, max) = (cq.min_offset(), cq.max_offset());
+            // A new broadcast client starts at the end, a new group at the oldest message.
+            let new = || QueueState::starting_at(if g.broadcast { max } else { min });
+            self.with_queue(&key, new, |st| {
                 st.clamp(min, max);
                 // Message groups with an earlier message still in flight (FIFO).
                 let mut busy: HashSet<u64> = HashSet::new();
@@ -217,7 +217,11 @@ impl Broker {
                     };
                     let mut f = Inflight { pop_id: rand::random(), attempt: 1, visible_at_ms, group: 0 };
                     if fifo {
-                        f.group = self.store.read(&e).map(|r| group_hash(&r)).unwrap_or(0);
+                        // 8 bytes of the ConsumeQueue's extension; the message itself only for
+                        // entries dispatched before the extension existed.
+                        f.group = cq
+                            .message_group(off)
+                            .unwrap_or_else(|| self.store.read(&e).map(|r| group_hash(&r)).unwrap_or(0));
                         if f.group != 0 && !busy.insert(f.group) {
                             st.set_inflight(off, Inflight { attempt: 0, visible_at_ms: 0, ..f });
                             continue;
@@ -226,7 +230,7 @@ impl Broker {
                     st.set_inflight(off, f);
                     picked.push((q, off, e, f));
                 }
-            }
+            });
         }
         for (q, off, e, attempts) in dead {
             if let Err(err) = self.dead_letter(&g, &name, topic, q, off, &e, attempts) {
@@ -259,12 +263,9 @@ impl Broker {
                 }
             }
         }
-        if !skip.is_empty() {
-            let mut state = self.consume.lock();
-            for (q, off) in skip {
-                if let Some(st) = state.get_mut(&(name.clone(), topic.to_string(), q)) {
-                    st.mark_acked(off);
-                }
+        for (q, off) in skip {
+            if let Some(mut st) = self.consume.read().lock(&(name.clone(), topic.to_string(), q)) {
+                st.mark_acked(off);
             }
         }
         Ok(out)
@@ -275,25 +276,21 @@ impl Broker {
     /// `PopReviveService` role). Returns how many were moved.
     pub fn revive(&self, now: u64) -> usize {
         let mut dead = Vec::new();
-        {
-            let mut state = self.consume.lock();
-            for ((progress, topic, q), st) in state.iter_mut() {
-                let base = progress.split('@').next().unwrap_or(progress);
-                let max =
-                    self.groups.get(base).map(|g| g.max_delivery_attempts).unwrap_or(self.cfg.max_delivery_attempts);
-                let expired: Vec<(u64, Inflight)> = st
-                    .inflight()
-                    .iter()
-                    .filter(|(_, f)| f.attempt >= max && f.visible_at_ms <= now)
-                    .map(|(o, f)| (*o, *f))
-                    .collect();
-                for (off, f) in expired {
-                    // Not handed out while it is moved.
-                    st.set_inflight(off, Inflight { visible_at_ms: now + 60_000, ..f });
-                    dead.push((base.to_string(), progress.clone(), topic.clone(), *q, off, f.attempt));
-                }
+        self.consume.read().for_each(|(progress, topic, q), st| {
+            let base = progress.split('@').next().unwrap_or(progress);
+            let max = self.groups.get(base).map(|g| g.max_delivery_attempts).unwrap_or(self.cfg.max_delivery_attempts);
+            let expired: Vec<(u64, Inflight)> = st
+                .inflight()
+                .iter()
+                .filter(|(_, f)| f.attempt >= max && f.visible_at_ms <= now)
+                .map(|(o, f)| (*o, *f))
+                .collect();
+            for (off, f) in expired {
+                // Not handed out while it is moved.
+                st.set_inflight(off, Inflight { visible_at_ms: now + 60_000, ..f });
+                dead.push((base.to_string(), progress.clone(), topic.clone(), *q, off, f.attempt));
             }
-        }
+        });
         let mut moved = 0;
         for (group, progress, topic, q, off, attempts) in dead {
             let g = self.groups.get(&group).unwrap_or_else(|| self.cfg.default_group(&group));
@@ -340,7 +337,7 @@ impl Broker {
                 r?;
             }
         }
-        let end = self.persist_acks(&mut self.consume.lock(), progress, topic, vec![(q, off)], vec![])?;
+        let end = self.persist_ack(progress, topic, vec![(q, off)], vec![])?;
         tracing::info!(group = %g.name, topic, queue = q, offset = off, attempts, "message dead-lettered");
         self.metrics.consume.dead_lettered.inc();
         self.wake_consumers();
@@ -375,27 +372,65 @@ impl Broker {
         Ok(cfg)
     }
 
-    /// Appends an ack record, then applies it (an ack the log does not hold is never reported as
-    /// done). Returns its CommitLog end.
-    fn persist_acks(
+    /// Runs `f` on the progress of `key` (made with `new` if there is none) while holding the
+    /// consume read lock and that queue's mutex. Call it holding no consume lock: parking_lot's
+    /// read lock is not reentrant once a checkpoint waits for the write lock.
+    fn with_queue<R>(
         &self,
-        state: &mut ConsumeState,
+        key: &QueueKey,
+        new: impl FnOnce() -> QueueState,
+        f: impl FnOnce(&mut QueueState) -> R,
+    ) -> R {
+        let state = self.consume.read();
+        if let Some(mut st) = state.lock(key) {
+            return f(&mut st);
+        }
+        drop(state);
+        let mut state = self.consume.write();
+        state.get_or_insert_with(key.clone(), new);
+        // Downgraded, not dropped: a topic deletion cannot remove the queue in between.
+        let state = RwLockWriteGuard::downgrade(state);
+        let mut st = state.lock(key).expect("inserted under the write lock");
+        f(&mut st)
+    }
+
+    /// Appends an ack record for one queue of `group` (its offsets acked, or its position set)
+    /// and applies it, under that queue's lock (see [`Broker::append_ack`]). Returns the record's
+    /// CommitLog end. Errors: store errors; nothing is applied then.
+    fn persist_ack(
+        &self,
         group: &str,
         topic: &str,
         offsets: Vec<(u32, u64)>,
         set: Vec<(u32, u64)>,
     ) -> Result<u64, BrokerError> {
         let ack = AckRecord { group: group.to_string(), topic: topic.to_string(), offsets, set };
+        let q = ack.offsets.iter().chain(&ack.set).map(|(q, _)| *q).next().expect("one queue");
+        debug_assert!(ack.offsets.iter().chain(&ack.set).all(|(aq, _)| *aq == q), "one queue per call");
+        self.with_queue(
+            &(ack.group.clone(), ack.topic.clone(), q),
+            || QueueState::starting_at(0),
+            |st| {
+                let end = self.append_ack(&ack)?;
+                st.apply_ack(q, &ack);
+                Ok(end)
+            },
+        )
+    }
+
+    /// Appends an ack record; the caller holds the consume read lock and the mutex of every queue
+    /// it names, and applies it to them once it is appended (an ack the log does not hold is
+    /// never reported as done, and a checkpoint sees the record and its effect or neither).
+    /// Returns its CommitLog end. Errors: store errors.
+    fn append_ack(&self, ack: &AckRecord) -> Result<u64, BrokerError> {
         let mut rec = Record {
             topic: ACK_LOG_TOPIC.to_string(),
             sys_flag: SYS_FLAG_NO_DISPATCH,
             born_timestamp: now_ms(),
-            body: serde_json::to_vec(&ack).expect("plain data serialises"),
+            body: serde_json::to_vec(ack).expect("plain data serialises"),
             ..Default::default()
         };
-        let r = self.store.append(&mut rec, false, RecordClass::Control)?;
-        state.apply(&ack);
-        Ok(r.end)
+        Ok(self.store.append(&mut rec, false, RecordClass::Control)?.end)
     }
 
     /// Wakes long polls: a FIFO ack, a nack to 0, a dead letter or an offset reset may have made a
@@ -410,16 +445,21 @@ impl Broker {
         self.wakeups.subscribe()
     }
 
-    /// Checks a receipt handle against the in-flight delivery it names.
+    /// Decodes a receipt handle. Errors: [`BrokerError::InvalidHandle`].
+    fn decode_handle(handle: &str) -> Result<ReceiptHandle, BrokerError> {
+        ReceiptHandle::decode(handle).ok_or_else(|| BrokerError::InvalidHandle("malformed".into()))
+    }
+
+    /// Checks a receipt handle against the in-flight delivery it names; `st` is the progress of
+    /// its queue (locked), if the group has any there.
     fn check_handle<'a>(
-        state: &'a mut ConsumeState,
+        st: Option<&'a mut QueueState>,
         progress: &str,
         topic: &str,
-        handle: &str,
+        h: &ReceiptHandle,
         now: u64,
-    ) -> Result<(ReceiptHandle, &'a mut Inflight), BrokerError> {
-        let h = ReceiptHandle::decode(handle).ok_or_else(|| BrokerError::InvalidHandle("malformed".into()))?;
-        let st = state.get_mut(&(progress.to_string(), topic.to_string(), h.queue_id)).ok_or_else(|| {
+    ) -> Result<&'a mut Inflight, BrokerError> {
+        let st = st.ok_or_else(|| {
             BrokerError::InvalidHandle(format!(
                 "group {progress} has received nothing from topic {topic} queue {}",
                 h.queue_id
@@ -436,7 +476,7 @@ impl Broker {
         if f.visible_at_ms <= now {
             return Err(BrokerError::InvalidHandle("expired: the invisible time has passed".into()));
         }
-        Ok((h, f))
+        Ok(f)
     }
 
     /// The receipt handle of the delivery in flight at `queue`/`offset` of `topic` whose
@@ -446,8 +486,9 @@ impl Broker {
     /// when no such delivery is in flight.
     pub fn handle_at(&self, c: Consumer, topic: &str, queue: u32, offset: u64, visible_at_ms: u64) -> Option<String> {
         let (_, progress) = self.progress_of(c).ok()?;
-        let state = self.consume.lock();
-        let f = state.get(&(progress, topic.to_string(), queue))?.inflight().get(&offset)?;
+        let state = self.consume.read();
+        let st = state.lock(&(progress, topic.to_string(), queue))?;
+        let f = st.inflight().get(&offset)?;
         (f.visible_at_ms == visible_at_ms && f.attempt > 0).then(|| {
             ReceiptHandle {
                 queue_id: queue,
@@ -479,16 +520,29 @@ impl Broker {
             Err(_) => return (handles.iter().map(|_| Err(BrokerError::ClientIdRequired)).collect(), None),
         };
         let now = now_ms();
-        let mut state = self.consume.lock();
+        let decoded: Vec<_> = handles.iter().map(|h| Self::decode_handle(h)).collect();
+        let mut queues: Vec<u32> = decoded.iter().flatten().map(|h| h.queue_id).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        let state = self.consume.read();
+        // Locked in queue order, so two acks over the same queues never wait on each other.
+        let mut locked: Vec<(u32, MutexGuard<QueueState>)> = queues
+            .into_iter()
+            .filter_map(|q| state.lock(&(progress.clone(), topic.to_string(), q)).map(|st| (q, st)))
+            .collect();
         let mut results = Vec::with_capacity(handles.len());
         let mut offsets = Vec::new();
-        for h in handles {
-            match Self::check_handle(&mut state, &progress, topic, h, now) {
-                Ok((h, _)) if offsets.contains(&(h.queue_id, h.queue_offset)) => {
+        for h in decoded {
+            let checked = h.and_then(|h| {
+                let st = locked.iter_mut().find(|(q, _)| *q == h.queue_id).map(|(_, st)| &mut **st);
+                Self::check_handle(st, &progress, topic, &h, now).map(|_| (h.queue_id, h.queue_offset))
+            });
+            match checked {
+                Ok(at) if offsets.contains(&at) => {
                     results.push(Err(BrokerError::InvalidHandle("acknowledged twice in one request".into())))
                 }
-                Ok((h, _)) => {
-                    offsets.push((h.queue_id, h.queue_offset));
+                Ok(at) => {
+                    offsets.push(at);
                     results.push(Ok(()));
                 }
                 Err(e) => results.push(Err(e)),
@@ -497,8 +551,13 @@ impl Broker {
         if offsets.is_empty() {
             return (results, None);
         }
-        match self.persist_acks(&mut state, &progress, topic, offsets, vec![]) {
+        let ack = AckRecord { group: progress, topic: topic.to_string(), offsets, set: Vec::new() };
+        match self.append_ack(&ack) {
             Ok(end) => {
+                for (q, st) in &mut locked {
+                    st.apply_ack(*q, &ack);
+                }
+                drop(locked);
                 drop(state);
                 // Only in a FIFO group can an ack release a message (the next of its group).
                 if g.consume_type == ConsumeType::Fifo {
@@ -526,12 +585,15 @@ impl Broker {
     ) -> Result<String, BrokerError> {
         let (_, progress) = self.progress_of(c)?;
         let now = now_ms();
-        let mut state = self.consume.lock();
-        let (mut h, f) = Self::check_handle(&mut state, &progress, topic, handle, now)?;
-        f.pop_id = rand::random();
-        f.visible_at_ms = now + invisible_ms;
-        h.pop_id = f.pop_id;
-        drop(state);
+        let mut h = Self::decode_handle(handle)?;
+        {
+            let state = self.consume.read();
+            let mut st = state.lock(&(progress.clone(), topic.to_string(), h.queue_id));
+            let f = Self::check_handle(st.as_deref_mut(), &progress, topic, &h, now)?;
+            f.pop_id = rand::random();
+            f.visible_at_ms = now + invisible_ms;
+            h.pop_id = f.pop_id;
+        }
         if invisible_ms == 0 {
             self.wake_consumers();
         }
@@ -544,12 +606,14 @@ impl Broker {
     pub(crate) fn forward_to_dlq_now(&self, c: Consumer, topic: &str, handle: &str) -> Result<u64, BrokerError> {
         let g = self.group_or_create(c.group)?;
         let progress = Self::progress_name(&g, c)?;
-        let (h, attempts) = {
-            let mut state = self.consume.lock();
-            let (h, f) = Self::check_handle(&mut state, &progress, topic, handle, now_ms())?;
+        let h = Self::decode_handle(handle)?;
+        let attempts = {
+            let state = self.consume.read();
+            let mut st = state.lock(&(progress.clone(), topic.to_string(), h.queue_id));
+            let f = Self::check_handle(st.as_deref_mut(), &progress, topic, &h, now_ms())?;
             // Stale for everyone else while it is copied.
             f.pop_id = rand::random();
-            (h, f.attempt)
+            f.attempt
         };
         let e = self
             .store
@@ -604,7 +668,7 @@ impl Broker {
     /// The group's committed offset on a queue (every message below it is done), if the group
     /// has progress there.
     pub fn committed_offset(&self, group: &str, topic: &str, q: u32) -> Option<u64> {
-        self.consume.lock().get(&(group.to_string(), topic.to_string(), q)).map(|s| s.ack_offset())
+        self.consume.read().lock(&(group.to_string(), topic.to_string(), q)).map(|s| s.ack_offset())
     }
 
     /// Sets the group's position on a queue (UpdateOffset; also a reset for pop consumers): every
@@ -614,7 +678,7 @@ impl Broker {
     pub(crate) fn update_offset_now(&self, group: &str, topic: &str, q: u32, offset: u64) -> Result<u64, BrokerError> {
         let cfg = self.topics.get(topic).ok_or_else(|| BrokerError::TopicNotFound(topic.to_string()))?;
         self.check_queue_offset(cfg, q, offset)?;
-        let end = self.persist_acks(&mut self.consume.lock(), group, topic, vec![], vec![(q, offset)])?;
+        let end = self.persist_ack(group, topic, vec![], vec![(q, offset)])?;
         self.wake_consumers();
         Ok(end)
     }
@@ -641,7 +705,7 @@ impl Broker {
     pub fn consumer_lags(&self) -> Vec<(String, String, u64)> {
         // Every queue of the topic counts, also those the group has not received from yet.
         let pairs: std::collections::BTreeSet<(String, String)> =
-            self.consume.lock().iter().map(|((g, t, _), _)| (g.clone(), t.clone())).collect();
+            self.consume.read().keys().map(|(g, t, _)| (g.clone(), t.clone())).collect();
         pairs
             .into_iter()
             .map(|(g, t)| {
@@ -653,15 +717,15 @@ impl Broker {
 
     /// Per-queue progress of a group on a topic: (queue id, ack offset, max offset, backlog).
     pub fn group_progress(&self, group: &str, topic: &str) -> Vec<(u32, u64, u64, u64)> {
-        let state = self.consume.lock();
         let Some(cfg) = self.topics.get(topic) else {
             return Vec::new();
         };
+        let state = self.consume.read();
         (0..cfg.queue_count)
             .map(|q| {
                 let max = self.store.max_queue_offset(topic, q);
-                let st = state.get(&(group.to_string(), topic.to_string(), q));
-                let ack = st.map(|s| s.ack_offset()).unwrap_or_else(|| self.store.min_queue_offset(topic, q));
+                let st = state.lock(&(group.to_string(), topic.to_string(), q));
+                let ack = st.as_ref().map(|s| s.ack_offset()).unwrap_or_else(|| self.store.min_queue_offset(topic, q));
                 (q, ack, max, st.map(|s| s.backlog(max)).unwrap_or(max - ack))
             })
             .collect()
@@ -672,9 +736,9 @@ impl Broker {
     fn progress_keys(&self, group: &str) -> Vec<(String, String)> {
         let prefix = format!("{group}@");
         self.consume
-            .lock()
-            .iter()
-            .filter_map(|((g, t, _), _)| {
+            .read()
+            .keys()
+            .filter_map(|(g, t, _)| {
                 let client = if g == group { Some("") } else { g.strip_prefix(&prefix) };
                 client.map(|c| (c.to_string(), t.clone()))
             })
@@ -701,11 +765,12 @@ impl Broker {
     /// Delivery state of the message at (topic, queue, offset) for every group with progress on
     /// that queue: (group, state) with state `acked`, `in-flight (attempt N)`, `held` or `pending`.
     pub fn delivery_states(&self, topic: &str, q: u32, off: u64) -> Vec<(String, String)> {
-        let state = self.consume.lock();
+        let state = self.consume.read();
         let mut out: Vec<(String, String)> = state
-            .iter()
-            .filter(|((_, t, qq), _)| t == topic && *qq == q)
-            .map(|((g, _, _), st)| {
+            .keys()
+            .filter(|(_, t, qq)| t == topic && *qq == q)
+            .map(|key| {
+                let st = state.lock(key).expect("a key of this state");
                 let s = if st.is_acked(off) {
                     "acked".to_string()
                 } else if let Some(f) = st.inflight().get(&off) {
@@ -717,7 +782,7 @@ impl Broker {
                 } else {
                     "pending".to_string()
                 };
-                (g.clone(), s)
+                (key.0.clone(), s)
             })
             .collect();
         out.sort();
@@ -727,5 +792,75 @@ impl Broker {
     /// The consumer group registry.
     pub fn groups(&self) -> &groups::GroupManager {
         &self.groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::broker::Outgoing;
+    use crate::config::Config;
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    /// One group's receive and ack lock only that group's queue: with another group's queue
+    /// held (as an ack appending its record holds it), they still complete.
+    #[test]
+    fn a_receive_or_ack_never_waits_on_another_groups_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Broker::open(Config {
+            data_dir: dir.path().to_path_buf(),
+            auto_create_topic: true,
+            default_queue_count: 1,
+            consumer_snapshot_interval_ms: 3_600_000,
+            clean_interval_ms: 3_600_000,
+            ..Config::default()
+        })
+        .unwrap();
+        for _ in 0..3 {
+            let record = Record { topic: "T".into(), ..Default::default() };
+            let mut batch = [Outgoing { record, ty: MessageType::Normal, deliver_at_ms: None, check_type: true }];
+            block(b.send_batch(&mut batch, "producer")).remove(0).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.store().max_queue_offset("T", 0) < 3 {
+            assert!(Instant::now() < deadline, "dispatcher did not catch up");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (ga, gb) = (Consumer { group: "a", client_id: "c" }, Consumer { group: "b", client_id: "c" });
+        // Both groups' queue states exist (a new one is made under the write lock).
+        assert_eq!(b.receive(ga, "T", &Filter::ALL, 1, 60_000).unwrap().len(), 1);
+        let first = b.receive(gb, "T", &Filter::ALL, 1, 60_000).unwrap().remove(0).receipt_handle;
+
+        std::thread::scope(|s| {
+            let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+            let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+            let b = &b;
+            s.spawn(move || {
+                let state = b.consume.read();
+                let _held = state.lock(&("a".into(), "T".into(), 0)).unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+            });
+            locked_rx.recv().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let first = first.as_str();
+            s.spawn(move || {
+                let acked = block(b.ack(gb, "T", &[first]));
+                let got = b.receive(gb, "T", &Filter::ALL, 5, 60_000).map(|d| d.len());
+                tx.send((acked, got)).unwrap();
+            });
+            let done = rx.recv_timeout(Duration::from_secs(10));
+            // Released either way, so a thread that did wait finishes and the scope ends.
+            release_tx.send(()).unwrap();
+            let (acked, got) = done.expect("group b waited on group a's queue");
+            assert!(acked[0].is_ok(), "{acked:?}");
+            assert_eq!(got.unwrap(), 2);
+        });
+        assert_eq!(b.committed_offset("b", "T", 0), Some(1));
     }
 }

@@ -83,7 +83,7 @@ impl Broker {
     /// Errors: as the store's truncate, I/O writing the snapshot.
     pub fn truncate_to(&self, offset: u64) -> Result<(), BrokerError> {
         {
-            let (mut state, mut tx, mut timers) = (self.consume.lock(), self.tx.lock(), self.timer.lock());
+            let (mut state, mut tx, mut timers) = (self.consume.write(), self.tx.lock(), self.timer.lock());
             self.store.truncate(offset)?;
             super::clamp_to_store(&mut state, &self.store);
             let halves = self.store.max_queue_offset(HALF_TOPIC, 0);

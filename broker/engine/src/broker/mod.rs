@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 
 pub use consume::{Consumer, Pulled, PROP_DLQ_ATTEMPTS, PROP_DLQ_DROPPED, PROP_DLQ_ORIGIN_TOPIC};
@@ -273,7 +273,11 @@ pub struct Broker {
     cfg: Config,
     store: Arc<Store>,
     topics: TopicManager,
-    consume: Mutex<ConsumeState>,
+    /// Consumer progress. A receive, ack or invisible-time change takes the read lock and its
+    /// queue's mutex, and appends its ack record while holding them; a checkpoint takes the write
+    /// lock, so every ack record below the CommitLog offset it records is in what it takes. One
+    /// group's receive thus never waits on another group's ack.
+    consume: RwLock<ConsumeState>,
     /// Open transactions. Half and op records are appended while holding this lock, so a
     /// snapshot taken under it splits them cleanly at one CommitLog offset.
     tx: Mutex<TxState>,
@@ -412,7 +416,7 @@ impl Broker {
             cfg,
             store,
             topics,
-            consume: Mutex::new(state),
+            consume: RwLock::new(state),
             tx: Mutex::new(tx),
             timer: Mutex::new(timers),
             groups,
@@ -491,7 +495,7 @@ impl Broker {
         // One lock of each for the whole chunk (the snapshot's order), not per record, taken
         // before the bytes are written: a snapshot then never records an offset past records
         // its state lacks.
-        let (mut state, mut tx, mut timers) = (self.consume.lock(), self.tx.lock(), self.timer.lock());
+        let (mut state, mut tx, mut timers) = (self.consume.write(), self.tx.lock(), self.timer.lock());
         let end = self.store.append_raw(offset, data)?;
         let mut failed = None;
         self.store.scan(offset, |rec, size| {
@@ -520,7 +524,7 @@ impl Broker {
             return Err(TopicError::Reserved(name.to_string()).into());
         }
         self.topics.delete(name)?;
-        self.consume.lock().remove_where(|(_, topic, _)| topic == name);
+        self.consume.write().remove_where(|(_, topic, _)| topic == name);
         self.store.delete_topic(name)?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
@@ -648,7 +652,7 @@ impl Broker {
     pub fn snapshot(&self) -> std::io::Result<()> {
         let mut progress_log = self.progress_log.lock();
         let (mut snap, capture, changes, whole) = {
-            let mut consume = self.consume.lock();
+            let mut consume = self.consume.write();
             let tx = self.tx.lock();
             let mut timers = self.timer.lock();
             // Ack, half, op and timer records are appended under these locks, so every one

@@ -278,7 +278,7 @@ mod tests {
     }
 
     fn acked(state: &ConsumeState, q: u32) -> u64 {
-        state.get(&("g".into(), "t".into(), q)).map_or(0, |s| s.ack_offset())
+        state.lock(&("g".into(), "t".into(), q)).map_or(0, |s| s.ack_offset())
     }
 
     #[test]

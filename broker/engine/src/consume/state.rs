@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 /// Internal topic of ack records (never dispatched to a ConsumeQueue).
@@ -146,6 +147,17 @@ impl QueueState {
     /// nothing is in flight.
     pub fn reset_to(&mut self, offset: u64) {
         *self = QueueState::starting_at(offset);
+    }
+
+    /// Applies what `ack` says of queue `q` (this state's queue): its offsets acked, then its
+    /// position set.
+    pub fn apply_ack(&mut self, q: u32, ack: &AckRecord) {
+        for (_, off) in ack.offsets.iter().filter(|(aq, _)| *aq == q) {
+            self.mark_acked(*off);
+        }
+        for (_, off) in ack.set.iter().filter(|(aq, _)| *aq == q) {
+            self.reset_to(*off);
+        }
     }
 
     /// Keeps the state inside the queue's stored range `min..max` (after recovery cut the log,
@@ -283,10 +295,13 @@ pub struct ProgressDelta {
     pub queues: Vec<QueueDelta>,
 }
 
-/// All groups' progress.
+/// All groups' progress, with a lock per queue: the broker keeps it behind a read-write lock,
+/// so a receive or ack locks only its own queue (under the read lock), and what changes the set
+/// of queues or must see them all at one instant (a new queue, a checkpoint, replay) takes the
+/// write lock.
 #[derive(Debug, Default)]
 pub struct ConsumeState {
-    queues: HashMap<QueueKey, QueueState>,
+    queues: HashMap<QueueKey, Mutex<QueueState>>,
     /// Keys removed since the last checkpoint.
     removed: HashSet<QueueKey>,
 }
@@ -294,39 +309,45 @@ pub struct ConsumeState {
 impl ConsumeState {
     /// Applies a replayed ack record.
     pub fn apply(&mut self, ack: &AckRecord) {
-        for (q, off) in &ack.offsets {
-            self.get_or_insert_with((ack.group.clone(), ack.topic.clone(), *q), || QueueState::starting_at(0))
-                .mark_acked(*off);
-        }
-        for (q, off) in &ack.set {
-            self.get_or_insert_with((ack.group.clone(), ack.topic.clone(), *q), || QueueState::starting_at(0))
-                .reset_to(*off);
+        let mut queues: Vec<u32> = ack.offsets.iter().chain(&ack.set).map(|(q, _)| *q).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        for q in queues {
+            self.get_or_insert_with((ack.group.clone(), ack.topic.clone(), q), || QueueState::starting_at(0))
+                .apply_ack(q, ack);
         }
     }
 
-    /// The progress of `key`, if any.
-    pub fn get(&self, key: &QueueKey) -> Option<&QueueState> {
-        self.queues.get(key)
+    /// The progress of `key`, locked, if any. Blocks while another caller holds that queue.
+    pub fn lock(&self, key: &QueueKey) -> Option<MutexGuard<'_, QueueState>> {
+        self.queues.get(key).map(|m| m.lock())
     }
 
     /// The progress of `key`, to change, if any.
     pub fn get_mut(&mut self, key: &QueueKey) -> Option<&mut QueueState> {
-        self.queues.get_mut(key)
+        self.queues.get_mut(key).map(Mutex::get_mut)
     }
 
     /// The progress of `key`, made with `new` if there is none.
     pub fn get_or_insert_with(&mut self, key: QueueKey, new: impl FnOnce() -> QueueState) -> &mut QueueState {
-        self.queues.entry(key).or_insert_with(new)
+        self.queues.entry(key).or_insert_with(|| Mutex::new(new())).get_mut()
     }
 
-    /// Every queue's progress.
-    pub fn iter(&self) -> impl Iterator<Item = (&QueueKey, &QueueState)> {
-        self.queues.iter()
+    /// Every queue with progress.
+    pub fn keys(&self) -> impl Iterator<Item = &QueueKey> {
+        self.queues.keys()
+    }
+
+    /// Calls `f` with every queue's progress, locking one queue at a time.
+    pub fn for_each(&self, mut f: impl FnMut(&QueueKey, &mut QueueState)) {
+        for (k, m) in &self.queues {
+            f(k, &mut m.lock());
+        }
     }
 
     /// Every queue's progress, to change.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&QueueKey, &mut QueueState)> {
-        self.queues.iter_mut()
+        self.queues.iter_mut().map(|(k, m)| (k, m.get_mut()))
     }
 
     /// Queues with progress.
@@ -357,7 +378,7 @@ impl ConsumeState {
         let mut removed: Vec<QueueKey> = self.removed.drain().collect();
         removed.sort();
         let mut queues: Vec<QueueDelta> =
-            self.queues.iter_mut().filter_map(|(k, st)| st.take_delta(k, whole)).collect();
+            self.queues.iter_mut().filter_map(|(k, st)| st.get_mut().take_delta(k, whole)).collect();
         queues.sort_by(|a, b| a.key.cmp(&b.key));
         ProgressDelta { removed: if whole { Vec::new() } else { removed }, queues }
     }
@@ -369,14 +390,14 @@ impl ConsumeState {
             self.queues.remove(k);
         }
         for q in &d.queues {
-            self.queues.entry(q.key.clone()).or_insert_with(|| QueueState::starting_at(0)).apply_delta(q);
+            self.get_or_insert_with(q.key.clone(), || QueueState::starting_at(0)).apply_delta(q);
         }
     }
 
     /// State restored from a snapshot's full list (snapshots written before the progress log);
     /// the first checkpoint writes it whole.
     pub fn from_entries(entries: Vec<(QueueKey, QueueState)>) -> ConsumeState {
-        ConsumeState { queues: entries.into_iter().collect(), removed: HashSet::new() }
+        ConsumeState { queues: entries.into_iter().map(|(k, s)| (k, Mutex::new(s))).collect(), removed: HashSet::new() }
     }
 }
 
@@ -510,7 +531,7 @@ mod tests {
             let mut keys: Vec<_> = s.queues.keys().map(|k| k.2).collect();
             keys.sort();
             assert_eq!(keys, vec![0, 2]);
-            assert_eq!(s.queues[&("g".into(), "t".into(), 2)].next_offset, 3);
+            assert_eq!(s.lock(&("g".into(), "t".into(), 2)).unwrap().next_offset, 3);
         }
     }
 }
