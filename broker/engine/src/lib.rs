@@ -19,6 +19,7 @@ pub mod ha;
 pub mod limits;
 pub mod metrics;
 pub mod registry;
+pub mod state_log;
 pub mod timer;
 pub mod topics;
 pub mod txn;

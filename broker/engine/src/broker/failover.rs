@@ -87,9 +87,7 @@ impl Broker {
             self.store.truncate(offset)?;
             super::clamp_to_store(&mut state, &self.store);
             let halves = self.store.max_queue_offset(HALF_TOPIC, 0);
-            tx.pending.retain(|_, p| p.physical_offset < offset);
-            tx.resolved.retain(|half, _| *half < halves);
-            tx.reindex();
+            tx.truncate(offset, halves);
             timers.retain_below(offset).map_err(StoreError::Io)?;
             self.snapshot_offset.store(offset, std::sync::atomic::Ordering::Release);
         }

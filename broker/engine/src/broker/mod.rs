@@ -25,16 +25,17 @@ pub use transactions::{Check, CheckOutcome};
 
 use crate::config::{BrokerRole, Config};
 use crate::consume::groups::{GroupError, GroupManager};
-use crate::consume::progress_log::{ProgressCheckpoint, ProgressLog};
+use crate::consume::progress_log::{self, ProgressLog};
 use crate::consume::state::{AckRecord, ConsumeState, QueueKey, QueueState, ACK_LOG_TOPIC};
 use crate::metrics::Metrics;
+use crate::state_log::LogCheckpoint;
 use crate::store::files::{skip_if_full, write_or_skip};
 use crate::store::record::Record;
 use crate::store::{Listeners, RecordClass, Store, StoreError};
 use crate::timer::log::TimerCheckpoint;
 use crate::timer::TimerLog;
 use crate::topics::{self, MessageType, Permission, TopicConfig, TopicError, TopicManager};
-use crate::txn::TxState;
+use crate::txn::{self, TxLog, TxState};
 use transactions::check_timing;
 
 /// Why an engine call was refused. Each front end maps each to its protocol's status code.
@@ -163,7 +164,7 @@ pub struct Delivery {
     pub visible_at_ms: u64,
 }
 
-/// Contents of `config/state.json`: open transactions, and the progress log's and the timer
+/// Contents of `config/state.json`: the progress log's, the transaction log's and the timer
 /// log's files, all as of one CommitLog offset; the ack, half, op and timer records after it are
 /// replayed on start.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -171,13 +172,18 @@ struct StateFile {
     commitlog_offset: u64,
     /// The progress log's generation and length (absent in snapshots written before it existed).
     #[serde(default)]
-    progress: Option<ProgressCheckpoint>,
+    progress: Option<LogCheckpoint>,
     /// Snapshots written before the progress log kept every queue's progress here: read once,
     /// to import it.
     #[serde(default, skip_serializing)]
     queues: Vec<(QueueKey, QueueState)>,
+    /// The transaction log's generation and length (absent in snapshots written before it).
     #[serde(default)]
-    transactions: TxState,
+    tx_log: Option<LogCheckpoint>,
+    /// Snapshots written before the transaction log kept open transactions here: read once, to
+    /// import them.
+    #[serde(default, skip_serializing)]
+    transactions: Option<TxState>,
     /// The timer log's bucket files (absent in snapshots written before it existed).
     #[serde(default)]
     timer_log: Option<TimerCheckpoint>,
@@ -240,16 +246,39 @@ fn open_timer_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<(Ti
 fn open_progress_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<(ProgressLog, ConsumeState, u64)> {
     let dir = cfg.data_dir.join("progress");
     let Some(checkpoint) = snapshot.progress else {
-        let (log, _) = ProgressLog::open(&dir, None)?;
+        let (log, _) = progress_log::open(&dir, None)?;
         let imported = ConsumeState::from_entries(std::mem::take(&mut snapshot.queues));
         return Ok((log, imported, snapshot.commitlog_offset));
     };
-    match ProgressLog::open(&dir, Some(checkpoint)) {
+    match progress_log::open(&dir, Some(checkpoint)) {
         Ok((log, state)) => Ok((log, state, snapshot.commitlog_offset)),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             tracing::error!(error = %e, "progress log does not match the state snapshot; rebuilding it from the CommitLog");
-            let (log, state) = ProgressLog::open(&dir, None)?;
+            let (log, state) = progress_log::open(&dir, None)?;
             Ok((log, state, 0))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens the transaction log in `<data_dir>/transactions` as the snapshot recorded it, or imports
+/// the open transactions of a snapshot written before it existed; returns it, the transactions,
+/// and the CommitLog offset their half and op records replay from. A log that does not match the
+/// snapshot (a file missing, cut short or unreadable) is rebuilt from the half and op records of
+/// the whole CommitLog. Errors: I/O.
+fn open_tx_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<(TxLog, TxState, u64)> {
+    let dir = cfg.data_dir.join("transactions");
+    let Some(checkpoint) = snapshot.tx_log else {
+        let (log, _) = txn::open_log(&dir, None)?;
+        let imported = snapshot.transactions.take().unwrap_or_default().imported();
+        return Ok((log, imported, snapshot.commitlog_offset));
+    };
+    match txn::open_log(&dir, Some(checkpoint)) {
+        Ok((log, tx)) => Ok((log, tx, snapshot.commitlog_offset)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            tracing::error!(error = %e, "transaction log does not match the state snapshot; rebuilding it from the CommitLog");
+            let (log, tx) = txn::open_log(&dir, None)?;
+            Ok((log, tx, 0))
         }
         Err(e) => Err(e),
     }
@@ -308,6 +337,8 @@ pub struct Broker {
     /// interleave (it appends in snapshot order; it and the timer log delete files only a
     /// written snapshot no longer lists).
     progress_log: Mutex<ProgressLog>,
+    /// Open transactions on disk, written by what changed at each snapshot.
+    tx_log: Mutex<TxLog>,
     /// The data disk's used share, shared with the store's segment listener.
     disk: Arc<retention::DiskGuard>,
     /// What this master's slaves have confirmed.
@@ -375,18 +406,17 @@ impl Broker {
         let from = snapshot.commitlog_offset;
         let (mut timers, timers_from) = open_timer_log(&cfg, &mut snapshot)?;
         let (progress_log, mut state, progress_from) = open_progress_log(&cfg, &mut snapshot)?;
-        let mut tx = std::mem::take(&mut snapshot.transactions);
-        tx.reindex();
+        let (tx_log, mut tx, tx_from) = open_tx_log(&cfg, &mut snapshot)?;
         let timing = check_timing(&cfg);
         let mut replayed = 0u64;
         let mut failed = None;
-        store.scan(from.min(timers_from).min(progress_from), |rec, size| {
+        store.scan(tx_from.min(timers_from).min(progress_from), |rec, size| {
             let at = rec.physical_offset;
             if rec.topic == ACK_LOG_TOPIC {
                 if at >= progress_from {
                     replayed += replay_ack(rec, &mut state) as u64;
                 }
-            } else if at >= from {
+            } else if at >= tx_from {
                 tx.apply(rec, size, timing);
             }
             if at >= timers_from {
@@ -402,7 +432,7 @@ impl Broker {
         tracing::info!(
             queues = state.len(),
             replayed_acks = replayed,
-            open_transactions = tx.pending.len(),
+            open_transactions = tx.pending().len(),
             scheduled = timers.len(),
             "state loaded"
         );
@@ -432,6 +462,7 @@ impl Broker {
             polls_ending: tokio::sync::watch::channel(false).0,
             snapshot_offset: AtomicU64::new(from),
             progress_log: Mutex::new(progress_log),
+            tx_log: Mutex::new(tx_log),
             disk,
             replicas: Arc::new(crate::ha::Replicas::new(bounds)),
             role: tokio::sync::watch::channel(role).0,
@@ -646,41 +677,45 @@ impl Broker {
         m.encode()
     }
 
-    /// Writes `config/state.json` (consumer progress, open transactions and the timer log's
-    /// files as of the CommitLog end), after flushing the CommitLog up to there and fsyncing the
-    /// timer log files it lists. Errors: I/O.
+    /// Writes `config/state.json` (the progress, transaction and timer logs' files as of the
+    /// CommitLog end), after flushing the CommitLog up to there, appending what changed to the
+    /// progress and transaction logs and fsyncing the timer log files it lists. Errors: I/O.
     pub fn snapshot(&self) -> std::io::Result<()> {
-        let mut progress_log = self.progress_log.lock();
-        let (mut snap, capture, changes, whole) = {
+        let (mut progress_log, mut tx_log) = (self.progress_log.lock(), self.tx_log.lock());
+        let (mut snap, capture, changes, whole, tx_changes, tx_whole) = {
             let mut consume = self.consume.write();
-            let tx = self.tx.lock();
+            let mut tx = self.tx.lock();
             let mut timers = self.timer.lock();
             // Ack, half, op and timer records are appended under these locks, so every one
             // below this offset is reflected in what is taken.
             let mut capture = timers.capture()?;
             let whole = progress_log.needs_whole();
             let changes = consume.take_changes(whole);
+            let tx_whole = tx_log.needs_whole();
+            let tx_changes = tx.take_changes(tx_whole);
             let snap = StateFile {
                 commitlog_offset: self.store.commitlog_end(),
-                progress: None,
-                queues: Vec::new(),
-                transactions: tx.clone(),
                 timer_log: Some(std::mem::take(&mut capture.checkpoint)),
-                timers: Vec::new(),
+                ..StateFile::default()
             };
-            (snap, capture, changes, whole)
+            (snap, capture, changes, whole, tx_changes, tx_whole)
         };
         let synced = self.store.flush_log().and_then(|_| capture.sync());
         if synced.is_err() {
             // The changes taken will not be written: the next checkpoint writes everything (a
             // failed write below sees to that itself).
             progress_log.force_whole();
+            tx_log.force_whole();
         }
-        let written = synced.and_then(|()| progress_log.write(changes, whole));
+        let written = synced.and_then(|()| {
+            // Both written even if one fails: each makes its own next write whole then.
+            let (progress, tx) = (progress_log.write(changes, whole), tx_log.write(tx_changes, tx_whole));
+            Ok((progress?, tx?))
+        });
         // On a full disk the snapshot is skipped (below too): the records after the last one are
         // replayed, and retention keeps them.
-        match skip_if_full(progress_log.dir(), "progress log", written)? {
-            Some(checkpoint) => snap.progress = Some(checkpoint),
+        match skip_if_full(&self.cfg.data_dir, "progress and transaction logs", written)? {
+            Some((progress, tx)) => (snap.progress, snap.tx_log) = (Some(progress), Some(tx)),
             None => return Ok(()),
         }
         self.topics.registry().persist_if_dirty()?;
@@ -689,6 +724,7 @@ impl Broker {
             self.snapshot_offset.fetch_max(snap.commitlog_offset, Ordering::AcqRel);
             self.timer.lock().forget_retired(&capture)?;
             progress_log.forget_retired();
+            tx_log.forget_retired();
         }
         Ok(())
     }

@@ -94,7 +94,7 @@ impl Broker {
         if let Some(t) = self.timer.lock().min_physical_offset() {
             floor = floor.min(t);
         }
-        if let Some(p) = self.tx.lock().pending.values().next() {
+        if let Some(p) = self.tx.lock().pending().values().next() {
             // Half queue offsets grow with CommitLog offsets: the first pending is the oldest.
             floor = floor.min(p.physical_offset);
         }

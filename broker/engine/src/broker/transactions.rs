@@ -78,7 +78,7 @@ impl Broker {
         let half = txn::parse_transaction_id(transaction_id)
             .ok_or_else(|| BrokerError::InvalidTransaction(format!("malformed transaction id {transaction_id:?}")))?;
         let mut tx = self.tx.lock();
-        if let Some(done) = tx.resolved.get(&half).copied() {
+        if let Some(done) = tx.resolution(half) {
             return match resolution {
                 Some(r) if r != done => Err(BrokerError::TransactionConflict(format!(
                     "transaction {transaction_id} already ended with {done:?}; {r:?} refused"
@@ -87,7 +87,7 @@ impl Broker {
             };
         }
         let p = tx
-            .pending
+            .pending()
             .get(&half)
             .cloned()
             .ok_or_else(|| BrokerError::InvalidTransaction(format!("no open transaction {transaction_id}")))?;
@@ -144,7 +144,7 @@ impl Broker {
         let due = tx.due(now, max);
         let mut sent = 0;
         for half in due {
-            let p = tx.pending[&half].clone();
+            let p = tx.pending()[&half].clone();
             let stored = match self.store.read_record(p.physical_offset, p.size) {
                 Ok(r) => r,
                 Err(e) => {
@@ -195,12 +195,12 @@ impl Broker {
 
     /// Open transactions (half queue offset and state), oldest first.
     pub fn open_transactions(&self) -> Vec<(u64, txn::Pending)> {
-        self.tx.lock().pending.iter().map(|(h, p)| (*h, p.clone())).collect()
+        self.tx.lock().pending().iter().map(|(h, p)| (*h, p.clone())).collect()
     }
 
     /// Number of open transactions.
     pub fn open_transaction_count(&self) -> usize {
-        self.tx.lock().pending.len()
+        self.tx.lock().pending().len()
     }
 }
 

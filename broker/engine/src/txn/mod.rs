@@ -7,15 +7,19 @@
 //!   and then an op record in [`OP_TOPIC`]; ROLLBACK appends only the op record;
 //! - each check-back appends an op record with the check count, so the count survives restarts.
 //!
-//! The in-memory [`TxState`] is rebuilt on start from the last snapshot plus the records after it
-//! ([`TxState::apply`]). The mark on the committed real message closes the window where a crash
+//! The in-memory [`TxState`] is checkpointed by what changed into the transaction log
+//! (`transactions/`, a [`crate::state_log`] of [`TxDelta`] lines) and rebuilt on start from it
+//! plus the records after the checkpoint ([`TxState::apply`]). The mark on the committed real message closes the window where a crash
 //! falls between it and its op record: replay sees the commit and does not ask again (RocketMQ
 //! would check back and could commit a second copy).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::state_log::{DeltaLog, LogCheckpoint, LogLine, LINE_ENTRIES};
 use crate::store::record::Record;
 
 /// System topic of half messages (RocketMQ `RMQ_SYS_TRANS_HALF_TOPIC`).
@@ -80,17 +84,77 @@ pub struct Pending {
     pub next_check_ms: u64,
 }
 
-/// Every open transaction, plus recently resolved ones.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+/// Every open transaction, plus recently resolved ones. Every change goes through its methods,
+/// which note it for the next checkpoint ([`TxState::take_changes`]).
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct TxState {
     /// Open transactions by half queue offset.
-    pub pending: BTreeMap<u64, Pending>,
+    pending: BTreeMap<u64, Pending>,
     /// Resolved transactions by half queue offset (the newest [`RESOLVED_KEEP`]).
-    pub resolved: BTreeMap<u64, Resolution>,
+    resolved: BTreeMap<u64, Resolution>,
     /// Open transactions by (next check time, half queue offset), so a check scan touches only
     /// what is due. Derived from `pending`; rebuilt with [`TxState::reindex`] after loading.
     #[serde(skip)]
     due: BTreeSet<(u64, u64)>,
+    /// Half queue offsets whose entry changed since the last checkpoint.
+    #[serde(skip)]
+    changed: BTreeSet<u64>,
+    /// The next checkpoint writes the whole state (imported, or cut back on a slave).
+    #[serde(skip)]
+    whole: bool,
+}
+
+/// What changed in the open transactions between two checkpoints (one line of the transaction
+/// log), or the whole state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxDelta {
+    /// The line replaces the state instead of changing it (the state was cut back or imported).
+    #[serde(rename = "w", default, skip_serializing_if = "std::ops::Not::not")]
+    pub whole: bool,
+    /// Open transactions added or changed, by half queue offset; applied first.
+    #[serde(rename = "p", default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<(u64, Pending)>,
+    /// Transactions resolved, by half queue offset.
+    #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<(u64, Resolution)>,
+}
+
+impl LogLine for TxDelta {
+    fn is_empty(&self) -> bool {
+        !self.whole && self.pending.is_empty() && self.resolved.is_empty()
+    }
+
+    /// Open transactions first, then resolutions, [`LINE_ENTRIES`] a line: the order they apply
+    /// in; only the first line of a whole delta is whole (it may be its only, empty, line).
+    fn split(self) -> Vec<TxDelta> {
+        let mut lines = vec![TxDelta { whole: self.whole, ..TxDelta::default() }];
+        let mut pending = self.pending.into_iter().peekable();
+        while pending.peek().is_some() {
+            lines.push(TxDelta { pending: pending.by_ref().take(LINE_ENTRIES).collect(), ..TxDelta::default() });
+        }
+        let mut resolved = self.resolved.into_iter().peekable();
+        while resolved.peek().is_some() {
+            lines.push(TxDelta { resolved: resolved.by_ref().take(LINE_ENTRIES).collect(), ..TxDelta::default() });
+        }
+        // The first line carries only the flag: merged into the next, if there is one.
+        if lines.len() > 1 {
+            let first = lines.remove(0);
+            lines[0].whole = first.whole;
+        }
+        lines
+    }
+}
+
+/// The transaction log of one broker.
+pub type TxLog = DeltaLog<TxDelta>;
+
+/// Opens the transaction log in `dir` as `checkpoint` recorded it (see [`DeltaLog::open`]) and
+/// returns it with the transactions it holds. Errors: as [`DeltaLog::open`].
+pub fn open_log(dir: &Path, checkpoint: Option<LogCheckpoint>) -> io::Result<(TxLog, TxState)> {
+    let mut state = TxState::default();
+    let log = DeltaLog::open(dir, "transaction log", checkpoint, |d| state.apply_changes(&d))?;
+    state.changed.clear();
+    Ok((log, state))
 }
 
 /// Timing of check-backs, ms.
@@ -113,9 +177,72 @@ pub fn parse_transaction_id(id: &str) -> Option<u64> {
 }
 
 impl TxState {
-    /// Rebuilds the due index from `pending` (after deserialising a snapshot).
-    pub fn reindex(&mut self) {
+    /// Rebuilds the due index from `pending` after deserialising a snapshot written before the
+    /// transaction log; the next checkpoint writes it whole.
+    pub fn imported(mut self) -> TxState {
         self.due = self.pending.iter().map(|(h, p)| (p.next_check_ms, *h)).collect();
+        self.whole = true;
+        self
+    }
+
+    /// Open transactions by half queue offset.
+    pub fn pending(&self) -> &BTreeMap<u64, Pending> {
+        &self.pending
+    }
+
+    /// How the transaction of `half` ended, if it is one of the newest [`RESOLVED_KEEP`] that did.
+    pub fn resolution(&self, half: u64) -> Option<Resolution> {
+        self.resolved.get(&half).copied()
+    }
+
+    /// Forgets what came from CommitLog records cut off a slave's log: open transactions whose
+    /// half is at or past CommitLog offset `physical`, resolutions of halves at or past half
+    /// queue offset `halves`. The next checkpoint writes the whole state.
+    pub fn truncate(&mut self, physical: u64, halves: u64) {
+        self.pending.retain(|_, p| p.physical_offset < physical);
+        self.resolved.retain(|half, _| *half < halves);
+        self.due = self.pending.iter().map(|(h, p)| (p.next_check_ms, *h)).collect();
+        self.whole = true;
+    }
+
+    /// What changed since the last call (everything, if `whole` or the state was imported or
+    /// cut back: then a delta that replaces the state), for the transaction log; clears the
+    /// record of changes.
+    pub fn take_changes(&mut self, whole: bool) -> TxDelta {
+        let changed = std::mem::take(&mut self.changed);
+        if std::mem::take(&mut self.whole) || whole {
+            return TxDelta {
+                whole: true,
+                pending: self.pending.iter().map(|(h, p)| (*h, p.clone())).collect(),
+                resolved: self.resolved.iter().map(|(h, r)| (*h, *r)).collect(),
+            };
+        }
+        let mut d = TxDelta::default();
+        for h in changed {
+            if let Some(p) = self.pending.get(&h) {
+                d.pending.push((h, p.clone()));
+            } else if let Some(r) = self.resolved.get(&h) {
+                d.resolved.push((h, *r));
+            }
+        }
+        d
+    }
+
+    /// Applies one line of the transaction log (a generation's lines are replayed in order onto
+    /// an empty state: its first write holds the whole state).
+    fn apply_changes(&mut self, d: &TxDelta) {
+        if d.whole {
+            *self = TxState::default();
+        }
+        for (h, p) in &d.pending {
+            if let Some(old) = self.pending.insert(*h, p.clone()) {
+                self.due.remove(&(old.next_check_ms, *h));
+            }
+            self.due.insert((p.next_check_ms, *h));
+        }
+        for (h, r) in &d.resolved {
+            self.resolve(*h, *r);
+        }
     }
 
     /// Half queue offsets whose check is due at `now`, earliest first, at most `max`.
@@ -126,6 +253,7 @@ impl TxState {
     /// Records that `checks` check-backs were sent for `half` and when the next one is due.
     pub fn rescheduled(&mut self, half: u64, checks: u32, next_check_ms: u64) {
         if let Some(p) = self.pending.get_mut(&half) {
+            self.changed.insert(half);
             self.due.remove(&(p.next_check_ms, half));
             p.checks = p.checks.max(checks);
             p.next_check_ms = next_check_ms;
@@ -135,10 +263,12 @@ impl TxState {
 
     /// Records a newly stored half message `rec` (topic [`HALF_TOPIC`], queue offset set).
     pub fn add_half(&mut self, rec: &Record, size: u32, t: CheckTiming) {
-        if self.resolved.contains_key(&rec.queue_offset) {
+        // Ended, or already open (replayed twice): nothing to add.
+        if self.resolved.contains_key(&rec.queue_offset) || self.pending.contains_key(&rec.queue_offset) {
             return;
         }
         let timeout = rec.properties.get(PROP_TX_RECOVERY_MS).and_then(|v| v.parse().ok()).unwrap_or(t.timeout_ms);
+        self.changed.insert(rec.queue_offset);
         self.due.insert((rec.store_timestamp + timeout, rec.queue_offset));
         self.pending.insert(
             rec.queue_offset,
@@ -160,6 +290,7 @@ impl TxState {
             self.due.remove(&(p.next_check_ms, half));
         }
         self.resolved.insert(half, r);
+        self.changed.insert(half);
         while self.resolved.len() > RESOLVED_KEEP {
             self.resolved.pop_first();
         }
@@ -264,5 +395,70 @@ mod tests {
         assert_eq!(r.properties[PROP_TX_HALF], "7");
         assert_eq!(parse_transaction_id(&transaction_id(7)), Some(7));
         assert_eq!(parse_transaction_id("7"), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Half(u64),
+        Check(u64),
+        End(u64, bool),
+        Truncate(u64),
+        Checkpoint,
+    }
+
+    fn change() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..30u64).prop_map(Op::Half),
+            2 => (0..30u64).prop_map(Op::Check),
+            3 => (0..30u64, any::<bool>()).prop_map(|(h, c)| Op::End(h, c)),
+            1 => (0..30u64).prop_map(Op::Truncate),
+            3 => Just(Op::Checkpoint),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Replaying the transaction log's lines, in order, gives the open and ended transactions
+        /// as of the last checkpoint, whatever happened between them.
+        #[test]
+        fn deltas_replayed_in_order_rebuild_the_transactions(ops in proptest::collection::vec(change(), 1..150)) {
+            let (mut live, mut lines) = (TxState::default(), Vec::new());
+            for (i, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Half(q) => live.add_half(&half(q), 100, T),
+                    Op::Check(q) => live.rescheduled(q, 1 + i as u32, 50_000 + i as u64),
+                    Op::End(q, commit) => {
+                        live.resolve(q, if commit { Resolution::Commit } else { Resolution::Rollback })
+                    }
+                    Op::Truncate(q) => live.truncate(q * 100, q),
+                    Op::Checkpoint => {
+                        lines.extend(live.take_changes(false).split());
+                        let mut rebuilt = TxState::default();
+                        for l in &lines {
+                            rebuilt.apply_changes(l);
+                        }
+                        proptest::prop_assert_eq!(&rebuilt.pending, &live.pending);
+                        proptest::prop_assert_eq!(&rebuilt.resolved, &live.resolved);
+                        proptest::prop_assert_eq!(&rebuilt.due, &live.due);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_writes_only_what_changed_in_lines_of_bounded_entries() {
+        let mut s = TxState::default();
+        for q in 0..(LINE_ENTRIES as u64 + 10) {
+            s.add_half(&half(q), 100, T);
+        }
+        let whole = s.take_changes(false);
+        assert_eq!(whole.pending.len(), LINE_ENTRIES + 10);
+        assert_eq!(whole.split().len(), 2);
+        assert!(s.take_changes(false).is_empty(), "nothing changed since");
+        s.resolve(3, Resolution::Commit);
+        s.rescheduled(4, 1, 99_000);
+        let d = s.take_changes(false);
+        assert_eq!((d.pending.len(), d.pending[0].0, d.resolved.as_slice()), (1, 4, &[(3, Resolution::Commit)][..]));
     }
 }

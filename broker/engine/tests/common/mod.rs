@@ -1,4 +1,5 @@
 //! What the engine's tests on real files share: a broker's config and waiting for its dispatcher.
+#![allow(dead_code)] // each test binary uses some of these
 
 use std::path::Path;
 use std::time::{Duration, Instant};
