@@ -11,6 +11,7 @@ Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fi
            over gRPC, both driven by `ferrocket bench`; needs ./scripts/test once)
        scripts/bench.py --inflight-only GROUPS PER_GROUP [--runs 3] [--compare-with BINARY]
        scripts/bench.py --consume-only [--runs 3] [--compare-with BINARY]
+       scripts/bench.py --transactions-only COMMITTED OPEN [--runs 3] [--compare-with BINARY]
        scripts/bench.py --peers [--runs 3] [--seconds 8]   (Ferrocket against NATS JetStream and
            RabbitMQ from Debian, all driven by bench/peers' `peer-bench`; installs the two servers
            with apt-get if they are missing)
@@ -255,12 +256,15 @@ def print_scheduled(n, runs):
 
 def state_writes(data, seconds):
     """Bytes a broker on `data` writes to its state files per second over `seconds`: what each
-    progress log file grows by, and `config/state.json` whole each time it is replaced (sampled
-    every 0.2 s; a checkpoint comes every 5 s)."""
+    progress and transaction log file grows by, and `config/state.json` whole each time it is
+    replaced (sampled every 0.2 s; a checkpoint comes every 5 s)."""
     state, prev, written = data / "config" / "state.json", None, 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        cur = {f.name: f.stat().st_size for f in data.glob("progress/*.log")}
+        cur = {}
+        for f in [*data.glob("progress/*.log"), *data.glob("transactions/*.log")]:
+            with contextlib.suppress(FileNotFoundError):
+                cur[f"{f.parent.name}/{f.name}"] = f.stat().st_size
         with contextlib.suppress(FileNotFoundError):
             st = state.stat()
             cur[f"state.json@{st.st_mtime_ns}"] = st.st_size  # a new name each time it is replaced
@@ -369,6 +373,50 @@ def print_consume(runs, compare_with=None):
             shown = ", ".join(f"{r:,.0f}" if r else "not drained" for r, _ in rs)
             print(f"| {case[0]} | {name} | {f'{statistics.median(rates):,.0f}' if rates else '–'} ({shown}) | "
                   f"{statistics.median(c for _, c in rs):.1f} |", flush=True)
+
+
+def transactions_scale(committed, open_, binary=None, window=20):
+    """A fresh broker (`binary`, by default this tree's): `committed` transactions sent and
+    committed, then `open_` half messages left open (128-byte bodies, batches of 16; no producer
+    answers their check-backs). Then the bytes written to the state files per second over
+    `window` s, the sizes of `state.json` and the transaction log, heap, and after kill -9 the
+    restart to `ready` and how many transactions are open then."""
+    with fresh_broker(binary=binary) as (broker, addr):
+        data = pathlib.Path(broker.args[broker.args.index("--data-dir") + 1])
+        r = {"idle": rss_mib(broker.pid)[0]}
+        for mode, n, topic in (("tx", committed, "txdone"), ("tx-open", open_, "txopen")):
+            bench_cli(addr, "--mode", mode, "--batch", "16", "--messages", str(n), "--size", "128", "--topic", topic,
+                      "--duration", "600s")
+        r["heap"] = rss_mib(broker.pid)[0] - r["idle"]
+        time.sleep(6)  # a measurement window, not synchronisation: a checkpoint (5 s) writes it all
+        r["writes"] = state_writes(data, window)
+        r["state_mib"] = mib(data / "config" / "state.json")
+        r["tx_log_mib"] = mib(data / "transactions")
+        broker.kill()
+        broker.wait(timeout=60)
+        again, r["restart_s"], addr = start_ready(binary, data)
+        try:
+            listed = json.loads(subprocess.run([str(BIN), "tx", "list", "--server", addr, "--json"],
+                                               capture_output=True, text=True, check=True).stdout)
+            r["open_after"] = listed["open"]
+        finally:
+            again.terminate()
+            again.wait(timeout=120)
+        return r
+
+
+def print_transactions(committed, open_, runs, compare_with=None):
+    """`transactions_scale` rows, this tree's broker and (interleaved) `compare_with`'s."""
+    print(f"{committed:,} committed and {open_:,} open transactions\n")
+    print("| broker | run | heap MiB | state file writes KiB/s | state.json MiB | transaction log MiB | "
+          "restart after kill -9, s | open after restart |")
+    print("|---|---|---|---|---|---|---|---|")
+    systems = [("this tree", None)] + ([(str(compare_with), compare_with)] if compare_with else [])
+    for i in range(runs):
+        for name, binary in systems:
+            r = transactions_scale(committed, open_, binary)
+            print(f"| {name} | {i + 1} | {r['heap']:.0f} | {r['writes'] / 1024:,.1f} | {r['state_mib']:.1f} | "
+                  f"{r['tx_log_mib']:.1f} | {r['restart_s']:.2f} | {r['open_after']:,} |", flush=True)
 
 
 def topic_spread_once(topics, seconds):
@@ -511,6 +559,9 @@ def main():
     p.add_argument("--consume-only", action="store_true",
                    help="only receive+ack: 1 group on 1 topic, 100 groups on 100 topics, one FIFO group "
                         "(with --compare-with, that build's broker too, interleaved)")
+    p.add_argument("--transactions-only", type=int, nargs=2, metavar=("COMMITTED", "OPEN"),
+                   help="only COMMITTED committed and OPEN open transactions: state writes, sizes, restart "
+                        "(with --compare-with, that build's broker too, interleaved)")
     p.add_argument("--delivery-only", action="store_true",
                    help="only push consumers, delay lateness at 10,000 due/s and memory with 1,000,000 scheduled")
     p.add_argument("--runs", type=int, default=3)
@@ -538,6 +589,8 @@ def main():
         return print_remoting(a.runs, a.seconds, a.flush)
     if a.inflight_only:
         return print_inflight(*a.inflight_only, a.runs, a.compare_with and pathlib.Path(a.compare_with))
+    if a.transactions_only:
+        return print_transactions(*a.transactions_only, a.runs, a.compare_with and pathlib.Path(a.compare_with))
     if a.consume_only:
         return print_consume(a.runs, a.compare_with and pathlib.Path(a.compare_with))
     if a.compare_with:

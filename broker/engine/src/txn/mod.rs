@@ -96,9 +96,13 @@ pub struct TxState {
     /// what is due. Derived from `pending`; rebuilt with [`TxState::reindex`] after loading.
     #[serde(skip)]
     due: BTreeSet<(u64, u64)>,
-    /// Half queue offsets whose entry changed since the last checkpoint.
+    /// Half queue offsets added or resolved since the last checkpoint.
     #[serde(skip)]
     changed: BTreeSet<u64>,
+    /// Half queue offsets only checked back since the last checkpoint (written as their check
+    /// count and next check time, not whole).
+    #[serde(skip)]
+    checked: BTreeSet<u64>,
     /// The next checkpoint writes the whole state (imported, or cut back on a slave).
     #[serde(skip)]
     whole: bool,
@@ -111,9 +115,12 @@ pub struct TxDelta {
     /// The line replaces the state instead of changing it (the state was cut back or imported).
     #[serde(rename = "w", default, skip_serializing_if = "std::ops::Not::not")]
     pub whole: bool,
-    /// Open transactions added or changed, by half queue offset; applied first.
+    /// Open transactions added, by half queue offset; applied first.
     #[serde(rename = "p", default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<(u64, Pending)>,
+    /// Open transactions checked back: (half queue offset, checks sent, next check ms).
+    #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
+    pub checked: Vec<(u64, u32, u64)>,
     /// Transactions resolved, by half queue offset.
     #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
     pub resolved: Vec<(u64, Resolution)>,
@@ -121,16 +128,21 @@ pub struct TxDelta {
 
 impl LogLine for TxDelta {
     fn is_empty(&self) -> bool {
-        !self.whole && self.pending.is_empty() && self.resolved.is_empty()
+        !self.whole && self.pending.is_empty() && self.checked.is_empty() && self.resolved.is_empty()
     }
 
-    /// Open transactions first, then resolutions, [`LINE_ENTRIES`] a line: the order they apply
-    /// in; only the first line of a whole delta is whole (it may be its only, empty, line).
+    /// Open transactions first, then checks, then resolutions, [`LINE_ENTRIES`] a line: the
+    /// order they apply in; only the first line of a whole delta is whole (it may be its only,
+    /// empty, line).
     fn split(self) -> Vec<TxDelta> {
         let mut lines = vec![TxDelta { whole: self.whole, ..TxDelta::default() }];
         let mut pending = self.pending.into_iter().peekable();
         while pending.peek().is_some() {
             lines.push(TxDelta { pending: pending.by_ref().take(LINE_ENTRIES).collect(), ..TxDelta::default() });
+        }
+        let mut checked = self.checked.into_iter().peekable();
+        while checked.peek().is_some() {
+            lines.push(TxDelta { checked: checked.by_ref().take(LINE_ENTRIES).collect(), ..TxDelta::default() });
         }
         let mut resolved = self.resolved.into_iter().peekable();
         while resolved.peek().is_some() {
@@ -154,6 +166,7 @@ pub fn open_log(dir: &Path, checkpoint: Option<LogCheckpoint>) -> io::Result<(Tx
     let mut state = TxState::default();
     let log = DeltaLog::open(dir, "transaction log", checkpoint, |d| state.apply_changes(&d))?;
     state.changed.clear();
+    state.checked.clear();
     Ok((log, state))
 }
 
@@ -209,20 +222,26 @@ impl TxState {
     /// cut back: then a delta that replaces the state), for the transaction log; clears the
     /// record of changes.
     pub fn take_changes(&mut self, whole: bool) -> TxDelta {
-        let changed = std::mem::take(&mut self.changed);
+        let (changed, checked) = (std::mem::take(&mut self.changed), std::mem::take(&mut self.checked));
         if std::mem::take(&mut self.whole) || whole {
             return TxDelta {
                 whole: true,
                 pending: self.pending.iter().map(|(h, p)| (*h, p.clone())).collect(),
+                checked: Vec::new(),
                 resolved: self.resolved.iter().map(|(h, r)| (*h, *r)).collect(),
             };
         }
         let mut d = TxDelta::default();
-        for h in changed {
-            if let Some(p) = self.pending.get(&h) {
-                d.pending.push((h, p.clone()));
-            } else if let Some(r) = self.resolved.get(&h) {
-                d.resolved.push((h, *r));
+        for h in &changed {
+            if let Some(p) = self.pending.get(h) {
+                d.pending.push((*h, p.clone()));
+            } else if let Some(r) = self.resolved.get(h) {
+                d.resolved.push((*h, *r));
+            }
+        }
+        for h in checked.difference(&changed) {
+            if let Some(p) = self.pending.get(h) {
+                d.checked.push((*h, p.checks, p.next_check_ms));
             }
         }
         d
@@ -240,6 +259,9 @@ impl TxState {
             }
             self.due.insert((p.next_check_ms, *h));
         }
+        for (h, checks, next_check_ms) in &d.checked {
+            self.rescheduled(*h, *checks, *next_check_ms);
+        }
         for (h, r) in &d.resolved {
             self.resolve(*h, *r);
         }
@@ -253,7 +275,7 @@ impl TxState {
     /// Records that `checks` check-backs were sent for `half` and when the next one is due.
     pub fn rescheduled(&mut self, half: u64, checks: u32, next_check_ms: u64) {
         if let Some(p) = self.pending.get_mut(&half) {
-            self.changed.insert(half);
+            self.checked.insert(half);
             self.due.remove(&(p.next_check_ms, half));
             p.checks = p.checks.max(checks);
             p.next_check_ms = next_check_ms;
@@ -459,6 +481,11 @@ mod tests {
         s.resolve(3, Resolution::Commit);
         s.rescheduled(4, 1, 99_000);
         let d = s.take_changes(false);
-        assert_eq!((d.pending.len(), d.pending[0].0, d.resolved.as_slice()), (1, 4, &[(3, Resolution::Commit)][..]));
+        // A check-back is written as its count and next check time, not the whole transaction.
+        assert!(d.pending.is_empty());
+        assert_eq!(
+            (d.checked.as_slice(), d.resolved.as_slice()),
+            (&[(4, 1, 99_000)][..], &[(3, Resolution::Commit)][..])
+        );
     }
 }
