@@ -206,6 +206,24 @@ def start_ready(binary, data):
     return p, time.monotonic() - t0, addr
 
 
+def after_kill9(broker, binary, data, probe=lambda process, addr: None):
+    """SIGKILLs `broker`, starts `binary` again on `data` and returns (seconds until its `ready`
+    line, what `probe(process, address)` returns), stopping it afterwards."""
+    broker.kill()
+    broker.wait(timeout=60)
+    again, seconds, addr = start_ready(binary, data)
+    try:
+        return seconds, probe(again, addr)
+    finally:
+        again.terminate()
+        again.wait(timeout=120)
+
+
+def systems_of(compare_with):
+    """(name, binary) of this tree's broker, and of `compare_with`'s if given."""
+    return [("this tree", None)] + ([(str(compare_with), compare_with)] if compare_with else [])
+
+
 def scheduled_scale(n, binary=None):
     """With `n` messages (128-byte bodies) scheduled an hour ahead, due over 10 minutes: broker
     memory right after and after two state snapshots; lateness at 10,000 due/s for 10 s while they
@@ -225,14 +243,7 @@ def scheduled_scale(n, binary=None):
         r["during"] = rss_mib(broker.pid)
         r["state_mib"], r["timerlog_mib"] = mib(data / "config" / "state.json"), mib(data / "timerlog")
         r["commitlog_mib"] = mib(data / "commitlog")
-        broker.kill()
-        broker.wait(timeout=60)
-        again, r["restart_kill9_s"], _ = start_ready(binary, data)
-        try:
-            r["restarted"] = rss_mib(again.pid)
-        finally:
-            again.terminate()
-            again.wait(timeout=120)
+        r["restart_kill9_s"], r["restarted"] = after_kill9(broker, binary, data, lambda p, _: rss_mib(p.pid))
         again, r["restart_clean_s"], _ = start_ready(binary, data)
         again.terminate()
         again.wait(timeout=120)
@@ -304,17 +315,11 @@ def inflight_scale(groups, per_group, binary=None, window=20):
         r["later"] = rss_mib(broker.pid)
         r["state_mib"] = mib(data / "config" / "state.json")
         r["progress_mib"] = mib(data / "progress")
-        broker.kill()
-        broker.wait(timeout=60)
-        again, r["restart_kill9_s"], addr = start_ready(binary, data)
-        try:
-            r["restarted"] = rss_mib(again.pid)
+        def probe(again, addr):
             got = bench_cli(addr, "--mode", "consume", "--topic", "flight", "--group", "flight-0", "--no-ack",
                             "--invisible", "1h", "--concurrency", "8", "--duration", "3s")
-            r["received_after_restart"] = got["consume"]["messages"]
-        finally:
-            again.terminate()
-            again.wait(timeout=120)
+            return rss_mib(again.pid), got["consume"]["messages"]
+        r["restart_kill9_s"], (r["restarted"], r["received_after_restart"]) = after_kill9(broker, binary, data, probe)
         return r
 
 
@@ -325,7 +330,7 @@ def print_inflight(groups, per_group, runs, compare_with=None):
           "state writes KiB/s idle / at 1,000 acks/s | state.json MiB | progress log MiB | restart after kill -9, s | "
           "received after restart |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    systems = [("this tree", None)] + ([(str(compare_with), compare_with)] if compare_with else [])
+    systems = systems_of(compare_with)
     for i in range(runs):
         for name, binary in systems:
             r = inflight_scale(groups, per_group, binary)
@@ -358,7 +363,7 @@ def consume_once(topics, message_groups, binary=None, n=200_000):
 
 def print_consume(runs, compare_with=None):
     """`consume_once` for each of CONSUME_CASES, this tree's broker and (interleaved) `compare_with`'s."""
-    systems = [("this tree", None)] + ([(str(compare_with), compare_with)] if compare_with else [])
+    systems = systems_of(compare_with)
     results = {(c, name): [] for c in CONSUME_CASES for name, _ in systems}
     for _ in range(runs):
         for case in CONSUME_CASES:
@@ -393,16 +398,10 @@ def transactions_scale(committed, open_, binary=None, window=20):
         r["writes_later"] = state_writes(data, window)
         r["state_mib"] = mib(data / "config" / "state.json")
         r["tx_log_mib"] = mib(data / "transactions")
-        broker.kill()
-        broker.wait(timeout=60)
-        again, r["restart_s"], addr = start_ready(binary, data)
-        try:
-            listed = json.loads(subprocess.run([str(BIN), "tx", "list", "--server", addr, "--json"],
-                                               capture_output=True, text=True, check=True).stdout)
-            r["open_after"] = listed["open"]
-        finally:
-            again.terminate()
-            again.wait(timeout=120)
+        def open_after(_, addr):
+            return json.loads(subprocess.run([str(BIN), "tx", "list", "--server", addr, "--json"],
+                                             capture_output=True, text=True, check=True).stdout)["open"]
+        r["restart_s"], r["open_after"] = after_kill9(broker, binary, data, open_after)
         return r
 
 
@@ -412,7 +411,7 @@ def print_transactions(committed, open_, runs, compare_with=None):
     print("| broker | run | heap MiB | state file writes KiB/s: first 20 s after the sends / next 20 s | state.json MiB | "
           "transaction log MiB | restart after kill -9, s | open after restart |")
     print("|---|---|---|---|---|---|---|---|")
-    systems = [("this tree", None)] + ([(str(compare_with), compare_with)] if compare_with else [])
+    systems = systems_of(compare_with)
     for i in range(runs):
         for name, binary in systems:
             r = transactions_scale(committed, open_, binary)
