@@ -218,14 +218,11 @@ impl Side {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.first_error.lock().get_or_insert_with(|| why.to_string());
     }
-    /// Records one call that started at `start`: `n` messages if `ok`, else one error.
-    pub fn record(&self, start: Instant, ok: bool, n: u64) {
-        if ok {
-            self.count.fetch_add(n, Ordering::Relaxed);
-            let _ = self.hist.lock().record(start.elapsed().as_micros() as u64);
-        } else {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
+    /// Records one successful call that started at `start`, of `n` messages (a failed one is
+    /// [`Side::failed`]).
+    pub fn record(&self, start: Instant, n: u64) {
+        self.count.fetch_add(n, Ordering::Relaxed);
+        let _ = self.hist.lock().record(start.elapsed().as_micros() as u64);
     }
     /// The report of a run of `secs` seconds with bodies of `size` bytes.
     pub fn report(&self, secs: f64, size: usize) -> SideReport {
@@ -550,7 +547,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                         (sent, _) => sent.map(drop),
                     };
                     match outcome {
-                        Ok(()) => side.record(start, true, batch as u64),
+                        Ok(()) => side.record(start, batch as u64),
                         Err(why) => side.failed(why),
                     }
                 }
@@ -607,7 +604,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                         continue;
                     }
                     if no_ack {
-                        side.record(start, true, entries.len() as u64);
+                        side.record(start, entries.len() as u64);
                         continue;
                     }
                     let n = entries.len() as u64;
@@ -617,7 +614,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                         .map_err(|e| e.to_string())
                         .and_then(|r| refusal(r.into_inner().status.as_ref()));
                     match acked {
-                        Ok(()) => side.record(start, true, n),
+                        Ok(()) => side.record(start, n),
                         Err(why) => side.failed(why),
                     }
                 }

@@ -83,3 +83,69 @@ async fn end_transaction_is_idempotent_refuses_contradictions_and_unknown_ids() 
     let lag = metrics.lines().find_map(|l| l.strip_prefix("ferrocket_dispatch_lag_bytes "));
     assert!(lag.and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v < 1 << 16), "dispatch lag {lag:?}");
 }
+
+/// Open transactions are written by what changed (the transaction log): kill -9 at different
+/// points of its 100 ms checkpoints, and of its compaction into a new generation, while half
+/// messages are sent and ended. Afterwards every transaction whose end was answered Ok is still
+/// ended that way (a repeat is answered Ok, the opposite refused), every other one is still open
+/// (rolling it back now succeeds), and exactly the committed messages are delivered, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_survive_kill9_in_the_middle_of_transaction_log_checkpoints() {
+    use TransactionResolution::*;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // No check-back interferes; checkpoints every 100 ms.
+    let config = "consumer_snapshot_interval_ms = 100\ntransaction_timeout_ms = 600000\n";
+    let mut broker = start("standalone", &data, config);
+    // Message id -> transaction id, and the ended ones with how they ended.
+    let mut open = std::collections::BTreeMap::new();
+    let mut ended = std::collections::BTreeMap::new();
+    for round in 0..6u64 {
+        let mut c = client(&broker.addr).await;
+        // Fault injection, not synchronisation: each round runs for a different time, so the
+        // kill lands at a different point of the 100 ms checkpoints.
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(200 + 150 * round);
+        let mut i = 0;
+        while std::time::Instant::now() < until {
+            let id = format!("r{round}-{i}");
+            open.insert(id.clone(), send_half(&mut c, "txk", &id).await);
+            if i % 2 == 1 {
+                // End the oldest open one: commit or roll back, in turn.
+                let (id, tx) = open.pop_first().unwrap();
+                let r = if i % 4 == 1 { Commit } else { Rollback };
+                assert_eq!(end(&mut c, "txk", &id, &tx, r).await, Code::Ok);
+                ended.insert(id, (tx, r));
+            }
+            i += 1;
+        }
+        drop(broker); // SIGKILL
+        broker = start("standalone", &data, config);
+    }
+    let mut c = client(&broker.addr).await;
+    for (id, (tx, r)) in &ended {
+        let opposite = if *r == Commit { Rollback } else { Commit };
+        assert_eq!(end(&mut c, "txk", id, tx, *r).await, Code::Ok, "{id}: a repeat of its end");
+        assert_eq!(end(&mut c, "txk", id, tx, opposite).await, Code::PreconditionFailed, "{id} ended {r:?}");
+    }
+    for (id, tx) in &open {
+        assert_eq!(end(&mut c, "txk", id, tx, Rollback).await, Code::Ok, "{id} should still be open");
+    }
+    let committed: std::collections::BTreeSet<_> =
+        ended.iter().filter(|(_, (_, r))| *r == Commit).map(|(id, _)| id.clone()).collect();
+    let mut ids = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ids.len() < committed.len() {
+        assert!(std::time::Instant::now() < deadline, "{} of {} committed delivered", ids.len(), committed.len());
+        for m in receive(&mut c, "g", "txk", secs(60)).await.1 {
+            let sp = m.system_properties.unwrap();
+            assert_eq!(ack(&mut c, "g", "txk", sp.receipt_handle.as_deref().unwrap()).await, Code::Ok);
+            ids.push(sp.message_id);
+        }
+    }
+    assert_eq!(ids.iter().cloned().collect::<std::collections::BTreeSet<_>>(), committed);
+    assert_eq!(ids.len(), committed.len(), "a committed message delivered twice");
+    assert_eq!(receive(&mut c, "g", "txk", secs(30)).await.0, Code::MessageNotFound, "nothing more");
+    let generations: Vec<_> =
+        std::fs::read_dir(data.join("transactions")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(generations.iter().all(|g| g != "00000000000000000001.log"), "never compacted: {generations:?}");
+}

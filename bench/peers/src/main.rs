@@ -131,17 +131,22 @@ async fn nats(o: &BenchOpts) -> anyhow::Result<BenchReport> {
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
                     let mut acks = Vec::with_capacity(batch);
-                    let mut ok = true;
+                    let mut failed = None;
                     for _ in 0..batch {
                         match js.publish(subject.clone(), body.clone()).await {
                             Ok(ack) => acks.push(ack),
-                            Err(_) => ok = false,
+                            Err(e) => failed = Some(format!("publish: {e}")),
                         }
                     }
                     for ack in acks {
-                        ok &= ack.await.is_ok();
+                        if let Err(e) = ack.await {
+                            failed = Some(format!("publish ack: {e}"));
+                        }
                     }
-                    side.record(start, ok, batch as u64);
+                    match failed {
+                        None => side.record(start, batch as u64),
+                        Some(why) => side.failed(why),
+                    }
                 }
             }
         })
@@ -161,22 +166,29 @@ async fn nats(o: &BenchOpts) -> anyhow::Result<BenchReport> {
             while !stop.load(Ordering::Relaxed) {
                 let start = Instant::now();
                 let fetched = pull.fetch().max_messages(CONSUMER_BATCH).expires(Duration::from_secs(1)).messages();
-                let Ok(mut batch) = fetched.await else {
-                    side.record(start, false, 0);
-                    continue;
+                let mut batch = match fetched.await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        side.failed(format!("fetch: {e}"));
+                        continue;
+                    }
                 };
-                let (mut n, mut ok) = (0, true);
+                let (mut n, mut failed) = (0, None);
                 while let Some(m) = batch.next().await {
                     match m {
                         Ok(m) => {
-                            ok &= m.ack().await.is_ok();
+                            if let Err(e) = m.ack().await {
+                                failed = Some(format!("ack: {e}"));
+                            }
                             n += 1;
                         }
-                        Err(_) => ok = false,
+                        Err(e) => failed = Some(format!("message: {e}")),
                     }
                 }
-                if n > 0 || !ok {
-                    side.record(start, ok, n);
+                match failed {
+                    Some(why) => side.failed(why),
+                    None if n > 0 => side.record(start, n),
+                    None => {}
                 }
             }
         }
@@ -227,7 +239,7 @@ async fn rabbitmq(o: &BenchOpts, queue_type: QueueType) -> anyhow::Result<BenchR
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
                     let mut confirms = Vec::with_capacity(batch);
-                    let mut ok = true;
+                    let mut failed = None;
                     for _ in 0..batch {
                         let sent = channel
                             .basic_publish(
@@ -240,13 +252,20 @@ async fn rabbitmq(o: &BenchOpts, queue_type: QueueType) -> anyhow::Result<BenchR
                             .await;
                         match sent {
                             Ok(confirm) => confirms.push(confirm),
-                            Err(_) => ok = false,
+                            Err(e) => failed = Some(format!("basic.publish: {e}")),
                         }
                     }
                     for confirm in confirms {
-                        ok &= confirm.await.is_ok_and(|c| c.is_ack());
+                        match confirm.await {
+                            Ok(c) if c.is_ack() => {}
+                            Ok(_) => failed = Some("the broker nacked the publish".to_string()),
+                            Err(e) => failed = Some(format!("publish confirm: {e}")),
+                        }
                     }
-                    side.record(start, ok, batch as u64);
+                    match failed {
+                        None => side.record(start, batch as u64),
+                        Some(why) => side.failed(why),
+                    }
                 }
             }
         })
@@ -262,19 +281,20 @@ async fn rabbitmq(o: &BenchOpts, queue_type: QueueType) -> anyhow::Result<BenchR
                 Default::default(),
                 Default::default(),
             );
-            let Ok(mut deliveries) = consumed.await else {
-                side.record(Instant::now(), false, 0);
-                return;
+            let mut deliveries = match consumed.await {
+                Ok(deliveries) => deliveries,
+                Err(e) => return side.failed(format!("basic.consume: {e}")),
             };
             while !stop.load(Ordering::Relaxed) {
                 let start = Instant::now();
                 let next = tokio::time::timeout(Duration::from_secs(1), deliveries.next()).await;
                 match next {
-                    Ok(Some(Ok(d))) => {
-                        let acked = d.ack(BasicAckOptions::default()).await.is_ok();
-                        side.record(start, acked, 1);
-                    }
-                    Ok(Some(Err(_))) | Ok(None) => side.record(start, false, 0),
+                    Ok(Some(Ok(d))) => match d.ack(BasicAckOptions::default()).await {
+                        Ok(_) => side.record(start, 1),
+                        Err(e) => side.failed(format!("basic.ack: {e}")),
+                    },
+                    Ok(Some(Err(e))) => side.failed(format!("delivery: {e}")),
+                    Ok(None) => side.failed("the consumer was cancelled"),
                     Err(_) => {} // nothing left to deliver within 1 s
                 }
             }

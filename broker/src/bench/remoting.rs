@@ -140,7 +140,7 @@ pub async fn run(o: BenchOpts) -> anyhow::Result<BenchReport> {
                 i += batch as u64;
                 let start = Instant::now();
                 match conn.call(req).await {
-                    Ok(r) if r.code == SUCCESS => side.record(start, true, batch as u64),
+                    Ok(r) if r.code == SUCCESS => side.record(start, batch as u64),
                     Ok(r) => side.failed(format_args!("response code {}: {}", r.code, r.remark.unwrap_or_default())),
                     Err(e) => side.failed(e),
                 }

@@ -228,21 +228,37 @@ fn clamp_to_store(state: &mut ConsumeState, store: &Store) {
 /// short) is rebuilt from the whole CommitLog, which holds every timer record. Errors: I/O.
 fn open_timer_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<(TimerLog, u64)> {
     let dir = cfg.data_dir.join("timerlog");
-    let imported: Vec<_> = std::mem::take(&mut snapshot.timers).into_iter().map(|(d, o, s)| ((d, o), s)).collect();
-    match TimerLog::open(&dir, snapshot.timer_log.take().unwrap_or_default(), imported) {
-        Ok(log) => Ok((log, snapshot.commitlog_offset)),
+    let mut imported: Vec<_> = std::mem::take(&mut snapshot.timers).into_iter().map(|(d, o, s)| ((d, o), s)).collect();
+    let open = |c: Option<TimerCheckpoint>| match c {
+        Some(c) => TimerLog::open(&dir, c, std::mem::take(&mut imported)),
+        None => TimerLog::open(&dir, TimerCheckpoint::new(), []),
+    };
+    open_or_rebuild("timer log", snapshot.timer_log.take().unwrap_or_default(), snapshot.commitlog_offset, open)
+}
+
+/// Opens a log of the snapshot with `open` at `checkpoint`, or, when the log does not match the
+/// snapshot (a file missing, cut short or unreadable: [`std::io::ErrorKind::InvalidData`]),
+/// empty, to be rebuilt from the records of the whole CommitLog. Returns it and the CommitLog
+/// offset its records replay from: the snapshot's (`from`), or 0 when rebuilt. Errors: I/O.
+fn open_or_rebuild<C, T>(
+    what: &str,
+    checkpoint: C,
+    from: u64,
+    mut open: impl FnMut(Option<C>) -> std::io::Result<T>,
+) -> std::io::Result<(T, u64)> {
+    match open(Some(checkpoint)) {
+        Ok(opened) => Ok((opened, from)),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            tracing::error!(error = %e, "timer log does not match the state snapshot; rebuilding it from the CommitLog");
-            Ok((TimerLog::open(&dir, TimerCheckpoint::new(), [])?, 0))
+            tracing::error!(error = %e, "{what} does not match the state snapshot; rebuilding it from the CommitLog");
+            Ok((open(None)?, 0))
         }
         Err(e) => Err(e),
     }
 }
 
-/// Opens the progress log in `<data_dir>/progress` as the snapshot recorded it, or imports the
-/// progress of a snapshot written before it existed; returns it, the progress, and the CommitLog
-/// offset its ack records replay from. A log that does not match the snapshot (a file missing,
-/// cut short or unreadable) is rebuilt from the ack records of the whole CommitLog. Errors: I/O.
+/// Opens the progress log in `<data_dir>/progress` as the snapshot recorded it (see
+/// [`open_or_rebuild`]), or imports the progress of a snapshot written before it existed; returns
+/// it, the progress, and the CommitLog offset its ack records replay from. Errors: I/O.
 fn open_progress_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<(ProgressLog, ConsumeState, u64)> {
     let dir = cfg.data_dir.join("progress");
     let Some(checkpoint) = snapshot.progress else {
@@ -250,22 +266,15 @@ fn open_progress_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<
         let imported = ConsumeState::from_entries(std::mem::take(&mut snapshot.queues));
         return Ok((log, imported, snapshot.commitlog_offset));
     };
-    match progress_log::open(&dir, Some(checkpoint)) {
-        Ok((log, state)) => Ok((log, state, snapshot.commitlog_offset)),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            tracing::error!(error = %e, "progress log does not match the state snapshot; rebuilding it from the CommitLog");
-            let (log, state) = progress_log::open(&dir, None)?;
-            Ok((log, state, 0))
-        }
-        Err(e) => Err(e),
-    }
+    let open = |c| progress_log::open(&dir, c);
+    let ((log, state), from) = open_or_rebuild("progress log", checkpoint, snapshot.commitlog_offset, open)?;
+    Ok((log, state, from))
 }
 
-/// Opens the transaction log in `<data_dir>/transactions` as the snapshot recorded it, or imports
-/// the open transactions of a snapshot written before it existed; returns it, the transactions,
-/// and the CommitLog offset their half and op records replay from. A log that does not match the
-/// snapshot (a file missing, cut short or unreadable) is rebuilt from the half and op records of
-/// the whole CommitLog. Errors: I/O.
+/// Opens the transaction log in `<data_dir>/transactions` as the snapshot recorded it (see
+/// [`open_or_rebuild`]), or imports the open transactions of a snapshot written before it
+/// existed; returns it, the transactions, and the CommitLog offset their half and op records
+/// replay from. Errors: I/O.
 fn open_tx_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<(TxLog, TxState, u64)> {
     let dir = cfg.data_dir.join("transactions");
     let Some(checkpoint) = snapshot.tx_log else {
@@ -273,15 +282,9 @@ fn open_tx_log(cfg: &Config, snapshot: &mut StateFile) -> std::io::Result<(TxLog
         let imported = snapshot.transactions.take().unwrap_or_default().imported();
         return Ok((log, imported, snapshot.commitlog_offset));
     };
-    match txn::open_log(&dir, Some(checkpoint)) {
-        Ok((log, tx)) => Ok((log, tx, snapshot.commitlog_offset)),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            tracing::error!(error = %e, "transaction log does not match the state snapshot; rebuilding it from the CommitLog");
-            let (log, tx) = txn::open_log(&dir, None)?;
-            Ok((log, tx, 0))
-        }
-        Err(e) => Err(e),
-    }
+    let open = |c| txn::open_log(&dir, c);
+    let ((log, tx), from) = open_or_rebuild("transaction log", checkpoint, snapshot.commitlog_offset, open)?;
+    Ok((log, tx, from))
 }
 
 /// The role a broker starts in: with a controller, a slave of no one yet (read-only until the
