@@ -154,7 +154,7 @@ impl ConsumeQueue {
         }
         let Some(ext) = self.ext.get() else { return Some(0) };
         let pos = offset * EXT_ENTRY_BYTES;
-        let Some(file) = ext.find(pos).filter(|f| pos < f.end()) else { return Some(0) };
+        let Some(file) = ext.find(pos) else { return Some(0) };
         Some(u64::from_be_bytes(file.slice(pos - file.start(), 8).try_into().expect("8")))
     }
 
@@ -174,7 +174,7 @@ impl ConsumeQueue {
                 self.ext.get().expect("just set")
             }
         };
-        let file = match ext.find(pos).filter(|f| pos < f.end()) {
+        let file = match ext.find(pos) {
             Some(f) => f,
             None if group == 0 => return Ok(()),
             None => {

@@ -323,11 +323,6 @@ impl ConsumeState {
         self.queues.get(key).map(|m| m.lock())
     }
 
-    /// The progress of `key`, to change, if any.
-    pub fn get_mut(&mut self, key: &QueueKey) -> Option<&mut QueueState> {
-        self.queues.get_mut(key).map(Mutex::get_mut)
-    }
-
     /// The progress of `key`, made with `new` if there is none.
     pub fn get_or_insert_with(&mut self, key: QueueKey, new: impl FnOnce() -> QueueState) -> &mut QueueState {
         self.queues.entry(key).or_insert_with(|| Mutex::new(new())).get_mut()

@@ -193,9 +193,14 @@ impl TxState {
     /// Rebuilds the due index from `pending` after deserialising a snapshot written before the
     /// transaction log; the next checkpoint writes it whole.
     pub fn imported(mut self) -> TxState {
-        self.due = self.pending.iter().map(|(h, p)| (p.next_check_ms, *h)).collect();
+        self.reindex();
         self.whole = true;
         self
+    }
+
+    /// Rebuilds the due index from `pending`.
+    fn reindex(&mut self) {
+        self.due = self.pending.iter().map(|(h, p)| (p.next_check_ms, *h)).collect();
     }
 
     /// Open transactions by half queue offset.
@@ -214,7 +219,7 @@ impl TxState {
     pub fn truncate(&mut self, physical: u64, halves: u64) {
         self.pending.retain(|_, p| p.physical_offset < physical);
         self.resolved.retain(|half, _| *half < halves);
-        self.due = self.pending.iter().map(|(h, p)| (p.next_check_ms, *h)).collect();
+        self.reindex();
         self.whole = true;
     }
 
