@@ -419,13 +419,13 @@ def print_transactions(committed, open_, runs, compare_with=None):
                   f"{r['tx_log_mib']:.1f} | {r['restart_s']:.2f} | {r['open_after']:,} |", flush=True)
 
 
-def topic_spread_once(topics, seconds):
-    """One fresh broker: `topics` topics of 8 queues created through the Admin service (timed) and
+def topic_spread_once(topics, seconds, store="files"):
+    """One fresh broker with the ConsumeQueue store `store` (`files` or `lsm`): `topics` topics of 8 queues created through the Admin service (timed) and
     a warm-up batch sent to each, then 32 senders for `seconds` at batch 1 and again at batch 16,
     every call to the next topic; broker heap after the warm-up and after the runs. With 1 or 100 topics, also receive+ack by one group per topic
     of 200,000 messages sent to them first."""
     port = free_port()
-    with fresh_broker(f'metrics_listen = "127.0.0.1:{port}"\n') as (broker, addr):
+    with fresh_broker(f'metrics_listen = "127.0.0.1:{port}"\nconsume_queue_store = "{store}"\n') as (broker, addr):
         idle = rss_mib(broker.pid)[0]
         r = {"sends": {}}
         # Warm-up: one batch of 16 to every topic, which touches each of its 8 queues, and the
@@ -455,30 +455,31 @@ def topic_spread_once(topics, seconds):
         return r
 
 
-def print_topic_spread(runs, seconds):
-    """`topic_spread_once` for 1, 100, 1,000 and 10,000 topics, runs interleaved; medians."""
+def print_topic_spread(runs, seconds, stores=("files",)):
+    """`topic_spread_once` for 1, 100, 1,000 and 10,000 topics and each ConsumeQueue store in
+    `stores`, runs interleaved; medians."""
     counts = (1, 100, 1_000, 10_000)
-    # 80,000 ConsumeQueues are 80,000 memory mappings: above Linux's default vm.max_map_count.
+    # 80,000 file ConsumeQueues are 80,000 memory mappings: above Linux's default vm.max_map_count.
     limit = pathlib.Path("/proc/sys/vm/max_map_count")
-    if int(limit.read_text()) < 262_144:
+    if "files" in stores and int(limit.read_text()) < 262_144:
         try:
             limit.write_text("262144")
         except OSError as e:
             print(f"vm.max_map_count is {limit.read_text().strip()} and cannot be raised ({e}): 10,000 topics skipped")
             counts = counts[:-1]
-    results = {t: [] for t in counts}
+    results = {(s, t): [] for s in stores for t in counts}
     for _ in range(runs):
         for t in counts:
-            results[t].append(topic_spread_once(t, seconds))
+            for s in stores:
+                results[(s, t)].append(topic_spread_once(t, seconds, s))
     med = statistics.median
-    print("| topics | queues | create, s (median) | dispatcher catching up after the warm-up, s | send batch 1 msgs/s (median; runs) | batch 16 | receive+ack, one group per topic | heap after the warm-up / after sending, MiB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for t in counts:
-        rs = results[t]
+    print("| store | topics | queues | create, s (median) | dispatcher catching up after the warm-up, s | send batch 1 msgs/s (median; runs) | batch 16 | receive+ack, one group per topic | heap after the warm-up / after sending, MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (store, t), rs in results.items():
         b1 = [r["sends"][1] for r in rs]
         b16 = [r["sends"][16] for r in rs]
         recv = [r["receive"] for r in rs if r.get("receive")]
-        print(f"| {t:,} | {8 * t:,} | {med([r['create_s'] for r in rs]):.1f} | {med([r['warm_dispatch_s'] for r in rs]):.1f} | {med(b1):.0f} ({', '.join(f'{x:.0f}' for x in b1)}) | "
+        print(f"| {store} | {t:,} | {8 * t:,} | {med([r['create_s'] for r in rs]):.1f} | {med([r['warm_dispatch_s'] for r in rs]):.1f} | {med(b1):.0f} ({', '.join(f'{x:.0f}' for x in b1)}) | "
               f"{med(b16):.0f} ({', '.join(f'{x:.0f}' for x in b16)}) | {f'{med(recv):.0f}' if recv else '–'} | "
               f"{med([r['heap_created'] for r in rs]):.0f} / {med([r['heap_after'] for r in rs]):.0f} |", flush=True)
 
@@ -551,6 +552,8 @@ def main():
                    help="only SYNC versus ASYNC replication with one slave")
     p.add_argument("--topics-only", action="store_true",
                    help="only sends spread over 1, 100, 1,000 and 10,000 topics (and receives over 1 and 100 groups)")
+    p.add_argument("--stores", nargs="+", default=["files"], choices=["files", "lsm"],
+                   help="ConsumeQueue stores that --topics-only measures, interleaved")
     p.add_argument("--scheduled-only", type=int, metavar="N",
                    help="only N messages scheduled an hour ahead: memory, lateness while they are pending, restart")
     p.add_argument("--inflight-only", type=int, nargs=2, metavar=("GROUPS", "PER_GROUP"),
@@ -598,7 +601,7 @@ def main():
     if a.memory_only:
         return print_memory()
     if a.topics_only:
-        return print_topic_spread(a.runs, a.seconds)
+        return print_topic_spread(a.runs, a.seconds, a.stores)
     if a.scheduled_only:
         return print_scheduled(a.scheduled_only, a.runs)
     if a.delivery_only:

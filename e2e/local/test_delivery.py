@@ -53,7 +53,10 @@ def test_failing_messages_retry_with_backoff_then_reach_the_dlq(broker):
     assert info["group"]["max_delivery_attempts"] == 3
 
 
-def test_fifo_group_keeps_order_per_message_group_despite_failures(broker):
+# Both ConsumeQueue stores: the FIFO gate reads each message's group from the store's entries.
+@pytest.mark.parametrize("store", ["files", "lsm"])
+def test_fifo_group_keeps_order_per_message_group_despite_failures(broker_factory, store):
+    broker = broker_factory(consume_queue_store=store)
     create_topic(broker, "fifo", queues=2, types="fifo")
     cli(broker, "group", "create", "ordered", "--fifo", "--max-delivery-attempts", "6", "--backoff", "200ms")
     sent = run_client("python", "send", broker, topic="fifo", count=150, message_groups=3)

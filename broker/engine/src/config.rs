@@ -10,8 +10,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-pub use ferrocket_store::FlushDiskType;
 use ferrocket_store::StoreConfig;
+pub use ferrocket_store::{ConsumeQueueStore, FlushDiskType};
 
 /// A broker's role without a controller (RocketMQ `brokerRole`, less its SYNC/ASYNC part, which
 /// is [`Replication`]). Config values: `master`, `slave`.
@@ -94,8 +94,14 @@ pub struct Config {
     /// are allocated from the first message on: the one written and the spare that keeps acks
     /// and other control records writable on a full disk (docs/OPERATIONS.md).
     pub commitlog_segment_bytes: u64,
-    /// ConsumeQueue entries per file (RocketMQ `mappedFileSizeConsumeQueue` / 20, 300,000).
+    /// ConsumeQueue entries per file (RocketMQ `mappedFileSizeConsumeQueue` / 20, 300,000), for
+    /// the file store.
     pub consume_queue_entries_per_file: u64,
+    /// Which store holds the ConsumeQueues: `files` (default; a directory and files per queue,
+    /// RocketMQ's default) or `lsm` (one LSM store for all queues, RocketMQ 5's `storeType =
+    /// defaultRocksDB`: for thousands of topics; docs/OPERATIONS.md). Fixed when the data
+    /// directory is created: opening it with the other store is refused.
+    pub consume_queue_store: ConsumeQueueStore,
     /// Hash slots per IndexFile (RocketMQ `maxHashSlotNum`, 5,000,000).
     pub index_slots: u32,
     /// Entries per IndexFile (RocketMQ `maxIndexNum`, 20,000,000).
@@ -241,6 +247,7 @@ impl Default for Config {
             sync_flush_timeout_ms: 5_000,
             commitlog_segment_bytes: 1 << 30,
             consume_queue_entries_per_file: 300_000,
+            consume_queue_store: ConsumeQueueStore::Files,
             index_slots: 5_000_000,
             index_max_entries: 20_000_000,
             auto_create_topic: false,
@@ -458,6 +465,7 @@ impl Config {
             flush_interval_ms: self.flush_interval_ms,
             commitlog_segment_bytes: self.commitlog_segment_bytes,
             consume_queue_entries_per_file: self.consume_queue_entries_per_file,
+            consume_queue_store: self.consume_queue_store,
             index_slots: self.index_slots,
             index_max_entries: self.index_max_entries,
         }

@@ -24,6 +24,7 @@ fn store_cfg(dir: &Path) -> StoreConfig {
         flush_interval_ms: 50,
         commitlog_segment_bytes: SEGMENT,
         consume_queue_entries_per_file: 16,
+        consume_queue_store: Default::default(),
         index_slots: 64,
         index_max_entries: 40,
     }
@@ -125,6 +126,7 @@ fn broker_cfg(dir: &Path, reserved_hours: u64) -> Config {
         data_dir: dir.to_path_buf(),
         commitlog_segment_bytes: SEGMENT,
         consume_queue_entries_per_file: 16,
+        consume_queue_store: Default::default(),
         index_slots: 64,
         index_max_entries: 40,
         auto_create_topic: true,

@@ -35,6 +35,7 @@ use thiserror::Error;
 
 pub use commitlog::RecordClass;
 use commitlog::{AppendResult, CommitLog, ReadAt};
+pub use consume_queue::ConsumeQueueStore;
 use consume_queue::{message_group_hash, tag_hash, ConsumeQueue, ConsumeQueueTable, CqEntry};
 use index_file::IndexService;
 use record::{Record, RecordView};
@@ -184,8 +185,10 @@ pub struct StoreConfig {
     pub flush_interval_ms: u64,
     /// CommitLog segment size, bytes.
     pub commitlog_segment_bytes: u64,
-    /// ConsumeQueue entries per file.
+    /// ConsumeQueue entries per file (the file store).
     pub consume_queue_entries_per_file: u64,
+    /// Which store holds the ConsumeQueues.
+    pub consume_queue_store: ConsumeQueueStore,
     /// Hash slots per IndexFile.
     pub index_slots: u32,
     /// Entries per IndexFile.
@@ -552,10 +555,7 @@ impl Store {
         let _one_writer = self.checkpoint_lock.lock();
         let dispatched = self.dispatched();
         self.flush_log()?;
-        // Only the queues written since the last pass (see ConsumeQueue::flush).
-        for (_, q) in self.cqs.all() {
-            q.flush()?;
-        }
+        self.cqs.flush()?;
         self.index.lock().flush()?;
         let cp = checkpoint::Checkpoint { dispatched, written_ms: now_ms() };
         files::write_or_skip(&self.cfg.data_dir.join("checkpoint"), &cp, "checkpoint")?;
@@ -610,7 +610,11 @@ impl Store {
                         "corrupt CommitLog region skipped by the dispatcher")
                     },
                 );
-                let next = scanned.next;
+                // Entries become readable before the offset that announces them is published.
+                let (next, failed) = match self.cqs.commit() {
+                    Ok(()) => (scanned.next, failed),
+                    Err(e) => (from, Some(e)),
+                };
                 if next > from {
                     self.dispatched.store(next, Ordering::Release);
                     self.listeners.dispatched(next);

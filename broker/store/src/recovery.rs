@@ -187,12 +187,10 @@ pub(crate) fn recover(
         }
         Err(e) => return Err(e.into()),
     };
-    let from = cp.dispatched.clamp(min, max);
-    let cqs = ConsumeQueueTable::load(
-        &cfg.data_dir.join("consumequeue"),
-        &cfg.data_dir.join("consumequeue_ext"),
-        cfg.consume_queue_entries_per_file,
-    )?;
+    let cqs = ConsumeQueueTable::load(&cfg.data_dir, cfg.consume_queue_store, cfg.consume_queue_entries_per_file)?;
+    // A missing ConsumeQueue store (deleted, or a data directory switched to the other store)
+    // is rebuilt from the whole CommitLog: the checkpoint speaks of the one that was there.
+    let from = if cqs.fresh() { min } else { cp.dispatched.clamp(min, max) };
     for (_, q) in cqs.all() {
         // Retention may have deleted segments and stopped before the ConsumeQueue files.
         q.delete_below_physical(min)?;
@@ -241,6 +239,10 @@ pub(crate) fn recover(
         }
         report.truncated = Some(torn);
     }
+    if let Err(e) = cqs.commit() {
+        tracing::error!(error = %e, "cannot write ConsumeQueue entries during recovery; the dispatcher writes them again");
+        undispatched = Some(from);
+    }
     report.end = end.next;
     report.dispatched = undispatched.unwrap_or(end.next);
     log.set_end(end.next);
@@ -250,9 +252,7 @@ pub(crate) fn recover(
         *t = (*t).max(next);
     }
     log.set_queue_offsets(table);
-    for (_, q) in cqs.all() {
-        q.flush()?;
-    }
+    cqs.flush()?;
     index.flush()?;
     let cp = checkpoint::Checkpoint { dispatched: report.dispatched, written_ms: super::now_ms() };
     crate::files::write_or_skip(&cfg.data_dir.join("checkpoint"), &cp, "checkpoint")?;

@@ -67,6 +67,7 @@ fn cfg(dir: &Path) -> StoreConfig {
         flush_interval_ms: 50,
         commitlog_segment_bytes: SEGMENT,
         consume_queue_entries_per_file: 100_000,
+        consume_queue_store: Default::default(),
         index_slots: 1_000,
         index_max_entries: 100_000,
     }

@@ -5,16 +5,21 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferrocket_store::record::Record;
-use ferrocket_store::FlushDiskType;
+use ferrocket_store::{ConsumeQueueStore, FlushDiskType};
 use ferrocket_store::{Listeners, RecordClass, Store, StoreConfig, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
 
 fn cfg(dir: &Path, flush: FlushDiskType) -> StoreConfig {
+    cfg_with(dir, flush, ConsumeQueueStore::Files)
+}
+
+fn cfg_with(dir: &Path, flush: FlushDiskType, consume_queue_store: ConsumeQueueStore) -> StoreConfig {
     StoreConfig {
         data_dir: dir.to_path_buf(),
         flush_disk_type: flush,
         flush_interval_ms: 50,
         commitlog_segment_bytes: 64 * 1024,
         consume_queue_entries_per_file: 100,
+        consume_queue_store,
         index_slots: 64,
         index_max_entries: 1000,
     }
@@ -97,6 +102,61 @@ fn consume_queues_are_rebuilt_past_the_checkpoint() {
     let store = Store::open(cfg(dir.path(), FlushDiskType::Async), Default::default()).unwrap();
     assert_eq!(store.recovery_report().records, 50);
     assert_eq!(bodies(&store, "t").len(), 50);
+}
+
+/// The LSM store: entries survive a clean restart; a lost store is rebuilt from the whole
+/// CommitLog; without the checkpoint every entry is cut and re-dispatched, with no duplicate and
+/// the queue offsets where they were; a torn tail is cut from it as from the CommitLog.
+#[test]
+fn the_lsm_store_reopens_rebuilds_and_cuts_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let lsm = || cfg_with(dir.path(), FlushDiskType::Async, ConsumeQueueStore::Lsm);
+    let store = Store::open(lsm(), Default::default()).unwrap();
+    let offs = write_n(&store, 200);
+    let end = store.commitlog_end();
+    store.shutdown().unwrap();
+    drop(store);
+    assert!(!dir.path().join("consumequeue").exists(), "no file queue is made");
+    let store = Store::open(lsm(), Default::default()).unwrap();
+    assert_eq!(store.recovery_report().records, 0, "nothing to re-dispatch after a clean stop");
+    assert_eq!((bodies(&store, "t").len(), store.max_queue_offset("t", 0)), (200, 100));
+    assert_eq!(store.query_index("t#key7", 10).len(), 1);
+    store.shutdown().unwrap();
+    drop(store);
+    // The store lost, the checkpoint kept: everything is rebuilt, not just what is past it.
+    std::fs::remove_dir_all(dir.path().join("consumequeue_lsm")).unwrap();
+    let store = Store::open(lsm(), Default::default()).unwrap();
+    assert_eq!((store.recovery_report().records, bodies(&store, "t").len()), (200, 200));
+    assert_eq!(store.query_index("t#key7", 10).len(), 1, "re-indexed once");
+    store.shutdown().unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let store = Store::open(lsm(), Default::default()).unwrap();
+    assert_eq!(store.recovery_report().records, 200);
+    assert_eq!((bodies(&store, "t").len(), store.max_queue_offset("t", 1)), (200, 100));
+    store.shutdown().unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    // Tear the last record (its segment is the last one written).
+    let last = store_segment(dir.path(), offs[199]);
+    let mut bytes = std::fs::read(&last.0).unwrap();
+    for b in &mut bytes[(offs[199] - last.1) as usize + 30..(end - last.1) as usize] {
+        *b = 0;
+    }
+    std::fs::write(&last.0, &bytes).unwrap();
+    let store = Store::open(lsm(), Default::default()).unwrap();
+    assert_eq!(store.recovery_report().truncated.as_ref().map(|t| t.offset), Some(offs[199]));
+    assert_eq!((bodies(&store, "t").len(), store.max_queue_offset("t", 1)), (199, 99));
+    let r = store.append(&mut msg("t", 199), true, RecordClass::Message).unwrap();
+    assert_eq!((r.physical_offset, r.queue_offset), (offs[199], 99));
+    wait_dispatched(&store);
+    assert_eq!(bodies(&store, "t").len(), 200);
+}
+
+/// The CommitLog segment file holding `offset`, and the offset it starts at.
+fn store_segment(dir: &Path, offset: u64) -> (std::path::PathBuf, u64) {
+    let start = offset / (64 * 1024) * (64 * 1024);
+    (dir.join("commitlog").join(format!("{start:020}")), start)
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! ConsumeQueue: per topic and queue, a log of fixed 20-byte entries (CommitLog offset u64, size
-//! u32, tag hash u64), so the n-th message of a queue is found at byte 20·n (RocketMQ
-//! `ConsumeQueue`, `CQ_STORE_UNIT_SIZE`). Written only by the dispatcher.
+//! The file-per-queue ConsumeQueue (RocketMQ's default store): per topic and queue, a log of
+//! fixed 20-byte entries (CommitLog offset u64, size u32, tag hash u64), so the n-th message of
+//! a queue is found at byte 20·n (RocketMQ `ConsumeQueue`, `CQ_STORE_UNIT_SIZE`).
 //!
 //! Beside it, under `consumequeue_ext/<topic>/<queue id>/` (RocketMQ keeps its
 //! `ConsumeQueueExt` there too), an extension of 8 bytes per entry holds the hash of the
@@ -14,11 +14,9 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 
-use parking_lot::RwLock;
-
-use super::mapped_file::MappedFileQueue;
+use super::{CqEntry, QueueKey};
+use crate::mapped_file::MappedFileQueue;
 
 /// Size of one entry, bytes.
 pub const ENTRY_BYTES: u64 = 20;
@@ -27,36 +25,8 @@ pub const EXT_ENTRY_BYTES: u64 = 8;
 /// File under the extension root listing queues older than the extension (see the module doc).
 const LEGACY_FILE: &str = "legacy.json";
 
-/// One ConsumeQueue entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CqEntry {
-    /// CommitLog offset of the message.
-    pub physical_offset: u64,
-    /// Size of its record, bytes.
-    pub size: u32,
-    /// [`tag_hash`] of its tag (0 for none).
-    pub tag_hash: u64,
-}
-
-/// Java's `String.hashCode()` (over UTF-16 code units), which RocketMQ hashes tags, index keys
-/// and message groups with.
-pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(unit as i32))
-}
-
-/// The hash RocketMQ stores for a tag: Java's `String.hashCode()` widened to a long
-/// (`MessageExtBrokerInner.tagsString2tagsCode`), so tag filters can skip without reading the CommitLog.
-pub fn tag_hash(tag: &str) -> u64 {
-    java_string_hash(tag) as i64 as u64
-}
-
-/// The hash kept for a message group: [`tag_hash`] of its name, never 0 (0 means none).
-pub fn message_group_hash(group: &str) -> u64 {
-    tag_hash(group).max(1)
-}
-
-/// One queue of one topic.
-pub struct ConsumeQueue {
+/// One queue of one topic, in its own files.
+pub struct FileQueue {
     files: MappedFileQueue,
     /// Directory of the message-group extension.
     ext_dir: PathBuf,
@@ -70,23 +40,23 @@ pub struct ConsumeQueue {
     /// retention deletes whole ConsumeQueue files, so the first kept file can start with
     /// entries that point at deleted CommitLog segments.
     min: AtomicU64,
-    /// Set by each write, cleared by [`ConsumeQueue::flush`]: a flush pass skips clean queues,
+    /// Set by each write, cleared by [`FileQueue::flush`]: a flush pass skips clean queues,
     /// so it costs what was written, not how many queues exist.
     dirty: AtomicBool,
 }
 
-impl ConsumeQueue {
+impl FileQueue {
     /// Loads (or starts) the queue in `dir` with its message-group extension in `ext_dir` (read
     /// if it exists, created with the first message group); offsets below `ext_from` predate
     /// the extension. Errors: I/O or a malformed segment (named).
-    pub fn load(dir: &Path, ext_dir: &Path, ext_from: u64, entries_per_file: u64) -> io::Result<ConsumeQueue> {
+    pub fn load(dir: &Path, ext_dir: &Path, ext_from: u64, entries_per_file: u64) -> io::Result<FileQueue> {
         let files = MappedFileQueue::load(dir, entries_per_file * ENTRY_BYTES)?;
         let first = files.min_offset().unwrap_or(0) / ENTRY_BYTES;
         let ext = std::sync::OnceLock::new();
         if ext_dir.exists() {
             let _ = ext.set(MappedFileQueue::load(ext_dir, entries_per_file * EXT_ENTRY_BYTES)?);
         }
-        let cq = ConsumeQueue {
+        let cq = FileQueue {
             files,
             ext_dir: ext_dir.to_path_buf(),
             ext,
@@ -106,7 +76,7 @@ impl ConsumeQueue {
         Ok(cq)
     }
 
-    fn entry_in(&self, file: &super::mapped_file::MappedFile, idx: u64) -> CqEntry {
+    fn entry_in(&self, file: &crate::mapped_file::MappedFile, idx: u64) -> CqEntry {
         let b = file.slice(idx * ENTRY_BYTES, ENTRY_BYTES as usize);
         CqEntry {
             physical_offset: u64::from_be_bytes(b[0..8].try_into().expect("8")),
@@ -280,20 +250,23 @@ impl ConsumeQueue {
     }
 }
 
-/// Every ConsumeQueue of a broker, under `consumequeue/<topic>/<queue id>/`, with their
+/// Where the file-per-queue ConsumeQueues live: `consumequeue/<topic>/<queue id>/`, with their
 /// message-group extensions under `consumequeue_ext/`.
-pub struct ConsumeQueueTable {
+pub struct FileRoot {
     root: PathBuf,
     ext_root: PathBuf,
     entries_per_file: u64,
-    queues: RwLock<HashMap<(String, u32), Arc<ConsumeQueue>>>,
 }
 
-impl ConsumeQueueTable {
+impl FileRoot {
     /// Loads every queue under `root`, with the extensions under `ext_root`. The first time
     /// `ext_root` is missing over existing queues, it is created with `legacy.json` listing
     /// them. Errors: I/O or a malformed directory or file (named).
-    pub fn load(root: &Path, ext_root: &Path, entries_per_file: u64) -> io::Result<ConsumeQueueTable> {
+    pub fn load(
+        root: &Path,
+        ext_root: &Path,
+        entries_per_file: u64,
+    ) -> io::Result<(FileRoot, Vec<(QueueKey, FileQueue)>)> {
         std::fs::create_dir_all(root)?;
         let mut dirs = Vec::new();
         for topic in std::fs::read_dir(root)? {
@@ -308,23 +281,23 @@ impl ConsumeQueueTable {
             }
         }
         let legacy_path = ext_root.join(LEGACY_FILE);
-        let mut legacy: HashMap<(String, u32), u64> = HashMap::new();
+        let mut legacy: HashMap<QueueKey, u64> = HashMap::new();
         let upgrading = !ext_root.exists();
         if !upgrading {
             let listed: Vec<(String, u32, u64)> = crate::files::load_json(&legacy_path)?.unwrap_or_default();
             legacy = listed.into_iter().map(|(t, q, from)| ((t, q), from)).collect();
         }
-        let mut queues = HashMap::new();
+        let mut queues = Vec::new();
         let mut found_legacy = Vec::new();
         for (key, dir) in dirs {
             let ext_dir = ext_root.join(&key.0).join(key.1.to_string());
-            let mut q = ConsumeQueue::load(&dir, &ext_dir, legacy.get(&key).copied().unwrap_or(0), entries_per_file)?;
+            let mut q = FileQueue::load(&dir, &ext_dir, legacy.get(&key).copied().unwrap_or(0), entries_per_file)?;
             if upgrading {
                 // Every queue predates the extension: the group is unknown up to its end.
                 q.ext_from = q.max_offset();
                 found_legacy.push((key.0.clone(), key.1, q.ext_from));
             }
-            queues.insert(key, Arc::new(q));
+            queues.push((key, q));
         }
         if upgrading {
             // Made complete beside it and renamed, so a crash never leaves a root without the list.
@@ -334,40 +307,21 @@ impl ConsumeQueueTable {
             crate::files::write_atomic(&tmp.join(LEGACY_FILE), &found_legacy)?;
             std::fs::rename(&tmp, ext_root)?;
         }
-        Ok(ConsumeQueueTable {
-            root: root.to_path_buf(),
-            ext_root: ext_root.to_path_buf(),
-            entries_per_file,
-            queues: RwLock::new(queues),
-        })
+        let me = FileRoot { root: root.to_path_buf(), ext_root: ext_root.to_path_buf(), entries_per_file };
+        Ok((me, queues))
     }
 
-    /// The queue, if it has ever had an entry.
-    pub fn get(&self, topic: &str, queue_id: u32) -> Option<Arc<ConsumeQueue>> {
-        self.queues.read().get(&(topic.to_string(), queue_id)).cloned()
-    }
-
-    /// The queue, created if absent. Errors: I/O.
-    pub fn get_or_create(&self, topic: &str, queue_id: u32) -> io::Result<Arc<ConsumeQueue>> {
-        if let Some(q) = self.get(topic, queue_id) {
-            return Ok(q);
-        }
-        let mut w = self.queues.write();
-        if let Some(q) = w.get(&(topic.to_string(), queue_id)) {
-            return Ok(q.clone());
-        }
+    /// A new queue (its directory is made with its first segment). Errors: I/O.
+    pub fn create(&self, topic: &str, queue_id: u32) -> io::Result<FileQueue> {
         let dir = self.root.join(topic).join(queue_id.to_string());
         let ext_dir = self.ext_root.join(topic).join(queue_id.to_string());
         // Every queue that predates the extension was loaded: a new one is written with it.
-        let q = Arc::new(ConsumeQueue::load(&dir, &ext_dir, 0, self.entries_per_file)?);
-        w.insert((topic.to_string(), queue_id), q.clone());
-        Ok(q)
+        FileQueue::load(&dir, &ext_dir, 0, self.entries_per_file)
     }
 
-    /// Forgets every queue of `topic` and deletes its directory (the topic was deleted).
-    /// Errors: I/O removing the directory (named).
+    /// Deletes the directories of `topic`'s queues and extensions (the topic was deleted).
+    /// Errors: I/O removing a directory (named).
     pub fn remove_topic(&self, topic: &str) -> io::Result<()> {
-        self.queues.write().retain(|(t, _), _| t != topic);
         for dir in [self.root.join(topic), self.ext_root.join(topic)] {
             match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -378,71 +332,62 @@ impl ConsumeQueueTable {
         }
         Ok(())
     }
-
-    /// Every queue with its key.
-    pub fn all(&self) -> Vec<((String, u32), Arc<ConsumeQueue>)> {
-        self.queues.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::message_group_hash;
     use super::*;
-
-    #[test]
-    fn tag_hash_matches_java_string_hash_code() {
-        // Values of "TagA".hashCode() and "".hashCode() in Java; negative hashes sign-extend.
-        assert_eq!(tag_hash(""), 0);
-        assert_eq!(tag_hash("TagA") as i64, 2_598_919);
-        assert_eq!(tag_hash("polygenelubricants") as i64, i32::MIN as i64);
-    }
 
     #[test]
     fn queues_hold_no_file_descriptor_and_flush_only_when_written() {
         let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
         let dir = tempfile::tempdir().unwrap();
-        let table = ConsumeQueueTable::load(&dir.path().join("cq"), &dir.path().join("ext"), 1024).unwrap();
+        let (root, _) = FileRoot::load(&dir.path().join("cq"), &dir.path().join("ext"), 1024).unwrap();
         let before = open_fds();
+        let mut queues = Vec::new();
         for t in 0..300 {
-            let q = table.get_or_create(&format!("t{t}"), 0).unwrap();
+            let q = root.create(&format!("t{t}"), 0).unwrap();
             q.put(0, CqEntry { physical_offset: t, size: 10, tag_hash: 0 }, 0).unwrap();
+            queues.push(q);
         }
         // Other tests open files meanwhile; 300 queues holding one each would show.
         assert!(open_fds() < before + 100, "{} descriptors for 300 queues", open_fds() - before);
-        let q = table.get("t7", 0).unwrap();
+        let q = &queues[7];
         assert!(q.dirty.load(Ordering::Acquire));
         q.flush().unwrap();
         assert!(!q.dirty.load(Ordering::Acquire), "flushed");
         q.put(1, CqEntry { physical_offset: 1000, size: 10, tag_hash: 0 }, 0).unwrap();
         assert!(q.dirty.load(Ordering::Acquire));
-        drop((q, table));
-        let again = ConsumeQueueTable::load(&dir.path().join("cq"), &dir.path().join("ext"), 1024).unwrap();
-        assert_eq!(again.get("t7", 0).unwrap().get(1).unwrap().physical_offset, 1000);
+        drop((queues, root));
+        let (_, again) = FileRoot::load(&dir.path().join("cq"), &dir.path().join("ext"), 1024).unwrap();
+        let t7 = again.iter().find(|(k, _)| k == &("t7".to_string(), 0)).unwrap();
+        assert_eq!(t7.1.get(1).unwrap().physical_offset, 1000);
     }
 
     #[test]
     fn entries_survive_reload_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
-        let cq = ConsumeQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap();
+        let cq = FileQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap();
         for i in 0..10u64 {
             cq.put(i, CqEntry { physical_offset: i * 100, size: 50, tag_hash: i }, 0).unwrap();
         }
         assert_eq!(cq.max_offset(), 10);
         drop(cq);
-        let cq = ConsumeQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap();
+        let cq = FileQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap();
         assert_eq!(cq.max_offset(), 10);
         assert_eq!(cq.get(7).unwrap().physical_offset, 700);
         cq.truncate_from_physical(450).unwrap();
         assert_eq!(cq.max_offset(), 5);
         assert!(cq.get(5).is_none());
         drop(cq);
-        assert_eq!(ConsumeQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap().max_offset(), 5);
+        assert_eq!(FileQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap().max_offset(), 5);
     }
 
     #[test]
     fn delete_below_physical_drops_whole_files_and_moves_the_minimum() {
         let dir = tempfile::tempdir().unwrap();
-        let cq = ConsumeQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap();
+        let cq = FileQueue::load(&dir.path().join("cq"), &dir.path().join("ext"), 0, 4).unwrap();
         for i in 0..10u64 {
             cq.put(i, CqEntry { physical_offset: i * 100, size: 50, tag_hash: 0 }, 0).unwrap();
         }
@@ -462,7 +407,7 @@ mod tests {
     fn message_groups_are_kept_beside_the_queue_without_gaps_and_follow_cuts_and_retention() {
         let dir = tempfile::tempdir().unwrap();
         let (cq_dir, ext_dir) = (dir.path().join("cq"), dir.path().join("ext"));
-        let cq = ConsumeQueue::load(&cq_dir, &ext_dir, 0, 4).unwrap();
+        let cq = FileQueue::load(&cq_dir, &ext_dir, 0, 4).unwrap();
         let e = |i: u64| CqEntry { physical_offset: i * 100, size: 50, tag_hash: 0 };
         for i in 0..6u64 {
             cq.put(i, e(i), 0).unwrap();
@@ -478,7 +423,7 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(&ext_dir).unwrap().count(), 3);
         drop(cq);
-        let cq = ConsumeQueue::load(&cq_dir, &ext_dir, 0, 4).unwrap();
+        let cq = FileQueue::load(&cq_dir, &ext_dir, 0, 4).unwrap();
         assert_eq!(cq.message_group(6), Some(message_group_hash("order-1")));
         assert_eq!((cq.message_group(7), cq.message_group(12)), (Some(0), Some(7)));
         // A cut tail re-dispatched without a group reads as none.
@@ -496,26 +441,26 @@ mod tests {
     fn queues_older_than_the_extension_are_listed_once_and_read_as_unknown() {
         let dir = tempfile::tempdir().unwrap();
         let (cq_root, ext_root) = (dir.path().join("cq"), dir.path().join("ext"));
-        let old = ConsumeQueue::load(&cq_root.join("T").join("0"), &dir.path().join("nowhere"), 0, 4).unwrap();
+        let old = FileQueue::load(&cq_root.join("T").join("0"), &dir.path().join("nowhere"), 0, 4).unwrap();
         for i in 0..3u64 {
             old.put(i, CqEntry { physical_offset: i, size: 1, tag_hash: 0 }, 0).unwrap();
         }
         drop(old);
         for _ in 0..2 {
-            let table = ConsumeQueueTable::load(&cq_root, &ext_root, 4).unwrap();
-            let q = table.get("T", 0).unwrap();
+            let (root, queues) = FileRoot::load(&cq_root, &ext_root, 4).unwrap();
+            let q = &queues.iter().find(|(k, _)| k == &("T".to_string(), 0)).unwrap().1;
             assert_eq!((q.message_group(2), q.message_group(3)), (None, Some(0)));
-            let new = table.get_or_create("U", 0).unwrap();
+            let new = root.create("U", 0).unwrap();
             assert_eq!(new.message_group(0), Some(0));
         }
         table_survives_topic_deletion(&cq_root, &ext_root);
     }
 
     fn table_survives_topic_deletion(cq_root: &Path, ext_root: &Path) {
-        let table = ConsumeQueueTable::load(cq_root, ext_root, 4).unwrap();
-        table.get_or_create("U", 0).unwrap().put(0, CqEntry { physical_offset: 9, size: 1, tag_hash: 0 }, 5).unwrap();
+        let (root, _) = FileRoot::load(cq_root, ext_root, 4).unwrap();
+        root.create("U", 0).unwrap().put(0, CqEntry { physical_offset: 9, size: 1, tag_hash: 0 }, 5).unwrap();
         assert!(ext_root.join("U").exists());
-        table.remove_topic("U").unwrap();
+        root.remove_topic("U").unwrap();
         assert!(!ext_root.join("U").exists() && !cq_root.join("U").exists());
     }
 }
