@@ -455,10 +455,9 @@ def topic_spread_once(topics, seconds, store="files"):
         return r
 
 
-def print_topic_spread(runs, seconds, stores=("files",)):
-    """`topic_spread_once` for 1, 100, 1,000 and 10,000 topics and each ConsumeQueue store in
+def print_topic_spread(runs, seconds, stores=("files",), counts=(1, 100, 1_000, 10_000)):
+    """`topic_spread_once` for each topic count in `counts` and each ConsumeQueue store in
     `stores`, runs interleaved; medians."""
-    counts = (1, 100, 1_000, 10_000)
     # 80,000 file ConsumeQueues are 80,000 memory mappings: above Linux's default vm.max_map_count.
     limit = pathlib.Path("/proc/sys/vm/max_map_count")
     if "files" in stores and int(limit.read_text()) < 262_144:
@@ -466,7 +465,7 @@ def print_topic_spread(runs, seconds, stores=("files",)):
             limit.write_text("262144")
         except OSError as e:
             print(f"vm.max_map_count is {limit.read_text().strip()} and cannot be raised ({e}): 10,000 topics skipped")
-            counts = counts[:-1]
+            counts = [c for c in counts if c < 10_000]
     results = {(s, t): [] for s in stores for t in counts}
     for _ in range(runs):
         for t in counts:
@@ -554,6 +553,8 @@ def main():
                    help="only sends spread over 1, 100, 1,000 and 10,000 topics (and receives over 1 and 100 groups)")
     p.add_argument("--stores", nargs="+", default=["files"], choices=["files", "lsm"],
                    help="ConsumeQueue stores that --topics-only measures, interleaved")
+    p.add_argument("--topic-counts", nargs="+", type=int, default=[1, 100, 1_000, 10_000],
+                   help="topic counts that --topics-only measures")
     p.add_argument("--scheduled-only", type=int, metavar="N",
                    help="only N messages scheduled an hour ahead: memory, lateness while they are pending, restart")
     p.add_argument("--inflight-only", type=int, nargs=2, metavar=("GROUPS", "PER_GROUP"),
@@ -601,7 +602,7 @@ def main():
     if a.memory_only:
         return print_memory()
     if a.topics_only:
-        return print_topic_spread(a.runs, a.seconds, a.stores)
+        return print_topic_spread(a.runs, a.seconds, a.stores, a.topic_counts)
     if a.scheduled_only:
         return print_scheduled(a.scheduled_only, a.runs)
     if a.delivery_only:
