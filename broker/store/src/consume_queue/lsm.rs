@@ -317,19 +317,30 @@ impl LsmQueue {
 
     /// Removes the entries below the first that points at `min_physical` or later, except the
     /// queue's last entry (it keeps the max offset across restarts), and moves the minimum to
-    /// that first entry. Returns the number of entries removed. Errors: I/O.
+    /// that first entry. One scan of what it removes, in batches. Returns the number of entries
+    /// removed. Errors: I/O, or a malformed value.
     pub fn delete_below_physical(&self, min_physical: u64) -> io::Result<u64> {
         self.store.commit()?;
-        let (mut min, max) = (self.min.load(Ordering::Acquire), self.max_offset());
-        let from = min;
-        while min < max && self.store.read(self.number, min).is_none_or(|(e, _)| e.physical_offset < min_physical) {
-            min += 1;
+        let (from, max) = (self.min.load(Ordering::Acquire), self.max_offset());
+        let (mut first_kept, mut removed, mut doomed) = (max, 0, Vec::new());
+        for g in self.store.entries.range(key(self.number, from)..key(self.number, max)) {
+            let (k, v) = g.into_inner().map_err(io_error)?;
+            let offset = offset_of(&k);
+            if decode(&v)?.0.physical_offset >= min_physical {
+                first_kept = offset;
+                break;
+            }
+            if offset + 1 < max {
+                doomed.push(key(self.number, offset));
+                removed += 1;
+                if doomed.len() >= BATCH_ENTRIES {
+                    self.store.remove(doomed.drain(..))?;
+                }
+            }
         }
-        let removed = from..min.min(max.saturating_sub(1));
-        let n = removed.end.saturating_sub(removed.start);
-        self.store.remove(removed.map(|o| key(self.number, o)))?;
-        self.min.fetch_max(min, Ordering::AcqRel);
-        Ok(n)
+        self.store.remove(doomed)?;
+        self.min.fetch_max(first_kept, Ordering::AcqRel);
+        Ok(removed)
     }
 }
 
@@ -393,20 +404,27 @@ mod tests {
         for i in 0..10u64 {
             q.put(i, e(i), 0).unwrap();
         }
+        // A hole (a corrupt record was never dispatched) is passed over like an expired entry.
+        q.put(10, e(10), 0).unwrap();
+        q.put(12, e(12), 0).unwrap();
+        q.put(13, e(13), 0).unwrap();
+        store.commit().unwrap();
         assert_eq!(q.delete_below_physical(550).unwrap(), 6);
         assert_eq!((q.min_offset(), q.get(5), q.get(6)), (6, None, Some(e(6))));
-        assert_eq!(q.delete_below_physical(10_000).unwrap(), 3, "all but the last");
-        assert_eq!((q.min_offset(), q.max_offset(), q.get(9)), (10, 10, None));
+        assert_eq!(q.delete_below_physical(1_150).unwrap(), 5, "6..=10 (11 is a hole)");
+        assert_eq!((q.min_offset(), q.get(12)), (12, Some(e(12))));
+        assert_eq!(q.delete_below_physical(100_000).unwrap(), 1, "all but the last");
+        assert_eq!((q.min_offset(), q.max_offset(), q.get(13)), (14, 14, None));
         drop((q, store));
         let (store, mut queues) = open(dir.path());
         let q = queues.remove(&("T".to_string(), 0)).unwrap();
         // Reopened, the last entry is the first there is; recovery corrects the minimum again.
-        assert_eq!((q.min_offset(), q.max_offset()), (9, 10));
-        q.delete_below_physical(10_000).unwrap();
-        assert_eq!((q.min_offset(), q.get(9)), (10, None));
-        q.put(10, e(10), 0).unwrap();
+        assert_eq!((q.min_offset(), q.max_offset()), (13, 14));
+        q.delete_below_physical(100_000).unwrap();
+        assert_eq!((q.min_offset(), q.get(13)), (14, None));
+        q.put(14, e(14), 0).unwrap();
         store.commit().unwrap();
-        assert_eq!(q.get(10), Some(e(10)));
+        assert_eq!(q.get(14), Some(e(14)));
     }
 
     #[test]
