@@ -420,10 +420,11 @@ def print_transactions(committed, open_, runs, compare_with=None):
 
 
 def topic_spread_once(topics, seconds, store="files"):
-    """One fresh broker with the ConsumeQueue store `store` (`files` or `lsm`): `topics` topics of 8 queues created through the Admin service (timed) and
-    a warm-up batch sent to each, then 32 senders for `seconds` at batch 1 and again at batch 16,
-    every call to the next topic; broker heap after the warm-up and after the runs. With 1 or 100 topics, also receive+ack by one group per topic
-    of 200,000 messages sent to them first."""
+    """One fresh broker with the ConsumeQueue store `store` (`files` or `lsm`): `topics` topics of
+    8 queues created through the Admin service (timed) and a warm-up batch sent to each, then 32
+    senders for `seconds` at batch 1 and again at batch 16, every call to the next topic; broker
+    heap after the warm-up and after the runs. With 1 or 100 topics, also receive+ack by one group
+    per topic of 200,000 messages sent to them first."""
     port = free_port()
     with fresh_broker(f'metrics_listen = "127.0.0.1:{port}"\nconsume_queue_store = "{store}"\n') as (broker, addr):
         idle = rss_mib(broker.pid)[0]

@@ -40,16 +40,7 @@ async fn the_lsm_store_keeps_every_acknowledged_message_across_kill9() {
     assert_eq!(send(&mut c, message("lsm0", "after", vec![b'y'; 10])).await, Code::Ok);
     sent.get_mut("lsm0").unwrap().insert("after".into());
     for (topic, ids) in &sent {
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while got.len() < ids.len() {
-            assert!(Instant::now() < deadline, "{topic}: {} of {} received", got.len(), ids.len());
-            for m in receive(&mut c, "g", topic, secs(60)).await.1 {
-                let sp = m.system_properties.unwrap();
-                assert_eq!(ack(&mut c, "g", topic, sp.receipt_handle.as_deref().unwrap()).await, Code::Ok);
-                got.push(sp.message_id);
-            }
-        }
+        let got = receive_and_ack_ids(&mut c, "g", topic, ids.len()).await;
         let unique: BTreeSet<_> = got.iter().cloned().collect();
         assert_eq!(&unique, ids, "{topic}: what was received is what was acknowledged");
         assert_eq!(got.len(), ids.len(), "{topic}: a message delivered twice");

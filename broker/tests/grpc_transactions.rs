@@ -132,16 +132,7 @@ async fn transactions_survive_kill9_in_the_middle_of_transaction_log_checkpoints
     }
     let committed: std::collections::BTreeSet<_> =
         ended.iter().filter(|(_, (_, r))| *r == Commit).map(|(id, _)| id.clone()).collect();
-    let mut ids = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while ids.len() < committed.len() {
-        assert!(std::time::Instant::now() < deadline, "{} of {} committed delivered", ids.len(), committed.len());
-        for m in receive(&mut c, "g", "txk", secs(60)).await.1 {
-            let sp = m.system_properties.unwrap();
-            assert_eq!(ack(&mut c, "g", "txk", sp.receipt_handle.as_deref().unwrap()).await, Code::Ok);
-            ids.push(sp.message_id);
-        }
-    }
+    let ids = receive_and_ack_ids(&mut c, "g", "txk", committed.len()).await;
     assert_eq!(ids.iter().cloned().collect::<std::collections::BTreeSet<_>>(), committed);
     assert_eq!(ids.len(), committed.len(), "a committed message delivered twice");
     assert_eq!(receive(&mut c, "g", "txk", secs(30)).await.0, Code::MessageNotFound, "nothing more");

@@ -154,6 +154,22 @@ pub async fn receive(
     (code(&status), msgs)
 }
 
+/// Receives and acks `group`'s messages of `topic` until `n` have arrived; returns their message
+/// ids in the order received. Panics if an ack is refused, or after 60 s, naming how many came.
+pub async fn receive_and_ack_ids(c: &mut Client, group: &str, topic: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ids.len() < n {
+        assert!(std::time::Instant::now() < deadline, "{topic}: {} of {n} received", ids.len());
+        for m in receive(c, group, topic, secs(60)).await.1 {
+            let sp = m.system_properties.unwrap();
+            assert_eq!(ack(c, group, topic, sp.receipt_handle.as_deref().unwrap()).await, Code::Ok);
+            ids.push(sp.message_id);
+        }
+    }
+    ids
+}
+
 /// Receives until `n` messages arrived or 10 calls (each a 1 s long poll at most) returned.
 pub async fn receive_n(c: &mut Client, group: &str, topic: &str, n: usize) -> Vec<Message> {
     let mut all = Vec::new();

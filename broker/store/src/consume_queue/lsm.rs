@@ -177,18 +177,15 @@ impl LsmStore {
         Ok(LsmQueue { store: self.clone(), number, max: Arc::new(AtomicU64::new(0)), min: AtomicU64::new(0) })
     }
 
-    /// Deletes a queue's record and entries (its topic was deleted). Errors: I/O.
+    /// Deletes a queue's entries, then its record (its topic was deleted). Errors: I/O.
     pub fn remove_queue(&self, q: &LsmQueue) -> io::Result<()> {
         self.commit()?;
-        let mut batch = self.db.batch();
+        let mut removals = Removals::new(self);
         for g in self.entries.prefix(q.number.to_be_bytes()) {
-            batch.remove(&self.entries, g.key().map_err(io_error)?);
-            if batch.len() >= BATCH_ENTRIES {
-                std::mem::replace(&mut batch, self.db.batch()).commit().map_err(io_error)?;
-            }
+            removals.remove(&self.entries, g.key().map_err(io_error)?)?;
         }
-        batch.remove(&self.queues, q.number.to_be_bytes());
-        batch.commit().map_err(io_error)
+        removals.remove(&self.queues, q.number.to_be_bytes())?;
+        removals.commit()
     }
 
     /// Adds an entry to the pending batch; committed by [`LsmStore::commit`] or once the batch
@@ -250,20 +247,35 @@ impl LsmStore {
             }
         }
     }
+}
 
-    /// Removes `keys` of the entries keyspace in batches. Errors: I/O.
-    fn remove(&self, keys: impl IntoIterator<Item = [u8; KEY_BYTES]>) -> io::Result<()> {
-        let mut batch = self.db.batch();
-        for k in keys {
-            batch.remove(&self.entries, k);
-            if batch.len() >= BATCH_ENTRIES {
-                std::mem::replace(&mut batch, self.db.batch()).commit().map_err(io_error)?;
-            }
+/// Removals written in batches of [`BATCH_ENTRIES`], in order, so a long one holds little
+/// memory.
+struct Removals<'a> {
+    store: &'a LsmStore,
+    batch: OwnedWriteBatch,
+}
+
+impl<'a> Removals<'a> {
+    fn new(store: &'a LsmStore) -> Removals<'a> {
+        Removals { store, batch: store.db.batch() }
+    }
+
+    /// Adds a removal, committing the batch once full. Errors: I/O.
+    fn remove(&mut self, keyspace: &Keyspace, key: impl Into<fjall::UserKey>) -> io::Result<()> {
+        self.batch.remove(keyspace, key);
+        if self.batch.len() >= BATCH_ENTRIES {
+            std::mem::replace(&mut self.batch, self.store.db.batch()).commit().map_err(io_error)?;
         }
-        if batch.is_empty() {
+        Ok(())
+    }
+
+    /// Commits what is left. Errors: I/O.
+    fn commit(self) -> io::Result<()> {
+        if self.batch.is_empty() {
             return Ok(());
         }
-        batch.commit().map_err(io_error)
+        self.batch.commit().map_err(io_error)
     }
 }
 
@@ -302,15 +314,15 @@ impl LsmQueue {
     pub fn truncate_from_physical(&self, physical: u64) -> io::Result<()> {
         self.store.commit()?;
         let (min, mut max) = (self.min_offset(), self.max_offset());
-        let mut cut = Vec::new();
+        let mut cut = Removals::new(&self.store);
         while max > min {
             match self.store.read(self.number, max - 1) {
                 Some((e, _)) if e.physical_offset < physical => break,
-                _ => cut.push(key(self.number, max - 1)),
+                _ => cut.remove(&self.store.entries, key(self.number, max - 1))?,
             }
             max -= 1;
         }
-        self.store.remove(cut)?;
+        cut.commit()?;
         self.max.store(max, Ordering::Release);
         Ok(())
     }
@@ -322,7 +334,7 @@ impl LsmQueue {
     pub fn delete_below_physical(&self, min_physical: u64) -> io::Result<u64> {
         self.store.commit()?;
         let (from, max) = (self.min.load(Ordering::Acquire), self.max_offset());
-        let (mut first_kept, mut removed, mut doomed) = (max, 0, Vec::new());
+        let (mut first_kept, mut removed, mut doomed) = (max, 0, Removals::new(&self.store));
         for g in self.store.entries.range(key(self.number, from)..key(self.number, max)) {
             let (k, v) = g.into_inner().map_err(io_error)?;
             let offset = offset_of(&k);
@@ -331,14 +343,11 @@ impl LsmQueue {
                 break;
             }
             if offset + 1 < max {
-                doomed.push(key(self.number, offset));
+                doomed.remove(&self.store.entries, k)?;
                 removed += 1;
-                if doomed.len() >= BATCH_ENTRIES {
-                    self.store.remove(doomed.drain(..))?;
-                }
             }
         }
-        self.store.remove(doomed)?;
+        doomed.commit()?;
         self.min.fetch_max(first_kept, Ordering::AcqRel);
         Ok(removed)
     }

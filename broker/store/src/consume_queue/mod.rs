@@ -165,10 +165,9 @@ impl ConsumeQueueTable {
     /// Loads every queue of the data directory `data_dir` from `store`. Errors: the directory
     /// holds queues of the other store (both named); I/O or a malformed file (named).
     pub fn load(data_dir: &Path, store: ConsumeQueueStore, entries_per_file: u64) -> io::Result<ConsumeQueueTable> {
-        let (files_dir, lsm_dir) = (data_dir.join(FILES_DIR), data_dir.join(LSM_DIR));
-        let other = match store {
-            ConsumeQueueStore::Files => lsm_dir.clone(),
-            ConsumeQueueStore::Lsm => files_dir.clone(),
+        let (own, other) = match store {
+            ConsumeQueueStore::Files => (data_dir.join(FILES_DIR), data_dir.join(LSM_DIR)),
+            ConsumeQueueStore::Lsm => (data_dir.join(LSM_DIR), data_dir.join(FILES_DIR)),
         };
         if std::fs::read_dir(&other).is_ok_and(|mut d| d.next().is_some()) {
             return Err(io::Error::new(
@@ -181,17 +180,14 @@ impl ConsumeQueueTable {
                 ),
             ));
         }
-        let fresh = !match store {
-            ConsumeQueueStore::Files => files_dir.exists(),
-            ConsumeQueueStore::Lsm => lsm_dir.exists(),
-        };
+        let fresh = !own.exists();
         let (backing, queues): (Backing, Vec<(QueueKey, Kind)>) = match store {
             ConsumeQueueStore::Files => {
-                let (root, qs) = files::FileRoot::load(&files_dir, &data_dir.join(FILES_EXT_DIR), entries_per_file)?;
+                let (root, qs) = files::FileRoot::load(&own, &data_dir.join(FILES_EXT_DIR), entries_per_file)?;
                 (Backing::Files(root), qs.into_iter().map(|(k, q)| (k, Kind::Files(q))).collect())
             }
             ConsumeQueueStore::Lsm => {
-                let store = Arc::new(lsm::LsmStore::open(&lsm_dir)?);
+                let store = Arc::new(lsm::LsmStore::open(&own)?);
                 let qs = store.load_queues()?;
                 (Backing::Lsm(store), qs.into_iter().map(|(k, q)| (k, Kind::Lsm(q))).collect())
             }
