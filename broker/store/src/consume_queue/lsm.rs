@@ -12,9 +12,9 @@
 //!
 //! Writes go into one batch that [`LsmStore::commit`] writes (the dispatcher commits after each
 //! pass, and every [`BATCH_ENTRIES`] entries); a queue's max offset rises only then, so a reader
-//! never sees an offset whose entry it cannot read. The store's own journal makes a commit
-//! survive a crash of the process; [`LsmStore::flush`] fsyncs it before the checkpoint says the
-//! entries are there, and recovery re-dispatches anything later from the CommitLog.
+//! never sees an offset whose entry it cannot read. The store's journal is written through a
+//! buffer: [`LsmStore::flush`] writes and fsyncs it before the checkpoint says the entries are
+//! there, and recovery re-dispatches from the CommitLog whatever a crash lost after that.
 //!
 //! Retention removes the entries below the CommitLog's new minimum but keeps each queue's last
 //! entry, so its max offset survives a restart when everything else of it has expired (the file
