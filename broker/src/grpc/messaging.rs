@@ -246,17 +246,13 @@ impl MessagingService for Messaging {
                     None => sent.next().expect("one result per message sent").map_err(|e| from_broker(&e)),
                 };
                 match result {
-                    Ok(s) => {
-                        let topic = m.topic.as_ref().map_or("", |t| t.name.as_str());
-                        self.broker.metrics().traffic.sent(topic, m.body.len());
-                        SendResultEntry {
-                            status: Some(ok()),
-                            message_id,
-                            transaction_id: s.transaction_id,
-                            offset: s.at.queue_offset as i64,
-                            recall_handle: s.recall_handle,
-                        }
-                    }
+                    Ok(s) => SendResultEntry {
+                        status: Some(ok()),
+                        message_id,
+                        transaction_id: s.transaction_id,
+                        offset: s.at.queue_offset as i64,
+                        recall_handle: s.recall_handle,
+                    },
                     Err(status) => SendResultEntry { status: Some(status), message_id, ..Default::default() },
                 }
             })
@@ -360,10 +356,7 @@ impl MessagingService for Messaging {
                 Err(e) => vec![Content::Status(from_broker(&e))],
                 Ok(got) if got.is_empty() => vec![Content::Status(status(Code::MessageNotFound, "no new message"))],
                 Ok(got) => std::iter::once(Content::Status(ok()))
-                    .chain(got.iter().map(|d| {
-                        broker.metrics().traffic.delivered(&d.record.topic, d.record.body.len());
-                        Content::Message(to_wire(d, &namespace))
-                    }))
+                    .chain(got.iter().map(|d| Content::Message(to_wire(d, &namespace))))
                     .collect(),
             };
             finish(&tx, items).await;
@@ -473,10 +466,7 @@ impl MessagingService for Messaging {
         };
         let head = if msgs.is_empty() { status(Code::MessageNotFound, "no new message") } else { ok() };
         let items: Vec<Result<PullMessageResponse, tonic::Status>> = std::iter::once(Content::Status(head))
-            .chain(msgs.iter().map(|m| {
-                self.broker.metrics().traffic.delivered(&m.topic, m.body.len());
-                Content::Message(super::convert::record_to_wire(m, None, &namespace))
-            }))
+            .chain(msgs.iter().map(|m| Content::Message(super::convert::record_to_wire(m, None, &namespace))))
             .chain([Content::NextOffset(next as i64)])
             .map(|c| Ok(PullMessageResponse { content: Some(c) }))
             .collect();

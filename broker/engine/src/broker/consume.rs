@@ -268,6 +268,7 @@ impl Broker {
                 st.mark_acked(off);
             }
         }
+        self.metrics.traffic.delivered(out.iter().map(|d| (d.record.topic.as_str(), d.record.body.len())));
         Ok(out)
     }
 
@@ -646,6 +647,7 @@ impl Broker {
                 Err(e) => unreadable(topic, q, off, &e),
             }
         }
+        self.metrics.traffic.delivered(out.iter().map(|r| (r.topic.as_str(), r.body.len())));
         Ok((out, next))
     }
 
@@ -862,5 +864,57 @@ mod tests {
             assert_eq!(got.unwrap(), 2);
         });
         assert_eq!(b.committed_offset("b", "T", 0), Some(1));
+    }
+
+    /// Sends and deliveries are counted in the engine, so every front end's are, and under the
+    /// topic sent to, also for a half or a scheduled message (stored under a system topic).
+    #[test]
+    fn traffic_is_counted_by_the_topic_sent_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Broker::open(Config {
+            data_dir: dir.path().to_path_buf(),
+            auto_create_topic: true,
+            default_queue_count: 1,
+            ..Config::default()
+        })
+        .unwrap();
+        let out = |topic: &str, body: &[u8], ty, deliver_at_ms| Outgoing {
+            record: Record { topic: topic.into(), body: body.to_vec(), ..Default::default() },
+            ty,
+            deliver_at_ms,
+            check_type: false,
+        };
+        let mut batch = [
+            out("T", b"abc", MessageType::Normal, None),
+            out("T", b"abcd", MessageType::Transaction, None),
+            out("T", b"ab", MessageType::Delay, Some(now_ms() + 3_600_000)),
+            out("U", b"a", MessageType::Normal, None),
+            out("T", b"abcde", MessageType::Normal, None),
+        ];
+        assert!(block(b.send_batch(&mut batch, "producer")).iter().all(Result::is_ok));
+        let text = b.metrics().encode();
+        for line in [
+            "ferrocket_messages_in_total{topic=\"T\"} 4",
+            "ferrocket_bytes_in_total{topic=\"T\"} 14",
+            "ferrocket_messages_in_total{topic=\"U\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.store().max_queue_offset("T", 0) < 2 || b.store().max_queue_offset("U", 0) < 1 {
+            assert!(Instant::now() < deadline, "dispatcher did not catch up");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let got = b.receive(Consumer { group: "g", client_id: "c" }, "T", &Filter::ALL, 10, 60_000).unwrap();
+        assert_eq!(got.len(), 2, "the plain messages; the half and the scheduled one are not due");
+        assert_eq!(b.pull("U", 0, 0, 10, &Filter::ALL).unwrap().0.len(), 1);
+        let text = b.metrics().encode();
+        for line in [
+            "ferrocket_messages_out_total{topic=\"T\"} 2",
+            "ferrocket_bytes_out_total{topic=\"T\"} 8",
+            "ferrocket_messages_out_total{topic=\"U\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }

@@ -55,6 +55,18 @@ pub struct Sent {
     pub recall_handle: String,
 }
 
+/// The batch as runs of messages of one topic: (topic, indexes), one topic name per run.
+fn topic_runs(batch: &[Outgoing]) -> Vec<(String, std::ops::Range<usize>)> {
+    let mut runs: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+    for (i, m) in batch.iter().enumerate() {
+        match runs.last_mut() {
+            Some((t, run)) if *t == m.record.topic => run.end = i + 1,
+            _ => runs.push((m.record.topic.clone(), i..i + 1)),
+        }
+    }
+    runs
+}
+
 /// Turns every `Ok` of a request's results into the one durability error `e` that they share.
 fn fail_stored<T>(results: &mut [Result<T, BrokerError>], e: BrokerError) {
     let e = std::sync::Arc::new(e);
@@ -112,6 +124,8 @@ impl Broker {
     /// stored but not made durable gets the durability error (it may still be delivered: a
     /// client retry can store it twice, as in RocketMQ).
     pub async fn send_batch(&self, batch: &mut [Outgoing], producer: &str) -> Vec<Result<Sent, BrokerError>> {
+        // The topics as sent: appending renames a half or scheduled message's topic.
+        let topics = topic_runs(batch);
         let mut last = 0;
         let mut results: Vec<Result<Sent, BrokerError>> = batch
             .iter_mut()
@@ -140,6 +154,12 @@ impl Broker {
                 fail_stored(&mut results, e);
             }
         }
+        let stored = |i: &usize| results[*i].is_ok();
+        self.metrics.traffic.sent(
+            topics
+                .iter()
+                .flat_map(|(t, run)| run.clone().filter(stored).map(|i| (t.as_str(), batch[i].record.body.len()))),
+        );
         results
     }
 
