@@ -809,20 +809,26 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
     }
 
-    /// One group's receive and ack lock only that group's queue: with another group's queue
-    /// held (as an ack appending its record holds it), they still complete.
-    #[test]
-    fn a_receive_or_ack_never_waits_on_another_groups_queue() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = Broker::open(Config {
-            data_dir: dir.path().to_path_buf(),
+    /// A broker on `dir` that auto-creates topics of one queue and runs no periodic snapshot or
+    /// retention pass during a test.
+    fn open(dir: &std::path::Path) -> Arc<Broker> {
+        Broker::open(Config {
+            data_dir: dir.to_path_buf(),
             auto_create_topic: true,
             default_queue_count: 1,
             consumer_snapshot_interval_ms: 3_600_000,
             clean_interval_ms: 3_600_000,
             ..Config::default()
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    /// One group's receive and ack lock only that group's queue: with another group's queue
+    /// held (as an ack appending its record holds it), they still complete.
+    #[test]
+    fn a_receive_or_ack_never_waits_on_another_groups_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path());
         for _ in 0..3 {
             let record = Record { topic: "T".into(), ..Default::default() };
             let mut batch = [Outgoing { record, ty: MessageType::Normal, deliver_at_ms: None, check_type: true }];
@@ -871,13 +877,7 @@ mod tests {
     #[test]
     fn traffic_is_counted_by_the_topic_sent_to() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Broker::open(Config {
-            data_dir: dir.path().to_path_buf(),
-            auto_create_topic: true,
-            default_queue_count: 1,
-            ..Config::default()
-        })
-        .unwrap();
+        let b = open(dir.path());
         let out = |topic: &str, body: &[u8], ty, deliver_at_ms| Outgoing {
             record: Record { topic: topic.into(), body: body.to_vec(), ..Default::default() },
             ty,
@@ -892,14 +892,17 @@ mod tests {
             out("T", b"abcde", MessageType::Normal, None),
         ];
         assert!(block(b.send_batch(&mut batch, "producer")).iter().all(Result::is_ok));
-        let text = b.metrics().encode();
-        for line in [
+        let counted = |lines: [&str; 3]| {
+            let text = b.metrics().encode();
+            for line in lines {
+                assert!(text.contains(line), "{line} not in\n{text}");
+            }
+        };
+        counted([
             "ferrocket_messages_in_total{topic=\"T\"} 4",
             "ferrocket_bytes_in_total{topic=\"T\"} 14",
             "ferrocket_messages_in_total{topic=\"U\"} 1",
-        ] {
-            assert!(text.contains(line), "{line} not in\n{text}");
-        }
+        ]);
         let deadline = Instant::now() + Duration::from_secs(10);
         while b.store().max_queue_offset("T", 0) < 2 || b.store().max_queue_offset("U", 0) < 1 {
             assert!(Instant::now() < deadline, "dispatcher did not catch up");
@@ -908,13 +911,10 @@ mod tests {
         let got = b.receive(Consumer { group: "g", client_id: "c" }, "T", &Filter::ALL, 10, 60_000).unwrap();
         assert_eq!(got.len(), 2, "the plain messages; the half and the scheduled one are not due");
         assert_eq!(b.pull("U", 0, 0, 10, &Filter::ALL).unwrap().0.len(), 1);
-        let text = b.metrics().encode();
-        for line in [
+        counted([
             "ferrocket_messages_out_total{topic=\"T\"} 2",
             "ferrocket_bytes_out_total{topic=\"T\"} 8",
             "ferrocket_messages_out_total{topic=\"U\"} 1",
-        ] {
-            assert!(text.contains(line), "{line} not in\n{text}");
-        }
+        ]);
     }
 }
