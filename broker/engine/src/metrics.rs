@@ -47,10 +47,10 @@ pub struct SlaveLabel {
 pub struct TrafficMetrics {
     /// Messages stored by a send (gRPC SendMessage, Remoting SEND_MESSAGE and its batch).
     pub messages_in: Family<TopicLabel, Counter>,
-    /// Body bytes stored by SendMessage.
+    /// Body bytes of those messages.
     pub bytes_in: Family<TopicLabel, Counter>,
-    /// Messages handed to consumers (gRPC ReceiveMessage and PullMessage, Remoting PULL_MESSAGE),
-    /// redeliveries included.
+    /// Messages handed to consumers (gRPC ReceiveMessage and PullMessage, Remoting POP_MESSAGE
+    /// and PULL_MESSAGE), redeliveries included.
     pub messages_out: Family<TopicLabel, Counter>,
     /// Body bytes handed to consumers.
     pub bytes_out: Family<TopicLabel, Counter>,

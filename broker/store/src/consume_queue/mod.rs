@@ -218,15 +218,15 @@ impl ConsumeQueueTable {
             return Ok(q);
         }
         let mut w = self.queues.write();
-        let queues = w.entry(topic.to_string()).or_default();
-        if let Some(q) = queues.get(&queue_id) {
+        if let Some(q) = w.get(topic).and_then(|qs| qs.get(&queue_id)) {
             return Ok(q.clone());
         }
         let q = Arc::new(ConsumeQueue(match &self.backing {
             Backing::Files(root) => Kind::Files(root.create(topic, queue_id)?),
             Backing::Lsm(store) => Kind::Lsm(store.create(topic, queue_id)?),
         }));
-        queues.insert(queue_id, q.clone());
+        // Listed only once created: a failed create leaves no empty topic behind.
+        w.entry(topic.to_string()).or_default().insert(queue_id, q.clone());
         Ok(q)
     }
 
