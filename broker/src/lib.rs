@@ -4,7 +4,8 @@
 //!
 //! - [`grpc`]: the RocketMQ 5.x `MessagingService`, the Admin service and the master's side of
 //!   replication; handlers validate requests, call the engine and translate its results.
-//! - [`namesrv`]: the nameserver role (route table) and the master election controller.
+//! - [`namesrv`]: the nameserver role (route table); [`controller`]: the master election
+//!   controller a nameserver may run, a Raft group.
 //! - [`cluster`]: every loop that talks to another process (registration, controller client,
 //!   slave session).
 //! - [`server`]: running a broker process; [`port`] and [`tls`]: what a gRPC port accepts (TLS
@@ -16,6 +17,7 @@
 pub mod bench;
 pub mod checkback;
 pub mod cluster;
+pub mod controller;
 pub mod grpc;
 pub mod namesrv;
 pub mod port;

@@ -71,13 +71,13 @@ pub async fn run(mut cfg: Config, standalone: bool) -> anyhow::Result<()> {
     let _ = opened.set(broker.clone());
     let clients = Arc::new(Clients::default());
     // One for every connection to another Ferrocket process: the CA file is read here, once.
-    let dialer = crate::cluster::dialer(&broker)?;
+    let dialer = crate::cluster::dialer(broker.config(), broker.auth())?;
     let nameservers =
         (!cfg.namesrv_addrs.is_empty()).then(|| Nameservers::new(cfg.namesrv_addrs.clone(), dialer.clone()));
     // Both idle while the role does not need them (a promotion or demotion switches them over).
     crate::cluster::slave::spawn_slave(broker.clone(), dialer.clone(), nameservers.clone(), stop_rx.clone());
-    if let Some(addr) = &cfg.controller_addr {
-        crate::cluster::controller_client::spawn(broker.clone(), &dialer, addr.clone(), stop_rx.clone());
+    if cfg.controller_addr.is_some() {
+        crate::cluster::controller_client::spawn(broker.clone(), &dialer, cfg.controller_addrs(), stop_rx.clone());
     }
     if let Some(ns) = &nameservers {
         registration::spawn(broker.clone(), ns.clone(), registered, stop_rx.clone());

@@ -161,10 +161,12 @@ def broker_factory():
     brokers = []
     tmp = tempfile.TemporaryDirectory(prefix="ferrocket-e2e-")
 
-    def make(mode="standalone", **config):
+    def make(mode="standalone", start=True, **config):
+        """A process of `mode` with `config`; started unless `start` is False (its port and data
+        dir are chosen either way, so peers can name it first)."""
         b = Broker(pathlib.Path(tmp.name) / f"data-{len(brokers)}", mode, **config)
         brokers.append(b)
-        return b.start()
+        return b.start() if start else b
 
     yield make
     for b in brokers:

@@ -37,10 +37,23 @@ def in_sync(ns, group, *brokers):
         b.endpoint for b in brokers)
 
 
-def failover_cluster(broker_factory, replication):
-    controller = broker_factory("namesrv", enable_controller=True)
-    ns = [controller, broker_factory("namesrv")]
-    common = dict(namesrv_addrs=[n.endpoint for n in ns], controller_addr=controller.endpoint,
+def failover_cluster(broker_factory, replication, controllers=1):
+    """Nameservers and two broker groups (g-a, g-b), each a master and a slave, with
+    `replication`. With one controller the first of two nameservers runs it; with 3 every
+    nameserver is a member of the controller's Raft group (member i+1 is ns[i]) and brokers are
+    given all of them."""
+    if controllers == 1:
+        ns = [broker_factory("namesrv", enable_controller=True), broker_factory("namesrv")]
+        controller_addr = ns[0].endpoint
+    else:
+        ns = [broker_factory("namesrv", start=False) for _ in range(controllers)]
+        peers = [f"{i + 1}={n.endpoint}" for i, n in enumerate(ns)]
+        for i, n in enumerate(ns):
+            n.config.update(enable_controller=True, controller_peers=peers, controller_id=i + 1)
+        for n in ns:
+            n.start()
+        controller_addr = ";".join(n.endpoint for n in ns)
+    common = dict(namesrv_addrs=[n.endpoint for n in ns], controller_addr=controller_addr,
                   replication=replication, min_in_sync_replicas=1, ha_sync_timeout_ms=3000,
                   heartbeat_interval_ms=1000)
     groups = {}
@@ -179,4 +192,60 @@ def test_async_failover_loses_at_most_a_short_measured_tail(broker_factory, tmp_
     REPORTS.mkdir(parents=True, exist_ok=True)
     (REPORTS / "failover-async.json").write_text(json.dumps(report, indent=1))
     print("ASYNC failover:", report)
+
+
+def leader(ns):
+    """The controller group's leader as `cluster status` shows it ({id, term, members}), or None."""
+    return cluster_status(*ns).get("controller_leader")
+
+
+def test_controller_group_survives_its_leader_and_then_a_master_being_killed(broker_factory, tmp_path):
+    """Three controllers as one Raft group: kill -9 the leader and another member leads within
+    5 s with the table intact; then kill a SYNC master mid-stream: its slave is elected within
+    10 s by the remaining two, and no acknowledged message is lost."""
+    ns, groups = failover_cluster(broker_factory, "sync", controllers=3)
+    first = wait_for(lambda: leader(ns), 30, "a controller leader")
+    before = view(ns, "g-a")
+    victim = ns[first["id"] - 1]
+    phase(f"killing controller leader {first['id']} (term {first['term']})")
+    victim.kill9()
+    killed = time.monotonic()
+    new = wait_for(lambda: (l := leader(ns)) and l["id"] != first["id"] and l, 30, "another controller leader")
+    took = time.monotonic() - killed
+    phase(f"controller {new['id']} leads in term {new['term']} after {took:.1f} s")
+    assert took <= 5, f"a new controller leader took {took:.1f} s"
+    assert new["term"] > first["term"]
+    after = view(ns, "g-a")
+    assert (after["epoch"], after["master"], after["sync_state_set"]) == (
+        before["epoch"], before["master"], before["sync_state_set"]), (before, after)
+    stream, t = kill_master_mid_stream(ns, groups, tmp_path)
+    assert t["elected_s"] <= 10, f"election took {t['elected_s']:.1f} s"
+    ok = stream.oks()
+    missing = {m["id"] for m in ok} - received_ids([groups["g-a"][1], groups["g-b"][0]], "check-group")
+    assert not missing, f"{len(missing)} of {len(ok)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"
+    # The killed member returns as a follower of the group.
+    victim.start()
+    assert leader([victim]) is None, "a returning member must not answer as leader"
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    (REPORTS / "failover-controller-group.json").write_text(json.dumps({
+        "controller_leader_after_s": round(took, 2), "acknowledged": len(ok), "lost": 0,
+        "elected_after_s": round(t["elected_s"], 2), "sends_resumed_after_s": round(t["resumed_s"], 2)}, indent=1))
+
+
+def test_a_single_controllers_state_file_is_imported_on_first_start(broker_factory):
+    """A nameserver upgraded from the single-file controller keeps its epochs: the old
+    `controller.json` becomes the group's first entry, and is renamed once imported."""
+    n = broker_factory("namesrv", start=False, enable_controller=True)
+    n.data_dir.mkdir(parents=True)
+    state = {"g-x": {"epoch": 7, "master": "127.0.0.1:1", "sync_state_set": ["127.0.0.1:1", "127.0.0.1:2"]}}
+    (n.data_dir / "controller.json").write_text(json.dumps(state))
+    n.start()
+    v = wait_for(lambda: view([n], "g-x"), 30, "the imported group")
+    assert (v["epoch"], v["master"], sorted(v["sync_state_set"])) == (7, "127.0.0.1:1", ["127.0.0.1:1", "127.0.0.1:2"])
+    assert not (n.data_dir / "controller.json").exists()
+    assert (n.data_dir / "controller.json.imported").exists()
+    # It is in the Raft log now: a restart keeps it without the file.
+    n.kill9()
+    n.start()
+    assert wait_for(lambda: view([n], "g-x"), 30, "the group after a restart")["epoch"] == 7
 

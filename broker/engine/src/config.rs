@@ -181,12 +181,23 @@ pub struct Config {
     /// broker id 0).
     pub ha_master_addr: Option<String>,
     /// Nameserver: also run the master election controller (RocketMQ
-    /// `enableControllerInNamesrv`), keeping its state in `<data_dir>/controller.json`. Run it in
-    /// one nameserver only: it is the single place epochs are decided.
+    /// `enableControllerInNamesrv`), keeping its Raft log and snapshots in
+    /// `<data_dir>/controller/`. Alone (no `controller_peers`) it is a one-member group; a
+    /// `<data_dir>/controller.json` from before is imported on its first start.
     pub enable_controller: bool,
-    /// Broker: the controller's `host:port`. Set, the broker takes its role (master or slave, and
-    /// whose slave) from the controller instead of `broker_role`, and is read-only until the
-    /// controller has answered; `broker_id` 0 makes it the preferred first master.
+    /// Nameserver with `enable_controller`: every member of the controller's Raft group, each
+    /// `id=host:port` (ids above 0, each once; the address is that nameserver's gRPC port, which
+    /// the members dial). 3 members keep electing with 1 down, 5 with 2 (RocketMQ 5's DLedger
+    /// controller, `controllerDLegerPeers`). Empty: a one-member group. Fixed for the group's
+    /// life: members cannot be added or removed while it runs.
+    pub controller_peers: Vec<String>,
+    /// This nameserver's id in `controller_peers` (RocketMQ `controllerDLegerSelfId`).
+    pub controller_id: u64,
+    /// Broker: the controller's `host:port`, or every member's, separated by `;` or `,` (RocketMQ
+    /// `controllerAddr`); the broker follows the members' redirects to their leader. Set, the
+    /// broker takes its role (master or slave, and whose slave) from the controller instead of
+    /// `broker_role`, and is read-only until the controller has answered; `broker_id` 0 makes it
+    /// the preferred first master.
     pub controller_addr: Option<String>,
     /// How often a broker heartbeats the controller, ms (1 s).
     pub controller_heartbeat_interval_ms: u64,
@@ -304,6 +315,8 @@ impl Default for Config {
             ha_max_lag_ms: 15_000,
             ha_master_addr: None,
             enable_controller: false,
+            controller_peers: Vec::new(),
+            controller_id: 0,
             controller_addr: None,
             controller_heartbeat_interval_ms: 1_000,
             controller_heartbeat_timeout_ms: 4_000,
@@ -432,6 +445,9 @@ impl Config {
                 && self.controller_heartbeat_timeout_ms > self.controller_heartbeat_interval_ms,
             "controller_heartbeat_timeout_ms must be larger than controller_heartbeat_interval_ms (> 0)"
         );
+        if self.enable_controller {
+            self.controller_members()?;
+        }
         ensure!(
             self.tls_cert_file.is_some() == self.tls_key_file.is_some(),
             "tls_cert_file and tls_key_file must be set together"
@@ -469,6 +485,41 @@ impl Config {
             index_slots: self.index_slots,
             index_max_entries: self.index_max_entries,
         }
+    }
+
+    /// The controller group's members from `controller_peers`, by id: with none, this process
+    /// alone as member 1 at its advertised address. Errors: an entry that is not `id=host:port`,
+    /// an id of 0 or given twice, or `controller_id` not among them.
+    pub fn controller_members(&self) -> anyhow::Result<std::collections::BTreeMap<u64, String>> {
+        use anyhow::{ensure, Context};
+        if self.controller_peers.is_empty() {
+            return Ok([(1, self.advertised())].into());
+        }
+        let mut members = std::collections::BTreeMap::new();
+        for peer in &self.controller_peers {
+            let (id, addr) = peer.split_once('=').context(format!("controller_peers: {peer:?} is not id=host:port"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .ok()
+                .filter(|i| *i > 0)
+                .context(format!("controller_peers: {peer:?} needs an id above 0"))?;
+            ensure!(addr.contains(':'), "controller_peers: {peer:?} is not id=host:port");
+            ensure!(members.insert(id, addr.trim().to_string()).is_none(), "controller_peers: id {id} is given twice");
+        }
+        ensure!(
+            members.contains_key(&self.controller_id),
+            "controller_id {} is not among controller_peers {:?}",
+            self.controller_id,
+            self.controller_peers
+        );
+        Ok(members)
+    }
+
+    /// The controller addresses from `controller_addr` (`;` or `,` separated), in order.
+    pub fn controller_addrs(&self) -> Vec<String> {
+        let list = self.controller_addr.as_deref().unwrap_or("");
+        list.split([';', ',']).map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect()
     }
 
     /// The `host:port` clients should dial to reach this broker.
@@ -539,5 +590,22 @@ mod tests {
         assert_eq!((cfg.replication, cfg.broker_role), (Replication::Sync, BrokerRole::Slave));
         let err = format!("{:#}", load_file("replication = \"SYNC\"\n").unwrap_err());
         assert!(err.contains("replication") && err.contains("`async`") && err.contains("`sync`"), "{err}");
+    }
+
+    #[test]
+    fn controller_peers_and_addresses_parse_and_bad_ones_are_refused_by_name() {
+        let ok = "enable_controller = true\ncontroller_id = 2\ncontroller_peers = [\"1=a:1\", \"2=b:1\", \"3=c:1\"]\n";
+        let members = load_file(ok).unwrap().controller_members().unwrap();
+        assert_eq!(members.into_iter().collect::<Vec<_>>(), [(1, "a:1".into()), (2, "b:1".into()), (3, "c:1".into())]);
+        for bad in ["[\"1=a:1\", \"1=b:1\"]", "[\"0=a:1\"]", "[\"a:1\"]", "[\"1=a:1\", \"3=c:1\"]"] {
+            let text = format!("enable_controller = true\ncontroller_id = 2\ncontroller_peers = {bad}\n");
+            let err = format!("{:#}", load_file(&text).unwrap_err());
+            assert!(err.contains("controller_"), "{bad}: {err}");
+        }
+        // Alone, the controller is member 1; a broker splits RocketMQ's list.
+        let alone = load_file("enable_controller = true\n").unwrap();
+        assert_eq!(alone.controller_members().unwrap().len(), 1);
+        let broker = load_file("controller_addr = \"a:1; b:1,c:1\"\n").unwrap();
+        assert_eq!(broker.controller_addrs(), ["a:1", "b:1", "c:1"]);
     }
 }

@@ -122,12 +122,13 @@ impl Nameservers {
             .collect())
     }
 
-    /// The controller's broker groups, from the first nameserver that runs it (the others
-    /// answer UNIMPLEMENTED). Errors: see [`Self::ask`].
-    pub async fn controller_groups(&self) -> anyhow::Result<Vec<ControllerGroup>> {
+    /// The controller's broker groups and its leader, from the first nameserver that answers:
+    /// the controller group's leader (members that are not answer UNAVAILABLE, nameservers
+    /// without a controller UNIMPLEMENTED). Errors: see [`Self::ask`].
+    pub async fn controller(&self) -> anyhow::Result<ListControllerGroupsResponse> {
         use crate::namesrv::controller_client::ControllerClient;
         self.ask(|ch| async move {
-            ControllerClient::new(ch).list_groups(ListControllerGroupsRequest {}).await.map(|r| r.into_inner().groups)
+            ControllerClient::new(ch).list_groups(ListControllerGroupsRequest {}).await.map(|r| r.into_inner())
         })
         .await
     }
@@ -203,8 +204,9 @@ pub async fn cluster_status(ns: &Nameservers) -> anyhow::Result<ClusterStatusRes
     for a in asks {
         brokers.push(a.await?);
     }
-    let controller = ns.controller_groups().await.unwrap_or_default();
-    Ok(ClusterStatusResponse { brokers, controller })
+    let leader = ns.controller().await.ok();
+    let controller = leader.as_ref().map(|l| l.groups.clone()).unwrap_or_default();
+    Ok(ClusterStatusResponse { brokers, controller, controller_leader: leader })
 }
 
 /// One broker group's members as routes show them: the master (id 0 with the highest epoch)

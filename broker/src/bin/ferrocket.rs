@@ -352,7 +352,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
         .with_writer(std::io::stderr)
         // Colours only on a terminal: not into files, journald or `kubectl logs`.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -802,7 +804,14 @@ fn print_cluster_status(status: &ClusterStatusResponse, json: bool) -> anyhow::R
                         "max_offset": m.max_offset, "silent_ms": m.silent_ms})).collect::<Vec<_>>()})
             })
             .collect();
-        println!("{}", serde_json::json!({ "brokers": brokers, "controller": controller }));
+        let leader = status
+            .controller_leader
+            .as_ref()
+            .map(|l| serde_json::json!({"id": l.leader_id, "term": l.term, "members": l.members}));
+        println!(
+            "{}",
+            serde_json::json!({ "brokers": brokers, "controller": controller, "controller_leader": leader })
+        );
         return Ok(());
     }
     println!(
@@ -836,6 +845,9 @@ fn print_cluster_status(status: &ClusterStatusResponse, json: bool) -> anyhow::R
             s.topics.len(),
             ago
         );
+    }
+    if let Some(l) = &status.controller_leader {
+        println!("\ncontroller leader: member {} in term {} of {}", l.leader_id, l.term, l.members.join(", "));
     }
     if !status.controller.is_empty() {
         println!("\ncontroller: {:<16} {:>5} {:<22} in-sync set", "group", "epoch", "master");

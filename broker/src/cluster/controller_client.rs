@@ -1,9 +1,11 @@
 //! With a controller, the loop that keeps a broker's role (RocketMQ 5 `ReplicasManager`): it
 //! heartbeats the controller every `controller_heartbeat_interval_ms`, becomes master or slave as
 //! the controller's view says, and, as master, proposes in-sync set changes to the controller
-//! before relying on them.
+//! before relying on them. With a controller group it talks to the leader: a member that is not
+//! the leader names it ([`LEADER_HEADER`]), and a member that does not answer is passed over for
+//! the next in `controller_addr`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use crate::proto::dial::Dialer;
 use crate::proto::signing::SignedChannel;
 
 use crate::broker::Broker;
+use crate::controller::service::LEADER_HEADER;
 use crate::proto::namesrv::controller_client::ControllerClient;
 use crate::proto::namesrv::{AlterSyncStateSetRequest, ControllerHeartbeat, GroupView};
 
@@ -21,19 +24,77 @@ const SYNC_SET_CHECK: Duration = Duration::from_millis(200);
 /// Longest one controller call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs `broker`'s controller loop until `stopping` turns true. Errors are logged once per
-/// outage; while the controller cannot be reached the broker keeps its role (a master goes on
-/// serving: a controller outage must not stop writes, and no one else can be elected meanwhile).
-/// `dialer` reaches the controller.
-pub fn spawn(broker: Arc<Broker>, dialer: &Dialer, controller_addr: String, mut stopping: watch::Receiver<bool>) {
-    let channel = match dialer.endpoint(&controller_addr) {
-        Ok(c) => c.connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT).connect_lazy(),
-        Err(e) => {
-            tracing::error!(controller = %controller_addr, error = %format!("{e:#}"), "cannot dial the controller; the broker stays read-only");
-            return;
+/// The controller group as one broker sees it: every member's address, a lazily connected client
+/// to each, and which one it believes leads.
+struct Controllers {
+    addrs: Vec<String>,
+    clients: HashMap<String, ControllerClient<SignedChannel>>,
+    current: String,
+    dialer: Dialer,
+}
+
+impl Controllers {
+    fn client(&mut self, addr: &str) -> Result<ControllerClient<SignedChannel>, tonic::Status> {
+        if let Some(c) = self.clients.get(addr) {
+            return Ok(c.clone());
         }
+        let channel = self
+            .dialer
+            .endpoint(addr)
+            .map_err(|e| tonic::Status::invalid_argument(format!("cannot dial the controller {addr}: {e:#}")))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        let c = ControllerClient::with_interceptor(channel, self.dialer.signer());
+        self.clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Runs `call` on the member believed to lead; on a redirect, on the leader it names; on any
+    /// other failure, on the next member. At most one try per member, plus one redirect each.
+    /// Errors: the last member's, when none answered.
+    async fn call<T, Fut>(&mut self, call: impl Fn(ControllerClient<SignedChannel>) -> Fut) -> Result<T, tonic::Status>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last = tonic::Status::unavailable("no controller address configured");
+        for _ in 0..self.addrs.len() * 2 {
+            let addr = self.current.clone();
+            match call(self.client(&addr)?).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+                    ) =>
+                {
+                    let hint = e.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(String::from);
+                    self.current = match hint {
+                        Some(leader) if leader != addr => leader,
+                        _ => {
+                            let i = self.addrs.iter().position(|a| *a == addr).map_or(0, |i| i + 1);
+                            self.addrs[i % self.addrs.len()].clone()
+                        }
+                    };
+                    last = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Runs `broker`'s controller loop until `stopping` turns true. Errors are logged once per
+/// outage; while no controller leader can be reached the broker keeps its role (a master goes on
+/// serving: a controller outage must not stop writes, and no one else can be elected meanwhile).
+/// `dialer` reaches the controller members at `addrs` (`controller_addr`).
+pub fn spawn(broker: Arc<Broker>, dialer: &Dialer, addrs: Vec<String>, mut stopping: watch::Receiver<bool>) {
+    let Some(first) = addrs.first().cloned() else {
+        tracing::error!("controller_addr names no address; the broker stays read-only");
+        return;
     };
-    let mut client = ControllerClient::with_interceptor(channel, dialer.signer());
+    let mut controllers = Controllers { addrs, clients: HashMap::new(), current: first, dialer: dialer.clone() };
     tokio::spawn(async move {
         let interval = Duration::from_millis(broker.config().controller_heartbeat_interval_ms);
         let mut last_heartbeat: Option<tokio::time::Instant> = None;
@@ -41,24 +102,24 @@ pub fn spawn(broker: Arc<Broker>, dialer: &Dialer, controller_addr: String, mut 
         loop {
             if last_heartbeat.is_none_or(|t| t.elapsed() >= interval) {
                 last_heartbeat = Some(tokio::time::Instant::now());
-                match heartbeat(&broker, &mut client).await {
+                match heartbeat(&broker, &mut controllers).await {
                     Ok(view) => {
                         if failing {
-                            tracing::info!(controller = %controller_addr, "controller reachable again");
+                            tracing::info!(controller = %controllers.current, "controller reachable again");
                             failing = false;
                         }
                         apply(&broker, view).await;
                     }
                     Err(e) if !failing => {
-                        tracing::warn!(controller = %controller_addr, error = %e, "controller heartbeat failed; keeping the current role");
+                        tracing::warn!(controllers = ?controllers.addrs, error = %e.message(), "controller heartbeat failed; keeping the current role");
                         failing = true;
                     }
                     Err(_) => {}
                 }
             }
             if broker.role().is_master() {
-                if let Err(e) = maintain_sync_set(&broker, &mut client).await {
-                    tracing::warn!(error = %e, "in-sync set change refused; asking the controller again");
+                if let Err(e) = maintain_sync_set(&broker, &mut controllers).await {
+                    tracing::warn!(error = %e.message(), "in-sync set change refused; asking the controller again");
                     last_heartbeat = None;
                 }
             }
@@ -70,7 +131,7 @@ pub fn spawn(broker: Arc<Broker>, dialer: &Dialer, controller_addr: String, mut 
     });
 }
 
-async fn heartbeat(broker: &Broker, client: &mut ControllerClient<SignedChannel>) -> Result<GroupView, tonic::Status> {
+async fn heartbeat(broker: &Broker, controllers: &mut Controllers) -> Result<GroupView, tonic::Status> {
     let cfg = broker.config();
     let hb = ControllerHeartbeat {
         broker_name: cfg.broker_name.clone(),
@@ -79,7 +140,12 @@ async fn heartbeat(broker: &Broker, client: &mut ControllerClient<SignedChannel>
         max_offset: broker.store().commitlog_end(),
         preferred_master: cfg.broker_id == 0,
     };
-    Ok(client.heartbeat(hb).await?.into_inner())
+    controllers
+        .call(|mut c| {
+            let hb = hb.clone();
+            async move { c.heartbeat(hb).await }
+        })
+        .await
 }
 
 /// Takes the role the controller's view gives this broker.
@@ -110,7 +176,7 @@ async fn apply(broker: &Arc<Broker>, view: GroupView) {
 /// As master: if the slaves in sync now differ from the set the controller confirmed, proposes
 /// the new set and, once accepted, waits on it. Errors: the controller refused (this broker was
 /// fenced) or could not be reached (the confirmed set stays: sends keep waiting on it).
-async fn maintain_sync_set(broker: &Broker, client: &mut ControllerClient<SignedChannel>) -> Result<(), tonic::Status> {
+async fn maintain_sync_set(broker: &Broker, controllers: &mut Controllers) -> Result<(), tonic::Status> {
     let replicas = broker.replicas();
     let live = replicas.in_sync(broker.store().commitlog_end());
     if replicas.confirmed().as_ref() == Some(&live) {
@@ -126,7 +192,12 @@ async fn maintain_sync_set(broker: &Broker, client: &mut ControllerClient<Signed
         epoch: role.epoch,
         sync_state_set: set.iter().cloned().collect(),
     };
-    let view = client.alter_sync_state_set(req).await?.into_inner();
+    let view = controllers
+        .call(|mut c| {
+            let req = req.clone();
+            async move { c.alter_sync_state_set(req).await }
+        })
+        .await?;
     if broker.role() == role {
         tracing::info!(in_sync = ?view.sync_state_set, epoch = view.epoch, "in-sync set changed");
         broker.confirm_sync_set(view.sync_state_set.into_iter().filter(|e| *e != me).collect());

@@ -104,7 +104,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Registration and the controller are for the cluster's own brokers and its operators.
     let refused = Family::<RefusalLabel, Counter>::default();
-    let super_only = SuperOnly::new(Arc::new(Auth::load(&cfg, None)?), refused.clone());
+    let auth = Arc::new(Auth::load(&cfg, None)?);
+    let super_only = SuperOnly::new(auth.clone(), refused.clone());
     if let Some(addr) = cfg.metrics_listen {
         let t = table.clone();
         let metrics = Arc::new(move || render_metrics(&t.lock(), &refused));
@@ -124,16 +125,21 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             }
         }
     });
-    let controller = match cfg.enable_controller {
-        true => Some(InterceptedService::new(
-            super::controller_service::ControllerService::start(&cfg)?,
-            super_only.clone(),
-        )),
-        false => None,
+    let (controller, raft) = match cfg.enable_controller {
+        true => {
+            let dialer = crate::cluster::dialer(&cfg, &auth)?;
+            let s = crate::controller::service::start(&cfg, dialer).await?;
+            (
+                Some(InterceptedService::new(s.controller, super_only.clone())),
+                Some(InterceptedService::new(s.raft, super_only.clone())),
+            )
+        }
+        false => (None, None),
     };
     let server = tonic::transport::Server::builder()
         .add_service(NamesrvServer::with_interceptor(service, super_only))
         .add_optional_service(controller)
+        .add_optional_service(raft)
         .serve_with_incoming_shutdown(incoming, async move {
             crate::http::shutdown_signal().await;
             let _ = stop_tx.send(true);

@@ -23,13 +23,22 @@ pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Opti
 /// directory), so a crash leaves either the old or the new contents. For small files people read
 /// (topics, groups, the checkpoint). Errors: I/O.
 pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    write_atomic_with(path, 0o644, |w| serde_json::to_writer_pretty(w, value))
+    write_atomic_with(path, 0o644, |w| Ok(serde_json::to_writer_pretty(w, value)?))
+}
+
+/// [`write_atomic`] for contents `write` produces itself (a binary log, say). Errors: I/O,
+/// including what `write` returns.
+pub fn write_atomic_raw(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> io::Result<()>,
+) -> io::Result<()> {
+    write_atomic_with(path, 0o644, write)
 }
 
 /// [`write_atomic`] for a file only this process's user may read (mode 0600): secrets, such as
 /// the users' secret keys. Errors: I/O.
 pub fn write_atomic_private<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    write_atomic_with(path, 0o600, |w| serde_json::to_writer_pretty(w, value))
+    write_atomic_with(path, 0o600, |w| Ok(serde_json::to_writer_pretty(w, value)?))
 }
 
 /// [`write_atomic`] for files whose loss costs only time (the checkpoint, the state snapshot:
@@ -37,7 +46,7 @@ pub fn write_atomic_private<T: Serialize>(path: &Path, value: &T) -> io::Result<
 /// is skipped and `false` returned, logged once per run of failures under `what`; a later
 /// success is logged too. Errors: any other I/O error.
 pub fn write_or_skip<T: Serialize>(path: &Path, value: &T, what: &'static str) -> io::Result<bool> {
-    let r = write_atomic_with(path, 0o644, |w| serde_json::to_writer(w, value));
+    let r = write_atomic_with(path, 0o644, |w| Ok(serde_json::to_writer(w, value)?));
     Ok(skip_if_full(path, what, r)?.is_some())
 }
 
@@ -75,7 +84,7 @@ pub fn is_no_space(e: &io::Error) -> bool {
 fn write_atomic_with(
     path: &Path,
     mode: u32,
-    write: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> serde_json::Result<()>,
+    write: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> io::Result<()>,
 ) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -84,7 +93,7 @@ fn write_atomic_with(
         let _ = std::fs::remove_file(&tmp);
         let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         let mut w = io::BufWriter::new(file);
-        write(&mut w).map_err(|e| io::Error::new(e.io_error_kind().unwrap_or(io::ErrorKind::Other), e))?;
+        write(&mut w)?;
         w.flush()?;
         w.get_ref().sync_all()?;
         std::fs::rename(&tmp, path)

@@ -1,0 +1,296 @@
+//! A controller member: its Raft node (openraft, over [`LogStore`] and [`Machine`]), the election
+//! scan its leader runs, and the `ferrocket.v1.Controller` service brokers call. Only the leader
+//! answers, after a majority confirmed it still leads (openraft's `ensure_linearizable`, reused
+//! for a lease far shorter than the followers' own), so a leader cut off from the others never
+//! hands out a stale view; the others refuse with UNAVAILABLE and name the leader in
+//! [`LEADER_HEADER`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use parking_lot::Mutex;
+use tonic::{Request, Response, Status};
+
+use super::elector::Elector;
+use super::log_store::LogStore;
+use super::machine::Machine;
+use super::network::{Network, RaftService};
+use super::state::{view, Answer, Decision, Groups, Refusal};
+use super::Raft;
+use crate::config::Config;
+use crate::proto::dial::Dialer;
+use crate::proto::namesrv::controller_raft_server::ControllerRaftServer;
+use crate::proto::namesrv::controller_server::{self, ControllerServer};
+use crate::proto::namesrv::*;
+use crate::store::files::load_json;
+
+/// Response metadata naming the leader's `host:port`, on a follower's UNAVAILABLE.
+pub const LEADER_HEADER: &str = "x-ferrocket-controller-leader";
+
+/// Longest a leader waits for a majority to confirm it still leads, or to commit a decision.
+const QUORUM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Raft's election timeout, ms (up to twice this): a dead leader is replaced within about three
+/// times it, since followers also refuse votes for twice it after last hearing from the leader.
+const ELECTION_TIMEOUT_MIN_MS: u64 = 600;
+/// How long a majority's confirmation that this member leads is relied on. Followers refuse any
+/// other candidate for `2 * ELECTION_TIMEOUT_MIN_MS` after their last append from the leader,
+/// and the confirmation's clock starts before it was asked for, so no other member can have
+/// been elected within it.
+const LEASE: Duration = Duration::from_millis(ELECTION_TIMEOUT_MIN_MS / 2);
+
+/// One member of the controller group.
+pub struct ControllerNode {
+    id: u64,
+    members: BTreeMap<u64, String>,
+    raft: Raft,
+    machine: Machine,
+    /// The elector of the term this member leads in (reset whenever it takes office).
+    elector: Mutex<Option<(u64, Elector)>>,
+    /// When a majority last confirmed this member leads (the instant before it asked), and in
+    /// which term.
+    confirmed: Mutex<Option<(Instant, u64)>>,
+    timeout: Duration,
+    /// A single controller's table from before (`controller.json`), until it is imported.
+    legacy: tokio::sync::Mutex<Option<(PathBuf, Groups)>>,
+}
+
+/// The gRPC services of a started member: `Controller` for brokers, `ControllerRaft` for the
+/// other members.
+pub struct Services {
+    /// The service brokers and the CLI call.
+    pub controller: ControllerServer<ControllerService>,
+    /// The members' Raft traffic.
+    pub raft: ControllerRaftServer<RaftService>,
+}
+
+/// Starts this nameserver's controller member: opens `<data_dir>/controller/`, joins (or, on a
+/// first start, initializes) the group of `controller_peers`, and runs the election scan every
+/// half `controller_heartbeat_interval_ms`. `dialer` reaches the other members. Errors: the
+/// members are misconfigured, the log, snapshot or a `controller.json` to import is damaged (each
+/// named), or openraft refuses its configuration.
+pub async fn start(cfg: &Config, dialer: Dialer) -> anyhow::Result<Services> {
+    let members = cfg.controller_members()?;
+    let id = if cfg.controller_peers.is_empty() { 1 } else { cfg.controller_id };
+    let dir = cfg.data_dir.join("controller");
+    let legacy_path = cfg.data_dir.join("controller.json");
+    let legacy = load_json::<Groups>(&legacy_path)?.map(|g| (legacy_path, g));
+    let raft_config = openraft::Config {
+        cluster_name: "ferrocket-controller".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max: 2 * ELECTION_TIMEOUT_MIN_MS,
+        install_snapshot_timeout: 3_000,
+        // A chunk travels as a JSON array of numbers (up to 4 bytes a byte): keep it well under
+        // tonic's 4 MiB message limit.
+        snapshot_max_chunk_size: 256 * 1024,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(1_000),
+        max_in_snapshot_log_to_keep: 100,
+        ..Default::default()
+    }
+    .validate()?;
+    let log = LogStore::open(&dir)?;
+    let machine = Machine::open(&dir)?;
+    let raft = Raft::new(id, Arc::new(raft_config), Network { dialer }, log, machine.clone()).await?;
+    if !raft.is_initialized().await? {
+        let nodes: BTreeMap<u64, BasicNode> = members.iter().map(|(i, a)| (*i, BasicNode::new(a))).collect();
+        // Every member initializing with the same membership is safe (openraft `initialize`).
+        if let Err(e) = raft.initialize(nodes).await {
+            tracing::info!(error = %e, "controller group already initialized elsewhere");
+        }
+    }
+    let timeout = Duration::from_millis(cfg.controller_heartbeat_timeout_ms);
+    tracing::info!(id, ?members, dir = %dir.display(), timeout_ms = cfg.controller_heartbeat_timeout_ms, "controller member started");
+    let node = Arc::new(ControllerNode {
+        id,
+        members,
+        raft: raft.clone(),
+        machine,
+        elector: Mutex::new(None),
+        confirmed: Mutex::new(None),
+        timeout,
+        legacy: tokio::sync::Mutex::new(legacy),
+    });
+    let scan = node.clone();
+    let every = Duration::from_millis(cfg.controller_heartbeat_interval_ms.clamp(50, 1_000) / 2);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            scan.scan().await;
+        }
+    });
+    Ok(Services {
+        controller: ControllerServer::new(ControllerService { node }),
+        raft: ControllerRaftServer::new(RaftService { raft }),
+    })
+}
+
+/// UNAVAILABLE naming the leader (if known) in [`LEADER_HEADER`].
+fn not_leader(f: &ForwardToLeader<u64, BasicNode>) -> Status {
+    let leader = f.leader_node.as_ref().map(|n| n.addr.clone());
+    let mut status = Status::unavailable(match &leader {
+        Some(addr) => format!("this controller member is not the leader; the leader is {addr}"),
+        None => "this controller member is not the leader, and no leader is known yet".to_string(),
+    });
+    if let Some(v) = leader.and_then(|a| a.parse().ok()) {
+        status.metadata_mut().insert(LEADER_HEADER, v);
+    }
+    status
+}
+
+impl ControllerNode {
+    /// Confirms this member leads, with a majority (bounded by [`QUORUM_TIMEOUT`]; a confirmation
+    /// younger than [`LEASE`] is reused), and returns its term. Errors: UNAVAILABLE, naming the
+    /// leader if another member leads.
+    async fn lead(&self) -> Result<u64, Status> {
+        let term = self.raft.metrics().borrow().current_term;
+        let fresh = |c: &Option<(Instant, u64)>| c.is_some_and(|(at, t)| t == term && at.elapsed() < LEASE);
+        if fresh(&self.confirmed.lock()) {
+            self.import().await?;
+            return Ok(term);
+        }
+        let asked = Instant::now();
+        match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Err(_) => return Err(Status::unavailable("the controller leader cannot reach a majority of its group")),
+            Ok(Err(e)) => {
+                return Err(match e.forward_to_leader() {
+                    Some(f) => not_leader(f),
+                    None => Status::unavailable(format!("controller: {e}")),
+                });
+            }
+            Ok(Ok(_)) => {}
+        }
+        // The term read before asking: if it changed meanwhile this member led in neither for
+        // sure, so the next call asks again.
+        *self.confirmed.lock() = Some((asked, term));
+        self.import().await?;
+        Ok(term)
+    }
+
+    /// Runs `f` on the elector of `term`, a fresh one if this member just took office (every
+    /// master then gets the full timeout from now).
+    fn with_elector<T>(&self, term: u64, f: impl FnOnce(&mut Elector) -> T) -> T {
+        let mut slot = self.elector.lock();
+        if slot.as_ref().is_none_or(|(t, _)| *t != term) {
+            *slot = Some((term, Elector::new(Instant::now(), self.timeout)));
+        }
+        f(&mut slot.as_mut().expect("set above").1)
+    }
+
+    /// Commits `d` and returns what applying it answered. Errors: UNAVAILABLE when this member
+    /// no longer leads (naming the leader) or no majority commits it within the bound.
+    async fn decide(&self, d: Decision) -> Result<Answer, Status> {
+        match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.client_write(d)).await {
+            Err(_) => Err(Status::unavailable("the controller decision was not committed in time")),
+            Ok(Ok(r)) => Ok(r.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(not_leader(&f)),
+            Ok(Err(e)) => Err(Status::unavailable(format!("controller: {e}"))),
+        }
+    }
+
+    /// On the leader, once: adopts a single controller's `controller.json` if the group holds no
+    /// broker group yet, then renames it `controller.json.imported`. Errors: the import was not
+    /// committed (tried again on the next call).
+    async fn import(&self) -> Result<(), Status> {
+        let mut legacy = self.legacy.lock().await;
+        let Some((path, groups)) = legacy.as_ref() else { return Ok(()) };
+        if self.machine.groups().is_empty() {
+            match self.decide(Decision::Import(groups.clone())).await? {
+                Ok(_) => {
+                    tracing::warn!(file = %path.display(), groups = groups.len(), "single controller state imported")
+                }
+                Err(e) => tracing::warn!(file = %path.display(), reason = %e, "single controller state not imported"),
+            }
+        }
+        let done = path.with_extension("json.imported");
+        if let Err(e) = std::fs::rename(path, &done) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot rename the imported controller state");
+        }
+        *legacy = None;
+        Ok(())
+    }
+
+    /// One election scan, on the leader only: commits every election the elector decides.
+    async fn scan(&self) {
+        let term = {
+            let m = self.raft.metrics().borrow().clone();
+            if m.state != ServerState::Leader {
+                return;
+            }
+            m.current_term
+        };
+        if self.import().await.is_err() {
+            return;
+        }
+        let groups = self.machine.groups();
+        for d in self.with_elector(term, |e| e.scan(&groups, Instant::now())) {
+            match self.decide(d.clone()).await {
+                Ok(Ok(r)) => tracing::warn!(decision = ?d, epoch = r.epoch, master = %r.master, "master elected"),
+                Ok(Err(e)) => tracing::info!(refused = %e, "election not applied"),
+                Err(e) => tracing::warn!(error = %e.message(), "election not committed; retrying on the next scan"),
+            }
+        }
+    }
+}
+
+/// The `Controller` service over one member.
+#[derive(Clone)]
+pub struct ControllerService {
+    node: Arc<ControllerNode>,
+}
+
+#[tonic::async_trait]
+impl controller_server::Controller for ControllerService {
+    async fn heartbeat(&self, req: Request<ControllerHeartbeat>) -> Result<Response<GroupView>, Status> {
+        let hb = req.into_inner();
+        if hb.broker_name.is_empty() || hb.endpoint.is_empty() {
+            return Err(Status::invalid_argument("a controller heartbeat needs broker_name and endpoint"));
+        }
+        let node = &self.node;
+        let term = node.lead().await?;
+        let groups = node.machine.groups();
+        if let Some(d) = node.with_elector(term, |e| e.heard(&groups, &hb, Instant::now())) {
+            match node.decide(d).await? {
+                Ok(r) => {
+                    tracing::warn!(group = %hb.broker_name, master = %r.master, epoch = r.epoch, "first master elected")
+                }
+                Err(e) => tracing::info!(refused = %e, "first election not applied"),
+            }
+        }
+        Ok(Response::new(view(&node.machine.groups(), &hb.broker_name)))
+    }
+
+    async fn alter_sync_state_set(
+        &self,
+        req: Request<AlterSyncStateSetRequest>,
+    ) -> Result<Response<GroupView>, Status> {
+        let r = req.into_inner();
+        self.node.lead().await?;
+        let set: BTreeSet<String> = r.sync_state_set.into_iter().collect();
+        let d = Decision::AlterSyncStateSet { group: r.broker_name.clone(), master: r.master, epoch: r.epoch, set };
+        match self.node.decide(d).await? {
+            Ok(_) => Ok(Response::new(view(&self.node.machine.groups(), &r.broker_name))),
+            Err(e @ (Refusal::Fenced { .. } | Refusal::NoMaster(_))) => Err(Status::failed_precondition(e.to_string())),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn list_groups(
+        &self,
+        _req: Request<ListControllerGroupsRequest>,
+    ) -> Result<Response<ListControllerGroupsResponse>, Status> {
+        let node = &self.node;
+        let term = node.lead().await?;
+        let groups = node.machine.groups();
+        Ok(Response::new(ListControllerGroupsResponse {
+            groups: node.with_elector(term, |e| e.list(&groups, Instant::now())),
+            leader_id: node.id,
+            term,
+            members: node.members.iter().map(|(i, a)| format!("{i}={a}")).collect(),
+        }))
+    }
+}
