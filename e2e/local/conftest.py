@@ -111,15 +111,17 @@ def free_port():
 class Broker:
     """A `ferrocket` process with its own data dir; restartable on the same port and data."""
 
-    def __init__(self, data_dir, mode="standalone", **config):
+    def __init__(self, data_dir, mode="standalone", host=None, **config):
+        """`host`: (network namespace, address) to run in (netns.py), instead of 127.0.0.1."""
         self.data_dir = pathlib.Path(data_dir)
         self.mode = mode
+        self.netns, addr = host or (None, "127.0.0.1")
         self.port = free_port()
-        self.endpoint = f"127.0.0.1:{self.port}"
+        self.endpoint = f"{addr}:{self.port}"
         # Remoting: the broker's port, and the standalone nameserver's (a namesrv serves
         # Remoting on its gRPC port).
-        self.remoting = f"127.0.0.1:{free_port()}"
-        self.namesrv = self.endpoint if mode == "namesrv" else f"127.0.0.1:{free_port()}"
+        self.remoting = f"{addr}:{free_port()}"
+        self.namesrv = self.endpoint if mode == "namesrv" else f"{addr}:{free_port()}"
         self.config = {"min_invisible_ms": 1000, "consumer_snapshot_interval_ms": 1000,
                        "remoting_listen": self.remoting, "remoting_namesrv_listen": self.namesrv, **config}
         self.proc = None
@@ -128,8 +130,10 @@ class Broker:
     def start(self, timeout=30):
         cfg = self.data_dir.parent / f"broker-{self.port}.toml"
         cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in self.config.items()))
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            [str(BIN), self.mode, "--config", str(cfg), "--listen", self.endpoint, "--data-dir", str(self.data_dir)],
+            [*inside, str(BIN), self.mode, "--config", str(cfg), "--listen", self.endpoint, "--data-dir",
+             str(self.data_dir)],
             stdout=subprocess.PIPE, stderr=open(self.log, "ab"), text=True,
         )
         ready = threading.Event()

@@ -37,16 +37,24 @@ def in_sync(ns, group, *brokers):
         b.endpoint for b in brokers)
 
 
-def failover_cluster(broker_factory, replication, controllers=1):
+HOSTS = ["c1", "c2", "c3", "g-a-0", "g-a-1", "g-b-0", "g-b-1"]
+
+
+def failover_cluster(broker_factory, replication, controllers=1, net=None):
     """Nameservers and two broker groups (g-a, g-b), each a master and a slave, with
     `replication`. With one controller the first of two nameservers runs it; with 3 every
     nameserver is a member of the controller's Raft group (member i+1 is ns[i]) and brokers are
-    given all of them."""
+    given all of them. With `net` (netns.Net with HOSTS), each process runs on its own host:
+    nameserver i on `c<i+1>`, broker id k of group g on `<g>-<k>`."""
+
+    def on(host):
+        return (net.ns(host), net.addr(host)) if net else None
+
     if controllers == 1:
         ns = [broker_factory("namesrv", enable_controller=True), broker_factory("namesrv")]
         controller_addr = ns[0].endpoint
     else:
-        ns = [broker_factory("namesrv", start=False) for _ in range(controllers)]
+        ns = [broker_factory("namesrv", start=False, host=on(f"c{i + 1}")) for i in range(controllers)]
         peers = [f"{i + 1}={n.endpoint}" for i, n in enumerate(ns)]
         for i, n in enumerate(ns):
             n.config.update(enable_controller=True, controller_peers=peers, controller_id=i + 1)
@@ -58,8 +66,8 @@ def failover_cluster(broker_factory, replication, controllers=1):
                   heartbeat_interval_ms=1000)
     groups = {}
     for name in ("g-a", "g-b"):
-        master = broker_factory("broker", broker_name=name, broker_id=0, **common)
-        slave = broker_factory("broker", broker_name=name, broker_id=1, **common)
+        master = broker_factory("broker", broker_name=name, broker_id=0, host=on(f"{name}-0"), **common)
+        slave = broker_factory("broker", broker_name=name, broker_id=1, host=on(f"{name}-1"), **common)
         groups[name] = (master, slave)
     for name, (master, slave) in groups.items():
         wait_for(lambda: in_sync(ns, name, master, slave), 60, f"{name}: master elected and its slave in sync")

@@ -50,8 +50,8 @@ impl Controllers {
         Ok(c)
     }
 
-    /// Runs `call` on the member believed to lead; on a redirect, on the leader it names; on any
-    /// other failure, on the next member. At most one try per member, plus one redirect each.
+    /// Runs `call` on the member believed to lead; on a redirect, on the leader it names; on a
+    /// failure that is not [`is_final`], on the next member. At most one try per member, plus one redirect each.
     /// Errors: the last member's, when none answered.
     async fn call<T, Fut>(&mut self, call: impl Fn(ControllerClient<SignedChannel>) -> Fut) -> Result<T, tonic::Status>
     where
@@ -62,12 +62,9 @@ impl Controllers {
             let addr = self.current.clone();
             match call(self.client(&addr)?).await {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(e)
-                    if matches!(
-                        e.code(),
-                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
-                    ) =>
-                {
+                // The member answered for itself (a refusal that would be the same anywhere).
+                Err(e) if is_final(&e) => return Err(e),
+                Err(e) => {
                     let hint = e.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(String::from);
                     self.current = match hint {
                         Some(leader) if leader != addr => leader,
@@ -78,11 +75,17 @@ impl Controllers {
                     };
                     last = e;
                 }
-                Err(e) => return Err(e),
             }
         }
         Err(last)
     }
+}
+
+/// True for an answer any member would give alike (fenced, malformed, refused credentials);
+/// anything else (a redirect, a timeout, a member without a controller) is worth the next one.
+fn is_final(e: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    matches!(e.code(), FailedPrecondition | InvalidArgument | PermissionDenied | Unauthenticated)
 }
 
 /// Runs `broker`'s controller loop until `stopping` turns true. Errors are logged once per
