@@ -91,7 +91,13 @@ class Net:
             self.heal(*pair)
 
     def close(self):
-        """Removes the namespaces (their veths go with them) and the bridge."""
+        """Removes the veths, the namespaces and the bridge (a namespace whose processes still
+        run lives on until they exit, so its veth is removed by name)."""
+        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+        for line in links.splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name.startswith(f"{self.prefix}v"):
+                ip("link", "del", name, check=False)
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
         for ns in listed:
             if ns.startswith(f"{self.prefix}-"):

@@ -201,6 +201,11 @@ pub struct Config {
     pub controller_addr: Option<String>,
     /// How often a broker heartbeats the controller, ms (1 s).
     pub controller_heartbeat_interval_ms: u64,
+    /// A master with a controller that has had no answer from it for this long (counted from the
+    /// last heartbeat it answered) refuses writes until it answers again, ms (3 s). Below
+    /// `controller_heartbeat_timeout_ms`, so a master cut off stops before a successor can be
+    /// elected: two masters never take writes at once.
+    pub ha_fence_after_ms: u64,
     /// A master silent this long is replaced from its in-sync set, ms (4 s; with the 1 s heartbeat
     /// a new master is serving within about 5 s of a crash).
     pub controller_heartbeat_timeout_ms: u64,
@@ -320,6 +325,7 @@ impl Default for Config {
             controller_addr: None,
             controller_heartbeat_interval_ms: 1_000,
             controller_heartbeat_timeout_ms: 4_000,
+            ha_fence_after_ms: 3_000,
             metrics_listen: None,
             tls_mode: TlsMode::Permissive,
             tls_cert_file: None,
@@ -444,6 +450,11 @@ impl Config {
             self.controller_heartbeat_interval_ms > 0
                 && self.controller_heartbeat_timeout_ms > self.controller_heartbeat_interval_ms,
             "controller_heartbeat_timeout_ms must be larger than controller_heartbeat_interval_ms (> 0)"
+        );
+        ensure!(
+            self.ha_fence_after_ms > 0 && self.ha_fence_after_ms < self.controller_heartbeat_timeout_ms,
+            "ha_fence_after_ms must be above 0 and below controller_heartbeat_timeout_ms (a master cut off must stop \
+             before a successor can be elected)"
         );
         if self.enable_controller {
             self.controller_members()?;

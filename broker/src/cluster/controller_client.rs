@@ -9,6 +9,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio::sync::watch;
 
 use crate::proto::dial::Dialer;
@@ -98,20 +100,30 @@ pub fn spawn(broker: Arc<Broker>, dialer: &Dialer, addrs: Vec<String>, mut stopp
         return;
     };
     let mut controllers = Controllers { addrs, clients: HashMap::new(), current: first, dialer: dialer.clone() };
+    // When the last heartbeat the controller answered was sent: the controller heard from this
+    // broker no earlier than that.
+    let answered = Arc::new(parking_lot::Mutex::new(None::<Instant>));
+    spawn_fence(broker.clone(), answered.clone(), stopping.clone());
     tokio::spawn(async move {
         let interval = Duration::from_millis(broker.config().controller_heartbeat_interval_ms);
-        let mut last_heartbeat: Option<tokio::time::Instant> = None;
+        let mut last_heartbeat: Option<Instant> = None;
         let mut failing = false;
         loop {
             if last_heartbeat.is_none_or(|t| t.elapsed() >= interval) {
-                last_heartbeat = Some(tokio::time::Instant::now());
+                let sent = Instant::now();
+                last_heartbeat = Some(sent);
                 match heartbeat(&broker, &mut controllers).await {
                     Ok(view) => {
+                        *answered.lock() = Some(sent);
                         if failing {
                             tracing::info!(controller = %controllers.current, "controller reachable again");
                             failing = false;
                         }
+                        let still_master = view.master == broker.config().advertised();
                         apply(&broker, view).await;
+                        if still_master {
+                            broker.fence(false);
+                        }
                     }
                     Err(e) if !failing => {
                         tracing::warn!(controllers = ?controllers.addrs, error = %e.message(), "controller heartbeat failed; keeping the current role");
@@ -129,6 +141,30 @@ pub fn spawn(broker: Arc<Broker>, dialer: &Dialer, addrs: Vec<String>, mut stopp
             tokio::select! {
                 _ = tokio::time::sleep(SYNC_SET_CHECK) => {}
                 _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}
+
+/// Fences the master (see [`Broker::fence`]) once `ha_fence_after_ms` have passed since the
+/// last heartbeat the controller answered was sent, checked every 100 ms whatever the heartbeat
+/// calls are doing, until `stopping`.
+fn spawn_fence(
+    broker: Arc<Broker>,
+    answered: Arc<parking_lot::Mutex<Option<Instant>>>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let after = Duration::from_millis(broker.config().ha_fence_after_ms);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let silent = answered.lock().is_none_or(|t| t.elapsed() >= after);
+            if silent && broker.role().is_master() && !broker.is_fenced() {
+                broker.fence(true);
             }
         }
     });

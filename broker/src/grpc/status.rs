@@ -39,6 +39,8 @@ pub fn from_broker(e: &BrokerError) -> Status {
         BrokerError::Store(StoreError::ShutDown) => Code::InternalServerError,
         // RocketMQ answers a full disk with SERVICE_NOT_AVAILABLE, which clients retry elsewhere.
         BrokerError::DiskFull { .. } | BrokerError::Store(StoreError::NoSpace(_)) => Code::InternalServerError,
+        // Retried elsewhere as well: another group, or this one once its master is known again.
+        BrokerError::Fenced => Code::InternalServerError,
         BrokerError::PropertiesTooLarge { .. } | BrokerError::Store(StoreError::Encode(_)) => {
             Code::MessagePropertiesTooLarge
         }

@@ -42,9 +42,9 @@ pub fn refusal(e: &BrokerError) -> Refusal {
         BrokerError::IllegalOffset(_) => PULL_OFFSET_MOVED,
         // RocketMQ answers a full disk and a slave's refusal with SERVICE_NOT_AVAILABLE; clients
         // try another broker.
-        BrokerError::DiskFull { .. } | BrokerError::Store(StoreError::NoSpace(_) | StoreError::ReadOnly) => {
-            SERVICE_NOT_AVAILABLE
-        }
+        BrokerError::DiskFull { .. }
+        | BrokerError::Fenced
+        | BrokerError::Store(StoreError::NoSpace(_) | StoreError::ReadOnly) => SERVICE_NOT_AVAILABLE,
         BrokerError::NotDurable(inner) => return refusal(inner),
         // Stored but not known durable: told as an error (the producer may retry and store it
         // twice, as with RocketMQ), not FLUSH_DISK_TIMEOUT, whose reply needs the send's header.

@@ -35,6 +35,27 @@ impl Broker {
         }
     }
 
+    /// Fences this master (`true`: sends are refused with [`BrokerError::Fenced`], stored
+    /// nowhere) or lifts the fence. The controller client fences a master that has had no answer
+    /// from the controller for `ha_fence_after_ms`, shorter than the controller's
+    /// `controller_heartbeat_timeout_ms`, so it stops before a successor can be elected (the
+    /// fencing of RocketMQ 5's controller mode, done by the master itself). A role change lifts it.
+    pub fn fence(&self, fenced: bool) {
+        if self.fenced.swap(fenced, std::sync::atomic::Ordering::AcqRel) != fenced {
+            match fenced {
+                true => {
+                    tracing::warn!(epoch = self.role().epoch, "master fenced: no controller answer; writes refused")
+                }
+                false => tracing::warn!(epoch = self.role().epoch, "master fence lifted: the controller answers"),
+            }
+        }
+    }
+
+    /// True while this master is fenced ([`Broker::fence`]).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The epoch history, oldest first.
     pub fn epoch_history(&self) -> Vec<Epoch> {
         self.epochs.lock().entries().to_vec()
@@ -63,6 +84,7 @@ impl Broker {
         self.replicas.reset(with_controller.then(BTreeSet::new));
         self.set_replication_lag(None);
         self.role.send_replace(Role { kind: RoleKind::Master, epoch });
+        self.fence(false);
         self.update_dispatch_limit();
         self.wakeups.send_modify(|n| *n += 1);
         Ok(())
@@ -74,6 +96,7 @@ impl Broker {
         self.store.set_replica(true);
         self.replicas.fence();
         self.role.send_replace(Role { kind: RoleKind::Slave { master: Some(master) }, epoch });
+        self.fence(false);
         self.update_dispatch_limit();
     }
 
@@ -93,5 +116,39 @@ impl Broker {
         }
         self.snapshot().map_err(StoreError::Io)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::store::record::Record;
+
+    #[test]
+    fn a_fenced_master_stores_nothing_until_the_fence_is_lifted_or_its_role_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            data_dir: dir.path().into(),
+            auto_create_topic: true,
+            default_queue_count: 1,
+            ..Config::default()
+        };
+        let b = Broker::open(cfg).unwrap();
+        let send = |b: &Broker| b.append_message(&mut Record { topic: "T".into(), ..Default::default() }, None);
+        send(&b).unwrap();
+        let end = b.store().commitlog_end();
+        b.fence(true);
+        assert!(matches!(send(&b), Err(BrokerError::Fenced)));
+        let half = b.end_transaction_now("T", "id", "malformed", None, "");
+        assert!(matches!(half, Err(BrokerError::Fenced)), "{half:?}");
+        assert_eq!(b.store().commitlog_end(), end, "a refused send stores nothing");
+        b.fence(false);
+        send(&b).unwrap();
+        // A new role (here a new epoch as master) starts unfenced.
+        b.fence(true);
+        b.promote(1, true).unwrap();
+        assert!(!b.is_fenced());
+        send(&b).unwrap();
     }
 }

@@ -44,6 +44,10 @@ pub enum BrokerError {
     /// The topic does not exist (and auto-creation is off or not allowed for it).
     #[error("topic {0} does not exist")]
     TopicNotFound(String),
+    /// This master has not heard from the controller for `ha_fence_after_ms`, so another may be
+    /// elected: it takes no writes until the controller answers again.
+    #[error("this master cannot reach the controller and may have been replaced: writes refused until it can")]
+    Fenced,
     /// The topic request itself is invalid (name, queue count) or could not be persisted.
     #[error(transparent)]
     Topic(#[from] TopicError),
@@ -352,6 +356,9 @@ pub struct Broker {
     epochs: Mutex<crate::ha::epochs::EpochHistory>,
     /// On a slave: bytes behind the master at the last chunk; `u64::MAX` while not replicating.
     replication_lag: AtomicU64,
+    /// A master that has not heard from the controller for `ha_fence_after_ms`: it refuses
+    /// writes, since another master may be elected (see [`Broker::fence`]).
+    fenced: AtomicBool,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -468,6 +475,7 @@ impl Broker {
             tx_log: Mutex::new(tx_log),
             disk,
             replicas: Arc::new(crate::ha::Replicas::new(bounds)),
+            fenced: AtomicBool::new(false),
             role: tokio::sync::watch::channel(role).0,
             epochs: Mutex::new(epochs),
             replication_lag: AtomicU64::new(u64::MAX),
@@ -606,6 +614,9 @@ impl Broker {
     fn check_send(&self, rec: &mut Record, accepts: Option<MessageType>) -> Result<(), BrokerError> {
         if self.is_slave() {
             return Err(StoreError::ReadOnly.into());
+        }
+        if self.is_fenced() {
+            return Err(BrokerError::Fenced);
         }
         self.check_disk()?;
         let len = crate::limits::properties_bytes(rec);

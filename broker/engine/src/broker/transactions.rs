@@ -75,6 +75,9 @@ impl Broker {
         resolution: Option<Resolution>,
         reason: &str,
     ) -> Result<Option<(u64, bool)>, BrokerError> {
+        if self.is_fenced() {
+            return Err(BrokerError::Fenced);
+        }
         let half = txn::parse_transaction_id(transaction_id)
             .ok_or_else(|| BrokerError::InvalidTransaction(format!("malformed transaction id {transaction_id:?}")))?;
         let mut tx = self.tx.lock();
