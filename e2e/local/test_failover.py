@@ -257,3 +257,30 @@ def test_a_single_controllers_state_file_is_imported_on_first_start(broker_facto
     n.start()
     assert wait_for(lambda: view([n], "g-x"), 30, "the group after a restart")["epoch"] == 7
 
+
+
+def test_a_single_controller_grows_into_a_group_of_three_that_survives_its_first_member(broker_factory):
+    """A one-member controller with a broker group's state is given two more members (the
+    operator's upgrade from one controller pod to three): it adds them through Raft, only it
+    having founded the group, and then elections survive its loss."""
+    first = broker_factory("namesrv", enable_controller=True)
+    master = broker_factory("broker", broker_name="g-a", broker_id=0, controller_addr=first.endpoint)
+    wait_for(lambda: (v := view([first], "g-a")) and v["master"] == master.endpoint, 30, "g-a's first master")
+    others = [broker_factory("namesrv", start=False) for _ in range(2)]
+    group = [first, *others]
+    peers = [f"{i + 1}={n.endpoint}" for i, n in enumerate(group)]
+    for i, n in enumerate(group):
+        n.config.update(enable_controller=True, controller_peers=peers)
+        if i:
+            n.config["controller_id"] = i + 1
+    # Member 1 finds its id by its advertised address (controller_id unset, as the operator does).
+    first.stop()
+    for n in group:
+        n.start()
+    # `members` are the voters Raft committed: the two new members were added and caught up.
+    wait_for(lambda: (l := leader(group)) and len(l["members"]) == 3 and l, 30, "a leader of three members")
+    first.kill9()
+    new = wait_for(lambda: (l := leader(others)) and l, 30, "a leader among the two new members")
+    assert new["id"] in (2, 3)
+    v = view(others, "g-a")
+    assert (v["epoch"], v["master"]) == (1, master.endpoint), v

@@ -191,7 +191,9 @@ pub struct Config {
     /// controller, `controllerDLegerPeers`). Empty: a one-member group. Fixed for the group's
     /// life: members cannot be added or removed while it runs.
     pub controller_peers: Vec<String>,
-    /// This nameserver's id in `controller_peers` (RocketMQ `controllerDLegerSelfId`).
+    /// This nameserver's id in `controller_peers` (RocketMQ `controllerDLegerSelfId`); 0: the
+    /// id of the entry whose address is this nameserver's advertised address (what the operator
+    /// relies on: each pod advertises its stable name).
     pub controller_id: u64,
     /// Broker: the controller's `host:port`, or every member's, separated by `;` or `,` (RocketMQ
     /// `controllerAddr`); the broker follows the members' redirects to their leader. Set, the
@@ -518,13 +520,25 @@ impl Config {
             ensure!(addr.contains(':'), "controller_peers: {peer:?} is not id=host:port");
             ensure!(members.insert(id, addr.trim().to_string()).is_none(), "controller_peers: id {id} is given twice");
         }
-        ensure!(
-            members.contains_key(&self.controller_id),
-            "controller_id {} is not among controller_peers {:?}",
-            self.controller_id,
-            self.controller_peers
-        );
+        self.controller_self_id(&members)?;
         Ok(members)
+    }
+
+    /// This process's id among `members` (from [`Config::controller_members`]): `controller_id`,
+    /// or with 0 the member at the advertised address. Errors: no such member.
+    pub fn controller_self_id(&self, members: &std::collections::BTreeMap<u64, String>) -> anyhow::Result<u64> {
+        let me = self.advertised();
+        let id = match self.controller_id {
+            0 => members.iter().find(|(_, a)| **a == me).map(|(i, _)| *i),
+            id => members.contains_key(&id).then_some(id),
+        };
+        id.ok_or_else(|| {
+            anyhow::anyhow!(
+                "controller_id {} (0: the member at the advertised address {me}) is not among controller_peers {:?}",
+                self.controller_id,
+                self.controller_peers
+            )
+        })
     }
 
     /// The controller addresses from `controller_addr` (`;` or `,` separated), in order.

@@ -60,6 +60,11 @@ impl Machine {
         self.state.read().groups.clone()
     }
 
+    /// The membership as last applied: committed.
+    pub fn membership(&self) -> StoredMembership<NodeId, BasicNode> {
+        self.state.read().membership.clone()
+    }
+
     fn stored(&self) -> io::Result<Option<Snapshot<TypeConfig>>> {
         let Some(s) = load_json::<Stored>(&self.path)? else { return Ok(None) };
         let data = serde_json::to_vec(&s.state)?;

@@ -33,6 +33,10 @@ pub const LEADER_HEADER: &str = "x-ferrocket-controller-leader";
 
 /// Longest a leader waits for a majority to confirm it still leads, or to commit a decision.
 const QUORUM_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the leader compares the group's members with `controller_peers`.
+const MEMBERSHIP_CHECK: Duration = Duration::from_secs(2);
+/// Longest the leader waits for a new member to catch up before making it a voter.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Raft's election timeout, ms (up to twice this): a dead leader is replaced within about three
 /// times it, since followers also refuse votes for twice it after last hearing from the leader.
 const ELECTION_TIMEOUT_MIN_MS: u64 = 600;
@@ -74,7 +78,7 @@ pub struct Services {
 /// named), or openraft refuses its configuration.
 pub async fn start(cfg: &Config, dialer: Dialer) -> anyhow::Result<Services> {
     let members = cfg.controller_members()?;
-    let id = if cfg.controller_peers.is_empty() { 1 } else { cfg.controller_id };
+    let id = cfg.controller_self_id(&members)?;
     let dir = cfg.data_dir.join("controller");
     let legacy_path = cfg.data_dir.join("controller.json");
     let legacy = load_json::<Groups>(&legacy_path)?.map(|g| (legacy_path, g));
@@ -95,11 +99,13 @@ pub async fn start(cfg: &Config, dialer: Dialer) -> anyhow::Result<Services> {
     let log = LogStore::open(&dir)?;
     let machine = Machine::open(&dir)?;
     let raft = Raft::new(id, Arc::new(raft_config), Network { dialer }, log, machine.clone()).await?;
-    if !raft.is_initialized().await? {
+    // Only the lowest id founds the group; the others wait to be replicated to. So a member added
+    // later (a group grown from one controller to three) joins the group instead of founding a
+    // second one with the other new members.
+    if !raft.is_initialized().await? && members.keys().next() == Some(&id) {
         let nodes: BTreeMap<u64, BasicNode> = members.iter().map(|(i, a)| (*i, BasicNode::new(a))).collect();
-        // Every member initializing with the same membership is safe (openraft `initialize`).
         if let Err(e) = raft.initialize(nodes).await {
-            tracing::info!(error = %e, "controller group already initialized elsewhere");
+            tracing::info!(error = %e, "controller group already initialized");
         }
     }
     let timeout = Duration::from_millis(cfg.controller_heartbeat_timeout_ms);
@@ -113,6 +119,14 @@ pub async fn start(cfg: &Config, dialer: Dialer) -> anyhow::Result<Services> {
         confirmed: Mutex::new(None),
         timeout,
         legacy: tokio::sync::Mutex::new(legacy),
+    });
+    let members_loop = node.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MEMBERSHIP_CHECK);
+        loop {
+            tick.tick().await;
+            members_loop.sync_membership().await;
+        }
     });
     let scan = node.clone();
     let every = Duration::from_millis(cfg.controller_heartbeat_interval_ms.clamp(50, 1_000) / 2);
@@ -214,6 +228,48 @@ impl ControllerNode {
         Ok(())
     }
 
+    /// The group's voters as committed (not as configured), each `id=host:port`; during a
+    /// member change, the voters of the configuration being left.
+    fn voters(&self) -> Vec<String> {
+        let stored = self.machine.membership();
+        let membership = stored.membership();
+        let ids = membership.get_joint_config().first().cloned().unwrap_or_default();
+        ids.iter().map(|id| format!("{id}={}", membership.get_node(id).map_or("?", |n| n.addr.as_str()))).collect()
+    }
+
+    /// On the leader: makes the group's voters those of `controller_peers` (openraft's joint
+    /// consensus), a new member first added as a learner and caught up. Runs beside the election
+    /// scan, so a member that is not up yet delays no election. Errors are logged and the change
+    /// tried again on the next check.
+    async fn sync_membership(&self) {
+        let membership = {
+            let m = self.raft.metrics().borrow().clone();
+            if m.state != ServerState::Leader {
+                return;
+            }
+            m.membership_config.membership().clone()
+        };
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let wanted: BTreeSet<u64> = self.members.keys().copied().collect();
+        if voters == wanted || membership.get_joint_config().len() > 1 {
+            return;
+        }
+        tracing::warn!(?voters, ?wanted, "controller group members differ from controller_peers: changing them");
+        for id in wanted.difference(&voters) {
+            let node = BasicNode::new(&self.members[id]);
+            match tokio::time::timeout(CATCH_UP_TIMEOUT, self.raft.add_learner(*id, node, true)).await {
+                Ok(Ok(_)) => tracing::info!(id, "controller member added and caught up"),
+                Ok(Err(e)) => return tracing::warn!(id, error = %e, "cannot add a controller member; retrying"),
+                Err(_) => return tracing::warn!(id, "a new controller member did not catch up in time; retrying"),
+            }
+        }
+        match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.change_membership(wanted.clone(), false)).await {
+            Ok(Ok(_)) => tracing::warn!(members = ?wanted, "controller group members changed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot change the controller group's members; retrying"),
+            Err(_) => tracing::warn!("the controller group's member change was not committed in time; retrying"),
+        }
+    }
+
     /// One election scan, on the leader only: commits every election the elector decides.
     async fn scan(&self) {
         let term = {
@@ -290,7 +346,7 @@ impl controller_server::Controller for ControllerService {
             groups: node.with_elector(term, |e| e.list(&groups, Instant::now())),
             leader_id: node.id,
             term,
-            members: node.members.iter().map(|(i, a)| format!("{i}={a}")).collect(),
+            members: node.voters(),
         }))
     }
 }
