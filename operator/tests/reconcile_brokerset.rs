@@ -133,6 +133,7 @@ async fn a_new_brokerset_is_applied_by_one_forced_field_manager_and_reports_its_
             "services/demo-0-client",
             "services/demo-1",
             "services/demo-1-client",
+            "poddisruptionbudgets/demo-controller",
             "poddisruptionbudgets/demo-0",
             "poddisruptionbudgets/demo-1",
             "deployments/demo-namesrv",
@@ -226,7 +227,7 @@ async fn removing_a_broker_group_is_refused_with_a_condition_and_an_event() {
     let mut allowed = example();
     allowed.metadata.annotations = Some([("ferrocket.io/allow-scale-down".to_string(), "true".to_string())].into());
     let seen = run(allowed, answers(vec![sts("demo-0", 2), sts("demo-1", 2), sts("demo-2", 2)])).await;
-    assert_eq!(applies(&seen).len(), 14);
+    assert_eq!(applies(&seen).len(), 15);
     assert!(seen.iter().any(|(m, p, _)| m == Method::DELETE && p.contains("/statefulsets/demo-2")));
 }
 

@@ -1,5 +1,6 @@
-//! `BrokerSet`: a Ferrocket cluster — nameservers (one of them running the master election
-//! controller) and `brokerGroups` broker groups of one master and `slavesPerGroup` slaves.
+//! `BrokerSet`: a Ferrocket cluster — nameservers, the master election controller (nameservers
+//! forming one Raft group) and `brokerGroups` broker groups of one master and `slavesPerGroup`
+//! slaves.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,8 @@ pub const OWNED_CONFIG_KEYS: &[&str] = &[
     "broker_role",
     "controller_addr",
     "enable_controller",
+    "controller_peers",
+    "controller_id",
     "replication",
     "min_in_sync_replicas",
     "flush_disk_type",
@@ -79,6 +82,9 @@ pub struct BrokerSetSpec {
     /// The nameservers.
     #[serde(default)]
     pub nameservers: NameserverSpec,
+    /// The election controller: a StatefulSet of nameservers forming one Raft group.
+    #[serde(default)]
+    pub controller: ControllerSpec,
     /// Container image of `ferrocket` (one binary for nameservers and brokers).
     #[schemars(length(min = 1))]
     pub image: String,
@@ -92,8 +98,8 @@ pub struct BrokerSetSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
     #[x_kube(validation = Rule::new(
-        "self.all(k, !(k in ['listen', 'advertised_addr', 'data_dir', 'namesrv_addrs', 'broker_name', 'broker_id', 'broker_role', 'controller_addr', 'enable_controller', 'replication', 'min_in_sync_replicas', 'flush_disk_type', 'metrics_listen', 'ha_master_addr', 'auth_enabled', 'auth_access_key', 'auth_secret_key', 'tls_mode', 'tls_cert_file', 'tls_key_file', 'tls_ca_file', 'tls_server_name']))"
-    ).message("config may not set keys the operator owns (listen, data_dir, namesrv_addrs, broker_name, broker_id, broker_role, controller_addr, replication, min_in_sync_replicas, flush_disk_type, metrics_listen, auth_*, tls_*, ...)"))]
+        "self.all(k, !(k in ['listen', 'advertised_addr', 'data_dir', 'namesrv_addrs', 'broker_name', 'broker_id', 'broker_role', 'controller_addr', 'enable_controller', 'controller_peers', 'controller_id', 'replication', 'min_in_sync_replicas', 'flush_disk_type', 'metrics_listen', 'ha_master_addr', 'auth_enabled', 'auth_access_key', 'auth_secret_key', 'tls_mode', 'tls_cert_file', 'tls_key_file', 'tls_ca_file', 'tls_server_name']))"
+    ).message("config may not set keys the operator owns (listen, data_dir, namesrv_addrs, broker_name, broker_id, broker_role, controller_addr, controller_peers, replication, min_in_sync_replicas, flush_disk_type, metrics_listen, auth_*, tls_*, ...)"))]
     pub config: BTreeMap<String, String>,
     /// Where broker and nameserver pods may run.
     #[serde(default)]
@@ -208,6 +214,24 @@ impl Default for NameserverSpec {
     }
 }
 
+/// The election controller's StatefulSet `<name>-controller`: nameservers that are also the
+/// members of the controller's Raft group (member i+1 is pod i).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerSpec {
+    /// Controller pods (3 by default: elections go on with one down; 5 with two). 1 runs a
+    /// single controller, which stops elections while it is down. Scaling up adds members to the
+    /// running group through Raft.
+    #[schemars(range(min = 1, max = 7))]
+    pub replicas: i32,
+}
+
+impl Default for ControllerSpec {
+    fn default() -> Self {
+        ControllerSpec { replicas: 3 }
+    }
+}
+
 /// A broker's PersistentVolumeClaim.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
@@ -277,6 +301,22 @@ pub struct BrokerSetStatus {
     /// `host:port` of the nameserver Service clients and brokers use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nameserver_address: Option<String>,
+    /// The controller group's leader as last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerStatus>,
+}
+
+/// The election controller's Raft group as last observed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerStatus {
+    /// The leader's member id (pod ordinal + 1).
+    pub leader: i64,
+    /// The leader's Raft term.
+    pub term: i64,
+    /// The committed voting members, `id=host:port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
 }
 
 /// One broker group as last observed.

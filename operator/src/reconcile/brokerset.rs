@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::conditions::{condition, merge, DEGRADED, NOTHING_WRONG, READY, RECONCILING};
 use super::rolling::{self, Member, Step};
 use super::{Context, Error, ALLOW_SCALE_DOWN};
-use crate::crd::{BrokerSet, BrokerSetStatus, GroupStatus};
+use crate::crd::{BrokerSet, BrokerSetStatus, ControllerStatus, GroupStatus};
 use crate::render::{self, group_name, selector, selector_query, Manifests, FIELD_MANAGER};
 
 /// Requeue while pods are coming up.
@@ -45,7 +45,7 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
                 condition(DEGRADED, true, "InvalidSpec", e.to_string(), generation),
                 condition(RECONCILING, false, "InvalidSpec", "fix the spec", generation),
             ];
-            patch_status(&ctx, &bs, conditions, Vec::new()).await?;
+            patch_status(&ctx, &bs, conditions, Vec::new(), None).await?;
             return Ok(Action::await_change());
         }
     };
@@ -68,7 +68,7 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
         ];
         let mut status: Vec<GroupStatus> = existing.items.iter().map(group_status).collect();
         status.sort_by(|a, b| a.name.cmp(&b.name));
-        patch_status(&ctx, &bs, conditions, status).await?;
+        patch_status(&ctx, &bs, conditions, status, None).await?;
         return Ok(Action::await_change());
     }
 
@@ -150,7 +150,12 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
             degraded,
         ]
     };
-    patch_status(&ctx, &bs, conditions, status).await?;
+    let controller = cluster.as_ref().and_then(|c| c.controller_leader.as_ref()).map(|l| ControllerStatus {
+        leader: l.leader_id as i64,
+        term: l.term as i64,
+        members: l.members.clone(),
+    });
+    patch_status(&ctx, &bs, conditions, status, controller).await?;
     Ok(Action::requeue(if ready { LATER } else { SOON }))
 }
 
@@ -251,13 +256,15 @@ fn ready_replicas(s: &StatefulSet) -> i32 {
     s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0)
 }
 
-/// Writes `conditions` (merged into the current ones), the groups and `observedGeneration` to
-/// the status subresource.
+/// Writes `conditions` (merged into the current ones), the groups, the controller group's
+/// leader (`None` keeps the last one observed) and `observedGeneration` to the status
+/// subresource.
 async fn patch_status(
     ctx: &Context,
     bs: &BrokerSet,
     conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     groups: Vec<GroupStatus>,
+    controller: Option<ControllerStatus>,
 ) -> Result<(), Error> {
     let current = bs.status.clone().unwrap_or_default();
     let status = BrokerSetStatus {
@@ -265,6 +272,7 @@ async fn patch_status(
         conditions: merge(&current.conditions, conditions),
         groups,
         nameserver_address: Some(render::namesrv_address(&bs.name_any(), &bs.namespace().unwrap_or_default())),
+        controller: controller.or(current.controller),
     };
     super::patch_status(ctx, bs, serde_json::to_value(status).map_err(Error::Serialize)?).await
 }

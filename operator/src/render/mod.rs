@@ -4,9 +4,10 @@
 //!
 //! Per BrokerSet `N` in namespace `NS`:
 //! - nameservers: Deployment `N-namesrv` and headless Service `N-namesrv` (brokers look its
-//!   name up and use every address); the election controller: a one-pod StatefulSet
-//!   `N-controller` with its own volume (its epoch store must survive restarts) and headless
-//!   Service `N-controller`, also a nameserver;
+//!   name up and use every address); the election controller: StatefulSet `N-controller` of
+//!   `spec.controller.replicas` nameservers forming one Raft group (member i+1 is pod i), each
+//!   with its own volume for its log, headless Service `N-controller` and, with more than one,
+//!   PodDisruptionBudget `N-controller` that keeps a majority;
 //! - per broker group `N-<g>` (g = 0..brokerGroups): ConfigMap `N-<g>-config` (`broker.toml`),
 //!   StatefulSet `N-<g>` (pod 0 is the preferred first master, the others its slaves; roles
 //!   after that are the controller's), headless Service `N-<g>` (stable pod names, reachable
@@ -183,9 +184,11 @@ impl<'a> Ctx<'a> {
         namesrv_address(&self.name, &self.namespace)
     }
 
-    /// `host:port` of the election controller (its one pod, by its stable name).
+    /// Every controller pod's `host:port` by its stable name, `;`-separated (brokers follow the
+    /// members' redirects to the leader).
     pub fn controller_addr(&self) -> String {
-        format!("{0}-controller-0.{0}-controller.{1}.svc:{NAMESRV_PORT}", self.name, self.namespace)
+        let pods = 0..self.bs.spec.controller.replicas;
+        pods.map(|i| namesrv::controller_pod_addr(self, &i.to_string())).collect::<Vec<_>>().join(";")
     }
 }
 
@@ -237,6 +240,7 @@ pub fn hash(parts: &[&str]) -> String {
 mod tests {
     use super::*;
     use crate::crd::BrokerSetSpec;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn example() -> BrokerSet {
         let text =
@@ -257,7 +261,11 @@ mod tests {
         let svcs: Vec<&str> = m.services.iter().map(|s| s.metadata.name.as_deref().unwrap()).collect();
         assert_eq!(svcs, ["demo-namesrv", "demo-controller", "demo-0", "demo-0-client", "demo-1", "demo-1-client"]);
         assert_eq!(m.deployments[0].spec.as_ref().unwrap().replicas, Some(2));
-        assert_eq!(m.pod_disruption_budgets.len(), 2);
+        // The broker groups' and the controller's (3 members: one may be evicted).
+        assert_eq!(m.pod_disruption_budgets.len(), 3);
+        let pdb =
+            m.pod_disruption_budgets.iter().find(|p| p.metadata.name.as_deref() == Some("demo-controller")).unwrap();
+        assert_eq!(pdb.spec.as_ref().unwrap().max_unavailable, Some(IntOrString::Int(1)));
         for v in m.to_values() {
             let owner = &v["metadata"]["ownerReferences"][0];
             assert_eq!((owner["kind"].as_str(), owner["controller"].as_bool()), (Some("BrokerSet"), Some(true)), "{v}");
@@ -273,7 +281,8 @@ mod tests {
         for line in [
             "broker_name = \"demo-0\"",
             "namesrv_addrs = [\"demo-namesrv.default.svc:9876\"]",
-            "controller_addr = \"demo-controller-0.demo-controller.default.svc:9876\"",
+            "controller_addr = \"demo-controller-0.demo-controller.default.svc:9876;\
+             demo-controller-1.demo-controller.default.svc:9876;demo-controller-2.demo-controller.default.svc:9876\"",
             "replication = \"sync\"",
             "min_in_sync_replicas = 1",
         ] {
@@ -285,6 +294,16 @@ mod tests {
         assert_eq!(env["FERROCKET_FILE_RESERVED_HOURS"], Some("48"));
         assert_eq!(env["FERROCKET_ADVERTISED_ADDR"], Some("$(POD_NAME).demo-0.$(POD_NAMESPACE).svc:8081"));
         assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
+        // The controller: three members, each finding its id by the stable name it advertises.
+        let ctl = m.stateful_sets.iter().find(|s| s.metadata.name.as_deref() == Some("demo-controller")).unwrap();
+        let spec = ctl.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let c = &spec.template.spec.as_ref().unwrap().containers[0];
+        let env: BTreeMap<&str, Option<&str>> =
+            c.env.as_ref().unwrap().iter().map(|e| (e.name.as_str(), e.value.as_deref())).collect();
+        assert_eq!(env["FERROCKET_ADVERTISED_ADDR"], Some("$(POD_NAME).demo-controller.default.svc:9876"));
+        let peers: Vec<String> = serde_json::from_str(env["FERROCKET_CONTROLLER_PEERS"].unwrap()).unwrap();
+        assert_eq!(peers[2], "3=demo-controller-2.demo-controller.default.svc:9876");
     }
 
     fn config_hash(m: &Manifests, sts: &str) -> String {

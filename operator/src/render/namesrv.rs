@@ -1,17 +1,19 @@
-//! The nameservers (a Deployment) and the election controller (a one-pod StatefulSet with a
-//! volume for its epoch store), behind one headless Service that brokers resolve to all of them.
+//! The nameservers (a Deployment) and the election controller (a StatefulSet of nameservers that
+//! form one Raft group, each with a volume for its log; a PodDisruptionBudget keeps a majority),
+//! behind one headless Service that brokers resolve to all of them.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec, VolumeMount};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::broker::data_claim;
-use super::pod::{container, env, pod_spec, template_meta};
+use super::pod::{container, env, field_env, pod_spec, template_meta};
 use super::{hash, labels, selector, Ctx, Manifests, NAMESRV_PORT};
 
-/// Size of the controller's volume: it holds one small JSON file.
+/// Size of each controller pod's volume: its Raft log and snapshots (a few hundred KiB).
 const CONTROLLER_VOLUME: &str = "1Gi";
 
 pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
@@ -72,15 +74,24 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
         ..Default::default()
     });
 
-    // The controller: exactly one pod, with its state on a volume.
+    // The controller: member i+1 is pod i, found by the address it advertises (its stable name).
     let name = format!("{}-controller", ctx.name);
     let mut pod_labels = labels(&ctx.name, "controller", None);
     pod_labels.insert("ferrocket.io/namesrv".into(), "true".into());
+    let replicas = ctx.bs.spec.controller.replicas;
+    let peers: Vec<String> =
+        (0..replicas).map(|i| format!("{}={}", i + 1, controller_pod_addr(ctx, &i.to_string()))).collect();
     let c = container(
         ctx,
         &["namesrv", "--listen", &listen, "--data-dir", "/data"],
         &[("namesrv", NAMESRV_PORT)],
-        env_with(vec![env("FERROCKET_ENABLE_CONTROLLER", "true"), env("FERROCKET_METRICS_LISTEN", &metrics)]),
+        env_with(vec![
+            field_env("POD_NAME", "metadata.name"),
+            env("FERROCKET_ENABLE_CONTROLLER", "true"),
+            env("FERROCKET_CONTROLLER_PEERS", &serde_json::to_string(&peers).expect("strings serialize")),
+            env("FERROCKET_ADVERTISED_ADDR", &controller_pod_addr(ctx, "$(POD_NAME)")),
+            env("FERROCKET_METRICS_LISTEN", &metrics),
+        ]),
         [VolumeMount { name: "data".into(), mount_path: "/data".into(), ..Default::default() }]
             .into_iter()
             .chain(sec.mounts.iter().cloned())
@@ -89,7 +100,7 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
     m.stateful_sets.push(StatefulSet {
         metadata: ctx.meta(&name, labels(&ctx.name, "controller", None)),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            replicas: Some(replicas),
             service_name: Some(name.clone()),
             selector: LabelSelector {
                 match_labels: Some(selector(&ctx.name, "controller", None)),
@@ -107,6 +118,22 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
         }),
         ..Default::default()
     });
+    // Voluntary evictions keep a majority: a minority may be down (none of a single controller,
+    // whose loss already stops elections).
+    if ctx.caps.pdb_v1 && replicas > 1 {
+        m.pod_disruption_budgets.push(PodDisruptionBudget {
+            metadata: ctx.meta(&name, labels(&ctx.name, "controller", None)),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int((replicas - 1) / 2)),
+                selector: Some(LabelSelector {
+                    match_labels: Some(selector(&ctx.name, "controller", None)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     m.services.push(Service {
         metadata: ctx.meta(&name, labels(&ctx.name, "controller", None)),
         spec: Some(ServiceSpec {
@@ -118,4 +145,12 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
         }),
         ..Default::default()
     });
+}
+
+/// `host:port` of controller pod `pod` (an ordinal, or `$(POD_NAME)`'s expansion for a full pod
+/// name) by its stable name under the headless Service `<name>-controller`.
+pub(super) fn controller_pod_addr(ctx: &Ctx, pod: &str) -> String {
+    let pod =
+        if pod.chars().all(|c| c.is_ascii_digit()) { format!("{}-controller-{pod}", ctx.name) } else { pod.into() };
+    format!("{pod}.{}-controller.{}.svc:{NAMESRV_PORT}", ctx.name, ctx.namespace)
 }
