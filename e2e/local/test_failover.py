@@ -156,6 +156,21 @@ def truncated_bytes(broker):
     return sum(int(n) for n in re.findall(r"CommitLog truncated.*?cut=(\d+)", broker.log.read_text()))
 
 
+def view_kept_then_sync_failover(ns, groups, tmp_path, before, check_group):
+    """Checks g-a's view (epoch, master, in-sync set) is still `before`, then kills its master
+    mid-stream: the slave must be elected within 10 s and every acknowledged message received
+    (by a new consumer group `check_group`). Returns (the stream, timings)."""
+    after = view(ns, "g-a")
+    assert (after["epoch"], after["master"], after["sync_state_set"]) == (
+        before["epoch"], before["master"], before["sync_state_set"]), (before, after)
+    stream, t = kill_master_mid_stream(ns, groups, tmp_path)
+    assert t["elected_s"] <= 10, f"election took {t['elected_s']:.1f} s"
+    ok = stream.oks()
+    missing = {m["id"] for m in ok} - received_ids([groups["g-a"][1], groups["g-b"][0]], check_group)
+    assert not missing, f"{len(missing)} of {len(ok)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"
+    return stream, t
+
+
 def test_sync_failover_loses_no_acknowledged_message(broker_factory, tmp_path):
     ns, groups = failover_cluster(broker_factory, "sync")
     # The controller's state survives its own kill -9: same epoch and master, no new election.
@@ -163,15 +178,8 @@ def test_sync_failover_loses_no_acknowledged_message(broker_factory, tmp_path):
     ns[0].kill9()
     ns[0].start()
     wait_for(lambda: (v := view(ns, "g-a")) and len(v["members"]) == 2, 30, "brokers to heartbeat the controller again")
-    after = view(ns, "g-a")
-    assert (after["epoch"], after["master"], after["sync_state_set"]) == (
-        before["epoch"], before["master"], before["sync_state_set"]), (before, after)
-    stream, t = kill_master_mid_stream(ns, groups, tmp_path)
-    assert t["elected_s"] <= 10, f"election took {t['elected_s']:.1f} s"
+    stream, t = view_kept_then_sync_failover(ns, groups, tmp_path, before, "check-sync")
     ok = stream.oks()
-    masters = [groups["g-a"][1], groups["g-b"][0]]
-    missing = {m["id"] for m in ok} - received_ids(masters, "check-sync")
-    assert not missing, f"{len(missing)} of {len(ok)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"
     REPORTS.mkdir(parents=True, exist_ok=True)
     (REPORTS / "failover-sync.json").write_text(json.dumps({
         "acknowledged": len(ok), "lost": 0, "failed_sends": len(stream.errors()),
@@ -223,14 +231,8 @@ def test_controller_group_survives_its_leader_and_then_a_master_being_killed(bro
     phase(f"controller {new['id']} leads in term {new['term']} after {took:.1f} s")
     assert took <= 5, f"a new controller leader took {took:.1f} s"
     assert new["term"] > first["term"]
-    after = view(ns, "g-a")
-    assert (after["epoch"], after["master"], after["sync_state_set"]) == (
-        before["epoch"], before["master"], before["sync_state_set"]), (before, after)
-    stream, t = kill_master_mid_stream(ns, groups, tmp_path)
-    assert t["elected_s"] <= 10, f"election took {t['elected_s']:.1f} s"
+    stream, t = view_kept_then_sync_failover(ns, groups, tmp_path, before, "check-group")
     ok = stream.oks()
-    missing = {m["id"] for m in ok} - received_ids([groups["g-a"][1], groups["g-b"][0]], "check-group")
-    assert not missing, f"{len(missing)} of {len(ok)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"
     # The killed member returns as a follower of the group.
     victim.start()
     assert leader([victim]) is None, "a returning member must not answer as leader"
