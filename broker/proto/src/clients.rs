@@ -204,9 +204,12 @@ pub async fn cluster_status(ns: &Nameservers) -> anyhow::Result<ClusterStatusRes
     for a in asks {
         brokers.push(a.await?);
     }
-    let leader = ns.controller().await.ok();
-    let controller = leader.as_ref().map(|l| l.groups.clone()).unwrap_or_default();
-    Ok(ClusterStatusResponse { brokers, controller, controller_leader: leader })
+    // The groups go in `controller`; the leader's entry keeps only who answered.
+    let (controller, controller_leader) = match ns.controller().await {
+        Ok(mut l) => (std::mem::take(&mut l.groups), Some(l)),
+        Err(_) => (Vec::new(), None),
+    };
+    Ok(ClusterStatusResponse { brokers, controller, controller_leader })
 }
 
 /// One broker group's members as routes show them: the master (id 0 with the highest epoch)

@@ -162,25 +162,25 @@ impl ControllerNode {
     /// leader if another member leads.
     async fn lead(&self) -> Result<u64, Status> {
         let term = self.raft.metrics().borrow().current_term;
-        let fresh = |c: &Option<(Instant, u64)>| c.is_some_and(|(at, t)| t == term && at.elapsed() < LEASE);
-        if fresh(&self.confirmed.lock()) {
-            self.import().await?;
-            return Ok(term);
-        }
-        let asked = Instant::now();
-        match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.ensure_linearizable()).await {
-            Err(_) => return Err(Status::unavailable("the controller leader cannot reach a majority of its group")),
-            Ok(Err(e)) => {
-                return Err(match e.forward_to_leader() {
-                    Some(f) => not_leader(f),
-                    None => Status::unavailable(format!("controller: {e}")),
-                });
+        let fresh = self.confirmed.lock().is_some_and(|(at, t)| t == term && at.elapsed() < LEASE);
+        if !fresh {
+            let asked = Instant::now();
+            match tokio::time::timeout(QUORUM_TIMEOUT, self.raft.ensure_linearizable()).await {
+                Err(_) => {
+                    return Err(Status::unavailable("the controller leader cannot reach a majority of its group"))
+                }
+                Ok(Err(e)) => {
+                    return Err(match e.forward_to_leader() {
+                        Some(f) => not_leader(f),
+                        None => Status::unavailable(format!("controller: {e}")),
+                    });
+                }
+                Ok(Ok(_)) => {}
             }
-            Ok(Ok(_)) => {}
+            // The term read before asking: if it changed meanwhile this member led in neither for
+            // sure, so the next call asks again.
+            *self.confirmed.lock() = Some((asked, term));
         }
-        // The term read before asking: if it changed meanwhile this member led in neither for
-        // sure, so the next call asks again.
-        *self.confirmed.lock() = Some((asked, term));
         self.import().await?;
         Ok(term)
     }
@@ -228,6 +228,13 @@ impl ControllerNode {
         Ok(())
     }
 
+    /// openraft's metrics while this member believes it leads (unconfirmed: for the loops that
+    /// only propose, which a majority then accepts or not).
+    fn leading(&self) -> Option<openraft::RaftMetrics<u64, BasicNode>> {
+        let m = self.raft.metrics().borrow().clone();
+        (m.state == ServerState::Leader).then_some(m)
+    }
+
     /// The group's voters as committed (not as configured), each `id=host:port`; during a
     /// member change, the voters of the configuration being left.
     fn voters(&self) -> Vec<String> {
@@ -242,13 +249,8 @@ impl ControllerNode {
     /// scan, so a member that is not up yet delays no election. Errors are logged and the change
     /// tried again on the next check.
     async fn sync_membership(&self) {
-        let membership = {
-            let m = self.raft.metrics().borrow().clone();
-            if m.state != ServerState::Leader {
-                return;
-            }
-            m.membership_config.membership().clone()
-        };
+        let Some(m) = self.leading() else { return };
+        let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let wanted: BTreeSet<u64> = self.members.keys().copied().collect();
         if voters == wanted || membership.get_joint_config().len() > 1 {
@@ -272,13 +274,7 @@ impl ControllerNode {
 
     /// One election scan, on the leader only: commits every election the elector decides.
     async fn scan(&self) {
-        let term = {
-            let m = self.raft.metrics().borrow().clone();
-            if m.state != ServerState::Leader {
-                return;
-            }
-            m.current_term
-        };
+        let Some(term) = self.leading().map(|m| m.current_term) else { return };
         if self.import().await.is_err() {
             return;
         }
@@ -308,7 +304,7 @@ impl controller_server::Controller for ControllerService {
         }
         let node = &self.node;
         let term = node.lead().await?;
-        let groups = node.machine.groups();
+        let mut groups = node.machine.groups();
         if let Some(d) = node.with_elector(term, |e| e.heard(&groups, &hb, Instant::now())) {
             match node.decide(d).await? {
                 Ok(r) => {
@@ -316,8 +312,9 @@ impl controller_server::Controller for ControllerService {
                 }
                 Err(e) => tracing::info!(refused = %e, "first election not applied"),
             }
+            groups = node.machine.groups();
         }
-        Ok(Response::new(view(&node.machine.groups(), &hb.broker_name)))
+        Ok(Response::new(view(&groups, &hb.broker_name)))
     }
 
     async fn alter_sync_state_set(
