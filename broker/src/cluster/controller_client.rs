@@ -100,10 +100,10 @@ pub fn spawn(broker: Arc<Broker>, dialer: &Dialer, addrs: Vec<String>, mut stopp
         return;
     };
     let mut controllers = Controllers { addrs, clients: HashMap::new(), current: first, dialer: dialer.clone() };
-    // When the last heartbeat the controller answered was sent: the controller heard from this
-    // broker no earlier than that.
-    let answered = Arc::new(parking_lot::Mutex::new(None::<Instant>));
-    spawn_fence(broker.clone(), answered.clone(), stopping.clone());
+    // Until a controller answers, a master cannot prove it still is one.
+    let lease = Duration::from_millis(broker.config().ha_fence_after_ms);
+    broker.hold_lease(Some(std::time::Instant::now()));
+    spawn_fence_log(broker.clone(), stopping.clone());
     tokio::spawn(async move {
         let interval = Duration::from_millis(broker.config().controller_heartbeat_interval_ms);
         let mut last_heartbeat: Option<Instant> = None;
@@ -114,16 +114,17 @@ pub fn spawn(broker: Arc<Broker>, dialer: &Dialer, addrs: Vec<String>, mut stopp
                 last_heartbeat = Some(sent);
                 match heartbeat(&broker, &mut controllers).await {
                     Ok(view) => {
-                        *answered.lock() = Some(sent);
+                        // The controller heard from this broker no earlier than `sent`, and
+                        // names it master: it may take writes until `sent + lease`. (Named a
+                        // slave, the lease is left to run out while `apply` demotes it.)
+                        if view.master == broker.config().advertised() {
+                            broker.hold_lease(Some((sent + lease).into_std()));
+                        }
                         if failing {
                             tracing::info!(controller = %controllers.current, "controller reachable again");
                             failing = false;
                         }
-                        let still_master = view.master == broker.config().advertised();
                         apply(&broker, view).await;
-                        if still_master {
-                            broker.fence(false);
-                        }
                     }
                     Err(e) if !failing => {
                         tracing::warn!(controllers = ?controllers.addrs, error = %e.message(), "controller heartbeat failed; keeping the current role");
@@ -146,25 +147,26 @@ pub fn spawn(broker: Arc<Broker>, dialer: &Dialer, addrs: Vec<String>, mut stopp
     });
 }
 
-/// Fences the master (see [`Broker::fence`]) once `ha_fence_after_ms` have passed since the
-/// last heartbeat the controller answered was sent, checked every 100 ms whatever the heartbeat
-/// calls are doing, until `stopping`.
-fn spawn_fence(
-    broker: Arc<Broker>,
-    answered: Arc<parking_lot::Mutex<Option<Instant>>>,
-    mut stopping: watch::Receiver<bool>,
-) {
-    let after = Duration::from_millis(broker.config().ha_fence_after_ms);
+/// Logs when this master's write lease runs out and when it is renewed (checked every 100 ms
+/// until `stopping`); the writes themselves check the lease when they are made
+/// ([`Broker::hold_lease`]).
+fn spawn_fence_log(broker: Arc<Broker>, mut stopping: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut logged = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
-            let silent = answered.lock().is_none_or(|t| t.elapsed() >= after);
-            if silent && broker.role().is_master() && !broker.is_fenced() {
-                broker.fence(true);
+            let fenced = broker.role().is_master() && broker.is_fenced();
+            if fenced != logged {
+                let epoch = broker.role().epoch;
+                match fenced {
+                    true => tracing::warn!(epoch, "master fenced: no controller answer; writes refused"),
+                    false => tracing::warn!(epoch, "master fence lifted: the controller answers"),
+                }
+                logged = fenced;
             }
         }
     });

@@ -35,25 +35,20 @@ impl Broker {
         }
     }
 
-    /// Fences this master (`true`: sends are refused with [`BrokerError::Fenced`], stored
-    /// nowhere) or lifts the fence. The controller client fences a master that has had no answer
-    /// from the controller for `ha_fence_after_ms`, shorter than the controller's
-    /// `controller_heartbeat_timeout_ms`, so it stops before a successor can be elected (the
-    /// fencing of RocketMQ 5's controller mode, done by the master itself). A role change lifts it.
-    pub fn fence(&self, fenced: bool) {
-        if self.fenced.swap(fenced, std::sync::atomic::Ordering::AcqRel) != fenced {
-            match fenced {
-                true => {
-                    tracing::warn!(epoch = self.role().epoch, "master fenced: no controller answer; writes refused")
-                }
-                false => tracing::warn!(epoch = self.role().epoch, "master fence lifted: the controller answers"),
-            }
-        }
+    /// Sets the write lease: from `until` on, this broker (as master) refuses sends, half
+    /// messages and commits with [`BrokerError::Fenced`], storing nothing; `None` keeps no lease.
+    /// The controller client renews it to the time an answered heartbeat was sent plus
+    /// `ha_fence_after_ms`, shorter than the controller's `controller_heartbeat_timeout_ms`, so a
+    /// master cut off from the controller stops before a successor can be elected (the fencing
+    /// of RocketMQ 5's controller mode, done by the master itself).
+    pub fn hold_lease(&self, until: Option<std::time::Instant>) {
+        self.lease.hold(until);
     }
 
-    /// True while this master is fenced ([`Broker::fence`]).
+    /// True while this broker's write lease has run out ([`Broker::hold_lease`]). Checked by
+    /// every write when it is made.
     pub fn is_fenced(&self) -> bool {
-        self.fenced.load(std::sync::atomic::Ordering::Acquire)
+        self.lease.expired()
     }
 
     /// The epoch history, oldest first.
@@ -84,7 +79,6 @@ impl Broker {
         self.replicas.reset(with_controller.then(BTreeSet::new));
         self.set_replication_lag(None);
         self.role.send_replace(Role { kind: RoleKind::Master, epoch });
-        self.fence(false);
         self.update_dispatch_limit();
         self.wakeups.send_modify(|n| *n += 1);
         Ok(())
@@ -96,7 +90,6 @@ impl Broker {
         self.store.set_replica(true);
         self.replicas.fence();
         self.role.send_replace(Role { kind: RoleKind::Slave { master: Some(master) }, epoch });
-        self.fence(false);
         self.update_dispatch_limit();
     }
 
@@ -124,9 +117,10 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::store::record::Record;
+    use std::time::{Duration, Instant};
 
     #[test]
-    fn a_fenced_master_stores_nothing_until_the_fence_is_lifted_or_its_role_changes() {
+    fn a_master_whose_lease_ran_out_stores_nothing_until_it_is_renewed() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config {
             data_dir: dir.path().into(),
@@ -138,17 +132,14 @@ mod tests {
         let send = |b: &Broker| b.append_message(&mut Record { topic: "T".into(), ..Default::default() }, None);
         send(&b).unwrap();
         let end = b.store().commitlog_end();
-        b.fence(true);
+        b.hold_lease(Some(Instant::now()));
         assert!(matches!(send(&b), Err(BrokerError::Fenced)));
         let half = b.end_transaction_now("T", "id", "malformed", None, "");
         assert!(matches!(half, Err(BrokerError::Fenced)), "{half:?}");
         assert_eq!(b.store().commitlog_end(), end, "a refused send stores nothing");
-        b.fence(false);
+        b.hold_lease(Some(Instant::now() + Duration::from_secs(60)));
         send(&b).unwrap();
-        // A new role (here a new epoch as master) starts unfenced.
-        b.fence(true);
-        b.promote(1, true).unwrap();
-        assert!(!b.is_fenced());
+        b.hold_lease(None);
         send(&b).unwrap();
     }
 }

@@ -356,9 +356,8 @@ pub struct Broker {
     epochs: Mutex<crate::ha::epochs::EpochHistory>,
     /// On a slave: bytes behind the master at the last chunk; `u64::MAX` while not replicating.
     replication_lag: AtomicU64,
-    /// A master that has not heard from the controller for `ha_fence_after_ms`: it refuses
-    /// writes, since another master may be elected (see [`Broker::fence`]).
-    fenced: AtomicBool,
+    /// The write lease the controller client renews (see [`Broker::hold_lease`]).
+    lease: crate::ha::lease::Lease,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -475,7 +474,7 @@ impl Broker {
             tx_log: Mutex::new(tx_log),
             disk,
             replicas: Arc::new(crate::ha::Replicas::new(bounds)),
-            fenced: AtomicBool::new(false),
+            lease: Default::default(),
             role: tokio::sync::watch::channel(role).0,
             epochs: Mutex::new(epochs),
             replication_lag: AtomicU64::new(u64::MAX),

@@ -11,6 +11,7 @@
 //! stops being waited for) only once the controller knows it may not be elected.
 
 pub mod epochs;
+pub mod lease;
 pub mod role;
 
 use std::collections::{BTreeMap, BTreeSet};
