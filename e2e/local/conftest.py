@@ -180,6 +180,17 @@ def broker_factory():
 
 
 @pytest.fixture
+def net():
+    """Hosts for partition tests (netns.Net): the failover cluster's HOSTS. Requested before
+    `broker_factory`, so its processes are killed before the namespaces go."""
+    from netns import Net
+    from test_failover import HOSTS
+    n = Net(HOSTS)
+    yield n
+    n.close()
+
+
+@pytest.fixture
 def broker(broker_factory):
     return broker_factory()
 

@@ -10,19 +10,11 @@ import time
 import pytest
 
 from conftest import queue_offsets, wait_for
-from netns import Net, available
-from test_failover import HOSTS, REPORTS, Stream, failover_cluster, in_sync, leader, phase, received_ids, view
+from netns import available
+from test_failover import REPORTS, Stream, failover_cluster, in_sync, leader, phase, received_ids, view
 
 WHY = available()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=f"no network namespaces here: {WHY}")
-
-
-@pytest.fixture
-def net():
-    """The hosts of HOSTS; requested before `broker_factory`, so its processes are killed first."""
-    n = Net(HOSTS)
-    yield n
-    n.close()
 
 
 def elected_epochs(member):
