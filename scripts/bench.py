@@ -12,10 +12,12 @@ Usage: scripts/bench.py [--runs 3] [--seconds 10] [--concurrency 32]   (needs fi
        scripts/bench.py --inflight-only GROUPS PER_GROUP [--runs 3] [--compare-with BINARY]
        scripts/bench.py --consume-only [--runs 3] [--compare-with BINARY]
        scripts/bench.py --transactions-only COMMITTED OPEN [--runs 3] [--compare-with BINARY]
+       e2e/clients/python/.venv/bin/python scripts/bench.py --failover-only [--runs 10]   (kill -9 of a SYNC
+           master under three controllers, on the e2e harness: needs ./scripts/test once, and that venv)
        scripts/bench.py --peers [--runs 3] [--seconds 8]   (Ferrocket against NATS JetStream and
            RabbitMQ from Debian, all driven by bench/peers' `peer-bench`; installs the two servers
            with apt-get if they are missing)
-Prints a Markdown table. Standard library only.
+Prints a Markdown table. Standard library only, except --failover-only (the e2e venv's grpc).
 """
 import argparse
 import contextlib
@@ -545,8 +547,93 @@ def print_delivery(runs):
     print_scheduled(1_000_000, 1)
 
 
+def failover_once(run):
+    """One failover on the e2e harness (three controller nameservers, two groups of a SYNC master and
+    a slave on 127.0.0.1, the official Python client sending every 5 ms through g-b's master):
+    g-a's master is killed with SIGKILL once 100 sends to it were acknowledged. Returns seconds from
+    the kill to: the controller's election of the slave (`elected`), the first send the new master
+    acknowledges to a probe sending straight to it every 20 ms (`writable`), the nameservers routing
+    to it (`routed`), and the official client's first acknowledged send to g-a (`client`: it learns
+    routes every 30 s, as RocketMQ's clients do)."""
+    import sys
+    import uuid
+    sys.path.insert(0, str(ROOT / "e2e" / "local"))
+    import grpc
+    from rocketmq.grpc_protocol import definition_pb2 as pb, service_pb2 as svc, service_pb2_grpc
+    import conftest
+    import test_failover as fo
+
+    made = []
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ferrocket-failover-", dir="/var/tmp"))
+
+    def factory(mode="standalone", start=True, **config):
+        b = conftest.Broker(tmp / f"data-{len(made)}", mode, **config)
+        made.append(b)
+        return b.start() if start else b
+
+    def probe(endpoint, hit):
+        stub = service_pb2_grpc.MessagingServiceStub(grpc.insecure_channel(endpoint))
+        while not hit:
+            props = pb.SystemProperties(message_id=uuid.uuid4().hex.upper(), message_type=pb.NORMAL)
+            req = svc.SendMessageRequest(messages=[pb.Message(topic=pb.Resource(name="fo"), system_properties=props,
+                                                              body=b"probe")])
+            try:
+                if stub.SendMessage(req, timeout=1).status.code == pb.OK:
+                    hit.append(time.time())
+            except grpc.RpcError:
+                pass
+            time.sleep(0.02)
+
+    try:
+        ns, groups = fo.failover_cluster(factory, "sync", controllers=3)
+        (old, new), (entry, _) = groups["g-a"], groups["g-b"]
+        stream = fo.Stream(entry, "fo", tmp / "stop")
+        conftest.wait_for(lambda: len(stream.oks("g-a")) >= 100, 90, "100 acknowledged sends to g-a")
+        hit = []
+        threading.Thread(target=probe, args=(new.endpoint, hit), daemon=True).start()
+        old.kill9()
+        killed = time.time()
+        t = {}
+        while len(t) < 4:
+            assert time.time() - killed < 120, f"run {run}: failover incomplete after 120 s: {t}"
+            st = conftest.cluster_status(*ns)
+            v = next((g for g in st["controller"] if g["broker_name"] == "g-a"), {})
+            if "elected" not in t and v.get("master") == new.endpoint:
+                t["elected"] = time.time()
+            if "routed" not in t and any(b["endpoint"] == new.endpoint and b["registered_role"] == "master"
+                                         for b in st["brokers"]):
+                t["routed"] = time.time()
+            if hit:
+                t["writable"] = hit[0]
+            if "client" not in t and (acked := stream.oks("g-a", after=killed + 1)):
+                t["client"] = acked[0]["t"]
+            time.sleep(0.05)
+        stream.stop()
+        return {k: v - killed for k, v in t.items()}
+    finally:
+        for b in made:
+            if b.proc and b.proc.poll() is None:
+                b.kill9()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_failover(runs):
+    rs = [failover_once(i) for i in range(runs)]
+    print("| from the kill -9 of a SYNC master to | median s | max s | runs (s) |")
+    print("|---|---|---|---|")
+    for key, what in (("elected", "its slave elected by the controller group"),
+                      ("writable", "the first send the new master acknowledges"),
+                      ("routed", "the nameservers routing to the new master"),
+                      ("client", "the official Python client's first acknowledged send to the group")):
+        xs = [r[key] for r in rs]
+        print(f"| {what} | {statistics.median(xs):.2f} | {max(xs):.2f} | {', '.join(f'{x:.1f}' for x in xs)} |",
+              flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--failover-only", action="store_true",
+                   help="only failover times over --runs kills of a SYNC master (run with the e2e venv's python)")
     p.add_argument("--memory-only", action="store_true", help="only the 100,000 open transactions measurement")
     p.add_argument("--replication-only", action="store_true",
                    help="only SYNC versus ASYNC replication with one slave")
@@ -588,6 +675,8 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ferrocket"], cwd=ROOT, check=True)
     if a.peers:
         return print_peers(a.runs, a.seconds)
+    if a.failover_only:
+        return print_failover(a.runs)
     if a.grpc_reference:
         return print_grpc_reference(a.runs, a.seconds, a.e2e_rate)
     if a.remoting_only:
