@@ -286,3 +286,25 @@ def test_a_single_controller_grows_into_a_group_of_three_that_survives_its_first
     assert new["id"] in (2, 3)
     v = view(others, "g-a")
     assert (v["epoch"], v["master"]) == (1, master.endpoint), v
+
+
+def test_a_controller_member_is_ready_only_within_a_working_group(broker_factory):
+    """`/readyz` of a controller member (what the operator rolls by): 200 while it is part of a
+    group with a leader, 503 once a majority is gone, 200 again once one member returns."""
+    from conftest import free_port, http_get
+    group = [broker_factory("namesrv", start=False, metrics_listen=f"127.0.0.1:{free_port()}") for _ in range(3)]
+    peers = [f"{i + 1}={n.endpoint}" for i, n in enumerate(group)]
+    for i, n in enumerate(group):
+        n.config.update(enable_controller=True, controller_peers=peers, controller_id=i + 1)
+        n.start()
+    port = lambda n: int(n.config["metrics_listen"].rsplit(":", 1)[1])  # noqa: E731
+    for n in group:
+        wait_for(lambda: http_get(port(n), "/readyz")[0] == 200, 30, "every member ready in a group with a leader")
+    group[1].kill9()
+    group[2].kill9()
+    status, body = wait_for(lambda: (r := http_get(port(group[0]), "/readyz"))[0] == 503 and r, 30,
+                            "the member left alone to be unready")
+    assert "leader" in body or "majority" in body, body
+    group[1].start()
+    wait_for(lambda: http_get(port(group[0]), "/readyz")[0] == 200, 30, "ready again with a majority")
+    wait_for(lambda: http_get(port(group[1]), "/readyz")[0] == 200, 30, "the returning member ready")

@@ -1,7 +1,7 @@
 //! The CRDs: the checked-in files are what `crdgen` writes, and the schema's rules (bounds,
 //! enums, patterns, CEL) accept the examples and refuse what the API server would refuse.
 
-use ferrocket_operator::crd::{Backoff, BrokerSetSpec, StorageSpec, TopicSpec, UserSpec};
+use ferrocket_operator::crd::{Backoff, BrokerSetSpec, ControllerSpec, StorageSpec, TopicSpec, UserSpec};
 use serde_json::json;
 
 #[test]
@@ -39,6 +39,11 @@ fn cel_rules_refuse_owned_keys_impossible_quorums_and_changes_to_immutable_field
     assert!(StorageSpec::validate_cel(&json!({"size": "20Gi", "storageClassName": "fast"}), Some(&old)).is_ok());
     assert!(StorageSpec::validate_cel(&json!({"size": "10Gi", "storageClassName": "slow"}), Some(&old)).is_err());
     assert!(StorageSpec::validate_cel(&json!({"size": "10Gi"}), Some(&old)).is_err());
+
+    let three = json!({"replicas": 3});
+    assert!(ControllerSpec::validate_cel(&json!({"replicas": 5}), Some(&three)).is_ok());
+    let err = ControllerSpec::validate_cel(&json!({"replicas": 1}), Some(&three)).unwrap_err();
+    assert!(format!("{err:?}").contains("only grows"), "{err:?}");
 
     let topic = json!({"brokerSet": "demo", "topicName": "orders"});
     assert!(TopicSpec::validate_cel(&topic, None).is_ok());

@@ -47,6 +47,25 @@ fn pod(group: &str, ordinal: i32, revision: &str, ready: bool) -> Value {
            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
 }
 
+/// Controller pod `demo-controller-<ordinal>` at `revision`.
+fn controller_pod(ordinal: i32, revision: &str, ready: bool) -> Value {
+    let mut p = pod("demo-controller", ordinal, revision, ready);
+    p["metadata"]["labels"] =
+        json!({"app.kubernetes.io/component": "controller", "controller-revision-hash": revision});
+    p
+}
+
+/// The controller's StatefulSet of `replicas` pods, started in parallel as this operator makes it.
+fn controller_sts(replicas: i32, ready: i32, current: &str, update: &str) -> Value {
+    let mut s = sts_rolling("demo-controller", replicas, ready, current, update);
+    s["spec"]["replicas"] = json!(replicas);
+    s["spec"]["podManagementPolicy"] = json!("Parallel");
+    if current == update {
+        s["status"]["updatedReplicas"] = json!(replicas);
+    }
+    s
+}
+
 fn deleted_pods(seen: &[Seen]) -> Vec<String> {
     seen.iter()
         .filter(|(m, p, _)| m == Method::DELETE && p.contains("/pods/"))
@@ -80,17 +99,21 @@ fn answers_on(minor: u32, sets: Vec<Value>, pods: Vec<Value>) -> impl Fn(&Method
             }
         } else if method == Method::GET && path.contains("/secrets/") {
             support::cluster_secret()
+        } else if method == Method::GET && path.contains("/statefulsets/") {
+            // One StatefulSet by name (the controller's).
+            let name = path.rsplit_once("/statefulsets/").unwrap().1.split('?').next().unwrap();
+            sets.iter().find(|s| s["metadata"]["name"] == name).cloned().unwrap_or_else(support::not_found)
         } else if method == Method::GET && path.contains("/statefulsets") {
-            list("StatefulSet", sets.clone())
+            // The broker groups' (listed by label).
+            let group = |s: &&Value| !s["metadata"]["name"].as_str().unwrap().ends_with("-controller");
+            list("StatefulSet", sets.iter().filter(group).cloned().collect())
         } else if method == Method::GET && path.contains("/pods") {
-            // The selector names one broker group: that group's pods.
-            let of_group = |p: &&Value| {
-                path.contains(&format!(
-                    "broker-group%3D{}",
-                    p["metadata"]["labels"]["ferrocket.io/broker-group"].as_str().unwrap()
-                ))
+            // The selector names one broker group, or the controller: those pods.
+            let selected = |p: &&Value| match p["metadata"]["labels"]["ferrocket.io/broker-group"].as_str() {
+                Some(group) => path.contains(&format!("broker-group%3D{group}")),
+                None => path.contains("component%3Dcontroller") && !path.contains("broker-group"),
             };
-            list("Pod", pods.iter().filter(of_group).cloned().collect())
+            list("Pod", pods.iter().filter(selected).cloned().collect())
         } else if path.contains("/brokersets/") {
             let mut bs = serde_json::to_value(example()).unwrap();
             bs["status"] = body["status"].clone();
@@ -288,4 +311,56 @@ async fn an_older_server_gets_what_it_serves_and_a_condition_saying_what_is_miss
     assert!(degraded["message"].as_str().unwrap().contains("policy/v1"), "{degraded}");
     assert_eq!(condition(status_patch(&seen), "Ready")["status"], "True", "it still runs");
     assert_eq!(events(&seen), ["FeaturesUnavailable"]);
+}
+
+#[tokio::test]
+async fn controller_members_roll_one_at_a_time_only_while_all_are_ready_and_the_leader_last() {
+    let sets = |ready| vec![sts("demo-0", 2), sts("demo-1", 2), controller_sts(3, ready, "r1", "r2")];
+    let pods = |ready_1| (0..3).map(|i| controller_pod(i, "r1", i != 1 || ready_1)).collect::<Vec<_>>();
+    // No leader is known here (no broker answers): pod 0 stands in for it and goes last.
+    let seen = run(example(), answers_with_pods(sets(3), pods(true))).await;
+    assert_eq!(deleted_pods(&seen), ["demo-controller-2"]);
+    let ready = condition(status_patch(&seen), "Ready");
+    assert!(ready["message"].as_str().unwrap().contains("restarting demo-controller-2"), "{ready}");
+    // A member that is not ready (restarting, or outside a working group) holds the roll.
+    let seen = run(example(), answers_with_pods(sets(2), pods(false))).await;
+    assert!(deleted_pods(&seen).is_empty(), "{seen:#?}");
+    let ready = condition(status_patch(&seen), "Ready");
+    assert_eq!(ready["status"], "False");
+    assert!(ready["message"].as_str().unwrap().contains("demo-controller: waiting for pods to be ready"), "{ready}");
+}
+
+#[tokio::test]
+async fn a_controller_member_not_ready_keeps_the_brokerset_not_ready() {
+    let sets = vec![sts("demo-0", 2), sts("demo-1", 2), controller_sts(3, 2, "r2", "r2")];
+    let seen = run(example(), answers(sets)).await;
+    let ready = condition(status_patch(&seen), "Ready");
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("PodsNotReady")));
+    assert!(ready["message"].as_str().unwrap().contains("demo-controller"), "{ready}");
+}
+
+#[tokio::test]
+async fn a_controller_statefulset_with_ordered_pods_is_replaced_keeping_its_pods() {
+    let mut old = controller_sts(3, 3, "r1", "r1");
+    old["spec"]["podManagementPolicy"] = json!("OrderedReady");
+    let seen = run(example(), answers(vec![sts("demo-0", 2), sts("demo-1", 2), old])).await;
+    let deleted = seen.iter().find(|(m, p, _)| m == Method::DELETE && p.contains("/statefulsets/demo-controller"));
+    let (_, _, body) = deleted.expect("the old StatefulSet is deleted");
+    assert_eq!(body["propagationPolicy"], "Orphan", "its pods keep running: {body}");
+    assert!(!applies(&seen).contains(&"statefulsets/demo-controller".to_string()), "made again once it is gone");
+    assert!(events(&seen).contains(&"ControllerStatefulSetReplaced".to_string()));
+    let ready = condition(status_patch(&seen), "Ready");
+    assert!(ready["message"].as_str().unwrap().contains("old StatefulSet to be replaced"), "{ready}");
+}
+
+#[tokio::test]
+async fn shrinking_the_controller_group_is_refused_with_a_condition_and_an_event() {
+    let mut bs = example();
+    bs.spec.controller.replicas = 1;
+    let seen = run(bs, answers(vec![sts("demo-0", 2), sts("demo-1", 2), controller_sts(3, 3, "r1", "r1")])).await;
+    assert!(applies(&seen).is_empty(), "nothing is applied: {:?}", applies(&seen));
+    assert_eq!(events(&seen), ["ControllerScaleDownRefused"]);
+    let degraded = condition(status_patch(&seen), "Degraded");
+    assert_eq!(degraded["reason"], "ControllerScaleDownRefused");
+    assert!(degraded["message"].as_str().unwrap().contains("from 3 to 1"), "{degraded}");
 }

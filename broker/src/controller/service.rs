@@ -69,6 +69,35 @@ pub struct Services {
     pub controller: ControllerServer<ControllerService>,
     /// The members' Raft traffic.
     pub raft: ControllerRaftServer<RaftService>,
+    /// This member's readiness (`/readyz`, see [`ready`]).
+    pub ready: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
+}
+
+/// Whether a member is part of a working group, from its Raft metrics: a follower or learner
+/// knows the leader of its term (a leader's appends reached it since it started, so it is
+/// catching up), a leader had a majority's acknowledgement within four minimum election
+/// timeouts, and a member not yet added to any group has nothing to catch up. A member of a
+/// group that knows no leader (a candidate), or a leader cut off from its majority, is not ready: the operator
+/// rolls the next controller pod only once the restarted one is ready, so a rolling restart never
+/// takes a majority away. Errors: why not, for `/readyz`.
+pub fn ready(m: &openraft::RaftMetrics<u64, BasicNode>) -> Result<(), String> {
+    let membership = m.membership_config.membership();
+    let alone = membership.voter_ids().eq([m.id]);
+    // Not yet added (a new pod of a scale-up, waiting for the leader): nothing to catch up, no vote.
+    let outside = membership.nodes().next().is_none();
+    match (m.state, m.current_leader, m.millis_since_quorum_ack) {
+        (_, None, _) if outside => Ok(()),
+        (ServerState::Leader, _, _) if alone => Ok(()),
+        (ServerState::Leader, _, Some(ms)) if ms < 4 * ELECTION_TIMEOUT_MIN_MS => Ok(()),
+        (ServerState::Leader, _, ms) => Err(format!(
+            "controller member {} leads term {} but no majority acknowledged it for {ms:?} ms",
+            m.id, m.current_term
+        )),
+        (_, Some(_), _) => Ok(()),
+        (state, None, _) => {
+            Err(format!("controller member {} ({state:?}) knows no leader in term {}", m.id, m.current_term))
+        }
+    }
 }
 
 /// Starts this nameserver's controller member: opens `<data_dir>/controller/`, joins (or, on a
@@ -137,9 +166,11 @@ pub async fn start(cfg: &Config, dialer: Dialer) -> anyhow::Result<Services> {
             scan.scan().await;
         }
     });
+    let metrics = raft.metrics();
     Ok(Services {
         controller: ControllerServer::new(ControllerService { node }),
         raft: ControllerRaftServer::new(RaftService { raft }),
+        ready: Arc::new(move || ready(&metrics.borrow())),
     })
 }
 
@@ -345,5 +376,34 @@ impl controller_server::Controller for ControllerService {
             term,
             members: node.voters(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_is_ready_with_a_leader_and_a_leader_with_a_recent_majority() {
+        let mut m = openraft::RaftMetrics::<u64, BasicNode>::new_initial(2);
+        m.state = ServerState::Follower;
+        assert!(ready(&m).is_ok(), "not yet added to a group: nothing to wait for");
+        let nodes = BTreeMap::from([(1, BasicNode::new("a:1")), (2, BasicNode::new("b:1"))]);
+        let membership = openraft::Membership::new(vec![BTreeSet::from([1, 2])], nodes);
+        m.membership_config = Arc::new(openraft::StoredMembership::new(None, membership));
+        assert!(ready(&m).unwrap_err().contains("knows no leader"));
+        m.current_leader = Some(1);
+        assert!(ready(&m).is_ok());
+        m.state = ServerState::Candidate;
+        m.current_leader = None;
+        assert!(ready(&m).is_err());
+        m.state = ServerState::Leader;
+        m.current_leader = Some(2);
+        m.millis_since_quorum_ack = Some(100);
+        assert!(ready(&m).is_ok());
+        m.millis_since_quorum_ack = Some(60_000);
+        assert!(ready(&m).unwrap_err().contains("no majority"));
+        m.millis_since_quorum_ack = None;
+        assert!(ready(&m).is_err());
     }
 }

@@ -106,16 +106,12 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let refused = Family::<RefusalLabel, Counter>::default();
     let auth = Arc::new(Auth::load(&cfg, None)?);
     let super_only = SuperOnly::new(auth.clone(), refused.clone());
-    if let Some(addr) = cfg.metrics_listen {
-        let t = table.clone();
-        let metrics = Arc::new(move || render_metrics(&t.lock(), &refused));
-        crate::http::serve(addr, metrics, Arc::new(|| Ok(())), stop_rx.clone()).await?;
-    }
     // Remoting clients dial the same port (9876) as gRPC ones.
     let remoting = crate::remoting::namesrv::processor(crate::remoting::namesrv::Routes::Table(table.clone()));
     let port = crate::port::Port::new(&cfg, &crate::tls::acceptor(&cfg)?, Some(remoting));
-    let incoming = crate::port::serve(listener, port, stop_rx);
+    let incoming = crate::port::serve(listener, port, stop_rx.clone());
     let expiry = cfg.broker_expiry_ms;
+    let metrics_table = table.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis((expiry / 10).clamp(100, 5_000)));
         loop {
@@ -125,17 +121,23 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             }
         }
     });
-    let (controller, raft) = match cfg.enable_controller {
+    // A controller member is ready once it is part of a working group; a nameserver alone always.
+    let (controller, raft, ready): (_, _, crate::http::CheckReady) = match cfg.enable_controller {
         true => {
             let dialer = crate::cluster::dialer(&cfg, &auth)?;
             let s = crate::controller::service::start(&cfg, dialer).await?;
             (
                 Some(InterceptedService::new(s.controller, super_only.clone())),
                 Some(InterceptedService::new(s.raft, super_only.clone())),
+                s.ready,
             )
         }
-        false => (None, None),
+        false => (None, None, Arc::new(|| Ok(()))),
     };
+    if let Some(addr) = cfg.metrics_listen {
+        let metrics = Arc::new(move || render_metrics(&metrics_table.lock(), &refused));
+        crate::http::serve(addr, metrics, ready, stop_rx.clone()).await?;
+    }
     let server = tonic::transport::Server::builder()
         .add_service(NamesrvServer::with_interceptor(service, super_only))
         .add_optional_service(controller)

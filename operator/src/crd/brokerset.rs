@@ -216,12 +216,18 @@ impl Default for NameserverSpec {
 
 /// The election controller's StatefulSet `<name>-controller`: nameservers that are also the
 /// members of the controller's Raft group (member i+1 is pod i).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("self.replicas >= oldSelf.replicas")
+        .message("controller.replicas cannot decrease: the controller group only grows")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ControllerSpec {
     /// Controller pods (3 by default: elections go on with one down; 5 with two). 1 runs a
     /// single controller, which stops elections while it is down. Scaling up adds members to the
-    /// running group through Raft.
+    /// running group through Raft; scaling down is refused (by this rule and by the operator):
+    /// it takes a membership change before a pod goes, which the operator does not make.
     #[schemars(range(min = 1, max = 7))]
     pub replicas: i32,
 }

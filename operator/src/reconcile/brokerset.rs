@@ -1,7 +1,8 @@
 //! Reconciling a BrokerSet: render it, refuse what must not happen (an invalid spec, removing
-//! broker groups without the annotation that allows it), server-side apply every object with one
-//! field manager (so a spec change reaches the cluster and drift is reverted), and report
-//! readiness in the status. Nothing here sleeps: waiting is a requeue.
+//! broker groups without the annotation that allows it, shrinking the controller group),
+//! server-side apply every object with one field manager (so a spec change reaches the cluster
+//! and drift is reverted), roll pods to a new revision one at a time, and report readiness in the
+//! status. Nothing here sleeps: waiting is a requeue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -72,6 +73,52 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
         return Ok(Action::await_change());
     }
 
+    // The controller group only grows: removing members takes a Raft membership change the
+    // operator does not make (see docs/OPERATIONS.md), and shrinking the StatefulSet first
+    // could leave the group without a majority.
+    let controller_name = format!("{name}-controller");
+    let mut controller_sts = sts_api.get_opt(&controller_name).await?;
+    let running = controller_sts.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(0);
+    if bs.spec.controller.replicas < running {
+        let msg = format!(
+            "refusing to shrink the controller group from {running} to {} members: scaling the controller down is not supported; set spec.controller.replicas back to {running}",
+            bs.spec.controller.replicas
+        );
+        ctx.warn(bs.as_ref(), "ControllerScaleDownRefused", &msg).await;
+        let conditions = vec![
+            condition(DEGRADED, true, "ControllerScaleDownRefused", msg.clone(), generation),
+            condition(RECONCILING, false, "ControllerScaleDownRefused", msg, generation),
+        ];
+        let mut status: Vec<GroupStatus> = existing.items.iter().map(group_status).collect();
+        status.sort_by(|a, b| a.name.cmp(&b.name));
+        patch_status(&ctx, &bs, conditions, status, None).await?;
+        return Ok(Action::await_change());
+    }
+    // A controller StatefulSet made with ordered pods (by an earlier operator) cannot change its
+    // podManagementPolicy in place: it is deleted with its pods orphaned (they keep running) and
+    // made again once it is gone, adopting them.
+    let mut manifests = manifests;
+    let replacing = match &controller_sts {
+        Some(s) if s.metadata.deletion_timestamp.is_some() => true,
+        Some(s)
+            if s.spec.as_ref().and_then(|sp| sp.pod_management_policy.as_deref())
+                != Some(render::CONTROLLER_POD_MANAGEMENT) =>
+        {
+            let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..Default::default() };
+            sts_api.delete(&controller_name, &orphan).await?;
+            let note = format!(
+                "replacing StatefulSet {controller_name} to start its pods in parallel (podManagementPolicy cannot change in place); its pods keep running"
+            );
+            ctx.publish(bs.as_ref(), EventType::Normal, "ControllerStatefulSetReplaced", &note).await;
+            true
+        }
+        _ => false,
+    };
+    if replacing {
+        manifests.stateful_sets.retain(|s| s.name_any() != controller_name);
+        controller_sts = None;
+    }
+
     // The pods read the cluster's credentials from it: made before they are.
     if let Some(secret) = crate::credentials::ensure_generated(&ctx.client, &bs).await? {
         let note = format!("generated Secret {secret} with the cluster's credentials");
@@ -105,20 +152,41 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
         g.name = w.clone();
         g.ready_replicas = sts.map_or(0, ready_replicas);
         if let Some(sts) = sts {
-            match roll_step(&ctx, &ns, &name, sts, &g, replicas, cluster.is_some()).await? {
-                Step::UpToDate => {}
-                Step::Wait(why) => rolling.push(format!("{w}: {why}")),
-                Step::Delete(pod) => {
-                    Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &Default::default()).await?;
-                    let note = format!("restarting {pod} of {w} at the new revision");
-                    ctx.publish(bs.as_ref(), EventType::Normal, "RollingPod", &note).await;
-                    rolling.push(format!("{w}: {note}"));
+            let labels = selector_query(&selector(&name, "broker", Some(w)));
+            let step = match outdated_pods(&ctx, &ns, sts, &labels, replicas).await? {
+                None => Step::UpToDate,
+                Some((revision, members)) => {
+                    let in_sync = cluster.is_some().then_some(g.in_sync.as_slice());
+                    rolling::next_step(&revision, replicas, &members, g.master.as_deref(), in_sync)
                 }
-            }
+            };
+            take_step(&ctx, &bs, &ns, w, step, &mut rolling).await?;
         }
         status.push(g);
     }
-    let not_ready: Vec<&str> = status.iter().filter(|g| g.ready_replicas < replicas).map(|g| g.name.as_str()).collect();
+    let mut not_ready: Vec<&str> =
+        status.iter().filter(|g| g.ready_replicas < replicas).map(|g| g.name.as_str()).collect();
+    // The controller's members: ready means part of a working group (a majority with a leader),
+    // so rolling one only after every member is ready never takes a majority away; the leader
+    // goes last, so the group elects once per roll.
+    let members = bs.spec.controller.replicas;
+    if let Some(sts) = &controller_sts {
+        if ready_replicas(sts) < members {
+            not_ready.push(&controller_name);
+        }
+        let labels = selector_query(&selector(&name, "controller", None));
+        let step = match outdated_pods(&ctx, &ns, sts, &labels, members).await? {
+            None => Step::UpToDate,
+            Some((revision, pods)) => {
+                let leader = cluster.as_ref().and_then(rolling::controller_leader);
+                let all: Vec<String> = pods.iter().map(|p| p.pod.clone()).collect();
+                rolling::next_step(&revision, members, &pods, leader.as_deref(), Some(&all))
+            }
+        };
+        take_step(&ctx, &bs, &ns, &controller_name, step, &mut rolling).await?;
+    } else if replacing {
+        rolling.push(format!("{controller_name}: waiting for the old StatefulSet to be replaced"));
+    }
     let ready = not_ready.is_empty() && rolling.is_empty();
     // An older server runs the BrokerSet without what it lacks: said once per reconcile.
     let missing = caps.missing();
@@ -173,26 +241,25 @@ async fn capabilities(ctx: &Context) -> Result<render::Capabilities, Error> {
     Ok(render::Capabilities::of(minor, pdb_v1))
 }
 
-/// The next rolling step of broker group StatefulSet `sts` (see [`rolling::next_step`]); its
-/// pods are listed only when it has a revision to roll to.
-async fn roll_step(
+/// The pods of StatefulSet `sts` (those matching the label query `labels`) and the revision to
+/// roll them to; `None` while nothing is to roll (every one of `replicas` pods is at the
+/// current revision, or the StatefulSet controller has not caught up with a change yet). The
+/// pods are listed only when there is a revision to roll to.
+async fn outdated_pods(
     ctx: &Context,
     ns: &str,
-    name: &str,
     sts: &StatefulSet,
-    roles: &GroupStatus,
+    labels: &str,
     replicas: i32,
-    brokers_known: bool,
-) -> Result<Step, Error> {
+) -> Result<Option<(String, Vec<Member>)>, Error> {
     let st = sts.status.clone().unwrap_or_default();
     let Some(update_revision) = st.update_revision.filter(|_| st.observed_generation >= sts.metadata.generation) else {
-        return Ok(Step::UpToDate); // the StatefulSet controller has not caught up yet
+        return Ok(None); // the StatefulSet controller has not caught up yet
     };
     if st.current_revision.as_deref() == Some(update_revision.as_str()) && st.updated_replicas == Some(replicas) {
-        return Ok(Step::UpToDate);
+        return Ok(None);
     }
-    let labels = selector_query(&selector(name, "broker", Some(&sts.name_any())));
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns).list(&ListParams::default().labels(&labels)).await?;
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns).list(&ListParams::default().labels(labels)).await?;
     let members: Vec<Member> = pods
         .items
         .iter()
@@ -206,8 +273,30 @@ async fn roll_step(
                     .any(|c| c.type_ == "Ready" && c.status == "True"),
         })
         .collect();
-    let in_sync = brokers_known.then_some(roles.in_sync.as_slice());
-    Ok(rolling::next_step(&update_revision, replicas, &members, roles.master.as_deref(), in_sync))
+    Ok(Some((update_revision, members)))
+}
+
+/// Does `step` for StatefulSet `what`: deletes the pod to roll (with an Event) and notes what
+/// rolling waits for in `rolling`. Errors: the delete failed.
+async fn take_step(
+    ctx: &Context,
+    bs: &BrokerSet,
+    ns: &str,
+    what: &str,
+    step: Step,
+    rolling: &mut Vec<String>,
+) -> Result<(), Error> {
+    match step {
+        Step::UpToDate => {}
+        Step::Wait(why) => rolling.push(format!("{what}: {why}")),
+        Step::Delete(pod) => {
+            Api::<Pod>::namespaced(ctx.client.clone(), ns).delete(&pod, &Default::default()).await?;
+            let note = format!("restarting {pod} of {what} at the new revision");
+            ctx.publish(bs, EventType::Normal, "RollingPod", &note).await;
+            rolling.push(format!("{what}: {note}"));
+        }
+    }
+    Ok(())
 }
 
 /// Server-side applies every object (forced: the operator owns these fields; another manager's

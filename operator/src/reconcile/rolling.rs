@@ -4,6 +4,9 @@
 //! restart never takes the last up-to-date copy of acknowledged messages away. The same order
 //! as Strimzi's KafkaRoller (controller last) and RocketMQ's advice for master/slave restarts.
 //!
+//! The controller's members roll by the same rule: "in sync" is their readiness (part of a
+//! working group), and the leader goes last ([`controller_leader`]).
+//!
 //! Also: a group's roles as its brokers report them ([`roles`]).
 
 use ferrocket_proto::admin::ClusterStatusResponse;
@@ -85,6 +88,14 @@ pub fn pod_of(endpoint: &str) -> String {
     }
 }
 
+/// The pod of the controller group's leader, from its `id=host:port` member list; `None` while no
+/// leader answered.
+pub fn controller_leader(cluster: &ClusterStatusResponse) -> Option<String> {
+    let l = cluster.controller_leader.as_ref()?;
+    let me = format!("{}=", l.leader_id);
+    l.members.iter().find_map(|m| m.strip_prefix(&me)).map(pod_of)
+}
+
 /// The roles of broker group `group` as its brokers report them: master, slaves, in-sync set
 /// (master included) and epoch, as pod names. The master's own report wins; the controller's
 /// view stands in while the master cannot be asked. `None` when no member of the group is known.
@@ -160,6 +171,23 @@ mod tests {
         assert!(matches!(next_step("new", 2, &pods, Some("g-0"), None), Step::Wait(_)));
         // A group of one has nobody to be in sync with.
         assert_eq!(next_step("new", 1, &[m("g-0", "old", true)], None, None), Step::Delete("g-0".into()));
+    }
+
+    #[test]
+    fn the_controller_leader_is_found_by_its_id_in_the_member_list() {
+        let leader = ferrocket_proto::namesrv::ListControllerGroupsResponse {
+            leader_id: 2,
+            term: 5,
+            members: all(&[
+                "1=demo-controller-0.demo-controller.ns.svc:9876",
+                "2=demo-controller-1.demo-controller.ns.svc:9876",
+            ]),
+            ..Default::default()
+        };
+        let mut cluster = ClusterStatusResponse { controller_leader: Some(leader), ..Default::default() };
+        assert_eq!(controller_leader(&cluster).as_deref(), Some("demo-controller-1"));
+        cluster.controller_leader = None;
+        assert_eq!(controller_leader(&cluster), None);
     }
 
     #[test]

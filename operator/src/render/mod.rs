@@ -36,6 +36,7 @@ use kube::Resource;
 use crate::crd::BrokerSet;
 
 pub use broker::{broker_config, group_name, CONFIG_FILE};
+pub use namesrv::CONTROLLER_POD_MANAGEMENT;
 pub use security::TLS_DIR;
 
 /// gRPC port of brokers (RocketMQ 5 proxy's default).

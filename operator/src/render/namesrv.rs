@@ -2,7 +2,7 @@
 //! form one Raft group, each with a volume for its log; a PodDisruptionBudget keeps a majority),
 //! behind one headless Service that brokers resolve to all of them.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec, VolumeMount};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -106,6 +106,12 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
                 match_labels: Some(selector(&ctx.name, "controller", None)),
                 ..Default::default()
             },
+            // A member is ready only within a working group (a majority with a leader): started
+            // in order, the first would wait for a readiness that needs the second.
+            pod_management_policy: Some(CONTROLLER_POD_MANAGEMENT.into()),
+            // The operator rolls the members itself: one at a time, each only once every member
+            // is ready, the leader last (reconcile::rolling).
+            update_strategy: Some(StatefulSetUpdateStrategy { type_: Some("OnDelete".into()), ..Default::default() }),
             template: PodTemplateSpec {
                 metadata: Some(template_meta(pod_labels, &image_hash)),
                 spec: Some(pod_spec(ctx, c, sec.volumes.clone())),
@@ -146,6 +152,10 @@ pub(super) fn render(ctx: &Ctx, m: &mut Manifests) {
         ..Default::default()
     });
 }
+
+/// The controller StatefulSet's `podManagementPolicy`. The field is immutable: a StatefulSet made
+/// with another (by an operator before this one) is replaced, its pods orphaned and adopted.
+pub const CONTROLLER_POD_MANAGEMENT: &str = "Parallel";
 
 /// `host:port` of controller pod `pod` (an ordinal, or `$(POD_NAME)`'s expansion for a full pod
 /// name) by its stable name under the headless Service `<name>-controller`.
