@@ -12,7 +12,7 @@ use openraft::{
     BasicNode, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError,
     StoredMembership,
 };
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::state::{apply, Answer, GroupRecord, Groups};
@@ -43,6 +43,9 @@ struct Stored {
 pub struct Machine {
     path: PathBuf,
     state: Arc<RwLock<Applied>>,
+    /// Held while `snapshot.json` is written: the builder runs on a task of its own, beside an
+    /// InstallSnapshot from the leader.
+    writing: Arc<Mutex<()>>,
 }
 
 impl Machine {
@@ -52,7 +55,7 @@ impl Machine {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("snapshot.json");
         let state = load_json::<Stored>(&path)?.map(|s| s.state).unwrap_or_default();
-        Ok(Machine { path, state: Arc::new(RwLock::new(state)) })
+        Ok(Machine { path, state: Arc::new(RwLock::new(state)), writing: Arc::default() })
     }
 
     /// The broker groups as applied so far.
@@ -63,6 +66,18 @@ impl Machine {
     /// The membership as last applied: committed.
     pub fn membership(&self) -> StoredMembership<NodeId, BasicNode> {
         self.state.read().membership.clone()
+    }
+
+    /// Writes `stored` as `snapshot.json` unless the file already holds a later snapshot (one
+    /// built from an older state must never replace one installed meanwhile: the log behind the
+    /// installed one may be purged). Returns whether it was written. Errors: I/O.
+    fn persist(&self, stored: &Stored) -> io::Result<bool> {
+        let _writing = self.writing.lock();
+        if load_json::<Stored>(&self.path)?.is_some_and(|cur| cur.meta.last_log_id > stored.meta.last_log_id) {
+            return Ok(false);
+        }
+        write_atomic(&self.path, stored)?;
+        Ok(true)
     }
 
     fn stored(&self) -> io::Result<Option<Snapshot<TypeConfig>>> {
@@ -83,7 +98,12 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
         let meta = Meta { last_log_id: state.last_applied, last_membership: state.membership.clone(), snapshot_id: id };
         let data = serde_json::to_vec(&state).map_err(|e| snapshot_err(Some(&meta), e))?;
         let stored = Stored { meta: meta.clone(), state };
-        write_atomic(&self.path, &stored).map_err(|e| snapshot_err(Some(&meta), e))?;
+        if !self.persist(&stored).map_err(|e| snapshot_err(Some(&meta), e))? {
+            // A later snapshot was installed while this one was built: that one is current.
+            if let Some(later) = self.stored().map_err(|e| snapshot_err(Some(&meta), e))? {
+                return Ok(later);
+            }
+        }
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -144,13 +164,35 @@ impl RaftStateMachine<TypeConfig> for Machine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let state: Applied = serde_json::from_slice(snapshot.get_ref()).map_err(|e| snapshot_err(Some(meta), e))?;
-        write_atomic(&self.path, &Stored { meta: meta.clone(), state: state.clone() })
-            .map_err(|e| snapshot_err(Some(meta), e))?;
+        self.persist(&Stored { meta: meta.clone(), state: state.clone() }).map_err(|e| snapshot_err(Some(meta), e))?;
         *self.state.write() = state;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         self.stored().map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(index: u64) -> Stored {
+        let last = LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
+        let meta =
+            Meta { last_log_id: Some(last), last_membership: Default::default(), snapshot_id: format!("1-{index}") };
+        Stored { meta, state: Applied { last_applied: Some(last), ..Default::default() } }
+    }
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Machine::open(dir.path()).unwrap();
+        assert!(m.persist(&at(10)).unwrap());
+        assert!(!m.persist(&at(5)).unwrap(), "built from an older state than the one installed");
+        let kept = m.stored().unwrap().unwrap();
+        assert_eq!(kept.meta.last_log_id.unwrap().index, 10);
+        assert!(m.persist(&at(20)).unwrap());
     }
 }
