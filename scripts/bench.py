@@ -563,14 +563,6 @@ def failover_once(run):
     import conftest
     import test_failover as fo
 
-    made = []
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ferrocket-failover-", dir="/var/tmp"))
-
-    def factory(mode="standalone", start=True, **config):
-        b = conftest.Broker(tmp / f"data-{len(made)}", mode, **config)
-        made.append(b)
-        return b.start() if start else b
-
     def probe(endpoint, hit):
         stub = service_pb2_grpc.MessagingServiceStub(grpc.insecure_channel(endpoint))
         while not hit:
@@ -584,10 +576,10 @@ def failover_once(run):
                 pass
             time.sleep(0.02)
 
-    try:
+    with conftest.broker_processes() as factory, tempfile.TemporaryDirectory() as scratch:
         ns, groups = fo.failover_cluster(factory, "sync", controllers=3)
         (old, new), (entry, _) = groups["g-a"], groups["g-b"]
-        stream = fo.Stream(entry, "fo", tmp / "stop")
+        stream = fo.Stream(entry, "fo", pathlib.Path(scratch) / "stop")
         conftest.wait_for(lambda: len(stream.oks("g-a")) >= 100, 90, "100 acknowledged sends to g-a")
         hit = []
         threading.Thread(target=probe, args=(new.endpoint, hit), daemon=True).start()
@@ -610,11 +602,6 @@ def failover_once(run):
             time.sleep(0.05)
         stream.stop()
         return {k: v - killed for k, v in t.items()}
-    finally:
-        for b in made:
-            if b.proc and b.proc.poll() is None:
-                b.kill9()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def print_failover(runs):

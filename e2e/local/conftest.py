@@ -2,6 +2,7 @@
 
 Every wait is bounded and waits for a condition (the `ready` line, a process exit), never a sleep.
 """
+import contextlib
 import json
 import os
 import pathlib
@@ -160,23 +161,33 @@ class Broker:
         return self.proc.returncode if self.proc else None
 
 
-@pytest.fixture
-def broker_factory():
+@contextlib.contextmanager
+def broker_processes():
+    """Yields `make(mode="standalone", start=True, **config)`, which makes a process of `mode`
+    with `config` in a temporary directory, started unless `start` is False (its port and data
+    dir are chosen either way, so peers can name it first). On exit every process still running
+    is killed and the directory removed."""
     brokers = []
     tmp = tempfile.TemporaryDirectory(prefix="ferrocket-e2e-")
 
     def make(mode="standalone", start=True, **config):
-        """A process of `mode` with `config`; started unless `start` is False (its port and data
-        dir are chosen either way, so peers can name it first)."""
         b = Broker(pathlib.Path(tmp.name) / f"data-{len(brokers)}", mode, **config)
         brokers.append(b)
         return b.start() if start else b
 
-    yield make
-    for b in brokers:
-        if b.proc and b.proc.poll() is None:
-            b.kill9()
-    tmp.cleanup()
+    try:
+        yield make
+    finally:
+        for b in brokers:
+            if b.proc and b.proc.poll() is None:
+                b.kill9()
+        tmp.cleanup()
+
+
+@pytest.fixture
+def broker_factory():
+    with broker_processes() as make:
+        yield make
 
 
 @pytest.fixture

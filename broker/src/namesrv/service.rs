@@ -136,7 +136,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     };
     if let Some(addr) = cfg.metrics_listen {
         let metrics = Arc::new(move || render_metrics(&metrics_table.lock(), &refused));
-        crate::http::serve(addr, metrics, ready, stop_rx.clone()).await?;
+        crate::http::serve(addr, metrics, ready, stop_rx).await?;
     }
     let server = tonic::transport::Server::builder()
         .add_service(NamesrvServer::with_interceptor(service, super_only))

@@ -37,7 +37,7 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
     let name = bs.name_any();
     let generation = bs.metadata.generation;
     let caps = capabilities(&ctx).await?;
-    let manifests = match render::render_for(&bs, caps) {
+    let mut manifests = match render::render_for(&bs, caps) {
         Ok(m) => m,
         Err(e) => {
             ctx.warn(bs.as_ref(), "InvalidSpec", &e.to_string()).await;
@@ -62,15 +62,7 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
         let msg = format!(
             "refusing to remove broker groups {extra:?}: they may hold queues and unconsumed messages; annotate the BrokerSet with {ALLOW_SCALE_DOWN}=\"true\" to allow it"
         );
-        ctx.warn(bs.as_ref(), "ScaleDownRefused", &msg).await;
-        let conditions = vec![
-            condition(DEGRADED, true, "ScaleDownRefused", msg.clone(), generation),
-            condition(RECONCILING, false, "ScaleDownRefused", msg, generation),
-        ];
-        let mut status: Vec<GroupStatus> = existing.items.iter().map(group_status).collect();
-        status.sort_by(|a, b| a.name.cmp(&b.name));
-        patch_status(&ctx, &bs, conditions, status, None).await?;
-        return Ok(Action::await_change());
+        return refuse(&ctx, &bs, &existing.items, "ScaleDownRefused", msg).await;
     }
 
     // The controller group only grows: removing members takes a Raft membership change the
@@ -84,20 +76,11 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
             "refusing to shrink the controller group from {running} to {} members: scaling the controller down is not supported; set spec.controller.replicas back to {running}",
             bs.spec.controller.replicas
         );
-        ctx.warn(bs.as_ref(), "ControllerScaleDownRefused", &msg).await;
-        let conditions = vec![
-            condition(DEGRADED, true, "ControllerScaleDownRefused", msg.clone(), generation),
-            condition(RECONCILING, false, "ControllerScaleDownRefused", msg, generation),
-        ];
-        let mut status: Vec<GroupStatus> = existing.items.iter().map(group_status).collect();
-        status.sort_by(|a, b| a.name.cmp(&b.name));
-        patch_status(&ctx, &bs, conditions, status, None).await?;
-        return Ok(Action::await_change());
+        return refuse(&ctx, &bs, &existing.items, "ControllerScaleDownRefused", msg).await;
     }
     // A controller StatefulSet made with ordered pods (by an earlier operator) cannot change its
     // podManagementPolicy in place: it is deleted with its pods orphaned (they keep running) and
     // made again once it is gone, adopting them.
-    let mut manifests = manifests;
     let replacing = match &controller_sts {
         Some(s) if s.metadata.deletion_timestamp.is_some() => true,
         Some(s)
@@ -225,6 +208,28 @@ pub async fn reconcile(bs: Arc<BrokerSet>, ctx: Arc<Context>) -> Result<Action, 
     });
     patch_status(&ctx, &bs, conditions, status, controller).await?;
     Ok(Action::requeue(if ready { LATER } else { SOON }))
+}
+
+/// Refuses a change of the spec that must not happen (`reason`, saying why in `msg`): a Warning
+/// Event, Degraded with `reason`, Reconciling false, the broker groups of `existing` in the status,
+/// and nothing applied until the spec changes again. Errors: the status patch failed.
+async fn refuse(
+    ctx: &Context,
+    bs: &Arc<BrokerSet>,
+    existing: &[StatefulSet],
+    reason: &str,
+    msg: String,
+) -> Result<Action, Error> {
+    let generation = bs.metadata.generation;
+    ctx.warn(bs.as_ref(), reason, &msg).await;
+    let conditions = vec![
+        condition(DEGRADED, true, reason, msg.clone(), generation),
+        condition(RECONCILING, false, reason, msg, generation),
+    ];
+    let mut status: Vec<GroupStatus> = existing.iter().map(group_status).collect();
+    status.sort_by(|a, b| a.name.cmp(&b.name));
+    patch_status(ctx, bs, conditions, status, None).await?;
+    Ok(Action::await_change())
 }
 
 /// What the API server takes (its version, and whether it serves `policy/v1`). Errors: the
